@@ -1,0 +1,135 @@
+//! `sockit connect`: an interactive, full-duplex TCP/UDP/TLS client.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use sockit::net::echo::MAX_DATAGRAM_BYTES;
+use sockit::net::relay::{RelayEnd, relay};
+use sockit::net::{ClientOptions, DEFAULT_CONNECT_HOST, HostPort, bind_udp, open, tls};
+
+use crate::cli::args::{ClientTlsArgs, TraceArgs, parse_duration};
+
+/// Connect to ADDR; stdin goes to the peer and the peer's bytes to stdout, both at once.
+///
+/// When stdin ends, sockit sends EOF to the peer (a TCP half-close) and keeps printing
+/// until the peer closes; when the peer closes first, sockit exits at once.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  sockit connect example.com:80             talk to a server by hand
+  printf 'GET / HTTP/1.0\\r\\n\\r\\n' | sockit connect example.com:80
+  sockit connect --tls example.com:443      TLS, verified against the web PKI
+  sockit connect --pin sha256:ab12… :8443   TLS to a self-signed server, pinned
+  sockit connect --udp :9000                each stdin line is one datagram
+  sockit connect --trace :8000 < req.bin    hexdump every byte both ways")]
+pub(crate) struct ConnectArgs {
+    /// Where to connect: HOST:PORT, [IPv6]:PORT, :PORT or PORT (localhost)
+    #[arg(value_name = "ADDR")]
+    addr: HostPort,
+    /// Use UDP: each stdin line is one datagram, every reply is printed
+    #[arg(short, long, conflicts_with_all = ["tls", "pin", "ca", "insecure"])]
+    udp: bool,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
+    /// Give up connecting (and the TLS handshake) after this long
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Quit when nothing moves in either direction for this long
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    idle_timeout: Option<Duration>,
+    /// UDP: after stdin ends, wait this long for more replies before exiting
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    linger: Duration,
+    #[command(flatten)]
+    trace: TraceArgs,
+}
+
+pub(crate) async fn run(args: ConnectArgs, stop: CancellationToken) -> anyhow::Result<()> {
+    if args.udp {
+        return run_udp(args, stop).await;
+    }
+    let tls = match args.tls.verify() {
+        Some(verify) => Some(tls::client_config(&verify, &[])?),
+        None => None,
+    };
+    let options = ClientOptions {
+        connect_timeout: args.timeout,
+        tls,
+        server_name: args.tls.sni.clone(),
+        trace: args.trace.sink(),
+    };
+    let (stream, peer) = open(&args.addr, &options).await?;
+    info!(%peer, "connected");
+    let report = relay(
+        stream,
+        tokio::io::stdin(),
+        tokio::io::stdout(),
+        args.idle_timeout,
+        stop,
+    )
+    .await
+    .with_context(|| format!("connection to {peer}"))?;
+    if report.end == RelayEnd::Stopped {
+        info!("interrupted");
+    }
+    Ok(())
+}
+
+async fn run_udp(args: ConnectArgs, stop: CancellationToken) -> anyhow::Result<()> {
+    let peers = args.addr.resolve(DEFAULT_CONNECT_HOST).await?;
+    let peer = peers[0];
+    let local = if peer.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let socket = bind_udp(local.parse().expect("valid literal")).await?;
+    socket
+        .connect(peer)
+        .await
+        .with_context(|| format!("cannot reach {peer}"))?;
+    info!(%peer, "sending datagrams");
+
+    let mut stdin = BufReader::new(tokio::io::stdin());
+    let mut stdout = tokio::io::stdout();
+    let mut line = Vec::new();
+    let mut reply = vec![0u8; MAX_DATAGRAM_BYTES + 1];
+    let mut stdin_open = true;
+    let linger = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(linger);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            read = stdin.read_until(b'\n', &mut line), if stdin_open => {
+                if read? == 0 {
+                    stdin_open = false;
+                    info!(linger = ?args.linger, "stdin ended; waiting for late replies");
+                    linger.as_mut().reset(tokio::time::Instant::now() + args.linger);
+                    continue;
+                }
+                if let Err(error) = socket.send(&line).await {
+                    warn!(%error, bytes = line.len(), "datagram not sent");
+                }
+                line.clear();
+            }
+            received = socket.recv(&mut reply) => {
+                match received {
+                    Ok(n) => {
+                        stdout.write_all(&reply[..n]).await?;
+                        stdout.flush().await?;
+                    }
+                    // An ICMP "port unreachable" from the peer: say so, as nc does not.
+                    Err(error) => warn!(%peer, %error, "no UDP service answered"),
+                }
+                if !stdin_open {
+                    linger.as_mut().reset(tokio::time::Instant::now() + args.linger);
+                }
+            }
+            _ = &mut linger, if !stdin_open => return Ok(()),
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! `sockit listen`: a TCP/UDP server that prints, echoes, greets or keeps open.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use sockit::net::echo::{self, ServiceConfig, Template, UdpReply};
+use sockit::net::keep_open::keep_open;
+use sockit::net::relay::relay;
+use sockit::net::{HostPort, ServerConfig, accept, bind_tcp, bind_udp, secure, serve};
+
+use crate::cli::args::{BindArgs, ServerTlsArgs, TraceArgs, announce, parse_bytes, parse_duration};
+
+/// Listen for connections. By default: one peer, stdin to it and its bytes to stdout (nc -l).
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  sockit listen 9000                        one peer, like nc -l (127.0.0.1:9000)
+  sockit listen 9000 --keep-open            many peers; stdin goes to all of them
+  sockit listen --port 0 --echo             concurrent echo server on a free port
+  sockit listen 9000 --greet 'hello {}'     answer each line with a template
+  sockit listen 9000 --udp --echo           UDP echo for any number of peers
+  sockit listen 9443 --tls --echo           TLS with a fresh self-signed certificate
+  sockit listen 0.0.0.0:9000                accept other machines too")]
+pub(crate) struct ListenArgs {
+    /// Where to listen: PORT, :PORT, IP:PORT or [IPv6]:PORT (default 127.0.0.1, port 0)
+    #[arg(value_name = "ADDR")]
+    addr: Option<HostPort>,
+    #[command(flatten)]
+    bind: BindArgs,
+    /// Keep accepting peers; their data is printed tagged with their address when several are connected
+    #[arg(short, long)]
+    keep_open: bool,
+    /// Echo every byte back to its sender (many peers at once)
+    #[arg(short, long, conflicts_with = "greet")]
+    echo: bool,
+    /// Answer each received line with TEMPLATE, `{}` replaced by the line (many peers at once)
+    #[arg(short, long, value_name = "TEMPLATE")]
+    greet: Option<String>,
+    /// Use UDP: one socket serves every peer
+    #[arg(short, long, conflicts_with_all = ["tls", "cert"])]
+    udp: bool,
+    /// Most connections served at once; more are closed on arrival
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    max_conns: usize,
+    /// Close a connection after this long without data
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    idle_timeout: Option<Duration>,
+    /// Longest line --greet answers; longer ones get an error line
+    #[arg(long, value_name = "BYTES", default_value = "64KiB", value_parser = parse_bytes)]
+    max_line: usize,
+    #[command(flatten)]
+    tls: ServerTlsArgs,
+    #[command(flatten)]
+    trace: TraceArgs,
+}
+
+pub(crate) async fn run(args: ListenArgs, stop: CancellationToken) -> anyhow::Result<()> {
+    let addr = args.bind.resolve(args.addr.as_ref(), 0)?;
+    let service = ServiceConfig {
+        idle_timeout: args.idle_timeout,
+        max_line_bytes: args.max_line,
+    };
+    if args.udp {
+        let socket = bind_udp(addr).await?;
+        announce("listen", socket.local_addr()?, None);
+        let reply = match (&args.greet, args.echo) {
+            (Some(template), _) => UdpReply::Greet(Template::new(template)),
+            (None, true) => UdpReply::Echo,
+            (None, false) => return udp_print(socket, stop).await,
+        };
+        echo::serve_udp(socket, reply, stop).await;
+        return Ok(());
+    }
+
+    let identity = args.tls.identity(addr, &[])?;
+    let listener = bind_tcp(addr)?;
+    announce("listen", listener.local_addr()?, identity.as_ref());
+    let server = ServerConfig {
+        max_conns: args.max_conns,
+        tls: identity.map(|id| id.config),
+        trace: args.trace.sink(),
+        ..ServerConfig::default()
+    };
+
+    if args.echo {
+        let service = Arc::new(service);
+        serve(listener, server, stop, move |stream, _, stop| {
+            let service = service.clone();
+            async move { echo::echo(stream, &service, stop).await }
+        })
+        .await;
+    } else if let Some(template) = &args.greet {
+        let template = Template::new(template);
+        let service = Arc::new(service);
+        serve(listener, server, stop, move |stream, _, stop| {
+            let (template, service) = (template.clone(), service.clone());
+            async move { echo::greet(stream, &template, &service, stop).await }
+        })
+        .await;
+    } else if args.keep_open {
+        keep_open(
+            listener,
+            server,
+            tokio::io::stdin(),
+            tokio::io::stdout(),
+            stop,
+        )
+        .await?;
+    } else {
+        // One peer, like `nc -l`: accept, stop listening, relay until the peer closes.
+        let (tcp, peer) = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            conn = accept(&listener) => conn,
+        };
+        drop(listener);
+        info!(%peer, "peer connected");
+        let stream = secure(
+            tcp,
+            peer,
+            server.tls.as_ref(),
+            &server.trace,
+            server.handshake_timeout,
+        )
+        .await?;
+        relay(
+            stream,
+            tokio::io::stdin(),
+            tokio::io::stdout(),
+            args.idle_timeout,
+            stop,
+        )
+        .await
+        .with_context(|| format!("connection from {peer}"))?;
+    }
+    Ok(())
+}
+
+/// UDP without --echo/--greet: print every datagram; stdin lines go to the latest sender.
+async fn udp_print(socket: tokio::net::UdpSocket, stop: CancellationToken) -> anyhow::Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    let mut stdout = tokio::io::stdout();
+    let mut buf = vec![0u8; echo::MAX_DATAGRAM_BYTES + 1];
+    let mut line = Vec::new();
+    let mut latest = None;
+    let mut stdin_open = true;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            received = socket.recv_from(&mut buf) => {
+                let Ok((n, peer)) = received else { continue };
+                if latest != Some(peer) {
+                    info!(%peer, "datagrams from a new peer");
+                    latest = Some(peer);
+                }
+                stdout.write_all(&buf[..n]).await?;
+                stdout.flush().await?;
+            }
+            read = stdin.read_until(b'\n', &mut line), if stdin_open => {
+                if read? == 0 {
+                    stdin_open = false;
+                    continue;
+                }
+                match latest {
+                    Some(peer) => {
+                        if let Err(error) = socket.send_to(&line, peer).await {
+                            tracing::warn!(%peer, %error, "datagram not sent");
+                        }
+                    }
+                    None => tracing::warn!("no peer has sent anything yet; line dropped"),
+                }
+                line.clear();
+            }
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! The command line: clap structs and one `run` per command. No protocol logic lives here;
+//! each command turns its arguments into library configs and calls the library.
+
+mod args;
+mod connect;
+mod listen;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+/// One fast, safe binary for TCP, UDP and TLS: connect, listen, echo, greet.
+#[derive(Debug, Parser)]
+#[command(name = "sockit", version, about, propagate_version = true)]
+#[command(
+    after_help = "Exit codes: 0 ok · 1 error · 2 usage · 6 could not resolve host · \
+7 could not connect · 28 timed out · 35 TLS failure"
+)]
+pub(crate) struct Cli {
+    /// Say what goes over the wire (-v connections, -vv every message); RUST_LOG overrides
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub(crate) verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Full-duplex TCP/UDP/TLS client (like nc, ncat, telnet)
+    Connect(connect::ConnectArgs),
+    /// TCP/UDP server: one peer, --keep-open, --echo or --greet (like nc -l, ncat -lk)
+    Listen(listen::ListenArgs),
+    /// Print shell completions: sockit completions bash > /etc/bash_completion.d/sockit
+    Completions {
+        /// The shell to write completions for
+        shell: clap_complete::Shell,
+    },
+}
+
+impl Cli {
+    /// Runs the chosen command until it ends or `stop` is cancelled.
+    pub(crate) async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
+        match self.command {
+            Command::Connect(args) => connect::run(args, stop).await,
+            Command::Listen(args) => listen::run(args, stop).await,
+            Command::Completions { shell } => {
+                clap_complete::generate(
+                    shell,
+                    &mut Cli::command(),
+                    "sockit",
+                    &mut std::io::stdout(),
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_each_address_form_and_rejects_garbage() {
+        for addr in ["example.com:80", "[::1]:80", ":80", "80"] {
+            Cli::try_parse_from(["sockit", "connect", addr]).unwrap();
+        }
+        let err = Cli::try_parse_from(["sockit", "connect", "nope"]).unwrap_err();
+        assert!(err.to_string().contains("missing :PORT"), "{err}");
+    }
+
+    #[test]
+    fn conflicting_flags_are_refused() {
+        assert!(Cli::try_parse_from(["sockit", "connect", "--udp", "--tls", ":1"]).is_err());
+        assert!(Cli::try_parse_from(["sockit", "listen", "--echo", "--greet", "x"]).is_err());
+        assert!(Cli::try_parse_from(["sockit", "listen", "--cert", "c.pem"]).is_err());
+        assert!(Cli::try_parse_from(["sockit", "connect", "--pin", "sha256:00", ":1"]).is_err());
+    }
+}

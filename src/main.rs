@@ -1,0 +1,82 @@
+//! The `sockit` binary: parse arguments, set up logging and the runtime, run the command,
+//! and turn the outcome into one line on stderr and an exit code.
+
+mod cli;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use sockit::net::{FailureClass, classify, shutdown_signal};
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stop = CancellationToken::new();
+    let result = runtime.block_on(async {
+        let signal_stop = stop.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            signal_stop.cancel();
+        });
+        cli.run(stop).await
+    });
+    // A read of stdin may still sit in a blocking thread; it must not keep the process alive.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => report(&err),
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("sockit={level}")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        .without_time()
+        .with_target(false)
+        .init();
+}
+
+/// One line on stderr with the cause chain, and the exit code for the failure class.
+fn report(err: &anyhow::Error) -> ExitCode {
+    // Output piped into `head` and closed early is a normal end, not an error.
+    if err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    }) {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("error: {}", sockit::net::error_chain(err.as_ref()));
+    ExitCode::from(exit_code(classify(err.as_ref())))
+}
+
+/// Exit codes follow curl's numbers, which scripts already know.
+fn exit_code(class: FailureClass) -> u8 {
+    match class {
+        FailureClass::Resolve => 6,
+        FailureClass::Connect => 7,
+        FailureClass::Timeout => 28,
+        FailureClass::Tls => 35,
+        _ => 1,
+    }
+}

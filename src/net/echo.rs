@@ -1,0 +1,222 @@
+//! The small services of the classic lessons, done right: echo and greet (`hello {}`), over
+//! TCP (one task per connection) and UDP (many peers on one socket).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::net::line::{Frame, LineFramer};
+use crate::net::relay::COPY_BUFFER_BYTES;
+use crate::net::{AsyncStream, NetError};
+
+/// Largest UDP payload over IPv4 (65535 − 8 UDP − 20 IP header bytes).
+pub const MAX_DATAGRAM_BYTES: usize = 65_507;
+
+/// A reply template: `{}` stands for the received line (every occurrence).
+///
+/// Works on bytes, so a line that is not UTF-8 is answered with its bytes unchanged.
+///
+/// # Examples
+///
+/// ```
+/// use sockit::net::echo::Template;
+/// let t = Template::new("hello {}!");
+/// let mut out = bytes::BytesMut::new();
+/// t.render(b"world", &mut out);
+/// assert_eq!(&out[..], b"hello world!\n");
+/// ```
+#[derive(Debug, Clone)]
+pub struct Template {
+    parts: Arc<[Vec<u8>]>,
+}
+
+impl Template {
+    /// Parses a template; text without `{}` is sent as is for every line.
+    pub fn new(template: &str) -> Self {
+        let parts: Vec<Vec<u8>> = template
+            .split("{}")
+            .map(|p| p.as_bytes().to_vec())
+            .collect();
+        Self {
+            parts: parts.into(),
+        }
+    }
+
+    /// Appends the reply for `line`, with a trailing newline, to `out`.
+    pub fn render(&self, line: &[u8], out: &mut BytesMut) {
+        for (i, part) in self.parts.iter().enumerate() {
+            if i > 0 {
+                out.put_slice(line);
+            }
+            out.put_slice(part);
+        }
+        out.put_u8(b'\n');
+    }
+}
+
+/// Per-connection limits of the echo and greet services.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// A connection with no data for this long is closed.
+    pub idle_timeout: Option<Duration>,
+    /// Longest line `greet` answers (longer ones get an error line).
+    pub max_line_bytes: usize,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: None,
+            max_line_bytes: 64 * 1024,
+        }
+    }
+}
+
+async fn read_some<S: AsyncStream>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    idle_timeout: Option<Duration>,
+    stop: &CancellationToken,
+) -> std::io::Result<usize> {
+    let read = async {
+        match idle_timeout {
+            Some(limit) => tokio::time::timeout(limit, stream.read_buf(buf))
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        NetError::Timeout {
+                            what: "idle connection".into(),
+                            after: limit,
+                        },
+                    )
+                })?,
+            None => stream.read_buf(buf).await,
+        }
+    };
+    tokio::select! {
+        n = read => n,
+        _ = stop.cancelled() => Ok(0),
+    }
+}
+
+/// Echoes every byte back until the peer closes, the idle timeout passes or `stop` fires.
+pub async fn echo<S: AsyncStream>(mut stream: S, config: &ServiceConfig, stop: CancellationToken) {
+    let mut buf = BytesMut::with_capacity(COPY_BUFFER_BYTES);
+    loop {
+        buf.clear();
+        match read_some(&mut stream, &mut buf, config.idle_timeout, &stop).await {
+            Ok(0) => break,
+            Ok(_) => {
+                if let Err(error) = stream.write_all(&buf).await {
+                    debug!(%error, "write failed");
+                    return;
+                }
+            }
+            Err(error) => {
+                debug!(%error, "read ended");
+                break;
+            }
+        }
+    }
+    let _ = stream.shutdown().await;
+}
+
+/// Answers every line with `template`; over-long lines get an error line and the connection
+/// stays open. All answers to one read go out in one write (pipelined clients are cheap).
+pub async fn greet<S: AsyncStream>(
+    mut stream: S,
+    template: &Template,
+    config: &ServiceConfig,
+    stop: CancellationToken,
+) {
+    let mut framer = LineFramer::new(config.max_line_bytes);
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut out = BytesMut::with_capacity(16 * 1024);
+    loop {
+        let at_eof = match read_some(&mut stream, &mut buf, config.idle_timeout, &stop).await {
+            Ok(n) => n == 0,
+            Err(error) => {
+                debug!(%error, "read ended");
+                break;
+            }
+        };
+        loop {
+            let frame = if at_eof {
+                framer.decode_eof(&mut buf)
+            } else {
+                framer.decode(&mut buf)
+            };
+            match frame {
+                Some(Frame::Line(line)) => template.render(&line, &mut out),
+                Some(Frame::TooLong) => {
+                    warn!(limit = framer.max_line_bytes(), "line too long");
+                    out.put_slice(
+                        format!(
+                            "error: line longer than {} bytes\n",
+                            framer.max_line_bytes()
+                        )
+                        .as_bytes(),
+                    );
+                }
+                None => break,
+            }
+        }
+        if !out.is_empty() {
+            if let Err(error) = stream.write_all(&out).await {
+                debug!(%error, "write failed");
+                return;
+            }
+            out.clear();
+        }
+        if at_eof {
+            break;
+        }
+    }
+    let _ = stream.shutdown().await;
+}
+
+/// What a UDP service answers.
+#[derive(Debug, Clone)]
+pub enum UdpReply {
+    /// The datagram itself.
+    Echo,
+    /// The template, with the datagram (less a trailing newline) for `{}`.
+    Greet(Template),
+}
+
+/// Serves every peer on one UDP socket until `stop` fires: each datagram is answered to its
+/// sender, boundaries kept. A reply that cannot be sent (too large, peer gone) is logged and
+/// skipped; it never stops the service.
+pub async fn serve_udp(socket: UdpSocket, reply: UdpReply, stop: CancellationToken) {
+    let mut buf = vec![0u8; MAX_DATAGRAM_BYTES + 1];
+    let mut out = BytesMut::new();
+    loop {
+        let (n, peer) = tokio::select! {
+            _ = stop.cancelled() => return,
+            received = socket.recv_from(&mut buf) => match received {
+                Ok(r) => r,
+                // ICMP port-unreachable from an earlier reply shows up here on some systems.
+                Err(error) => { debug!(%error, "recv_from"); continue; }
+            },
+        };
+        let answer: &[u8] = match &reply {
+            UdpReply::Echo => &buf[..n],
+            UdpReply::Greet(template) => {
+                out.clear();
+                let line = buf[..n].strip_suffix(b"\n").unwrap_or(&buf[..n]);
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                template.render(line, &mut out);
+                &out
+            }
+        };
+        if let Err(error) = socket.send_to(answer, peer).await {
+            warn!(%peer, %error, bytes = answer.len(), "cannot send reply");
+        }
+    }
+}

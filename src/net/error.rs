@@ -1,0 +1,109 @@
+//! The errors of the network layer, and the failure classes that pick an exit code.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::net::AddrError;
+
+/// What went wrong while connecting, binding or handshaking.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// The address was malformed or did not resolve.
+    #[error(transparent)]
+    Addr(#[from] AddrError),
+    /// Nothing listens on the port.
+    #[error("connection refused: {addr}")]
+    Refused {
+        /// The address that refused.
+        addr: SocketAddr,
+    },
+    /// The route or host is unreachable, or another connect error.
+    #[error("cannot connect to {addr}")]
+    Connect {
+        /// The address that failed.
+        addr: SocketAddr,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+    /// The operation took longer than its limit.
+    #[error("timed out after {}s: {what}", after.as_secs_f64())]
+    Timeout {
+        /// What was being done (`connecting to 10.0.0.1:80`).
+        what: String,
+        /// The limit that ran out.
+        after: Duration,
+    },
+    /// The listening socket could not be opened.
+    #[error("cannot bind {addr}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+    /// The TLS handshake failed (bad certificate, wrong pin, protocol error).
+    #[error("TLS handshake with {peer} failed")]
+    Tls {
+        /// The peer's address or name.
+        peer: String,
+        /// The TLS library's reason.
+        #[source]
+        source: io::Error,
+    },
+    /// TLS could not be set up (unreadable certificate or key, bad pin syntax).
+    #[error("TLS setup: {0}")]
+    TlsConfig(String),
+}
+
+/// Broad classes of failure; the binary maps each to its own exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailureClass {
+    /// The host name did not resolve.
+    Resolve,
+    /// Refused, unreachable or reset before anything happened.
+    Connect,
+    /// A connect, handshake, idle or overall timeout.
+    Timeout,
+    /// Certificate verification or TLS handshake failure.
+    Tls,
+    /// Anything else.
+    Other,
+}
+
+impl NetError {
+    /// The class of this failure.
+    pub fn class(&self) -> FailureClass {
+        match self {
+            NetError::Addr(AddrError::Resolve { .. }) => FailureClass::Resolve,
+            NetError::Refused { .. } | NetError::Connect { .. } => FailureClass::Connect,
+            NetError::Timeout { .. } => FailureClass::Timeout,
+            NetError::Tls { .. } | NetError::TlsConfig(_) => FailureClass::Tls,
+            NetError::Addr(AddrError::Invalid { .. }) | NetError::Bind { .. } => {
+                FailureClass::Other
+            }
+        }
+    }
+}
+
+/// The class of any error in a chain: the first [`NetError`] decides, else an I/O error's kind.
+pub fn classify(err: &(dyn std::error::Error + 'static)) -> FailureClass {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if let Some(net) = e.downcast_ref::<NetError>() {
+            return net.class();
+        }
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            match io.kind() {
+                io::ErrorKind::TimedOut => return FailureClass::Timeout,
+                io::ErrorKind::ConnectionRefused => return FailureClass::Connect,
+                _ => {}
+            }
+        }
+        cause = e.source();
+    }
+    FailureClass::Other
+}

@@ -1,0 +1,37 @@
+//! The network layer: addresses, TCP/UDP connect and listen, TLS, byte tracing, full-duplex
+//! relay, line framing, the accept loop with graceful shutdown, and the small echo/greet
+//! services. It knows nothing of HTTP or chat; everything else stands on it.
+
+mod addr;
+pub mod echo;
+mod error;
+pub mod keep_open;
+pub mod line;
+pub mod relay;
+mod server;
+mod stream;
+mod tcp;
+pub mod tls;
+pub mod trace;
+
+pub use addr::{AddrError, DEFAULT_BIND_HOST, DEFAULT_CONNECT_HOST, HostPort};
+pub use error::{FailureClass, NetError, classify};
+pub use server::{ServerConfig, serve, shutdown_signal};
+pub use stream::{AsyncStream, BoxStream, ClientOptions, open, secure};
+pub use tcp::{accept, bind_tcp, bind_udp, connect};
+
+/// Formats an error and its causes on one line: `outer: inner: root`.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(e) = cause {
+        let next = e.to_string();
+        // Some errors repeat their source's text; say each thing once.
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = e.source();
+    }
+    text
+}

@@ -1,0 +1,134 @@
+//! The accept loop every TCP server shares: connection limit, TLS and tracing, one task per
+//! connection, and a graceful, bounded drain when asked to stop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::net::trace::TraceSink;
+use crate::net::{BoxStream, accept, secure};
+
+/// Limits and layers of an accept loop.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Connections served at once; more are closed at once (they cost only themselves).
+    pub max_conns: usize,
+    /// TLS for every connection, or plain TCP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// A TLS client that has not finished its handshake by then is dropped.
+    pub handshake_timeout: Duration,
+    /// After a stop, how long connections in flight may take to finish.
+    pub drain_timeout: Duration,
+    /// Record every byte of every connection.
+    pub trace: Option<TraceSink>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_conns: 10_000,
+            tls: None,
+            handshake_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(5),
+            trace: None,
+        }
+    }
+}
+
+/// Accepts connections until `stop` is cancelled and runs `handler` on each in its own task.
+///
+/// The handler gets the (secured, traced) stream, the peer address and a child token that is
+/// cancelled when the server stops: it should finish the item in hand and close.
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    config: ServerConfig,
+    stop: CancellationToken,
+    handler: H,
+) where
+    H: Fn(BoxStream, SocketAddr, CancellationToken) -> F + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    let slots = Arc::new(Semaphore::new(config.max_conns));
+    let tasks = TaskTracker::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            conn = accept(&listener) => conn,
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            warn!(%peer, limit = config.max_conns, "connection limit reached; closing new connection");
+            drop(tcp);
+            continue;
+        };
+        let handler = handler.clone();
+        let config = config.clone();
+        let stop = stop.child_token();
+        tasks.spawn(
+            async move {
+                debug!("connected");
+                match secure(
+                    tcp,
+                    peer,
+                    config.tls.as_ref(),
+                    &config.trace,
+                    config.handshake_timeout,
+                )
+                .await
+                {
+                    Ok(stream) => handler(stream, peer, stop).await,
+                    Err(error) => {
+                        warn!(error = %crate::net::error_chain(&error), "handshake failed")
+                    }
+                }
+                debug!("disconnected");
+                drop(permit);
+            }
+            .instrument(info_span!("conn", %peer)),
+        );
+    }
+    drop(listener);
+    tasks.close();
+    if tokio::time::timeout(config.drain_timeout, tasks.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            still_open = tasks.len(),
+            "drain timed out; closing the rest"
+        );
+    } else {
+        info!("all connections finished");
+    }
+}
+
+/// Resolves on Ctrl-C or, on Unix, SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,125 @@
+//! One stream type for every transport: plain TCP, TLS over TCP, either one traced.
+//! Clients `open` one; servers `secure` what they accepted.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use crate::net::trace::{TraceSink, Traced};
+use crate::net::{HostPort, NetError, connect, tls};
+
+/// Anything that reads and writes bytes asynchronously and can move between tasks.
+pub trait AsyncStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> AsyncStream for T {}
+
+/// A boxed stream: TCP, TLS or traced, chosen at run time.
+pub type BoxStream = Box<dyn AsyncStream>;
+
+/// How a client opens a stream.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Limit for name resolution, connect and TLS handshake together.
+    pub connect_timeout: Duration,
+    /// TLS configuration, or `None` for plain TCP.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Name to send in SNI and to verify; defaults to the target's host.
+    pub server_name: Option<String>,
+    /// Record every byte to this sink.
+    pub trace: Option<TraceSink>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            tls: None,
+            server_name: None,
+            trace: None,
+        }
+    }
+}
+
+/// Connects to `target` and, when asked, runs the TLS handshake and wraps the stream for tracing.
+///
+/// Returns the stream and the peer's address.
+///
+/// # Errors
+///
+/// Those of [`connect`], and [`NetError::Tls`] when the handshake or verification fails.
+pub async fn open(
+    target: &HostPort,
+    options: &ClientOptions,
+) -> Result<(BoxStream, SocketAddr), NetError> {
+    let deadline = tokio::time::Instant::now() + options.connect_timeout;
+    let tcp = connect(target, options.connect_timeout).await?;
+    let peer = tcp.peer_addr().map_err(|source| NetError::Tls {
+        peer: target.to_string(),
+        source,
+    })?;
+    let Some(config) = &options.tls else {
+        return Ok((maybe_traced(tcp, peer, &options.trace), peer));
+    };
+    let host = options
+        .server_name
+        .clone()
+        .unwrap_or_else(|| target.host_or(crate::net::DEFAULT_CONNECT_HOST).to_owned());
+    let name = tls::server_name(&host)?;
+    let connector = tokio_rustls::TlsConnector::from(config.clone());
+    // Tracing sits below TLS, so `--trace` shows the encrypted records as they really are.
+    let stream = Traced::new(tcp, peer.to_string(), options.trace.clone());
+    let handshake = tokio::time::timeout_at(deadline, connector.connect(name, stream));
+    let tls_stream = handshake
+        .await
+        .map_err(|_| NetError::Timeout {
+            what: format!("TLS handshake with {target}"),
+            after: options.connect_timeout,
+        })?
+        .map_err(|source| NetError::Tls {
+            peer: target.to_string(),
+            source,
+        })?;
+    debug!(%peer, "TLS established");
+    Ok((Box::new(tls_stream), peer))
+}
+
+/// Finishes an accepted connection: TLS handshake within `timeout` if `tls` is set, tracing
+/// if `trace` is set.
+///
+/// # Errors
+///
+/// [`NetError::Tls`] or [`NetError::Timeout`] when the handshake fails.
+pub async fn secure(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    tls: Option<&Arc<rustls::ServerConfig>>,
+    trace: &Option<TraceSink>,
+    timeout: Duration,
+) -> Result<BoxStream, NetError> {
+    let Some(config) = tls else {
+        return Ok(maybe_traced(tcp, peer, trace));
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
+    let stream = Traced::new(tcp, peer.to_string(), trace.clone());
+    let tls_stream = tokio::time::timeout(timeout, acceptor.accept(stream))
+        .await
+        .map_err(|_| NetError::Timeout {
+            what: format!("TLS handshake with {peer}"),
+            after: timeout,
+        })?
+        .map_err(|source| NetError::Tls {
+            peer: peer.to_string(),
+            source,
+        })?;
+    Ok(Box::new(tls_stream))
+}
+
+fn maybe_traced(tcp: TcpStream, peer: SocketAddr, trace: &Option<TraceSink>) -> BoxStream {
+    match trace {
+        Some(sink) => Box::new(Traced::new(tcp, peer.to_string(), Some(sink.clone()))),
+        None => Box::new(tcp),
+    }
+}

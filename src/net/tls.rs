@@ -1,0 +1,341 @@
+//! TLS on rustls with the `ring` provider: client verification (web PKI roots, a pinned
+//! certificate fingerprint, or none), and server identities (fresh self-signed or PEM files).
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+use crate::net::NetError;
+
+/// The SHA-256 digest of a certificate's DER bytes, written `sha256:HEX`.
+///
+/// This is what `openssl x509 -noout -fingerprint -sha256` prints (without the colons).
+///
+/// # Examples
+///
+/// ```
+/// use sockit::net::tls::Fingerprint;
+///
+/// let fp = Fingerprint::of(b"not really a certificate");
+/// let again: Fingerprint = fp.to_string().parse().unwrap();
+/// assert_eq!(fp, again);
+/// // The colon-separated form openssl prints is accepted too.
+/// let openssl = fp.to_string()[7..].as_bytes().chunks(2)
+///     .map(|c| std::str::from_utf8(c).unwrap().to_uppercase())
+///     .collect::<Vec<_>>().join(":");
+/// assert_eq!(openssl.parse::<Fingerprint>().unwrap(), fp);
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint([u8; 32]);
+
+impl Fingerprint {
+    /// The fingerprint of a DER-encoded certificate.
+    pub fn of(der: &[u8]) -> Self {
+        let digest = ring::digest::digest(&ring::digest::SHA256, der);
+        let mut bytes = [0; 32];
+        bytes.copy_from_slice(digest.as_ref());
+        Self(bytes)
+    }
+
+    /// The raw digest.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("sha256:")?;
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Why a fingerprint could not be parsed.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid certificate pin {0:?}: expected sha256: followed by 64 hex digits")]
+pub struct FingerprintError(String);
+
+impl FromStr for Fingerprint {
+    type Err = FingerprintError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || FingerprintError(s.to_owned());
+        let hex = s
+            .strip_prefix("sha256:")
+            .or_else(|| s.strip_prefix("SHA256:"))
+            .unwrap_or(s);
+        let digits: Vec<u8> = hex.bytes().filter(|&b| b != b':').collect();
+        if digits.len() != 64 {
+            return Err(err());
+        }
+        let mut bytes = [0; 32];
+        for (out, pair) in bytes.iter_mut().zip(digits.chunks(2)) {
+            let pair = std::str::from_utf8(pair).map_err(|_| err())?;
+            *out = u8::from_str_radix(pair, 16).map_err(|_| err())?;
+        }
+        Ok(Self(bytes))
+    }
+}
+
+/// How a TLS client decides to trust the server.
+#[derive(Debug, Clone, Default)]
+pub enum Verify {
+    /// Web PKI: Mozilla's roots plus the system's, and the name must match.
+    #[default]
+    WebPki,
+    /// Roots from a PEM file (plus the defaults), name must match.
+    CaFile(std::path::PathBuf),
+    /// Only the certificate with this fingerprint, whatever its name or issuer.
+    Pin(Fingerprint),
+    /// Anything (`--insecure`): encryption without authentication.
+    Insecure,
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Builds a client configuration; `alpn` lists protocols to offer (e.g. `b"http/1.1"`).
+///
+/// # Errors
+///
+/// [`NetError::TlsConfig`] when a CA file cannot be read.
+pub fn client_config(
+    verify: &Verify,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ClientConfig>, NetError> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| NetError::TlsConfig(e.to_string()))?;
+    let mut config = match verify {
+        Verify::WebPki => builder
+            .with_root_certificates(default_roots())
+            .with_no_client_auth(),
+        Verify::CaFile(path) => {
+            let mut roots = default_roots();
+            for cert in read_certs(path)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| NetError::TlsConfig(format!("{}: {e}", path.display())))?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        Verify::Pin(fingerprint) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Pinned::new(Some(*fingerprint))))
+            .with_no_client_auth(),
+        Verify::Insecure => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Pinned::new(None)))
+            .with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+fn default_roots() -> rustls::RootCertStore {
+    let mut roots =
+        rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    // The system store adds private CAs a user has installed; unreadable entries are skipped.
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    roots
+}
+
+/// A verifier that trusts one certificate by fingerprint (or, with `None`, any), while
+/// still checking that the server holds the certificate's private key.
+#[derive(Debug)]
+struct Pinned {
+    pin: Option<Fingerprint>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl Pinned {
+    fn new(pin: Option<Fingerprint>) -> Self {
+        Self {
+            pin,
+            algorithms: provider().signature_verification_algorithms,
+        }
+    }
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.pin {
+            None => Ok(ServerCertVerified::assertion()),
+            Some(pin) => {
+                let seen = Fingerprint::of(end_entity);
+                if seen == pin {
+                    Ok(ServerCertVerified::assertion())
+                } else {
+                    Err(rustls::Error::General(format!(
+                        "certificate fingerprint {seen} does not match the pinned {pin}"
+                    )))
+                }
+            }
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// A server's TLS identity and its certificate fingerprint (to print for clients to pin).
+#[derive(Clone)]
+pub struct ServerIdentity {
+    /// The ready-to-use rustls configuration.
+    pub config: Arc<rustls::ServerConfig>,
+    /// SHA-256 of the leaf certificate.
+    pub fingerprint: Fingerprint,
+    /// The certificate chain, PEM-encoded (for `curl --cacert`).
+    pub cert_pem: String,
+}
+
+impl fmt::Debug for ServerIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerIdentity")
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerIdentity {
+    /// A fresh self-signed certificate valid for `names` (DNS names or IP literals), plus
+    /// `localhost`, `127.0.0.1` and `::1`.
+    ///
+    /// # Errors
+    ///
+    /// [`NetError::TlsConfig`] if the certificate cannot be generated.
+    pub fn self_signed(names: &[String], alpn: &[&[u8]]) -> Result<Self, NetError> {
+        let mut all: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+        for name in names {
+            if !all.contains(name) {
+                all.push(name.clone());
+            }
+        }
+        let generated = rcgen::generate_simple_self_signed(all)
+            .map_err(|e| NetError::TlsConfig(format!("generating a certificate: {e}")))?;
+        let cert = generated.cert.der().clone();
+        let key = PrivateKeyDer::Pkcs8(generated.key_pair.serialize_der().into());
+        Self::from_parts(vec![cert], key, generated.cert.pem(), alpn)
+    }
+
+    /// An identity from a PEM certificate chain and a PEM private key.
+    ///
+    /// # Errors
+    ///
+    /// [`NetError::TlsConfig`] when a file is unreadable, empty or does not match.
+    pub fn from_pem_files(cert: &Path, key: &Path, alpn: &[&[u8]]) -> Result<Self, NetError> {
+        let chain = read_certs(cert)?;
+        let cert_pem = std::fs::read_to_string(cert)
+            .map_err(|e| NetError::TlsConfig(format!("reading {}: {e}", cert.display())))?;
+        let key = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| NetError::TlsConfig(format!("reading key {}: {e}", key.display())))?;
+        Self::from_parts(chain, key, cert_pem, alpn)
+    }
+
+    fn from_parts(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        cert_pem: String,
+        alpn: &[&[u8]],
+    ) -> Result<Self, NetError> {
+        let leaf = chain.first().ok_or_else(|| {
+            NetError::TlsConfig("the certificate file holds no certificate".into())
+        })?;
+        let fingerprint = Fingerprint::of(leaf);
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| NetError::TlsConfig(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| NetError::TlsConfig(format!("certificate and key: {e}")))?;
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(Self {
+            config: Arc::new(config),
+            fingerprint,
+            cert_pem,
+        })
+    }
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, NetError> {
+    let err =
+        |e: &dyn fmt::Display| NetError::TlsConfig(format!("reading {}: {e}", path.display()));
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| err(&e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(&e))?;
+    if certs.is_empty() {
+        return Err(err(&"no PEM certificate found"));
+    }
+    Ok(certs)
+}
+
+/// The name to present in SNI and to verify: the host as written (IP literals work too).
+///
+/// # Errors
+///
+/// [`NetError::TlsConfig`] for a host that is neither a DNS name nor an IP address.
+pub fn server_name(host: &str) -> Result<ServerName<'static>, NetError> {
+    ServerName::try_from(host.to_owned())
+        .map_err(|_| NetError::TlsConfig(format!("{host:?} is not a valid TLS server name")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_rejects_garbage() {
+        for bad in ["", "sha256:", "sha256:zz", &"a".repeat(63), &"g".repeat(64)] {
+            assert!(bad.parse::<Fingerprint>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn self_signed_pem_parses_back_to_the_same_fingerprint() {
+        let id = ServerIdentity::self_signed(&["example.test".into()], &[]).unwrap();
+        let der = CertificateDer::from_pem_slice(id.cert_pem.as_bytes()).unwrap();
+        assert_eq!(Fingerprint::of(&der), id.fingerprint);
+    }
+}
