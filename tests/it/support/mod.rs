@@ -1,0 +1,174 @@
+//! Shared test support: run the `sockit` binary as a server or client, with every wait bounded.
+
+#![allow(dead_code)] // each test module uses its own subset
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Every network wait in the tests sits inside this.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The `sockit` binary built for these tests.
+pub fn sockit() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sockit"))
+}
+
+/// A `sockit` server process, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    /// Lines of stderr after the first (fingerprint, hints, logs), as they arrive.
+    pub stderr: mpsc::Receiver<String>,
+}
+
+impl Server {
+    /// Starts `sockit ARGS…` (which must include `--port 0` or an address with port 0) and
+    /// waits for `sockit <mode> listening on IP:PORT` on stderr.
+    pub fn start(args: &[&str]) -> Server {
+        Self::start_with_stdin(args, Stdio::null())
+    }
+
+    pub fn start_with_stdin(args: &[&str], stdin: Stdio) -> Server {
+        let mut child = sockit()
+            .args(args)
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sockit");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let first = rx.recv_timeout(WAIT).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("sockit {args:?} did not announce its address in time")
+        });
+        let addr = first
+            .rsplit_once(" listening on ")
+            .unwrap_or_else(|| panic!("unexpected first stderr line: {first:?}"))
+            .1
+            .parse()
+            .expect("address in the first line");
+        Server {
+            child,
+            addr,
+            stderr: rx,
+        }
+    }
+
+    /// Waits for a stderr line containing `needle` and returns it.
+    pub fn stderr_line_with(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no stderr line containing {needle:?}"),
+            }
+        }
+    }
+
+    /// Waits for the process to exit by itself and returns its stdout and status.
+    pub fn wait_output(mut self) -> (Vec<u8>, std::process::ExitStatus) {
+        let mut stdout = self.child.stdout.take().expect("piped stdout");
+        let reader = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let _ = stdout.read_to_end(&mut out);
+            out
+        });
+        let status = wait_timeout(&mut self.child, WAIT).expect("server exits in time");
+        (reader.join().expect("reader thread"), status)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits up to `limit` for `child` to exit; kills it and returns `None` past the limit.
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// Runs `sockit ARGS…` with `input` on stdin; returns (stdout, stderr, exit code), bounded by WAIT.
+pub fn run(args: &[&str], input: &[u8]) -> (Vec<u8>, String, Option<i32>) {
+    run_cmd(sockit().args(args), input)
+}
+
+/// Runs any command with `input` on stdin, bounded by WAIT.
+pub fn run_cmd(cmd: &mut Command, input: &[u8]) -> (Vec<u8>, String, Option<i32>) {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn command");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let _ = stdin.write_all(&input);
+    });
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stdout.read_to_end(&mut v);
+        v
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let status = wait_timeout(&mut child, WAIT * 3).expect("command finished in time");
+    let _ = writer.join();
+    (
+        out.join().expect("stdout"),
+        err.join().expect("stderr"),
+        status.code(),
+    )
+}
+
+/// Random bytes from a fixed seed (reproducible failures).
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    use rand::{RngCore, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut v = vec![0u8; len];
+    rng.fill_bytes(&mut v);
+    v
+}
+
+/// Whether a program is on PATH (CI installs the peers; locally a missing one fails loudly).
+pub fn require(program: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{program} is not installed; .ci/run installs it (apt-get)"
+    );
+}
