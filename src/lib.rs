@@ -33,4 +33,5 @@
 //! # Ok(()) }
 //! ```
 
+pub mod http;
 pub mod net;
