@@ -33,5 +33,6 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bench;
 pub mod http;
 pub mod net;

@@ -2,13 +2,14 @@
 //! each command turns its arguments into library configs and calls the library.
 
 mod args;
+mod bench;
 mod connect;
 mod listen;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-/// One fast, safe binary for TCP, UDP and TLS: connect, listen, echo, greet.
+/// One fast, safe binary for TCP, UDP and TLS: connect, listen, echo, greet, measure.
 #[derive(Debug, Parser)]
 #[command(name = "sockit", version, about, propagate_version = true)]
 #[command(
@@ -29,6 +30,8 @@ enum Command {
     Connect(connect::ConnectArgs),
     /// TCP/UDP server: one peer, --keep-open, --echo or --greet (like nc -l, ncat -lk)
     Listen(listen::ListenArgs),
+    /// Load generators: round trips, streams and datagrams against echo servers
+    Bench(bench::BenchArgs),
     /// Print shell completions: sockit completions bash > /etc/bash_completion.d/sockit
     Completions {
         /// The shell to write completions for
@@ -42,6 +45,7 @@ impl Cli {
         match self.command {
             Command::Connect(args) => connect::run(args, stop).await,
             Command::Listen(args) => listen::run(args, stop).await,
+            Command::Bench(args) => bench::run(args, stop).await,
             Command::Completions { shell } => {
                 clap_complete::generate(
                     shell,

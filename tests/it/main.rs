@@ -1,5 +1,8 @@
 //! Integration tests: real servers on 127.0.0.1 port 0, real sockets, real peers.
 
+// Test helpers are `pub` for the test modules; nothing here is a public API.
+#![allow(unreachable_pub)]
+
 mod support;
 
 mod net;
