@@ -10,6 +10,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+use sockit::net::relay::RelayError;
 use sockit::net::{FailureClass, classify, shutdown_signal};
 
 fn main() -> ExitCode {
@@ -24,9 +25,10 @@ fn main() -> ExitCode {
     };
     let stop = CancellationToken::new();
     let result = runtime.block_on(async {
+        let signal = shutdown_signal()?;
         let signal_stop = stop.clone();
         tokio::spawn(async move {
-            shutdown_signal().await;
+            signal.await;
             signal_stop.cancel();
         });
         cli.run(stop).await
@@ -59,15 +61,25 @@ fn init_logging(verbose: u8) {
 
 /// One line on stderr with the cause chain, and the exit code for the failure class.
 fn report(err: &anyhow::Error) -> ExitCode {
-    // Output piped into `head` and closed early is a normal end, not an error.
-    if err.chain().any(|e| {
-        e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    }) {
+    if is_output_closed(err) {
         return ExitCode::SUCCESS;
     }
     eprintln!("error: {}", sockit::net::error_chain(err.as_ref()));
     ExitCode::from(exit_code(classify(err.as_ref())))
+}
+
+/// Output piped into `head` and closed early is a normal end, not an error; a peer that
+/// went away is not.
+fn is_output_closed(err: &anyhow::Error) -> bool {
+    for cause in err.chain() {
+        if let Some(relay) = cause.downcast_ref::<RelayError>() {
+            return relay.is_output_closed();
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::BrokenPipe;
+        }
+    }
+    false
 }
 
 /// Exit codes follow curl's numbers, which scripts already know.

@@ -88,10 +88,12 @@ pub(crate) async fn run(args: BenchArgs, stop: CancellationToken) -> anyhow::Res
 }
 
 fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string(report)?);
+    use std::io::Write;
+    let text = if json {
+        serde_json::to_string(report)? + "\n"
     } else {
-        print!("{}", report.table());
-    }
+        report.table()
+    };
+    std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(())
 }

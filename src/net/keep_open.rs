@@ -22,7 +22,9 @@ const MAX_PENDING_LINE_BYTES: usize = 64 * 1024;
 
 type Peers = Arc<Mutex<HashMap<u64, (SocketAddr, mpsc::Sender<Bytes>)>>>;
 
+/// What peer tasks tell the output task, in order per peer: joined, data…, left.
 enum Event {
+    Joined,
     Data(u64, SocketAddr, Bytes),
     Left(u64, SocketAddr),
 }
@@ -84,13 +86,20 @@ where
     };
 
     let mut pending: HashMap<u64, BytesMut> = HashMap::new();
+    // Counted from events, not from the peer map, so a peer's last data is still tagged
+    // even when it has already gone by the time its bytes are written.
+    let mut connected = 0usize;
     let result = loop {
         let event = tokio::select! {
             _ = stop.cancelled() => break Ok(()),
             event = events.recv() => match event { Some(e) => e, None => break Ok(()) },
         };
-        let several = peers.lock().expect("peer map lock").len() > 1;
+        let several = connected > 1;
         let write = match event {
+            Event::Joined => {
+                connected += 1;
+                Ok(())
+            }
             Event::Data(id, addr, bytes) => {
                 let partial = pending.entry(id).or_default();
                 if !several && partial.is_empty() {
@@ -100,13 +109,16 @@ where
                     write_tagged_lines(&mut output, addr, partial).await
                 }
             }
-            Event::Left(id, addr) => match pending.remove(&id) {
-                Some(mut rest) if !rest.is_empty() => {
-                    rest.extend_from_slice(b"\n");
-                    write_tagged_lines(&mut output, addr, &mut rest).await
+            Event::Left(id, addr) => {
+                connected -= 1;
+                match pending.remove(&id) {
+                    Some(mut rest) if !rest.is_empty() => {
+                        rest.extend_from_slice(b"\n");
+                        write_tagged_lines(&mut output, addr, &mut rest).await
+                    }
+                    _ => Ok(()),
                 }
-                _ => Ok(()),
-            },
+            }
         };
         if let Err(e) = write.and(output.flush().await) {
             break Err(e);
@@ -148,6 +160,9 @@ async fn run_peer(
     stop: CancellationToken,
 ) {
     info!(peer = %addr, "peer connected");
+    if events.send(Event::Joined).await.is_err() {
+        return;
+    }
     let (mut reader, mut writer) = tokio::io::split(stream);
     let write_side = async {
         while let Some(chunk) = to_peer.recv().await {

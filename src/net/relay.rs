@@ -39,19 +39,53 @@ pub struct RelayReport {
     pub end: RelayEnd,
 }
 
+/// Why a relay failed, by side: the binary treats a closed local output (`| head`) as a
+/// normal end, but not a peer that went away.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// Reading the local input failed.
+    #[error("reading local input")]
+    Input(#[source] std::io::Error),
+    /// Writing the local output failed (e.g. a closed pipe).
+    #[error("writing local output")]
+    Output(#[source] std::io::Error),
+    /// Writing to the peer failed.
+    #[error("sending to the peer")]
+    Send(#[source] std::io::Error),
+    /// Reading from the peer failed.
+    #[error("receiving from the peer")]
+    Receive(#[source] std::io::Error),
+    /// Nothing moved for longer than the idle timeout.
+    #[error("gave up waiting")]
+    Idle(#[source] NetError),
+}
+
+impl RelayError {
+    /// Whether the local output was closed by its reader (`sockit connect … | head -1`).
+    pub fn is_output_closed(&self) -> bool {
+        matches!(self, RelayError::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+}
+
+/// An error on one side of a copy.
+enum PumpError {
+    Read(std::io::Error),
+    Write(std::io::Error),
+}
+
 /// Relays until the peer closes, `stop` is cancelled, or nothing moves for `idle_timeout`.
 ///
 /// # Errors
 ///
-/// An I/O error from either side, or [`NetError::Timeout`] (as `io::ErrorKind::TimedOut`)
-/// when idle for longer than `idle_timeout`.
+/// A [`RelayError`] naming the side that failed, or [`RelayError::Idle`] when idle for
+/// longer than `idle_timeout`.
 pub async fn relay<S, R, W>(
     stream: S,
     input: R,
     mut output: W,
     idle_timeout: Option<Duration>,
     stop: CancellationToken,
-) -> std::io::Result<RelayReport>
+) -> Result<RelayReport, RelayError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     R: AsyncRead + Unpin,
@@ -62,15 +96,27 @@ where
     let (mut from_peer, mut to_peer) = tokio::io::split(stream);
     let mut input = input;
     let upload = async {
-        let sent = pump(&mut input, &mut to_peer, &activity, start).await?;
-        to_peer.shutdown().await?;
+        let sent = pump(&mut input, &mut to_peer, &activity, start)
+            .await
+            .map_err(|e| match e {
+                PumpError::Read(e) => RelayError::Input(e),
+                PumpError::Write(e) => RelayError::Send(e),
+            })?;
+        to_peer.shutdown().await.map_err(RelayError::Send)?;
         info!(
             sent,
             "input ended; sent EOF to the peer, waiting for it to close"
         );
-        Ok::<u64, std::io::Error>(sent)
+        Ok::<u64, RelayError>(sent)
     };
-    let download = pump(&mut from_peer, &mut output, &activity, start);
+    let download = async {
+        pump(&mut from_peer, &mut output, &activity, start)
+            .await
+            .map_err(|e| match e {
+                PumpError::Read(e) => RelayError::Receive(e),
+                PumpError::Write(e) => RelayError::Output(e),
+            })
+    };
     let idle = watch_idle(&activity, start, idle_timeout);
     tokio::pin!(upload, download, idle);
 
@@ -83,7 +129,7 @@ where
                 info!(received, "peer closed the connection");
                 return Ok(RelayReport { sent: sent.unwrap_or(0), received, end: RelayEnd::PeerClosed });
             }
-            timeout = &mut idle => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, timeout)),
+            timeout = &mut idle => return Err(RelayError::Idle(timeout)),
             _ = stop.cancelled() => {
                 info!("stopped");
                 return Ok(RelayReport { sent: sent.unwrap_or(0), received: 0, end: RelayEnd::Stopped });
@@ -98,7 +144,7 @@ async fn pump<R, W>(
     to: &mut W,
     activity: &AtomicU64,
     start: Instant,
-) -> std::io::Result<u64>
+) -> Result<u64, PumpError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -106,14 +152,14 @@ where
     let mut buf = vec![0u8; COPY_BUFFER_BYTES];
     let mut total = 0u64;
     loop {
-        let n = from.read(&mut buf).await?;
+        let n = from.read(&mut buf).await.map_err(PumpError::Read)?;
         if n == 0 {
-            to.flush().await?;
+            to.flush().await.map_err(PumpError::Write)?;
             return Ok(total);
         }
         activity.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
-        to.write_all(&buf[..n]).await?;
-        to.flush().await?;
+        to.write_all(&buf[..n]).await.map_err(PumpError::Write)?;
+        to.flush().await.map_err(PumpError::Write)?;
         total += n as u64;
     }
 }
@@ -176,10 +222,12 @@ mod tests {
         )
         .await
         .unwrap_err();
-        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
-        assert!(
-            err.to_string().contains("no data in either direction"),
-            "{err}"
+        assert!(matches!(err, RelayError::Idle(_)), "{err}");
+        let chain = crate::net::error_chain(&err);
+        assert!(chain.contains("no data in either direction"), "{chain}");
+        assert_eq!(
+            crate::net::classify(&err),
+            crate::net::FailureClass::Timeout
         );
     }
 }

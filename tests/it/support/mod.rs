@@ -69,12 +69,13 @@ impl Server {
     /// Waits for a stderr line containing `needle` and returns it.
     pub fn stderr_line_with(&self, needle: &str) -> String {
         let deadline = std::time::Instant::now() + WAIT;
+        let mut seen = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.stderr.recv_timeout(left) {
                 Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(_) => panic!("no stderr line containing {needle:?}"),
+                Ok(other) => seen.push(other),
+                Err(_) => panic!("no stderr line containing {needle:?}; saw {seen:#?}"),
             }
         }
     }
