@@ -4,6 +4,7 @@
 //! it (table or JSON) is the caller's business.
 
 pub mod echo;
+pub mod http;
 mod report;
 
 pub use report::{Latency, LatencySummary, Report};

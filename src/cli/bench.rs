@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use sockit::bench::{Report, echo};
+use sockit::bench::{Report, echo, http};
 use sockit::net::{DEFAULT_CONNECT_HOST, HostPort};
 
 use crate::cli::args::{parse_bytes, parse_duration};
@@ -28,6 +28,87 @@ enum BenchMode {
   sockit bench echo :9000 --stream 512MiB              full-duplex MB/s
   sockit bench echo :9000 --udp -n 200000 --window 32  datagrams/s, lost, boundaries")]
     Echo(EchoArgs),
+    /// Load an HTTP server with keep-alive requests (like wrk)
+    #[command(after_help = "Examples:
+  sockit bench http http://127.0.0.1:8080/ -c 64 -d 10s      requests/s, latency, errors
+  sockit bench http :8080/index.html -n 100000 -t 2          a fixed number of requests
+  sockit bench http :8080/api -H 'Authorization: Bearer x' --method POST --body '{}'")]
+    Http(HttpArgs),
+}
+
+#[derive(Debug, Args)]
+struct HttpArgs {
+    /// The URL: http://…, https://… (not verified), or :PORT/path for localhost
+    url: String,
+    /// Concurrent keep-alive connections
+    #[arg(short = 'c', long, default_value_t = 64)]
+    connections: usize,
+    /// Run for this long
+    #[arg(short = 'd', long, value_name = "DURATION", value_parser = parse_duration, conflicts_with = "requests")]
+    duration: Option<Duration>,
+    /// Stop after this many requests in all
+    #[arg(short = 'n', long)]
+    requests: Option<u64>,
+    /// Worker threads generating the load (default: one per core)
+    #[arg(short = 't', long)]
+    threads: Option<usize>,
+    /// Extra request header, e.g. -H 'Accept: text/html' (repeatable)
+    #[arg(short = 'H', long = "header", value_name = "NAME:VALUE")]
+    headers: Vec<String>,
+    /// Request method
+    #[arg(long, default_value = "GET")]
+    method: String,
+    /// Request body
+    #[arg(long, default_value = "")]
+    body: String,
+    /// Give up after this long whatever -d or -n say
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    limit: Duration,
+}
+
+impl HttpArgs {
+    fn into_load(self) -> anyhow::Result<(http::HttpLoad, Option<usize>)> {
+        let text = if self.url.starts_with(':') {
+            format!("http://localhost{}", self.url)
+        } else if self.url.contains("://") {
+            self.url.clone()
+        } else {
+            format!("http://{}", self.url)
+        };
+        let url = url::Url::parse(&text)
+            .map_err(|e| anyhow::anyhow!("invalid URL {:?}: {e}", self.url))?;
+        let mut headers = Vec::new();
+        for h in &self.headers {
+            let (name, value) = h
+                .split_once(':')
+                .ok_or_else(|| anyhow::anyhow!("invalid header {h:?}: expected NAME:VALUE"))?;
+            headers.push((
+                ::http::HeaderName::from_bytes(name.trim().as_bytes())
+                    .map_err(|_| anyhow::anyhow!("invalid header name in {h:?}"))?,
+                ::http::HeaderValue::from_str(value.trim())
+                    .map_err(|_| anyhow::anyhow!("invalid header value in {h:?}"))?,
+            ));
+        }
+        let stop = match (self.duration, self.requests) {
+            (_, Some(n)) => http::Stop::Requests(n),
+            (Some(d), None) => http::Stop::After(d),
+            (None, None) => http::Stop::After(Duration::from_secs(10)),
+        };
+        let method = ::http::Method::from_bytes(self.method.as_bytes())
+            .map_err(|_| anyhow::anyhow!("invalid method {:?}", self.method))?;
+        Ok((
+            http::HttpLoad {
+                url,
+                connections: self.connections.max(1),
+                stop,
+                method,
+                headers,
+                body: self.body.into(),
+                limit: self.limit,
+            },
+            self.threads,
+        ))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -80,6 +161,30 @@ pub(crate) async fn run(args: BenchArgs, stop: CancellationToken) -> anyhow::Res
             };
             tokio::select! {
                 report = echo::run(addr, &load, echo_args.limit) => report?,
+                _ = stop.cancelled() => anyhow::bail!("interrupted"),
+            }
+        }
+        BenchMode::Http(http_args) => {
+            let (load, threads) = http_args.into_load()?;
+            let run = async move {
+                match threads {
+                    // A runtime of its own, so -t sets exactly how many threads make load.
+                    Some(threads) => {
+                        tokio::task::spawn_blocking(move || {
+                            tokio::runtime::Builder::new_multi_thread()
+                                .worker_threads(threads.max(1))
+                                .enable_all()
+                                .build()
+                                .map_err(anyhow::Error::from)
+                                .and_then(|rt| Ok(rt.block_on(http::run(load))?))
+                        })
+                        .await?
+                    }
+                    None => Ok(http::run(load).await?),
+                }
+            };
+            tokio::select! {
+                report = run => report?,
                 _ = stop.cancelled() => anyhow::bail!("interrupted"),
             }
         }

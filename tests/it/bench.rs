@@ -1,0 +1,209 @@
+//! `sockit bench`: every mode runs a short, bounded load against a real server.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+
+use crate::support::*;
+
+fn bench_json(args: &[&str]) -> serde_json::Value {
+    let (out, err, code) = run(args, b"");
+    assert_eq!(code, Some(0), "{err}");
+    serde_json::from_slice(&out)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out)))
+}
+
+fn counter(report: &serde_json::Value, name: &str) -> u64 {
+    report["counters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c[0] == name)
+        .unwrap_or_else(|| panic!("no counter {name} in {report}"))[1]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn echo_round_trips_are_counted_with_percentiles() {
+    let server = Server::start(&["listen", "--port", "0", "--echo"]);
+    let addr = server.addr.to_string();
+    let r = bench_json(&[
+        "bench", "echo", &addr, "-c", "20", "-n", "50", "--size", "100", "--json",
+    ]);
+    assert_eq!(r["ops"], 1000);
+    assert_eq!(r["bytes"], 1000 * 100 * 2);
+    assert_eq!(counter(&r, "errors"), 0);
+    let l = &r["latency"];
+    assert!(l["p50_ms"].as_f64().unwrap() <= l["p99_ms"].as_f64().unwrap());
+    assert!(l["p99_ms"].as_f64().unwrap() <= l["max_ms"].as_f64().unwrap());
+}
+
+#[test]
+fn echo_stream_moves_every_byte_both_ways() {
+    let server = Server::start(&["listen", "--port", "0", "--echo"]);
+    let r = bench_json(&[
+        "bench",
+        "echo",
+        &server.addr.to_string(),
+        "--stream",
+        "16MiB",
+        "--json",
+    ]);
+    assert_eq!(r["bytes"], 16 << 20);
+}
+
+#[test]
+fn echo_against_a_server_that_never_answers_is_reported_stalled() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (_, err, code) = run(
+        &[
+            "bench",
+            "echo",
+            &silent.local_addr().unwrap().to_string(),
+            "-c",
+            "2",
+            "--limit",
+            "300ms",
+        ],
+        b"",
+    );
+    assert_eq!(code, Some(1));
+    assert!(err.contains("stalled"), "{err}");
+}
+
+#[test]
+fn udp_echo_counts_datagrams_and_keeps_boundaries() {
+    let server = Server::start(&["listen", "--port", "0", "--udp", "--echo"]);
+    let r = bench_json(&[
+        "bench",
+        "echo",
+        &server.addr.to_string(),
+        "--udp",
+        "-n",
+        "2000",
+        "--size",
+        "700",
+        "--json",
+    ]);
+    assert_eq!(r["ops"], 2000);
+    assert_eq!(counter(&r, "lost"), 0);
+    assert_eq!(counter(&r, "wrong size"), 0);
+}
+
+/// An in-test HTTP/1.1 server: 200 "hello" for `/`, 404 for everything else.
+async fn hello_server() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                    let status = if req.uri().path() == "/" { 200 } else { 404 };
+                    let mut response =
+                        hyper::Response::new(Full::new(Bytes::from_static(b"hello")));
+                    *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                    Ok::<_, Infallible>(response)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn bench_json_async(args: Vec<String>) -> serde_json::Value {
+    tokio::task::spawn_blocking(move || {
+        bench_json(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn http_load_counts_responses_and_non_2xx_apart_from_errors() {
+    let addr = hello_server().await;
+    let ok = bench_json_async(vec![
+        "bench".into(),
+        "http".into(),
+        format!("http://{addr}/"),
+        "-c".into(),
+        "4".into(),
+        "-n".into(),
+        "300".into(),
+        "--json".into(),
+    ])
+    .await;
+    assert_eq!(ok["ops"], 300);
+    assert_eq!(ok["bytes"], 300 * 5);
+    assert_eq!(counter(&ok, "non-2xx"), 0);
+    assert_eq!(counter(&ok, "errors"), 0);
+
+    let missing = bench_json_async(vec![
+        "bench".into(),
+        "http".into(),
+        format!(":{}/missing", addr.port()),
+        "-c".into(),
+        "2".into(),
+        "-n".into(),
+        "50".into(),
+        "--json".into(),
+    ])
+    .await;
+    assert_eq!(missing["ops"], 50);
+    assert_eq!(counter(&missing, "non-2xx"), 50);
+}
+
+#[test]
+fn http_load_against_python_http_server_reconnects_without_errors() {
+    require("python3");
+    let dir = std::env::temp_dir().join(format!("sockit-bench-py-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("f.txt"), "0123456789").unwrap();
+    let mut py = std::process::Command::new("python3")
+        .args([
+            "-u",
+            "-c",
+            "import http.server,socketserver,sys\n\
+            h=http.server.SimpleHTTPRequestHandler\n\
+            s=http.server.ThreadingHTTPServer(('127.0.0.1',0),h)\n\
+            print(s.server_address[1],flush=True)\n\
+            s.serve_forever()",
+        ])
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(py.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let port = line.trim().to_owned();
+    let r = bench_json(&[
+        "bench",
+        "http",
+        &format!("http://127.0.0.1:{port}/f.txt"),
+        "-c",
+        "2",
+        "-n",
+        "40",
+        "--json",
+    ]);
+    let _ = py.kill();
+    let _ = py.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(r["ops"], 40);
+    assert_eq!(r["bytes"], 400);
+    assert_eq!(counter(&r, "errors"), 0);
+}
