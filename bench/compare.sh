@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Every side-by-side comparison in one go: installs the missing peers (nginx, wrk, ncat,
+# socat), runs each bench script, and assembles bench/RESULTS.md from their tables.
+#
+#   bench/compare.sh                 # all of them
+#   bench/compare.sh echo http-load  # only these (names of bench/*.sh)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/lib.sh
+ensure_tools nginx=nginx-light wrk=wrk ncat=ncat socat=socat nc=netcat-openbsd curl=curl
+
+all=(echo http-load serve http-client chat transfer)
+wanted=("$@")
+((${#wanted[@]})) || wanted=("${all[@]}")
+for name in "${wanted[@]}"; do
+  if [ -x "bench/$name.sh" ]; then
+    echo "== bench/$name.sh" >&2
+    "bench/$name.sh" >/dev/null || echo "bench/$name.sh failed; its old results (if any) are kept" >&2
+  fi
+done
+
+{
+  echo "# Benchmark results"
+  echo
+  echo "Made by \`bench/compare.sh\` (or the single scripts it runs) on $(nproc) cores,"
+  echo "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr)."
+  echo "Servers are pinned to core 0 and load generators to core 1; all traffic is on loopback."
+  echo "Each section names the exact commands; ratios compare tools measured in the same run."
+  for name in "${all[@]}"; do
+    if [ -f "bench/results/$name.md" ]; then
+      echo
+      cat "bench/results/$name.md"
+    fi
+  done
+} >bench/RESULTS.md
+echo "wrote bench/RESULTS.md" >&2

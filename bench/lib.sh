@@ -1,0 +1,61 @@
+# Shared helpers for the bench scripts (sourced, not run).
+# shellcheck shell=bash
+
+# ensure_tools PROGRAM=PACKAGE… : apt-get install whatever is missing.
+ensure_tools() {
+  local missing=() pair
+  for pair in "$@"; do
+    command -v "${pair%%=*}" >/dev/null 2>&1 || missing+=("${pair#*=}")
+  done
+  if ((${#missing[@]})); then
+    echo "installing: ${missing[*]}" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+# free_port: a TCP port on 127.0.0.1 that was free a moment ago (for peers that need a number).
+free_port() {
+  python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'
+}
+
+# wait_port PORT: until something accepts on 127.0.0.1:PORT (5 s at most).
+wait_port() {
+  local _
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "nothing listens on 127.0.0.1:$1" >&2
+  return 1
+}
+
+# start_nginx DIR PORT ROOT: one worker, sendfile on, access log off; prints its PID.
+start_nginx() {
+  local dir=$1 port=$2 root=$3
+  mkdir -p "$dir"
+  cat >"$dir/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 10000000;
+  include /etc/nginx/mime.types;
+  client_body_temp_path $dir; proxy_temp_path $dir; fastcgi_temp_path $dir;
+  uwsgi_temp_path $dir; scgi_temp_path $dir;
+  server { listen 127.0.0.1:$port; root $root; }
+}
+CONF
+  taskset -c 0 nginx -c "$dir/nginx.conf" -p "$dir" >/dev/null 2>&1 &
+  echo $!
+}
+
+# cargo_release: build sockit once, print the binary's path.
+cargo_release() {
+  cargo build --release --quiet >&2
+  echo "$PWD/target/release/sockit"
+}
