@@ -467,3 +467,81 @@ fn sigterm_stops_the_server_cleanly() {
     let status = wait_timeout(&mut server.child, WAIT).expect("exits after SIGTERM");
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn listen_serves_a_pem_certificate_and_key() {
+    let dir = std::env::temp_dir().join(format!("sockit-pem-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, generated.cert.pem()).unwrap();
+    std::fs::write(&key, generated.key_pair.serialize_pem()).unwrap();
+    let expected = sockit::net::tls::Fingerprint::of(generated.cert.der()).to_string();
+
+    let server = Server::start(&[
+        "listen",
+        "--port",
+        "0",
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--greet",
+        "hi {}",
+    ]);
+    let printed = server.stderr_line_with("TLS certificate");
+    assert!(printed.ends_with(&expected), "{printed} vs {expected}");
+    let (out, err, code) = run(
+        &["connect", "--pin", &expected, &server.addr.to_string()],
+        b"tls\n",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, b"hi tls\n");
+}
+
+#[test]
+fn trace_shows_the_bytes_both_ways() {
+    let server = Server::start(&["listen", "--port", "0", "--echo"]);
+    let (out, err, code) = run(
+        &["connect", "--trace", &server.addr.to_string()],
+        b"GET / HTTP/1.1\r\n",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, b"GET / HTTP/1.1\r\n");
+    let peer = server.addr.to_string();
+    assert!(
+        err.contains(&format!("> {peer} sent 16 bytes at offset 0")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("< {peer} received 16 bytes at offset 0")),
+        "{err}"
+    );
+    assert!(
+        err.contains("47 45 54 20 2f 20 48 54  54 50 2f 31 2e 31 0d 0a  |GET / HTTP/1.1..|"),
+        "{err}"
+    );
+}
+
+#[test]
+fn ipv6_loopback_works_both_ways() {
+    let server = Server::start(&["listen", "[::1]:0", "--echo"]);
+    assert!(server.addr.is_ipv6());
+    let (out, err, code) = run(&["connect", &server.addr.to_string()], b"six");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, b"six");
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let (out, err, code) = run(&["completions", shell], b"");
+        assert_eq!(code, Some(0), "{err}");
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("listen") && text.contains("connect"),
+            "{shell}"
+        );
+    }
+}
