@@ -224,7 +224,14 @@ async fn udp_load(
             sent_at.insert(next, Instant::now());
             next += 1;
         }
-        match tokio::time::timeout(loss_timeout, socket.recv(&mut reply)).await {
+        // Replies are usually waiting already: take them without arming a timer.
+        let received = match socket.try_recv(&mut reply) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                tokio::time::timeout(loss_timeout, socket.recv(&mut reply)).await
+            }
+            other => Ok(other),
+        };
+        match received {
             Ok(received) => {
                 let n = received?;
                 if n != size {
