@@ -3,7 +3,10 @@
 
 mod args;
 mod connect;
+mod http;
 mod listen;
+
+pub(crate) use http::StatusError;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -29,6 +32,8 @@ enum Command {
     Connect(connect::ConnectArgs),
     /// TCP/UDP server: one peer, --keep-open, --echo or --greet (like nc -l, ncat -lk)
     Listen(listen::ListenArgs),
+    #[command(flatten)]
+    Http(http::HttpCommand),
     /// Print shell completions: sockit completions bash > /etc/bash_completion.d/sockit
     Completions {
         /// The shell to write completions for
@@ -42,6 +47,7 @@ impl Cli {
         match self.command {
             Command::Connect(args) => connect::run(args, stop).await,
             Command::Listen(args) => listen::run(args, stop).await,
+            Command::Http(command) => http::run(command, self.verbose, stop).await,
             Command::Completions { shell } => {
                 clap_complete::generate(
                     shell,
