@@ -289,7 +289,8 @@ impl fmt::Display for Item {
         let k = escape_key;
         match self {
             Item::Header { name, value } if value.is_empty() => write!(f, "{};", k(name)),
-            Item::Header { name, value } => write!(f, "{}:{value}", k(name)),
+            // The space keeps a value starting with '=' from reading as `:=`.
+            Item::Header { name, value } => write!(f, "{}: {value}", k(name)),
             Item::UnsetHeader { name } => write!(f, "{}:", k(name)),
             Item::Query { name, value } => write!(f, "{}=={value}", k(name)),
             Item::Data { name, value } => write!(f, "{}={value}", k(name)),
@@ -470,6 +471,13 @@ mod tests {
         fn display_then_parse_gives_the_item_back(item in any_item()) {
             let typed = item.to_string();
             prop_assert_eq!(parse(&typed), Ok(item), "typed as {:?}", typed);
+        }
+
+        #[test]
+        fn whatever_parses_reads_back_the_same(s in "[a-z:=@;\\\\ \r\n\"{}\\[\\]0-9-]{0,24}") {
+            if let Ok(item) = parse(&s) {
+                prop_assert_eq!(parse(&item.to_string()), Ok(item));
+            }
         }
 
         #[test]
