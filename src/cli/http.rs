@@ -317,7 +317,9 @@ async fn build_request(
         }
         body = Some((raw.clone().into_bytes().into(), None));
     }
-    let may_read_stdin = body.is_none() && !names_stdin && !opts.ignore_stdin;
+    // An explicit GET or HEAD never eats stdin: `while read …; do sockit get …; done` works.
+    let wants_body = !matches!(method, Some(Method::GET | Method::HEAD));
+    let may_read_stdin = wants_body && body.is_none() && !names_stdin && !opts.ignore_stdin;
     if may_read_stdin && stdin_may_have_body() {
         let data = read_stdin().await?;
         if !data.is_empty() {
@@ -658,8 +660,8 @@ async fn save(
         if let Some(bar) = &bar {
             bar.set_position(progress.done);
         }
-        if opts.json_meta {
-            meta_line = Some(meta(response, progress.done, started.elapsed()));
+        if opts.json_meta && meta_line.is_none() {
+            meta_line = Some(meta(response, 0, started.elapsed()));
         }
     };
     let result = download::download(
@@ -676,7 +678,9 @@ async fn save(
     }
     match result {
         Ok(done) => {
-            if let Some(line) = meta_line {
+            if let Some(mut line) = meta_line {
+                line["body_bytes"] = done.bytes.into();
+                line["timings_ms"]["total"] = (started.elapsed().as_secs_f64() * 1000.0).into();
                 eprintln!("{line}");
             }
             if std::io::stderr().is_terminal() {
@@ -706,7 +710,7 @@ async fn save(
 }
 
 /// One JSON line: status, headers, timings and size, for scripts.
-fn meta(response: &Response, body_bytes: u64, total: Duration) -> String {
+fn meta(response: &Response, body_bytes: u64, total: Duration) -> serde_json::Value {
     let mut headers = serde_json::Map::new();
     for (name, value) in response.headers() {
         let value = serde_json::Value::String(String::from_utf8_lossy(value.as_bytes()).into());
@@ -732,7 +736,6 @@ fn meta(response: &Response, body_bytes: u64, total: Duration) -> String {
             "total": total.as_secs_f64() * 1000.0,
         },
     })
-    .to_string()
 }
 
 #[cfg(test)]

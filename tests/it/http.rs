@@ -321,6 +321,15 @@ fn items_become_json_query_and_headers() {
     );
     let (out, _, _) = run(&["http", &server.url("/echo")], b"");
     assert_eq!(stdout_json(&out)["method"], "GET");
+    // `sockit get` leaves stdin alone; `@-` reads it on purpose.
+    let (out, _, _) = run(&["get", &server.url("/echo")], b"not mine");
+    assert_eq!(stdout_json(&out)["body"], "");
+    let (out, _, _) = run(&["http", "PUT", &server.url("/echo"), "@-"], b"mine");
+    let echo = stdout_json(&out);
+    assert_eq!(
+        (echo["method"].as_str(), echo["body"].as_str()),
+        (Some("PUT"), Some("mine"))
+    );
 }
 
 #[test]
