@@ -304,25 +304,9 @@ impl Client {
         let mut history = Vec::new();
         loop {
             let origin = Origin::of(&request.url)?;
-            let (sender, connected) = self.sender(&origin, started).await?;
             let head = self.prepare(&request, &origin);
-            let mut sender = sender;
-            let http_request = build_hyper_request(&request, &head)?;
-            let exchange = sender.send_request(http_request);
-            let response =
-                match self.config.read_timeout {
-                    Some(limit) => tokio::time::timeout(limit, exchange).await.map_err(|_| {
-                        NetError::Timeout {
-                            what: format!("waiting for the response from {origin}"),
-                            after: limit,
-                        }
-                    })?,
-                    None => exchange.await,
-                }
-                .map_err(|source| HttpError::Protocol {
-                    origin: origin.to_string(),
-                    source,
-                })?;
+            let (response, sender, connected) =
+                self.exchange(&request, &head, &origin, started).await?;
             let timings = Timings {
                 connected,
                 head: started.elapsed(),
@@ -375,6 +359,58 @@ impl Client {
                 headers: parts.headers,
             });
             request = next_request(request, parts.status, next_url);
+        }
+    }
+
+    /// Sends one request and waits for its head. A kept-alive connection that the server
+    /// closed meanwhile is replaced once, when the request is safe to send again.
+    async fn exchange(
+        &self,
+        request: &Request,
+        head: &SentHead,
+        origin: &Origin,
+        started: Instant,
+    ) -> Result<(hyper::Response<Incoming>, Sender, Option<Duration>), HttpError> {
+        let replayable = request.body.is_empty()
+            || matches!(
+                request.method,
+                Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
+            );
+        let mut fresh_only = false;
+        loop {
+            let (mut sender, connected) = if fresh_only {
+                (self.connect(origin).await?, Some(started.elapsed()))
+            } else {
+                self.sender(origin, started).await?
+            };
+            let exchange = sender.send_request(build_hyper_request(request, head)?);
+            let result =
+                match self.config.read_timeout {
+                    Some(limit) => tokio::time::timeout(limit, exchange).await.map_err(|_| {
+                        NetError::Timeout {
+                            what: format!("waiting for the response from {origin}"),
+                            after: limit,
+                        }
+                    })?,
+                    None => exchange.await,
+                };
+            match result {
+                Ok(response) => return Ok((response, sender, connected)),
+                Err(err)
+                    if connected.is_none()
+                        && replayable
+                        && (err.is_canceled() || err.is_incomplete_message()) =>
+                {
+                    debug!(%origin, %err, "kept-alive connection was closed; reconnecting");
+                    fresh_only = true;
+                }
+                Err(source) => {
+                    return Err(HttpError::Protocol {
+                        origin: origin.to_string(),
+                        source,
+                    });
+                }
+            }
         }
     }
 

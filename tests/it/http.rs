@@ -794,3 +794,85 @@ fn nginx_over_tls_with_pin_ca_and_name_checks() {
         assert_eq!(err.lines().count(), 1, "{err}");
     }
 }
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("client runtime")
+        .block_on(async { tokio::time::timeout(WAIT, future).await.expect("in time") })
+}
+
+#[test]
+fn library_client_reuses_connections_and_streams_bodies() {
+    use sockit::http::{Client, ClientConfig};
+    let data = Bytes::from(random_bytes(300_000, 9));
+    let server = TestServer::start(data.clone(), None);
+    block_on(async {
+        let client = Client::new(ClientConfig::default());
+        let mut response = client
+            .get(&server.url("/file"))
+            .send()
+            .await
+            .expect("response");
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.content_length(), Some(data.len() as u64));
+        let mut got = Vec::new();
+        while let Some(chunk) = response.chunk().await.expect("chunk") {
+            got.extend_from_slice(&chunk);
+        }
+        assert!(got == data);
+        let echo: serde_json::Value = client
+            .post(&server.url("/echo"))
+            .json(&serde_json::json!({"n": 1}))
+            .send()
+            .await
+            .expect("response")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(echo["body"], r#"{"n":1}"#);
+        let text = sockit::http::get(&server.url("/gzip"))
+            .await
+            .expect("response")
+            .text()
+            .await
+            .expect("text");
+        assert!(text.starts_with("compressed hello compressed"));
+    });
+    // Two requests on one client, one connection; the plain `get` opened its own.
+    assert_eq!(server.connections.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn a_kept_alive_connection_closed_by_the_server_is_replaced() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            // Each connection answers one request, says nothing of closing, and closes.
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut buf = [0; 4096];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+            }
+        });
+        let client = sockit::http::Client::default();
+        for _ in 0..3 {
+            let text = client
+                .get(&url)
+                .send()
+                .await
+                .expect("response")
+                .text()
+                .await
+                .expect("body");
+            assert_eq!(text, "ok");
+        }
+    });
+}
