@@ -876,3 +876,37 @@ fn a_kept_alive_connection_closed_by_the_server_is_replaced() {
         }
     });
 }
+
+#[test]
+fn an_interrupted_download_keeps_only_the_part_file() {
+    let server = TestServer::start(Bytes::new(), None);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("slow.txt");
+    let mut child = sockit()
+        .args(["get", &server.url("/slow"), "-o"])
+        .arg(&file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sockit");
+    let part = dir.path().join("slow.txt.part");
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0) < 6 {
+        assert!(std::time::Instant::now() < deadline, "no .part with data");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = wait_timeout(&mut child, WAIT).expect("sockit stops in time");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("read stderr");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert_eq!(dir_entries(dir.path()), ["slow.txt.part"]);
+    assert_eq!(std::fs::read(&part).expect("part"), b"first ");
+}
