@@ -5,6 +5,7 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`net`] | addresses, TCP/UDP connect and listen, TLS (self-signed, pinning), byte tracing, full-duplex relay, line framing, the accept loop and graceful shutdown, echo/greet services |
+//! | [`http`] | HTTP/1.1 on hyper: the client ([`http::get`], [`http::Client`]) and request items |
 //!
 //! The `sockit` binary is a thin layer over these modules (`src/cli/`).
 //!

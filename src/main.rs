@@ -64,6 +64,10 @@ fn report(err: &anyhow::Error) -> ExitCode {
     if is_output_closed(err) {
         return ExitCode::SUCCESS;
     }
+    if let Some(status) = err.downcast_ref::<cli::StatusError>() {
+        eprintln!("error: {status}");
+        return ExitCode::from(status.exit_code());
+    }
     eprintln!("error: {}", sockit::net::error_chain(err.as_ref()));
     ExitCode::from(exit_code(classify(err.as_ref())))
 }

@@ -4,7 +4,10 @@
 mod args;
 mod bench;
 mod connect;
+mod http;
 mod listen;
+
+pub(crate) use http::StatusError;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -32,6 +35,8 @@ enum Command {
     Listen(listen::ListenArgs),
     /// Load generators: round trips, streams and datagrams against echo servers
     Bench(bench::BenchArgs),
+    #[command(flatten)]
+    Http(http::HttpCommand),
     /// Print shell completions: sockit completions bash > /etc/bash_completion.d/sockit
     Completions {
         /// The shell to write completions for
@@ -46,6 +51,7 @@ impl Cli {
             Command::Connect(args) => connect::run(args, stop).await,
             Command::Listen(args) => listen::run(args, stop).await,
             Command::Bench(args) => bench::run(args, stop).await,
+            Command::Http(command) => http::run(command, self.verbose, stop).await,
             Command::Completions { shell } => {
                 clap_complete::generate(
                     shell,

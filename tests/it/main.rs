@@ -6,4 +6,5 @@
 mod support;
 
 mod bench;
+mod http;
 mod net;

@@ -1,6 +1,6 @@
 //! Shared test support: run the `sockit` binary as a server or client, with every wait bounded.
 
-#![allow(dead_code)] // each test module uses its own subset
+#![allow(dead_code, unreachable_pub)] // each test module uses its own subset; `pub` for them
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;

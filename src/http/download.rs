@@ -1,0 +1,402 @@
+//! Downloads to a file: the body goes to `FILE.part`, which is renamed to `FILE` only when
+//! it is complete; an interrupted `.part` is resumed with `Range` and `If-Range`.
+//!
+//! The `.part` file's modification time keeps the server's `Last-Modified` (whole seconds),
+//! which is what `If-Range` sends back on resume: if the file changed on the server, the
+//! server answers 200 with the whole new file and the download starts over.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{StatusCode, header};
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use crate::http::{Client, HttpError, Request, Response};
+
+/// Why a download did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    /// The request or the body read failed; the `.part` file is kept for `--continue`.
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// The server answered with a status that is not a success.
+    #[error("server answered {0}")]
+    Status(StatusCode),
+    /// The file could not be written.
+    #[error("cannot write {}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+    /// A `206` for another range than asked for.
+    #[error("the server resumed at the wrong offset ({0})")]
+    BadRange(String),
+    /// Stopped by the user; the `.part` file is kept.
+    #[error("interrupted; run again with --continue to resume")]
+    Interrupted,
+}
+
+/// How far a download has come, for progress bars.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Bytes in the file so far (including a resumed prefix).
+    pub done: u64,
+    /// The full size, when the server said.
+    pub total: Option<u64>,
+}
+
+/// What a finished download did.
+#[derive(Debug)]
+pub struct Downloaded {
+    /// The final file.
+    pub path: PathBuf,
+    /// Its size.
+    pub bytes: u64,
+    /// Bytes that were already there and were kept (resume).
+    pub resumed_from: u64,
+    /// The response's status and headers (body consumed).
+    pub status: StatusCode,
+    /// The response's headers.
+    pub headers: http::HeaderMap,
+}
+
+/// `FILE.part` for `FILE`.
+pub fn part_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".part");
+    PathBuf::from(name)
+}
+
+/// Downloads `request` to `path` through `path.part`; with `resume`, continues an existing
+/// `.part`. With no `path`, the file is named by the server or the URL ([`file_name`]) in
+/// the current directory, without replacing a file ([`unused_name`]).
+/// `on_progress` sees every chunk; `stop` cancels, keeping the `.part`.
+///
+/// # Errors
+///
+/// [`DownloadError`]; on any error `path` is untouched and only the `.part` may exist.
+pub async fn download(
+    client: &Client,
+    mut request: Request,
+    path: Option<&Path>,
+    resume: bool,
+    stop: &CancellationToken,
+    on_progress: &mut (dyn FnMut(Progress, &Response) + Send),
+) -> Result<Downloaded, DownloadError> {
+    let resume = resume && path.is_some();
+    let part = path.map(part_path).unwrap_or_default();
+    // Byte ranges of a compressed body make no sense; ask for the file as it is.
+    request.headers.insert(
+        header::ACCEPT_ENCODING,
+        header::HeaderValue::from_static("identity"),
+    );
+    let existing = if resume {
+        std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0)
+    } else {
+        0
+    };
+    let mut ask = request.clone();
+    if existing > 0 {
+        ask.headers.insert(
+            header::RANGE,
+            header::HeaderValue::from_str(&format!("bytes={existing}-"))
+                .expect("digits are a valid header value"),
+        );
+        if let Some(date) = validator(&part) {
+            if let Ok(value) = header::HeaderValue::from_str(&httpdate::fmt_http_date(date)) {
+                ask.headers.insert(header::IF_RANGE, value);
+            }
+        }
+    }
+    let mut response = client.send(ask).await?;
+    let status = response.status();
+    let mut offset = 0;
+    if existing > 0 && status == StatusCode::RANGE_NOT_SATISFIABLE {
+        let total = response
+            .headers()
+            .get(header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("bytes */"))
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if let (Some(path), true) = (path, total == Some(existing)) {
+            // The .part already holds the whole file.
+            let headers = response.headers().clone();
+            drop(response);
+            std::fs::rename(&part, path).map_err(|source| DownloadError::File {
+                path: path.to_owned(),
+                source,
+            })?;
+            return Ok(Downloaded {
+                path: path.to_owned(),
+                bytes: existing,
+                resumed_from: existing,
+                status,
+                headers,
+            });
+        }
+        // The .part is not a prefix of what the server has: start over.
+        drop(response);
+        response = client.send(request).await?;
+    } else if status == StatusCode::PARTIAL_CONTENT && existing > 0 {
+        let range = response
+            .headers()
+            .get(header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        if content_range_start(&range) != Some(existing) {
+            return Err(DownloadError::BadRange(range));
+        }
+        offset = existing;
+    }
+    let status = response.status();
+    if !status.is_success() {
+        return Err(DownloadError::Status(status));
+    }
+    let path = match path {
+        Some(path) => path.to_owned(),
+        None => {
+            let disposition = response
+                .headers()
+                .get(header::CONTENT_DISPOSITION)
+                .and_then(|v| v.to_str().ok());
+            unused_name(Path::new("."), &file_name(disposition, response.url()))
+        }
+    };
+    let part = part_path(&path);
+    let file_err = |source| DownloadError::File {
+        path: part.clone(),
+        source,
+    };
+    let total = response.content_length().map(|len| len + offset);
+    let last_modified = response
+        .headers()
+        .get(header::LAST_MODIFIED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok());
+    let file = if offset > 0 {
+        OpenOptions::new().append(true).open(&part)
+    } else {
+        File::create(&part)
+    }
+    .map_err(file_err)?;
+    let writer = Writer::spawn(file);
+    let mut done = offset;
+    on_progress(Progress { done, total }, &response);
+    let result = loop {
+        let chunk = tokio::select! {
+            _ = stop.cancelled() => break Err(DownloadError::Interrupted),
+            chunk = response.chunk() => chunk,
+        };
+        match chunk {
+            Ok(Some(bytes)) => {
+                done += bytes.len() as u64;
+                if !writer.send(bytes).await {
+                    break Ok(());
+                }
+                on_progress(Progress { done, total }, &response);
+            }
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e.into()),
+        }
+    };
+    let written = writer.finish().await;
+    if let Some(date) = last_modified {
+        mark_validator(&part, date);
+    }
+    result?;
+    written.map_err(file_err)?;
+    std::fs::rename(&part, &path).map_err(|source| DownloadError::File {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(Downloaded {
+        path,
+        bytes: done,
+        resumed_from: offset,
+        status,
+        headers: response.headers().clone(),
+    })
+}
+
+/// A `Last-Modified` kept in the `.part` file's mtime: whole seconds, in the past.
+fn validator(part: &Path) -> Option<SystemTime> {
+    let modified = std::fs::metadata(part).ok()?.modified().ok()?;
+    let since_epoch = modified.duration_since(SystemTime::UNIX_EPOCH).ok()?;
+    (since_epoch.subsec_nanos() == 0).then_some(modified)
+}
+
+fn mark_validator(part: &Path, date: SystemTime) {
+    let whole = date
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| SystemTime::UNIX_EPOCH + Duration::from_secs(d.as_secs()));
+    if let (Ok(date), Ok(file)) = (whole, OpenOptions::new().append(true).open(part)) {
+        // Without it a resume still works, just without the If-Range safety check.
+        let _ = file.set_modified(date);
+    }
+}
+
+/// The first byte of `bytes START-END/TOTAL`.
+fn content_range_start(value: &str) -> Option<u64> {
+    let range = value.trim().strip_prefix("bytes ")?;
+    range.split_once('-')?.0.trim().parse().ok()
+}
+
+/// Writes chunks on a thread of its own, so file or stdout I/O never blocks the runtime.
+#[derive(Debug)]
+pub struct Writer {
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    done: tokio::sync::oneshot::Receiver<io::Result<()>>,
+}
+
+impl Writer {
+    /// Starts the thread that writes to `out`.
+    pub fn spawn(mut out: impl Write + Send + 'static) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(32);
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let mut result = Ok(());
+            while let Some(chunk) = rx.blocking_recv() {
+                if let Err(e) = out.write_all(&chunk) {
+                    result = Err(e);
+                    break;
+                }
+            }
+            let result = result.and_then(|()| out.flush());
+            let _ = done_tx.send(result);
+        });
+        Self { tx, done }
+    }
+
+    /// Queues a chunk; `false` when the writer has stopped (its error comes from `finish`).
+    pub async fn send(&self, chunk: Bytes) -> bool {
+        self.tx.send(chunk).await.is_ok()
+    }
+
+    /// Waits until everything queued is written.
+    ///
+    /// # Errors
+    ///
+    /// The first write error.
+    pub async fn finish(self) -> io::Result<()> {
+        drop(self.tx);
+        self.done
+            .await
+            .unwrap_or_else(|_| Err(io::Error::other("the writer thread stopped")))
+    }
+}
+
+/// The file name for `--download`: from `Content-Disposition`, else the URL's last path
+/// segment, else `index.html`; always a plain name in the current directory.
+///
+/// # Examples
+///
+/// ```
+/// use sockit::http::download::file_name;
+/// let url = url::Url::parse("http://x/a/report%20v2.pdf?x=1").unwrap();
+/// assert_eq!(file_name(None, &url), "report v2.pdf");
+/// assert_eq!(file_name(Some("attachment; filename=\"../../etc/passwd\""), &url), "passwd");
+/// ```
+pub fn file_name(content_disposition: Option<&str>, url: &Url) -> String {
+    let from_header = content_disposition.and_then(disposition_name);
+    let from_url = || {
+        url.path_segments()
+            .and_then(|mut s| s.next_back().map(str::to_owned))
+            .map(|s| percent_decode(&s))
+    };
+    let raw = from_header.or_else(from_url).unwrap_or_default();
+    let clean = sanitize(&raw);
+    if clean.is_empty() {
+        "index.html".to_owned()
+    } else {
+        clean
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+fn disposition_name(value: &str) -> Option<String> {
+    let mut plain = None;
+    for param in value.split(';').map(str::trim) {
+        let Some((key, val)) = param.split_once('=') else {
+            continue;
+        };
+        match key.trim().to_ascii_lowercase().as_str() {
+            "filename*" => {
+                // RFC 5987: charset'lang'percent-encoded
+                let encoded = val.trim().splitn(3, '\'').nth(2)?;
+                return Some(percent_decode(encoded));
+            }
+            "filename" => plain = Some(val.trim().trim_matches('"').to_owned()),
+            _ => {}
+        }
+    }
+    plain
+}
+
+/// The last path component, without control characters and never `.` or `..`.
+fn sanitize(name: &str) -> String {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or_default();
+    let clean: String = base.chars().filter(|c| !c.is_control()).collect();
+    let clean = clean.trim().trim_start_matches('.').to_owned();
+    if clean.is_empty() {
+        String::new()
+    } else {
+        clean
+    }
+}
+
+/// A name in `dir` not taken yet: `name`, then `name-1`, `name-2`, …
+pub fn unused_name(dir: &Path, name: &str) -> PathBuf {
+    let first = dir.join(name);
+    if !first.exists() && !part_path(&first).exists() {
+        return first;
+    }
+    (1..10_000)
+        .map(|i| dir.join(format!("{name}-{i}")))
+        .find(|p| !p.exists() && !part_path(p).exists())
+        .unwrap_or(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_sanitised() {
+        let url = Url::parse("http://h/dir/").unwrap();
+        assert_eq!(file_name(None, &url), "index.html");
+        for (header, expected) in [
+            ("attachment; filename=\"a.txt\"", "a.txt"),
+            ("attachment; filename=..", "index.html"),
+            ("attachment; filename=\"..\\\\evil.exe\"", "evil.exe"),
+            ("attachment; filename=\".bashrc\"", "bashrc"),
+            (
+                "attachment; filename*=UTF-8''%E2%82%AC%20rates.txt",
+                "€ rates.txt",
+            ),
+            ("attachment; filename=\"a\u{1b}[31mb\"", "a[31mb"),
+        ] {
+            assert_eq!(file_name(Some(header), &url), expected, "{header}");
+        }
+    }
+
+    #[test]
+    fn content_range_start_is_read() {
+        assert_eq!(content_range_start("bytes 100-199/200"), Some(100));
+        assert_eq!(content_range_start("bytes */200"), None);
+        assert_eq!(content_range_start("items 1-2/3"), None);
+    }
+}

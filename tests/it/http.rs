@@ -1,0 +1,912 @@
+//! `sockit get/post/http` against real servers: `python3 -m http.server`, an in-test hyper
+//! server (chunked, gzip, br, redirects, slow and cut bodies, ranges) and nginx over TLS.
+
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+
+use crate::support::*;
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// A body of `parts`, then (once they are flushed) an error that makes hyper abort the
+/// connection.
+fn cut(parts: Vec<Bytes>) -> Body {
+    let stream = futures_util::stream::unfold(parts.into_iter(), |mut parts| async move {
+        match parts.next() {
+            Some(b) => Some((Ok(Frame::data(b)), parts)),
+            None => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Some((Err(std::io::Error::other("cut short")), parts))
+            }
+        }
+    });
+    StreamBody::new(stream).boxed()
+}
+
+fn chunked(parts: Vec<Bytes>) -> Body {
+    let frames = parts.into_iter().map(|b| Ok(Frame::data(b)));
+    StreamBody::new(futures_util::stream::iter(frames)).boxed()
+}
+
+const LAST_MODIFIED: &str = "Wed, 21 Oct 2015 07:28:00 GMT";
+
+/// An in-process hyper server on 127.0.0.1:0 with test routes; stops when dropped.
+struct TestServer {
+    addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+struct State {
+    file: Bytes,
+    other_origin: Option<SocketAddr>,
+}
+
+impl TestServer {
+    fn start(file: Bytes, other_origin: Option<SocketAddr>) -> TestServer {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("test runtime");
+        let listener = StdListener::bind("127.0.0.1:0").expect("bind loopback");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("bound address");
+        let connections = Arc::new(AtomicUsize::new(0));
+        let state = Arc::new(State { file, other_origin });
+        let counter = connections.clone();
+        runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                counter.fetch_add(1, Ordering::SeqCst);
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(route(req, &state).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        TestServer {
+            addr,
+            connections,
+            _runtime: runtime,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+fn respond(status: StatusCode, headers: &[(&str, &str)], body: Body) -> Response<Body> {
+    let mut builder = Response::builder().status(status);
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    builder.body(body).expect("valid test response")
+}
+
+async fn route(req: Request<Incoming>, state: &State) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let ok = StatusCode::OK;
+    let text = &[("content-type", "text/plain")][..];
+    match path.as_str() {
+        "/echo" => {
+            let method = req.method().to_string();
+            let query = req.uri().query().unwrap_or("").to_owned();
+            let headers: serde_json::Map<String, serde_json::Value> = req
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").into()))
+                .collect();
+            let body = req.into_body().collect().await.map(|b| b.to_bytes());
+            let body = String::from_utf8_lossy(&body.unwrap_or_default()).into_owned();
+            let json = serde_json::json!({
+                "method": method, "query": query, "headers": headers, "body": body,
+            });
+            respond(
+                ok,
+                &[("content-type", "application/json")],
+                full(json.to_string()),
+            )
+        }
+        "/chunked" => respond(
+            ok,
+            text,
+            chunked(vec!["one ".into(), "two ".into(), "three".into()]),
+        ),
+        "/gzip" | "/deflate" | "/br" => {
+            use std::io::Write;
+            let plain = b"compressed hello ".repeat(1000);
+            let encoded = match path.as_str() {
+                "/gzip" => {
+                    let mut e =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                    e.write_all(&plain).expect("gzip");
+                    e.finish().expect("gzip")
+                }
+                "/deflate" => {
+                    let mut e =
+                        flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+                    e.write_all(&plain).expect("zlib");
+                    e.finish().expect("zlib")
+                }
+                _ => {
+                    let mut out = Vec::new();
+                    let mut e = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+                    e.write_all(&plain).expect("br");
+                    drop(e);
+                    out
+                }
+            };
+            respond(
+                ok,
+                &[
+                    ("content-type", "text/plain"),
+                    ("content-encoding", &path[1..]),
+                ],
+                full(encoded),
+            )
+        }
+        "/see-other" => respond(
+            StatusCode::SEE_OTHER,
+            &[("location", "/echo?from=303")],
+            full("go"),
+        ),
+        "/temporary" => respond(
+            StatusCode::TEMPORARY_REDIRECT,
+            &[("location", "/echo")],
+            full(""),
+        ),
+        "/loop" => respond(StatusCode::FOUND, &[("location", "/loop")], full("")),
+        "/same-origin" => respond(StatusCode::FOUND, &[("location", "/echo")], full("")),
+        "/cross-origin" => {
+            let other = state.other_origin.expect("a second server");
+            let location = format!("http://{other}/echo");
+            respond(StatusCode::FOUND, &[("location", &location)], full(""))
+        }
+        "/slow" => {
+            let stream = futures_util::stream::unfold(0, |n| async move {
+                if n == 0 {
+                    Some((Ok(Frame::data(Bytes::from_static(b"first "))), 1))
+                } else {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    None
+                }
+            });
+            respond(ok, text, StreamBody::new(stream).boxed())
+        }
+        "/truncated" => respond(
+            ok,
+            &[("content-length", "1000")],
+            cut(vec![Bytes::from(vec![b'x'; 500])]),
+        ),
+        "/missing" => respond(StatusCode::NOT_FOUND, text, full("no such thing")),
+        "/broken" => respond(StatusCode::BAD_GATEWAY, text, full("upstream down")),
+        "/named" => respond(
+            ok,
+            &[(
+                "content-disposition",
+                "attachment; filename=\"../report.txt\"",
+            )],
+            full("report body"),
+        ),
+        "/file" | "/file-cut" | "/file-norange" => serve_file(&req, state, &path),
+        _ => respond(StatusCode::NOT_FOUND, text, full("")),
+    }
+}
+
+/// The test file with `Range`/`If-Range` support; `/file-cut` cuts a full answer at half,
+/// `/file-norange` ignores `Range`.
+fn serve_file(req: &Request<Incoming>, state: &State, path: &str) -> Response<Body> {
+    let file = state.file.clone();
+    let len = file.len();
+    let lm = &[("last-modified", LAST_MODIFIED), ("accept-ranges", "bytes")];
+    let range = req
+        .headers()
+        .get("range")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes="))
+        .and_then(|v| v.strip_suffix('-'))
+        .and_then(|v| v.parse::<usize>().ok());
+    let if_range_ok = req
+        .headers()
+        .get("if-range")
+        .is_none_or(|v| v == LAST_MODIFIED);
+    match range {
+        Some(start) if path != "/file-norange" && if_range_ok => {
+            if start >= len {
+                let cr = format!("bytes */{len}");
+                return respond(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    &[("content-range", &cr)],
+                    full(""),
+                );
+            }
+            let cr = format!("bytes {start}-{}/{len}", len - 1);
+            respond(
+                StatusCode::PARTIAL_CONTENT,
+                &[("content-range", &cr), ("last-modified", LAST_MODIFIED)],
+                full(file.slice(start..)),
+            )
+        }
+        _ if path == "/file-cut" => {
+            let cl = len.to_string();
+            respond(
+                StatusCode::OK,
+                &[("content-length", &cl), ("last-modified", LAST_MODIFIED)],
+                cut(vec![file.slice(..len / 2)]),
+            )
+        }
+        _ => respond(StatusCode::OK, lm, full(file)),
+    }
+}
+
+fn stdout_json(out: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(out)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(out)))
+}
+
+#[test]
+fn chunked_and_compressed_bodies_are_decoded() {
+    let server = TestServer::start(Bytes::new(), None);
+    let (out, err, code) = run(&["get", &server.url("/chunked")], b"");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, b"one two three");
+    for path in ["/gzip", "/deflate", "/br"] {
+        let (out, err, code) = run(&["get", &server.url(path)], b"");
+        assert_eq!(code, Some(0), "{path}: {err}");
+        assert!(out == b"compressed hello ".repeat(1000), "{path}");
+    }
+}
+
+#[test]
+fn items_become_json_query_and_headers() {
+    let server = TestServer::start(Bytes::new(), None);
+    let (out, err, code) = run(
+        &[
+            "post",
+            &server.url("/echo"),
+            "name=Ada",
+            "age:=36",
+            "q==a b",
+            "X-Api-Key:secret",
+        ],
+        b"",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let echo = stdout_json(&out);
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["query"], "q=a+b");
+    assert_eq!(echo["body"], r#"{"name":"Ada","age":36}"#);
+    assert_eq!(echo["headers"]["content-type"], "application/json");
+    assert_eq!(echo["headers"]["x-api-key"], "secret");
+
+    let (out, _, _) = run(&["post", &server.url("/echo"), "--form", "a=1 2"], b"");
+    let echo = stdout_json(&out);
+    assert_eq!(echo["body"], "a=1+2");
+
+    // A pipe with data is the body; an empty pipe is no body.
+    let (out, _, _) = run(&["http", &server.url("/echo")], b"piped");
+    let echo = stdout_json(&out);
+    assert_eq!(
+        (echo["method"].as_str(), echo["body"].as_str()),
+        (Some("POST"), Some("piped"))
+    );
+    let (out, _, _) = run(&["http", &server.url("/echo")], b"");
+    assert_eq!(stdout_json(&out)["method"], "GET");
+    // `sockit get` leaves stdin alone; `@-` reads it on purpose.
+    let (out, _, _) = run(&["get", &server.url("/echo")], b"not mine");
+    assert_eq!(stdout_json(&out)["body"], "");
+    let (out, _, _) = run(&["http", "PUT", &server.url("/echo"), "@-"], b"mine");
+    let echo = stdout_json(&out);
+    assert_eq!(
+        (echo["method"].as_str(), echo["body"].as_str()),
+        (Some("PUT"), Some("mine"))
+    );
+}
+
+#[test]
+fn redirects_follow_the_method_and_origin_rules() {
+    let other = TestServer::start(Bytes::new(), None);
+    let server = TestServer::start(Bytes::new(), Some(other.addr));
+
+    let (out, err, code) = run(&["post", &server.url("/see-other"), "a=1", "--follow"], b"");
+    assert_eq!(code, Some(0), "{err}");
+    let echo = stdout_json(&out);
+    assert_eq!(
+        (echo["method"].as_str(), echo["body"].as_str()),
+        (Some("GET"), Some(""))
+    );
+    assert_eq!(echo["query"], "from=303");
+
+    let (out, _, _) = run(&["post", &server.url("/temporary"), "a=1", "-F"], b"");
+    let echo = stdout_json(&out);
+    assert_eq!(
+        (echo["method"].as_str(), echo["body"].as_str()),
+        (Some("POST"), Some(r#"{"a":"1"}"#))
+    );
+
+    // Same origin: credentials kept, and the kept-alive connection serves both requests.
+    let before = server.connections.load(Ordering::SeqCst);
+    let (out, _, _) = run(
+        &[
+            "get",
+            &server.url("/same-origin"),
+            "-F",
+            "-u",
+            "ada:pw",
+            "Cookie:k=v",
+        ],
+        b"",
+    );
+    let echo = stdout_json(&out);
+    assert!(echo["headers"]["authorization"].is_string());
+    assert_eq!(echo["headers"]["cookie"], "k=v");
+    assert_eq!(server.connections.load(Ordering::SeqCst) - before, 1);
+
+    // Cross origin: credentials and cookies dropped.
+    let (out, err, code) = run(
+        &[
+            "get",
+            &server.url("/cross-origin"),
+            "-F",
+            "-u",
+            "ada:pw",
+            "Cookie:k=v",
+        ],
+        b"",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let echo = stdout_json(&out);
+    assert!(echo["headers"].get("authorization").is_none(), "{echo}");
+    assert!(echo["headers"].get("cookie").is_none(), "{echo}");
+
+    let (_, err, code) = run(
+        &["get", &server.url("/loop"), "-F", "--max-redirects", "3"],
+        b"",
+    );
+    assert_eq!(code, Some(1));
+    assert!(err.contains("too many redirects"), "{err}");
+
+    // Without --follow, --check-status exits 3 for a redirect.
+    let (_, _, code) = run(&["get", &server.url("/loop"), "--check-status"], b"");
+    assert_eq!(code, Some(3));
+}
+
+#[test]
+fn check_status_maps_classes_to_exit_codes() {
+    let server = TestServer::start(Bytes::new(), None);
+    let (out, _, code) = run(&["get", &server.url("/missing"), "--check-status"], b"");
+    assert_eq!((code, out.as_slice()), (Some(4), &b"no such thing"[..]));
+    let (_, _, code) = run(&["get", &server.url("/broken"), "--check-status"], b"");
+    assert_eq!(code, Some(5));
+    let (_, _, code) = run(&["get", &server.url("/broken")], b"");
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn heads_trace_and_meta_are_shown_on_request() {
+    let server = TestServer::start(Bytes::new(), None);
+    let (out, _, code) = run(&["get", &server.url("/chunked"), "-i"], b"");
+    assert_eq!(code, Some(0));
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200 OK\n"), "{text}");
+    assert!(text.contains("Transfer-Encoding: chunked\n"), "{text}");
+    assert!(text.ends_with("\n\none two three"), "{text}");
+
+    let (out, _, _) = run(&["get", &server.url("/echo"), "-v", "x-MiXeD:1"], b"");
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.starts_with("GET /echo HTTP/1.1\nHost: 127.0.0.1:"),
+        "{text}"
+    );
+    assert!(text.contains("\nx-MiXeD: 1\n"), "{text}");
+
+    let (_, err, _) = run(
+        &["get", &server.url("/echo"), "--trace", "-u", "ada:pw"],
+        b"",
+    );
+    let wire = trace_text(&err);
+    // The echo server sends the header back in its body; look at what was sent.
+    let wire = wire.split("HTTP/1.1 200").next().unwrap_or_default();
+    assert!(wire.contains("..Authorization: ***** ********.."), "{wire}");
+    assert!(
+        !wire.contains("YWRhOnB3"),
+        "the password leaked into the trace: {wire}"
+    );
+    let (_, err, _) = run(
+        &[
+            "get",
+            &server.url("/echo"),
+            "--trace",
+            "--trace-secrets",
+            "-u",
+            "ada:pw",
+        ],
+        b"",
+    );
+    assert!(
+        trace_text(&err).contains("Authorization: Basic YWRhOnB3"),
+        "{err}"
+    );
+
+    let (_, err, _) = run(&["get", &server.url("/chunked"), "--json-meta"], b"");
+    let meta: serde_json::Value = serde_json::from_str(err.trim()).expect("one JSON line");
+    assert_eq!(meta["status"], 200);
+    assert_eq!(meta["body_bytes"], 13);
+    assert!(meta["timings_ms"]["first_byte"].is_number());
+}
+
+#[test]
+fn slow_and_cut_bodies_fail_with_their_exit_codes() {
+    let server = TestServer::start(Bytes::new(), None);
+    let (out, err, code) = run(&["get", &server.url("/slow"), "--timeout", "300ms"], b"");
+    assert_eq!(code, Some(28), "{err}");
+    assert_eq!(out, b"first ");
+    let (_, err, code) = run(&["get", &server.url("/truncated")], b"");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.starts_with("error: reading the response body"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+/// The printable column of a hexdump trace, rows joined: the bytes as text.
+fn trace_text(trace: &str) -> String {
+    trace
+        .lines()
+        .filter(|l| l.starts_with("  0"))
+        .filter_map(|l| {
+            let start = l.find('|')?;
+            Some(&l[start + 1..l.len() - 1])
+        })
+        .collect()
+}
+
+fn dir_entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn interrupted_download_resumes_to_the_exact_bytes() {
+    let data = Bytes::from(random_bytes(1 << 20, 7));
+    let server = TestServer::start(data.clone(), None);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("f.bin");
+    let file_arg = file.to_str().expect("utf-8 path");
+
+    let (_, err, code) = run(&["get", &server.url("/file-cut"), "-o", file_arg], b"");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("kept"), "{err}");
+    assert_eq!(dir_entries(dir.path()), ["f.bin.part"]);
+
+    let (_, err, code) = run(
+        &["get", &server.url("/file-cut"), "-o", file_arg, "-c"],
+        b"",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(dir_entries(dir.path()), ["f.bin"]);
+    assert!(
+        std::fs::read(&file).expect("downloaded") == data,
+        "bytes differ"
+    );
+
+    // A complete .part gets 416 and is simply renamed.
+    std::fs::rename(&file, dir.path().join("f.bin.part")).expect("rename");
+    let (_, err, code) = run(&["get", &server.url("/file"), "-o", file_arg, "-c"], b"");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(std::fs::read(&file).expect("downloaded") == data);
+
+    // A server that ignores Range answers 200: start over, still exact.
+    std::fs::write(dir.path().join("f.bin.part"), &data[..1000]).expect("part");
+    std::fs::remove_file(&file).expect("remove");
+    let (_, err, code) = run(
+        &["get", &server.url("/file-norange"), "-o", file_arg, "-c"],
+        b"",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(std::fs::read(&file).expect("downloaded") == data);
+}
+
+#[test]
+fn download_names_come_from_the_server_and_are_sanitised() {
+    let server = TestServer::start(Bytes::new(), None);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_, err, code) = run_cmd(
+        sockit()
+            .current_dir(dir.path())
+            .args(["get", &server.url("/named"), "--download"]),
+        b"",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(dir_entries(dir.path()), ["report.txt"]);
+    let (_, _, code) = run_cmd(
+        sockit()
+            .current_dir(dir.path())
+            .args(["get", &server.url("/named"), "-d"]),
+        b"",
+    );
+    assert_eq!(code, Some(0));
+    assert_eq!(dir_entries(dir.path()), ["report.txt", "report.txt-1"]);
+    // An error status writes nothing.
+    let (_, _, code) = run_cmd(
+        sockit()
+            .current_dir(dir.path())
+            .args(["get", &server.url("/missing"), "-o", "x"]),
+        b"",
+    );
+    assert_eq!(code, Some(4));
+    assert_eq!(dir_entries(dir.path()), ["report.txt", "report.txt-1"]);
+}
+
+#[test]
+fn bad_input_gets_one_line_and_its_exit_code() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("out");
+    let o = out.to_str().expect("utf-8 path");
+    let refused = StdListener::bind("127.0.0.1:0").expect("bind");
+    let closed = format!("http://{}/", refused.local_addr().expect("addr"));
+    drop(refused);
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&["get", "http://[::1/"], 1, "invalid URL"),
+        (&["get", "gopher://x/"], 1, "unsupported URL scheme"),
+        (&["get", ":1/", "X-A:1\r\nX-B: 2"], 1, "header injection"),
+        (&["post", ":1/", "n:={"], 1, "invalid JSON"),
+        (
+            &["post", ":1/", "f@/no/such/file"],
+            1,
+            "cannot read /no/such/file",
+        ),
+        (
+            &["get", "http://no-such-host.invalid/", "-o", o],
+            6,
+            "could not resolve",
+        ),
+        (&["get", &closed, "-o", o], 7, "connection refused"),
+    ];
+    for (args, want, needle) in cases {
+        let (_, err, code) = run(args, b"");
+        assert_eq!(code, Some(*want), "{args:?}: {err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(needle),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    }
+    assert!(dir_entries(dir.path()).is_empty());
+}
+
+/// `python3 -m http.server` in a temp dir; killed when dropped.
+struct PythonServer {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for PythonServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_python(dir: &Path) -> PythonServer {
+    require("python3");
+    let mut child = Command::new("python3")
+        .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1"])
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn python3");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(WAIT).expect("python announces its port");
+    // "Serving HTTP on 127.0.0.1 port 41235 (http://127.0.0.1:41235/) ..."
+    let port = line
+        .split_whitespace()
+        .skip_while(|w| *w != "port")
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected python line {line:?}"));
+    PythonServer { child, port }
+}
+
+#[test]
+fn python_http_server_downloads_are_byte_exact() {
+    let www = tempfile::tempdir().expect("temp dir");
+    let small = random_bytes(1 << 20, 1);
+    // 100 distinct MiB blocks (random data in a debug build is slow to make).
+    let block = random_bytes(1 << 20, 2);
+    let mut big = Vec::with_capacity(100 << 20);
+    for i in 0..100u64 {
+        big.extend_from_slice(&i.to_le_bytes());
+        big.extend_from_slice(&block[8..]);
+    }
+    std::fs::write(www.path().join("small.bin"), &small).expect("write");
+    std::fs::write(www.path().join("big.bin"), &big).expect("write");
+    std::fs::write(www.path().join("data.json"), br#"{"k": [1, 2]}"#).expect("write");
+    let server = start_python(www.path());
+    let dest = tempfile::tempdir().expect("temp dir");
+    for (name, data) in [("small.bin", &small), ("big.bin", &big)] {
+        let out = dest.path().join(name);
+        let url = format!("http://127.0.0.1:{}/{name}", server.port);
+        let (_, err, code) = run(&["get", &url, "-o", out.to_str().expect("utf-8")], b"");
+        assert_eq!(code, Some(0), "{name}: {err}");
+        assert!(
+            std::fs::read(&out).expect("file") == *data,
+            "{name} differs"
+        );
+    }
+    // HTTP/1.0, close-delimited: to stdout, raw because stdout is not a terminal.
+    let (out, err, code) = run(&["get", &format!(":{}/data.json", server.port)], b"");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, br#"{"k": [1, 2]}"#);
+}
+
+/// nginx serving `www` over TLS with `cert`/`key`, on a port picked by binding port 0.
+struct Nginx {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_nginx(dir: &Path, www: &Path, cert: &Path, key: &Path) -> Nginx {
+    require("nginx");
+    for _attempt in 0..5 {
+        let port = StdListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("probe a free port")
+            .port();
+        let d = dir.display();
+        let conf = format!(
+            "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;
+  uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+  server {{
+    listen 127.0.0.1:{port} ssl;
+    ssl_certificate {}; ssl_certificate_key {};
+    root {};
+  }}
+}}
+",
+            cert.display(),
+            key.display(),
+            www.display()
+        );
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, conf).expect("write nginx.conf");
+        let mut child = Command::new("nginx")
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn nginx");
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                break; // most likely the port was taken meanwhile: try another
+            }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Nginx { child, port };
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+    panic!("nginx did not start: {log}");
+}
+
+#[test]
+fn nginx_over_tls_with_pin_ca_and_name_checks() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let www = dir.path().join("www");
+    std::fs::create_dir(&www).expect("www");
+    let data = random_bytes(1 << 20, 3);
+    std::fs::write(www.join("f.bin"), &data).expect("write");
+    let generated =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
+    let cert: PathBuf = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, generated.cert.pem()).expect("cert");
+    std::fs::write(&key, generated.key_pair.serialize_pem()).expect("key");
+    let pin = sockit::net::tls::Fingerprint::of(generated.cert.der()).to_string();
+    let nginx = start_nginx(dir.path(), &www, &cert, &key);
+    let by_ip = format!("https://127.0.0.1:{}/f.bin", nginx.port);
+    let by_name = format!("https://localhost:{}/f.bin", nginx.port);
+    let out = dir.path().join("out.bin");
+    let o = out.to_str().expect("utf-8");
+    let ca = cert.to_str().expect("utf-8");
+
+    let (_, err, code) = run(&["get", &by_ip, "--pin", &pin, "-o", o], b"");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        std::fs::read(&out).expect("file") == data,
+        "pinned download differs"
+    );
+
+    let (got, err, code) = run(&["get", &by_name, "--ca", ca], b"");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(got == data);
+    let (_, _, code) = run(&["get", &by_ip, "-k", "-o", "/dev/null"], b"");
+    assert_eq!(code, Some(0));
+
+    let wrong_pin = format!("sha256:{}", "00".repeat(32));
+    for args in [
+        vec!["get", by_ip.as_str(), "--ca", ca], // the certificate names localhost only
+        vec!["get", by_name.as_str()],           // unknown issuer
+        vec!["get", by_ip.as_str(), "--pin", &wrong_pin],
+    ] {
+        let (_, err, code) = run(&args, b"");
+        assert_eq!(code, Some(35), "{args:?}: {err}");
+        assert!(err.starts_with("error: TLS handshake"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("client runtime")
+        .block_on(async { tokio::time::timeout(WAIT, future).await.expect("in time") })
+}
+
+#[test]
+fn library_client_reuses_connections_and_streams_bodies() {
+    use sockit::http::{Client, ClientConfig};
+    let data = Bytes::from(random_bytes(300_000, 9));
+    let server = TestServer::start(data.clone(), None);
+    block_on(async {
+        let client = Client::new(ClientConfig::default());
+        let mut response = client
+            .get(&server.url("/file"))
+            .send()
+            .await
+            .expect("response");
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.content_length(), Some(data.len() as u64));
+        let mut got = Vec::new();
+        while let Some(chunk) = response.chunk().await.expect("chunk") {
+            got.extend_from_slice(&chunk);
+        }
+        assert!(got == data);
+        let echo: serde_json::Value = client
+            .post(&server.url("/echo"))
+            .json(&serde_json::json!({"n": 1}))
+            .send()
+            .await
+            .expect("response")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(echo["body"], r#"{"n":1}"#);
+        let text = sockit::http::get(&server.url("/gzip"))
+            .await
+            .expect("response")
+            .text()
+            .await
+            .expect("text");
+        assert!(text.starts_with("compressed hello compressed"));
+    });
+    // Two requests on one client, one connection; the plain `get` opened its own.
+    assert_eq!(server.connections.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn a_kept_alive_connection_closed_by_the_server_is_replaced() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            // Each connection answers one request, says nothing of closing, and closes.
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut buf = [0; 4096];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+            }
+        });
+        let client = sockit::http::Client::default();
+        for _ in 0..3 {
+            let text = client
+                .get(&url)
+                .send()
+                .await
+                .expect("response")
+                .text()
+                .await
+                .expect("body");
+            assert_eq!(text, "ok");
+        }
+    });
+}
+
+#[test]
+fn an_interrupted_download_keeps_only_the_part_file() {
+    let server = TestServer::start(Bytes::new(), None);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("slow.txt");
+    let mut child = sockit()
+        .args(["get", &server.url("/slow"), "-o"])
+        .arg(&file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sockit");
+    let part = dir.path().join("slow.txt.part");
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0) < 6 {
+        assert!(std::time::Instant::now() < deadline, "no .part with data");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = wait_timeout(&mut child, WAIT).expect("sockit stops in time");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("read stderr");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert_eq!(dir_entries(dir.path()), ["slow.txt.part"]);
+    assert_eq!(std::fs::read(&part).expect("part"), b"first ");
+}
