@@ -5,6 +5,7 @@ mod args;
 mod bench;
 mod connect;
 mod listen;
+mod transfer;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -30,6 +31,10 @@ enum Command {
     Connect(connect::ConnectArgs),
     /// TCP/UDP server: one peer, --keep-open, --echo or --greet (like nc -l, ncat -lk)
     Listen(listen::ListenArgs),
+    /// Offer files over HTTPS with a pinned certificate; prints the recv command
+    Send(transfer::SendArgs),
+    /// Fetch what sockit send offers: verified, resumable
+    Recv(transfer::RecvArgs),
     /// Load generators: round trips, streams and datagrams against echo servers
     Bench(bench::BenchArgs),
     /// Print shell completions: sockit completions bash > /etc/bash_completion.d/sockit
@@ -45,6 +50,8 @@ impl Cli {
         match self.command {
             Command::Connect(args) => connect::run(args, stop).await,
             Command::Listen(args) => listen::run(args, stop).await,
+            Command::Send(args) => transfer::send(args, stop).await,
+            Command::Recv(args) => transfer::recv(args, stop).await,
             Command::Bench(args) => bench::run(args, stop).await,
             Command::Completions { shell } => {
                 clap_complete::generate(
