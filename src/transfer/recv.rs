@@ -104,7 +104,7 @@ pub struct Outcome {
 #[derive(Debug, thiserror::Error)]
 pub enum RecvError {
     /// Connecting or the TLS handshake failed (a wrong fingerprint lands here).
-    #[error(transparent)]
+    #[error("{0}")]
     Net(#[from] NetError),
     /// The HTTP exchange broke.
     #[error("{what}")]
