@@ -523,3 +523,15 @@ fn raw_sender_serves_nc_and_raw_receiver_takes_from_nc() {
     assert!(done, "never received from nc");
     assert!(std::fs::read(&from_nc).expect("from nc") == data);
 }
+
+#[test]
+fn once_exits_after_the_first_complete_receive() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = tmp.path().join("one.txt");
+    std::fs::write(&file, b"just once\n").expect("write");
+    let (sender, code) = start_sender(&[file.to_str().expect("UTF-8"), "--once"]);
+    let (err, status) = recv(&code, &tmp.path().join("out"), &[]);
+    assert_eq!(status, Some(0), "{err}");
+    let (_, exit) = sender.wait_output();
+    assert!(exit.success(), "{exit:?}");
+}
