@@ -299,6 +299,43 @@ impl Client {
 /// `overwrite`); `.part` files are resumed with `Range`. Every file is verified against its
 /// BLAKE3 before it is renamed into place.
 ///
+/// # Examples
+///
+/// A sender and a receiver in one process:
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use sockit::net::{self, ServerConfig, tls::ServerIdentity};
+/// use sockit::transfer::{self, Code, Offer, Progress, RecvConfig, SendConfig, Sender, Token};
+/// use tokio_util::sync::CancellationToken;
+///
+/// let dir = tempfile::tempdir()?;
+/// std::fs::write(dir.path().join("hello.txt"), b"hello")?;
+/// let offer = Offer::collect(&[dir.path().join("hello.txt")])?;
+/// let identity = ServerIdentity::self_signed(&[], &[b"http/1.1"])?;
+/// let listener = net::bind_tcp("127.0.0.1:0".parse()?)?;
+/// let code = Code {
+///     addr: listener.local_addr()?.to_string().parse()?,
+///     token: Token::random()?,
+///     fingerprint: identity.fingerprint,
+/// };
+/// let sender = Arc::new(Sender::new(offer, code.token, &SendConfig::default()));
+/// let tls = ServerConfig { tls: Some(identity.config), ..ServerConfig::default() };
+/// let stop = CancellationToken::new();
+/// let server = tokio::spawn(transfer::serve_offer(listener, sender, tls, stop.clone()));
+///
+/// let config = RecvConfig { out_dir: dir.path().join("out"), ..RecvConfig::default() };
+/// let progress = Arc::new(Progress::default());
+/// let outcome = transfer::receive(&code, &config, &progress, CancellationToken::new()).await?;
+/// assert_eq!((outcome.files, outcome.fetched), (1, 5));
+/// assert_eq!(std::fs::read(dir.path().join("out/hello.txt"))?, b"hello");
+///
+/// stop.cancel();
+/// server.await?;
+/// # Ok(()) }
+/// ```
+///
 /// # Errors
 ///
 /// [`RecvError`]: connection and TLS failures (a wrong fingerprint fails before any data),

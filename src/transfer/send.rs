@@ -292,9 +292,12 @@ impl Sender {
 
 /// Serves `sender` on `listener` until `stop` is cancelled.
 ///
+/// Answers `GET /TOKEN/manifest`, `GET /TOKEN/f/<index>` (with `Range`) and
+/// `POST /TOKEN/done`; anything else, or a wrong token, gets 404.
+///
 /// # Examples
 ///
-/// See `tests/it/transfer.rs`; the receiving side is [`crate::transfer::receive`].
+/// See [`crate::transfer::receive`], whose example runs both sides.
 pub async fn serve_offer(
     listener: TcpListener,
     sender: Arc<Sender>,
