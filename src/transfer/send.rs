@@ -671,6 +671,27 @@ mod tests {
     }
 
     #[test]
+    fn receivers_beyond_the_limit_are_turned_away_until_one_leaves() {
+        let offer = Offer {
+            manifest: Manifest::new(vec![]).unwrap(),
+            sources: vec![],
+        };
+        let config = SendConfig {
+            max_receivers: 1,
+            ..SendConfig::default()
+        };
+        let sender = Sender::new(offer, Token::from([7; 16]), &config);
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        assert!(sender.admit(a));
+        assert!(sender.admit(a), "a second connection of the same receiver");
+        assert!(!sender.admit(b));
+        sender.leave(a);
+        sender.leave(a);
+        assert!(sender.admit(b));
+        assert_eq!(sender.peers().len(), 2);
+    }
+
+    #[test]
     fn filenames_are_percent_encoded() {
         assert_eq!(percent_encode("a b\"ü.txt"), "a%20b%22%C3%BC.txt");
     }
