@@ -171,7 +171,7 @@ fn a_file_changed_on_the_sender_mid_transfer_is_caught() {
     let file = tmp.path().join("moving.bin");
     let size = 8u64 << 20;
     std::fs::write(&file, random_bytes(size as usize, 4)).expect("write");
-    let (_sender, code) = start_sender(&[file.to_str().expect("UTF-8"), "--limit-rate", "8MiB"]);
+    let (_sender, code) = start_sender(&[file.to_str().expect("UTF-8"), "--limit-rate", "4MiB"]);
     let out = tmp.path().join("out");
     let receiver = spawn_recv(&code, &out);
     wait_for_size(&out.join("moving.bin.part"), 1 << 20);
