@@ -52,6 +52,9 @@ pub enum SendError {
         #[source]
         source: ManifestError,
     },
+    /// The names together do not make a valid manifest (the same name twice, …).
+    #[error("cannot offer these files together")]
+    Manifest(#[from] ManifestError),
     /// Nothing to send.
     #[error("no files to send")]
     Empty,
@@ -114,10 +117,7 @@ impl Offer {
             });
             sources.push(disk);
         }
-        let manifest = Manifest::new(files).map_err(|source| SendError::Name {
-            path: PathBuf::from("."),
-            source,
-        })?;
+        let manifest = Manifest::new(files)?;
         Ok(Self { manifest, sources })
     }
 }

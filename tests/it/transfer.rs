@@ -473,6 +473,15 @@ fn raw_sender_serves_nc_and_raw_receiver_takes_from_nc() {
     assert_eq!(status, Some(0), "{err}");
     assert!(std::fs::read(&got).expect("raw file") == data);
     assert!(!tmp.path().join("got.png.part").exists());
+    // Without -o the bytes go to stdout, like nc.
+    let (out, err, status) = run(&["recv", "--raw", &server.addr.to_string()], b"");
+    assert_eq!(status, Some(0), "{err}");
+    assert!(
+        out == data,
+        "stdout got {} of {} bytes",
+        out.len(),
+        data.len()
+    );
 
     // nc -l → sockit recv --raw. nc cannot report a port it picked, so try a few free ones.
     let from_nc = tmp.path().join("from_nc.png");
