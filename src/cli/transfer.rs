@@ -263,19 +263,20 @@ async fn report_receivers(sender: Arc<Sender>, once: bool, serving: Cancellation
                 };
                 bar.set_position(stats.bytes_sent.min(total));
             }
-            let seen = reported.entry(ip).or_insert(0);
+            let (started, seen) = reported.entry(ip).or_insert((0, 0));
+            if stats.started > *started {
+                *started = stats.started;
+                say(&bars, format!("{ip} started receiving"));
+            }
             if stats.completed > *seen {
                 *seen = stats.completed;
-                let line = format!(
-                    "{ip} received everything ({} bytes sent to it so far)",
-                    stats.bytes_sent
+                say(
+                    &bars,
+                    format!(
+                        "{ip} received everything ({} bytes sent to it so far)",
+                        stats.bytes_sent
+                    ),
                 );
-                match &bars {
-                    Some(bars) => {
-                        let _ = bars.println(line);
-                    }
-                    None => eprintln!("{line}"),
-                }
                 if once {
                     serving.cancel();
                 }
@@ -287,6 +288,16 @@ async fn report_receivers(sender: Arc<Sender>, once: bool, serving: Cancellation
     }
     for (_, bar) in shown_bars {
         bar.abandon();
+    }
+}
+
+/// A line on stderr, above the progress bars when there are some.
+fn say(bars: &Option<MultiProgress>, line: String) {
+    match bars {
+        Some(bars) => {
+            let _ = bars.println(line);
+        }
+        None => eprintln!("{line}"),
     }
 }
 

@@ -211,6 +211,8 @@ impl Default for SendConfig {
 pub struct PeerStats {
     /// Connections open now.
     pub connections: usize,
+    /// Times it fetched the manifest (the start of a receive).
+    pub started: u32,
     /// Body bytes handed to this receiver so far.
     pub bytes_sent: u64,
     /// Times it reported a complete, verified receive.
@@ -390,6 +392,7 @@ async fn respond(sender: &Arc<Sender>, request: Request<Incoming>, ip: IpAddr) -
     match (rest, &method) {
         ("manifest", &Method::GET | &Method::HEAD) => {
             info!(%ip, "manifest fetched");
+            sender.with_peer(ip, |p| p.started += 1);
             let mut response = Response::new(if method == Method::HEAD {
                 full(Bytes::new())
             } else {
