@@ -4,6 +4,7 @@
 //!
 //! | module | what it holds |
 //! |---|---|
+//! | [`transfer`] | `send`/`recv`: manifest with BLAKE3, pinned HTTPS, Range resume, raw mode |
 //! | [`net`] | addresses, TCP/UDP connect and listen, TLS (self-signed, pinning), byte tracing, full-duplex relay, line framing, the accept loop and graceful shutdown, echo/greet services |
 //! | [`http`] | HTTP/1.1 on hyper: the client ([`http::get`], [`http::Client`]) and request items |
 //!
@@ -37,3 +38,4 @@
 pub mod bench;
 pub mod http;
 pub mod net;
+pub mod transfer;

@@ -6,6 +6,7 @@ mod bench;
 mod connect;
 mod http;
 mod listen;
+mod transfer;
 
 pub(crate) use http::StatusError;
 
@@ -33,6 +34,10 @@ enum Command {
     Connect(connect::ConnectArgs),
     /// TCP/UDP server: one peer, --keep-open, --echo or --greet (like nc -l, ncat -lk)
     Listen(listen::ListenArgs),
+    /// Offer files over HTTPS with a pinned certificate; prints the recv command
+    Send(transfer::SendArgs),
+    /// Fetch what sockit send offers: verified, resumable
+    Recv(transfer::RecvArgs),
     /// Load generators: round trips, streams and datagrams against echo servers
     Bench(bench::BenchArgs),
     #[command(flatten)]
@@ -50,6 +55,8 @@ impl Cli {
         match self.command {
             Command::Connect(args) => connect::run(args, stop).await,
             Command::Listen(args) => listen::run(args, stop).await,
+            Command::Send(args) => transfer::send(args, stop).await,
+            Command::Recv(args) => transfer::recv(args, stop).await,
             Command::Bench(args) => bench::run(args, stop).await,
             Command::Http(command) => http::run(command, self.verbose, stop).await,
             Command::Completions { shell } => {

@@ -8,3 +8,4 @@ mod support;
 mod bench;
 mod http;
 mod net;
+mod transfer;

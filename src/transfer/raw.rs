@@ -1,0 +1,131 @@
+//! `--raw`, the classic image-server mode: every TCP client gets the bytes of one file and
+//! then EOF; the receiving side reads to EOF into `FILE.part` and renames it. No name, no
+//! size, no hash: interoperable with plain `nc`. Large buffers keep it fast.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::net::{HostPort, ServerConfig, connect, serve};
+use crate::transfer::recv::{Progress, RecvError, open_part, part_path, spawn_writer};
+
+/// Size of each read and write.
+pub const RAW_BUFFER_BYTES: usize = 256 << 10;
+
+/// Serves `path` to every client on `listener` until `stop`; `served` counts complete sends.
+pub async fn serve_raw(
+    listener: TcpListener,
+    path: PathBuf,
+    config: ServerConfig,
+    served: watch::Sender<u32>,
+    stop: CancellationToken,
+) {
+    let path = Arc::new(path);
+    let served = Arc::new(served);
+    serve(listener, config, stop, move |mut stream, peer, _stop| {
+        let (path, served) = (path.clone(), served.clone());
+        async move {
+            let copied = async {
+                let file = tokio::fs::File::open(path.as_ref()).await?;
+                let mut reader = BufReader::with_capacity(RAW_BUFFER_BYTES, file);
+                let n = tokio::io::copy_buf(&mut reader, &mut stream).await?;
+                stream.shutdown().await?;
+                Ok::<_, std::io::Error>(n)
+            };
+            match copied.await {
+                Ok(bytes) => {
+                    info!(%peer, bytes, "file sent");
+                    served.send_modify(|n| *n += 1);
+                }
+                Err(error) => warn!(%peer, %error, "raw send failed"),
+            }
+        }
+    })
+    .await;
+}
+
+/// Connects to `addr` and reads to EOF into `out` (through `out.part`, renamed at the end), or
+/// to stdout when `out` is `None`. Returns the byte count.
+///
+/// # Errors
+///
+/// [`RecvError`] for connect failures, an existing `out` without `overwrite`, and I/O errors;
+/// on an error the `.part` file stays for inspection.
+pub async fn receive_raw(
+    addr: &HostPort,
+    out: Option<&Path>,
+    overwrite: bool,
+    progress: &Arc<Progress>,
+    connect_timeout: Duration,
+    stop: CancellationToken,
+) -> Result<u64, RecvError> {
+    let io_error = |path: &Path| {
+        let path = path.to_owned();
+        move |source| RecvError::Io { path, source }
+    };
+    if let Some(out) = out {
+        if !overwrite && std::fs::symlink_metadata(out).is_ok() {
+            return Err(RecvError::Exists {
+                path: out.display().to_string(),
+            });
+        }
+    }
+    let mut tcp = connect(addr, connect_timeout).await?;
+    let mut buf = BytesMut::with_capacity(RAW_BUFFER_BYTES);
+    let Some(out) = out else {
+        let mut stdout = tokio::io::stdout();
+        let copy = async {
+            loop {
+                buf.reserve(RAW_BUFFER_BYTES);
+                let n = tcp.read_buf(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                progress.add_fetched(n as u64);
+                stdout.write_all(&buf).await?;
+                buf.clear();
+            }
+            stdout.flush().await
+        };
+        tokio::select! {
+            result = copy => result.map_err(io_error(Path::new("-")))?,
+            _ = stop.cancelled() => return Err(RecvError::Interrupted),
+        }
+        return Ok(progress.fetched());
+    };
+    let part = part_path(out);
+    let file = open_part(&part, 0).map_err(io_error(&part))?;
+    let (tx, done) = spawn_writer(file, 0, false);
+    let read = async {
+        loop {
+            buf.reserve(RAW_BUFFER_BYTES);
+            let n = tcp.read_buf(&mut buf).await?;
+            if n == 0 {
+                return Ok::<_, std::io::Error>(());
+            }
+            progress.add_fetched(n as u64);
+            if tx.send(buf.split().freeze()).await.is_err() {
+                return Ok(()); // the writer failed; its error comes from `done`
+            }
+        }
+    };
+    tokio::select! {
+        result = read => result.map_err(io_error(&part))?,
+        _ = stop.cancelled() => return Err(RecvError::Interrupted),
+    }
+    drop(tx);
+    let (written, _) = done
+        .await
+        .map_err(|e| io_error(&part)(std::io::Error::other(e)))?
+        .map_err(io_error(&part))?;
+    std::fs::rename(&part, out).map_err(io_error(out))?;
+    debug!(bytes = written, "raw receive complete");
+    Ok(written)
+}

@@ -1,0 +1,843 @@
+//! The receiving side: pin the sender's certificate, fetch and check the manifest, plan every
+//! file against what is already on disk (skip, resume, refuse), then fetch a few files at a
+//! time into `NAME.part`, verify BLAKE3 and rename. The HTTP glue is hyper's `http1` client
+//! connection on a stream from `net::open`, kept to the three requests this needs.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::net::tls::{self, Verify};
+use crate::net::{ClientOptions, NetError, open};
+use crate::transfer::code::Code;
+use crate::transfer::manifest::{
+    Digest, Entry, MAX_MANIFEST_BYTES, Manifest, ManifestError, shown,
+};
+
+/// Options of a receiver.
+#[derive(Debug, Clone)]
+pub struct RecvConfig {
+    /// Directory the files land in (created if missing). Nothing is written outside it.
+    pub out_dir: PathBuf,
+    /// Replace existing files whose content differs, instead of refusing.
+    pub overwrite: bool,
+    /// Files fetched at once, each on its own connection.
+    pub parallel: usize,
+    /// Limit for connecting and the TLS handshake.
+    pub connect_timeout: Duration,
+    /// Longest wait for the next bytes of a response.
+    pub idle_timeout: Duration,
+}
+
+impl Default for RecvConfig {
+    fn default() -> Self {
+        Self {
+            out_dir: PathBuf::from("."),
+            overwrite: false,
+            parallel: 4,
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Byte counters a progress display can read while a receive runs.
+#[derive(Debug, Default)]
+pub struct Progress {
+    total: AtomicU64,
+    present: AtomicU64,
+    fetched: AtomicU64,
+}
+
+impl Progress {
+    /// Bytes of the whole transfer (0 until the manifest arrived, or unknown in raw mode).
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Bytes on disk so far: skipped files, resumed prefixes and fetched bytes.
+    pub fn present(&self) -> u64 {
+        self.present.load(Ordering::Relaxed)
+    }
+
+    /// Bytes that came over the network.
+    pub fn fetched(&self) -> u64 {
+        self.fetched.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn add_fetched(&self, n: u64) {
+        self.fetched.fetch_add(n, Ordering::Relaxed);
+        self.present.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// What a finished receive did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Files in the manifest.
+    pub files: usize,
+    /// Files already present with the right content.
+    pub skipped: usize,
+    /// Files continued from a `.part`.
+    pub resumed: usize,
+    /// Bytes of all files.
+    pub bytes: u64,
+    /// Bytes that came over the network.
+    pub fetched: u64,
+}
+
+/// Why a receive failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RecvError {
+    /// Connecting or the TLS handshake failed (a wrong fingerprint lands here).
+    #[error("{0}")]
+    Net(#[from] NetError),
+    /// The HTTP exchange broke.
+    #[error("{what}")]
+    Http {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The sender answered with an unexpected status.
+    #[error("{what}: the sender answered {status}")]
+    Status {
+        /// What was asked for.
+        what: String,
+        /// The answer.
+        status: StatusCode,
+    },
+    /// The manifest was refused.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// Reading or writing a local file failed.
+    #[error("{}", path.display())]
+    Io {
+        /// The local path.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+    /// A symlink or another non-directory is in the way of a path.
+    #[error("refusing to write {path}: {reason}")]
+    Unsafe {
+        /// The relative path, neutralised.
+        path: String,
+        /// What is in the way.
+        reason: &'static str,
+    },
+    /// A different file is already there.
+    #[error("{path} already exists with different content (use --overwrite to replace it)")]
+    Exists {
+        /// The relative path, neutralised.
+        path: String,
+    },
+    /// The bytes received do not hash to the manifest's BLAKE3.
+    #[error(
+        "{path}: BLAKE3 mismatch (the file changed on the sender or was tampered with); nothing was kept"
+    )]
+    Mismatch {
+        /// The relative path, neutralised.
+        path: String,
+    },
+    /// The sender sent fewer or more bytes than the manifest said.
+    #[error("{path}: got {got} bytes, expected {want}; run again to resume")]
+    Size {
+        /// The relative path, neutralised.
+        path: String,
+        /// Bytes now in the `.part` file.
+        got: u64,
+        /// Size from the manifest.
+        want: u64,
+    },
+    /// No bytes for longer than the idle timeout.
+    #[error("timed out after {}s: {what}", after.as_secs_f64())]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// The limit.
+        after: Duration,
+    },
+    /// Several files failed; the first failure is the source.
+    #[error("{failed} of {files} files failed")]
+    Incomplete {
+        /// How many failed.
+        failed: usize,
+        /// Files in the transfer.
+        files: usize,
+        /// The first failure.
+        #[source]
+        first: Box<RecvError>,
+    },
+    /// Stopped by Ctrl-C.
+    #[error("interrupted; run the same command again to resume")]
+    Interrupted,
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> RecvError + '_ {
+    move |source| RecvError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn http_error(
+    what: impl Into<String>,
+) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> RecvError {
+    let what = what.into();
+    move |source| RecvError::Http { what, source }
+}
+
+/// One HTTP/1.1 connection to the sender.
+struct Client {
+    send: SendRequest<Empty<Bytes>>,
+    host: HeaderValue,
+    prefix: String,
+    idle_timeout: Duration,
+}
+
+impl Client {
+    async fn connect(
+        code: &Code,
+        tls: &Arc<rustls::ClientConfig>,
+        config: &RecvConfig,
+    ) -> Result<Self, RecvError> {
+        let options = ClientOptions {
+            connect_timeout: config.connect_timeout,
+            tls: Some(tls.clone()),
+            ..ClientOptions::default()
+        };
+        let (stream, peer) = open(&code.addr, &options).await?;
+        let (send, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| http_error(format!("HTTP handshake with {peer}"))(e.into()))?;
+        tokio::spawn(async move {
+            if let Err(error) = conn.await {
+                debug!(%error, "connection ended with an error");
+            }
+        });
+        Ok(Self {
+            send,
+            host: HeaderValue::from_str(&code.addr.to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("sockit")),
+            prefix: format!("/{}/", code.token),
+            idle_timeout: config.idle_timeout,
+        })
+    }
+
+    async fn request(
+        &mut self,
+        method: Method,
+        route: &str,
+        from: Option<u64>,
+    ) -> Result<Response<Incoming>, RecvError> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{}{route}", self.prefix))
+            .header(header::HOST, self.host.clone());
+        if let Some(from) = from {
+            request = request.header(header::RANGE, format!("bytes={from}-"));
+        }
+        let request = request
+            .body(Empty::new())
+            .map_err(|e| http_error(format!("building a request for {route}"))(e.into()))?;
+        let exchange = async {
+            self.send.ready().await?;
+            self.send.send_request(request).await
+        };
+        tokio::time::timeout(self.idle_timeout, exchange)
+            .await
+            .map_err(|_| RecvError::Timeout {
+                what: format!("waiting for the answer to {route}"),
+                after: self.idle_timeout,
+            })?
+            .map_err(|e| http_error(format!("requesting {route}"))(e.into()))
+    }
+
+    async fn manifest(&mut self) -> Result<Manifest, RecvError> {
+        let response = self.request(Method::GET, "manifest", None).await?;
+        if response.status() != StatusCode::OK {
+            return Err(RecvError::Status {
+                what: "fetching the manifest".into(),
+                status: response.status(),
+            });
+        }
+        let body = Limited::new(response.into_body(), MAX_MANIFEST_BYTES);
+        let bytes = tokio::time::timeout(self.idle_timeout, body.collect())
+            .await
+            .map_err(|_| RecvError::Timeout {
+                what: "reading the manifest".into(),
+                after: self.idle_timeout,
+            })?
+            .map_err(http_error("reading the manifest"))?
+            .to_bytes();
+        Ok(Manifest::from_json(&bytes)?)
+    }
+}
+
+/// Receives the transfer `code` points to into `config.out_dir`.
+///
+/// Existing complete files are skipped when their hash matches and refused otherwise (unless
+/// `overwrite`); `.part` files are resumed with `Range`. Every file is verified against its
+/// BLAKE3 before it is renamed into place.
+///
+/// # Examples
+///
+/// A sender and a receiver in one process:
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use sockit::net::{self, ServerConfig, tls::ServerIdentity};
+/// use sockit::transfer::{self, Code, Offer, Progress, RecvConfig, SendConfig, Sender, Token};
+/// use tokio_util::sync::CancellationToken;
+///
+/// let dir = tempfile::tempdir()?;
+/// std::fs::write(dir.path().join("hello.txt"), b"hello")?;
+/// let offer = Offer::collect(&[dir.path().join("hello.txt")])?;
+/// let identity = ServerIdentity::self_signed(&[], &[b"http/1.1"])?;
+/// let listener = net::bind_tcp("127.0.0.1:0".parse()?)?;
+/// let code = Code {
+///     addr: listener.local_addr()?.to_string().parse()?,
+///     token: Token::random()?,
+///     fingerprint: identity.fingerprint,
+/// };
+/// let sender = Arc::new(Sender::new(offer, code.token, &SendConfig::default()));
+/// let tls = ServerConfig { tls: Some(identity.config), ..ServerConfig::default() };
+/// let stop = CancellationToken::new();
+/// let server = tokio::spawn(transfer::serve_offer(listener, sender, tls, stop.clone()));
+///
+/// let config = RecvConfig { out_dir: dir.path().join("out"), ..RecvConfig::default() };
+/// let progress = Arc::new(Progress::default());
+/// let outcome = transfer::receive(&code, &config, &progress, CancellationToken::new()).await?;
+/// assert_eq!((outcome.files, outcome.fetched), (1, 5));
+/// assert_eq!(std::fs::read(dir.path().join("out/hello.txt"))?, b"hello");
+///
+/// stop.cancel();
+/// server.await?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// [`RecvError`]: connection and TLS failures (a wrong fingerprint fails before any data),
+/// an unsafe manifest, an existing different file, a hash mismatch, I/O errors.
+pub async fn receive(
+    code: &Code,
+    config: &RecvConfig,
+    progress: &Arc<Progress>,
+    stop: CancellationToken,
+) -> Result<Outcome, RecvError> {
+    tokio::select! {
+        result = receive_all(code, config, progress) => result,
+        _ = stop.cancelled() => Err(RecvError::Interrupted),
+    }
+}
+
+/// What to do about one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// Already here with the right content.
+    Skip,
+    /// Fetch from this offset (bytes kept from an earlier `.part`).
+    Fetch { from: u64 },
+}
+
+async fn receive_all(
+    code: &Code,
+    config: &RecvConfig,
+    progress: &Arc<Progress>,
+) -> Result<Outcome, RecvError> {
+    let tls = tls::client_config(&Verify::Pin(code.fingerprint), &[b"http/1.1"])?;
+    let mut first = Client::connect(code, &tls, config).await?;
+    let manifest = Arc::new(first.manifest().await?);
+
+    let out_dir = config.out_dir.clone();
+    let overwrite = config.overwrite;
+    let planned = {
+        let (manifest, out_dir) = (manifest.clone(), out_dir.clone());
+        tokio::task::spawn_blocking(move || -> Result<Vec<Plan>, RecvError> {
+            std::fs::create_dir_all(&out_dir).map_err(io_error(&out_dir))?;
+            manifest
+                .files
+                .iter()
+                .map(|entry| plan(&out_dir, entry, overwrite))
+                .collect()
+        })
+        .await
+        .map_err(|e| io_error(&config.out_dir)(io::Error::other(e)))??
+    };
+
+    let mut outcome = Outcome {
+        files: manifest.files.len(),
+        bytes: manifest.total_bytes(),
+        ..Outcome::default()
+    };
+    progress.total.store(outcome.bytes, Ordering::Relaxed);
+    let mut queue = VecDeque::new();
+    for (index, (entry, plan)) in manifest.files.iter().zip(&planned).enumerate() {
+        match *plan {
+            Plan::Skip => {
+                outcome.skipped += 1;
+                progress.present.fetch_add(entry.size, Ordering::Relaxed);
+            }
+            Plan::Fetch { from } => {
+                if from > 0 {
+                    outcome.resumed += 1;
+                    progress.present.fetch_add(from, Ordering::Relaxed);
+                }
+                queue.push_back((index, from));
+            }
+        }
+    }
+
+    let workers = config.parallel.clamp(1, 16).min(queue.len());
+    let queue = Arc::new(Mutex::new(queue));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut first = Some(first);
+    for _ in 0..workers {
+        let worker = Worker {
+            client: first.take(),
+            code: code.clone(),
+            tls: tls.clone(),
+            config: config.clone(),
+            manifest: manifest.clone(),
+            progress: progress.clone(),
+        };
+        tasks.spawn(worker.run(queue.clone()));
+    }
+    let mut errors = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(failures) => errors.extend(failures),
+            Err(e) => errors.push(io_error(&config.out_dir)(io::Error::other(e))),
+        }
+    }
+    outcome.fetched = progress.fetched();
+    if !errors.is_empty() {
+        let failed = errors.len();
+        let first = errors.swap_remove(0);
+        if failed == 1 {
+            return Err(first);
+        }
+        return Err(RecvError::Incomplete {
+            failed,
+            files: outcome.files,
+            first: Box::new(first),
+        });
+    }
+    // Tell the sender (for `--once`); it is a courtesy, so failures are only logged.
+    let report = async {
+        let mut client = Client::connect(code, &tls, config).await?;
+        client.request(Method::POST, "done", None).await
+    };
+    match tokio::time::timeout(Duration::from_secs(5), report).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => debug!(%error, "could not report completion"),
+        Err(_) => debug!("reporting completion timed out"),
+    }
+    Ok(outcome)
+}
+
+struct Worker {
+    client: Option<Client>,
+    code: Code,
+    tls: Arc<rustls::ClientConfig>,
+    config: RecvConfig,
+    manifest: Arc<Manifest>,
+    progress: Arc<Progress>,
+}
+
+impl Worker {
+    async fn run(mut self, queue: Arc<Mutex<VecDeque<(usize, u64)>>>) -> Vec<RecvError> {
+        let mut errors = Vec::new();
+        loop {
+            let next = queue
+                .lock()
+                .expect("queue lock is never poisoned")
+                .pop_front();
+            let Some((index, from)) = next else { break };
+            let manifest = self.manifest.clone();
+            let entry = &manifest.files[index];
+            if let Err(error) = self.fetch(index, from).await {
+                warn!(file = %shown(&entry.path), error = %crate::net::error_chain(&error), "file failed");
+                // The connection may be half-way through a body: start the next file afresh.
+                self.client = None;
+                errors.push(error);
+            }
+        }
+        errors
+    }
+
+    async fn fetch(&mut self, index: usize, from: u64) -> Result<(), RecvError> {
+        let entry = self.manifest.files[index].clone();
+        let out_dir = self.config.out_dir.clone();
+        let dest = out_dir.join(&entry.path);
+        let part = part_path(&dest);
+        {
+            let (out_dir, rel) = (out_dir.clone(), entry.path.clone());
+            tokio::task::spawn_blocking(move || make_parents(&out_dir, &rel))
+                .await
+                .map_err(|e| io_error(&dest)(io::Error::other(e)))??;
+        }
+
+        let mut from = from;
+        let mut response = None;
+        if from < entry.size {
+            let client = match self.client.as_mut() {
+                Some(client) => client,
+                None => self
+                    .client
+                    .insert(Client::connect(&self.code, &self.tls, &self.config).await?),
+            };
+            let route = format!("f/{index}");
+            let got = client
+                .request(Method::GET, &route, (from > 0).then_some(from))
+                .await?;
+            match got.status() {
+                StatusCode::PARTIAL_CONTENT if starts_at(&got, from) => {}
+                StatusCode::OK => {
+                    // The sender ignored the range: start over.
+                    self.progress.present.fetch_sub(from, Ordering::Relaxed);
+                    from = 0;
+                }
+                status => {
+                    return Err(RecvError::Status {
+                        what: format!("fetching {}", shown(&entry.path)),
+                        status,
+                    });
+                }
+            }
+            response = Some(got);
+        }
+
+        let file = {
+            let part = part.clone();
+            tokio::task::spawn_blocking(move || open_part(&part, from))
+                .await
+                .map_err(|e| io_error(&dest)(io::Error::other(e)))?
+        };
+        let (tx, done) = spawn_writer(file.map_err(io_error(&part))?, from, true);
+        if let Some(response) = response {
+            let mut body = response.into_body();
+            let idle = self.config.idle_timeout;
+            loop {
+                let frame = tokio::time::timeout(idle, body.frame())
+                    .await
+                    .map_err(|_| RecvError::Timeout {
+                        what: format!("receiving {}", shown(&entry.path)),
+                        after: idle,
+                    })?;
+                let Some(frame) = frame else { break };
+                let frame = frame.map_err(|e| {
+                    http_error(format!("receiving {}", shown(&entry.path)))(e.into())
+                })?;
+                if let Ok(data) = frame.into_data() {
+                    self.progress.add_fetched(data.len() as u64);
+                    if tx.send(data).await.is_err() {
+                        break; // the writer failed; its error comes from `done`
+                    }
+                }
+            }
+        }
+        drop(tx);
+        let (written, hash) = done
+            .await
+            .map_err(|e| io_error(&part)(io::Error::other(e)))?
+            .map_err(io_error(&part))?;
+        finish(&entry, &part, &dest, written, hash)
+    }
+}
+
+fn starts_at(response: &Response<Incoming>, from: u64) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes "))
+        .and_then(|v| v.split_once('-'))
+        .and_then(|(start, _)| start.parse::<u64>().ok())
+        == Some(from)
+}
+
+/// Checks size and hash, then renames `NAME.part` to `NAME`. A wrong hash removes the `.part`
+/// (resuming it could only fail again); a short file keeps it for the next run.
+fn finish(
+    entry: &Entry,
+    part: &Path,
+    dest: &Path,
+    written: u64,
+    hash: Option<blake3::Hash>,
+) -> Result<(), RecvError> {
+    if written != entry.size {
+        return Err(RecvError::Size {
+            path: shown(&entry.path),
+            got: written,
+            want: entry.size,
+        });
+    }
+    if hash.map(Digest::from) != Some(entry.blake3) {
+        let _ = std::fs::remove_file(part);
+        return Err(RecvError::Mismatch {
+            path: shown(&entry.path),
+        });
+    }
+    std::fs::rename(part, dest).map_err(io_error(dest))
+}
+
+/// `dir/NAME` → `dir/NAME.part`.
+pub(crate) fn part_path(dest: &Path) -> PathBuf {
+    let mut name = dest.file_name().unwrap_or_default().to_owned();
+    name.push(".part");
+    dest.with_file_name(name)
+}
+
+/// Decides what to do about `entry`, looking at what is on disk below `out_dir`.
+fn plan(out_dir: &Path, entry: &Entry, overwrite: bool) -> Result<Plan, RecvError> {
+    let refuse = |reason| RecvError::Unsafe {
+        path: shown(&entry.path),
+        reason,
+    };
+    check_parents(out_dir, &entry.path)?;
+    let dest = out_dir.join(&entry.path);
+    match std::fs::symlink_metadata(&dest) {
+        Ok(meta) if meta.file_type().is_symlink() => return Err(refuse("it is a symlink")),
+        Ok(meta) if meta.is_dir() => return Err(refuse("it is a directory")),
+        Ok(meta) if meta.is_file() => {
+            let same = meta.len() == entry.size
+                && hash_existing(&dest).map_err(io_error(&dest))? == entry.blake3;
+            if same {
+                return Ok(Plan::Skip);
+            }
+            if !overwrite {
+                return Err(RecvError::Exists {
+                    path: shown(&entry.path),
+                });
+            }
+        }
+        Ok(_) => return Err(refuse("it is not a regular file")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error(&dest)(e)),
+    }
+    let part = part_path(&dest);
+    match std::fs::symlink_metadata(&part) {
+        Ok(meta) if meta.file_type().is_symlink() => Err(refuse("its .part file is a symlink")),
+        Ok(meta) if meta.is_file() => Ok(Plan::Fetch {
+            from: if meta.len() <= entry.size {
+                meta.len()
+            } else {
+                0
+            },
+        }),
+        Ok(_) => Err(refuse("its .part file is not a regular file")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Plan::Fetch { from: 0 }),
+        Err(e) => Err(io_error(&part)(e)),
+    }
+}
+
+fn hash_existing(path: &Path) -> io::Result<Digest> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(File::open(path)?)?;
+    Ok(hasher.finalize().into())
+}
+
+/// Every existing directory on the way to `rel` must be a real directory, not a symlink.
+fn check_parents(out_dir: &Path, rel: &str) -> Result<(), RecvError> {
+    let mut dir = out_dir.to_owned();
+    let mut parts: Vec<&str> = rel.split('/').collect();
+    parts.pop();
+    for part in parts {
+        dir.push(part);
+        match std::fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(RecvError::Unsafe {
+                    path: shown(rel),
+                    reason: "a directory on its path is a symlink",
+                });
+            }
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(RecvError::Unsafe {
+                    path: shown(rel),
+                    reason: "a file is in the way of its directory",
+                });
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_error(&dir)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Creates the directories of `rel` below `out_dir` one at a time, refusing symlinks.
+fn make_parents(out_dir: &Path, rel: &str) -> Result<(), RecvError> {
+    let mut dir = out_dir.to_owned();
+    let mut parts: Vec<&str> = rel.split('/').collect();
+    parts.pop();
+    for part in parts {
+        dir.push(part);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_error(&dir)(e)),
+        }
+        let meta = std::fs::symlink_metadata(&dir).map_err(io_error(&dir))?;
+        if meta.file_type().is_symlink() || !meta.is_dir() {
+            return Err(RecvError::Unsafe {
+                path: shown(rel),
+                reason: "a directory on its path is a symlink or a file",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Opens `NAME.part` without following a symlink, keeping its first `keep` bytes.
+pub(crate) fn open_part(part: &Path, keep: u64) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW);
+    }
+    let file = options.open(part)?;
+    file.set_len(keep)?;
+    Ok(file)
+}
+
+/// A thread that writes (and optionally hashes) what it is sent, so disk and hashing run
+/// beside the network. The file's first `prefix` bytes are hashed first; returns the final
+/// length and hash.
+pub(crate) type WriterDone = tokio::task::JoinHandle<io::Result<(u64, Option<blake3::Hash>)>>;
+
+pub(crate) fn spawn_writer(
+    mut file: File,
+    prefix: u64,
+    hash: bool,
+) -> (mpsc::Sender<Bytes>, WriterDone) {
+    let (tx, mut rx) = mpsc::channel::<Bytes>(8);
+    let done = tokio::task::spawn_blocking(move || {
+        let mut hasher = hash.then(blake3::Hasher::new);
+        if let Some(hasher) = hasher.as_mut().filter(|_| prefix > 0) {
+            file.seek(SeekFrom::Start(0))?;
+            let copied = io::copy(&mut (&mut file).take(prefix), hasher)?;
+            if copied != prefix {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the .part file shrank",
+                ));
+            }
+        }
+        file.seek(SeekFrom::Start(prefix))?;
+        let mut written = prefix;
+        while let Some(chunk) = rx.blocking_recv() {
+            file.write_all(&chunk)?;
+            if let Some(hasher) = hasher.as_mut() {
+                hasher.update(&chunk);
+            }
+            written += chunk.len() as u64;
+        }
+        Ok((written, hasher.map(|h| h.finalize())))
+    });
+    (tx, done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str, content: &[u8]) -> Entry {
+        Entry {
+            path: path.into(),
+            size: content.len() as u64,
+            blake3: Digest::of(content),
+        }
+    }
+
+    #[test]
+    fn plans_skip_resume_refuse_and_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        std::fs::write(out.join("same"), b"hello").unwrap();
+        std::fs::write(out.join("other"), b"HELLO").unwrap();
+        std::fs::write(out.join("half.part"), b"hel").unwrap();
+        std::fs::write(out.join("long.part"), b"hello world").unwrap();
+        assert_eq!(
+            plan(out, &entry("same", b"hello"), false).unwrap(),
+            Plan::Skip
+        );
+        assert!(matches!(
+            plan(out, &entry("other", b"hello"), false),
+            Err(RecvError::Exists { .. })
+        ));
+        assert_eq!(
+            plan(out, &entry("other", b"hello"), true).unwrap(),
+            Plan::Fetch { from: 0 }
+        );
+        assert_eq!(
+            plan(out, &entry("half", b"hello"), false).unwrap(),
+            Plan::Fetch { from: 3 }
+        );
+        assert_eq!(
+            plan(out, &entry("long", b"hello"), false).unwrap(),
+            Plan::Fetch { from: 0 }
+        );
+        assert_eq!(
+            plan(out, &entry("new/dir/file", b"x"), false).unwrap(),
+            Plan::Fetch { from: 0 }
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinks_on_the_way_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        std::os::unix::fs::symlink(outside.path(), out.join("link")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("x"), out.join("file")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("y"), out.join("p.part")).unwrap();
+        for rel in ["link/x", "file", "p"] {
+            let err = plan(out, &entry(rel, b"x"), true).expect_err(rel);
+            assert!(matches!(err, RecvError::Unsafe { .. }), "{rel}: {err}");
+        }
+        assert!(make_parents(out, "link/x").is_err());
+        // O_NOFOLLOW: even a .part that turns into a symlink later is not followed.
+        assert!(open_part(&out.join("p.part"), 0).is_err());
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn writer_hashes_the_kept_prefix_and_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("f.part");
+        std::fs::write(&part, b"hello, garbage").unwrap();
+        let file = open_part(&part, 7).unwrap();
+        let (tx, done) = spawn_writer(file, 7, true);
+        tx.send(Bytes::from_static(b"world")).await.unwrap();
+        drop(tx);
+        let (written, hash) = done.await.unwrap().unwrap();
+        assert_eq!(written, 12);
+        assert_eq!(hash.unwrap(), blake3::hash(b"hello, world"));
+        assert_eq!(std::fs::read(&part).unwrap(), b"hello, world");
+    }
+}

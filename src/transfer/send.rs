@@ -1,0 +1,701 @@
+//! The sending side: collect and hash the offered files, then answer `GET /TOKEN/manifest`
+//! and `GET /TOKEN/f/<index>` (single `Range`, 206/416) over HTTPS, plus `POST /TOKEN/done`
+//! from receivers that finished. TLS and the accept loop come from `net`; the HTTP glue is
+//! kept to these few routes on hyper's `http1` connection.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io::{self, Read, Seek};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::net::{BoxStream, ServerConfig, serve};
+use crate::transfer::code::Token;
+use crate::transfer::manifest::{Digest, Entry, Manifest, ManifestError, shown};
+
+/// Size of each chunk read from disk and handed to the connection.
+pub const CHUNK_BYTES: usize = 256 << 10;
+
+/// Why files could not be offered.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// A file or directory could not be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The path on disk.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+    /// A name that cannot travel in a manifest (not UTF-8, control characters, …).
+    #[error("cannot offer {path}")]
+    Name {
+        /// The path on disk.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: ManifestError,
+    },
+    /// The names together do not make a valid manifest (the same name twice, …).
+    #[error("cannot offer these files together")]
+    Manifest(#[from] ManifestError),
+    /// Nothing to send.
+    #[error("no files to send")]
+    Empty,
+}
+
+/// The files on offer: the manifest and where each entry lives on disk.
+#[derive(Debug, Clone)]
+pub struct Offer {
+    /// What receivers see.
+    pub manifest: Manifest,
+    sources: Vec<PathBuf>,
+}
+
+impl Offer {
+    /// Walks `paths` (files, and directories recursively), hashing every file with BLAKE3.
+    /// A directory keeps its own name as the first path component. Symlinks inside
+    /// directories and special files are skipped; a path named directly is followed.
+    /// Blocking: run it off the async runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError`] for unreadable files, names that cannot be sent, clashing names, or
+    /// nothing to send.
+    pub fn collect(paths: &[PathBuf]) -> Result<Self, SendError> {
+        let mut found = Vec::new();
+        for path in paths {
+            let read = |source| SendError::Read {
+                path: path.clone(),
+                source,
+            };
+            let meta = std::fs::metadata(path).map_err(read)?;
+            let name = std::fs::canonicalize(path)
+                .map_err(read)?
+                .file_name()
+                .map(|n| n.to_owned())
+                .ok_or_else(|| {
+                    read(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "has no name to send it under",
+                    ))
+                })?;
+            let name = utf8(path, &name)?;
+            if meta.is_dir() {
+                walk(path, &name, &mut found)?;
+            } else {
+                found.push((name, path.clone()));
+            }
+        }
+        if found.is_empty() {
+            return Err(SendError::Empty);
+        }
+        let mut files = Vec::with_capacity(found.len());
+        let mut sources = Vec::with_capacity(found.len());
+        for (rel, disk) in found {
+            let (size, blake3) = hash_file(&disk)?;
+            files.push(Entry {
+                path: rel,
+                size,
+                blake3,
+            });
+            sources.push(disk);
+        }
+        let manifest = Manifest::new(files)?;
+        Ok(Self { manifest, sources })
+    }
+}
+
+fn utf8(path: &Path, name: &std::ffi::OsStr) -> Result<String, SendError> {
+    name.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| SendError::Name {
+            path: path.to_owned(),
+            source: ManifestError::UnsafePath {
+                path: shown(&name.to_string_lossy()),
+                reason: "name is not UTF-8",
+            },
+        })
+}
+
+fn walk(dir: &Path, rel: &str, found: &mut Vec<(String, PathBuf)>) -> Result<(), SendError> {
+    let read = |source| SendError::Read {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut entries = std::fs::read_dir(dir)
+        .map_err(read)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(read)?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let name = utf8(&path, &entry.file_name())?;
+        let kind = entry.file_type().map_err(read)?;
+        let child = format!("{rel}/{name}");
+        if kind.is_dir() {
+            walk(&path, &child, found)?;
+        } else if kind.is_file() {
+            found.push((child, path));
+        } else {
+            warn!(path = %path.display(), "skipping a symlink or special file");
+        }
+    }
+    Ok(())
+}
+
+fn hash_file(path: &Path) -> Result<(u64, Digest), SendError> {
+    let read = |source| SendError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut reader = io::BufReader::with_capacity(1 << 20, file);
+    let mut size = 0u64;
+    loop {
+        let chunk = io::BufRead::fill_buf(&mut reader).map_err(read)?;
+        if chunk.is_empty() {
+            break;
+        }
+        hasher.update(chunk);
+        let n = chunk.len();
+        size += n as u64;
+        io::BufRead::consume(&mut reader, n);
+    }
+    Ok((size, hasher.finalize().into()))
+}
+
+/// Limits of a sender.
+#[derive(Debug, Clone)]
+pub struct SendConfig {
+    /// Receivers (distinct peer addresses) served at once; others get 503.
+    pub max_receivers: usize,
+    /// Bytes per second per response, to share a slow link (`None`: as fast as possible).
+    pub limit_rate: Option<u64>,
+    /// TLS, limits and drain of the accept loop.
+    pub server: ServerConfig,
+}
+
+impl Default for SendConfig {
+    fn default() -> Self {
+        Self {
+            max_receivers: 8,
+            limit_rate: None,
+            server: ServerConfig {
+                max_conns: 256,
+                ..ServerConfig::default()
+            },
+        }
+    }
+}
+
+/// What the sender knows about one receiver (by address).
+#[derive(Debug, Clone, Default)]
+pub struct PeerStats {
+    /// Connections open now.
+    pub connections: usize,
+    /// Times it fetched the manifest (the start of a receive).
+    pub started: u32,
+    /// Body bytes handed to this receiver so far.
+    pub bytes_sent: u64,
+    /// Times it reported a complete, verified receive.
+    pub completed: u32,
+}
+
+/// A running offer: the files, the token, and what receivers have done.
+#[derive(Debug)]
+pub struct Sender {
+    offer: Offer,
+    token: Token,
+    limit_rate: Option<u64>,
+    max_receivers: usize,
+    peers: Mutex<HashMap<IpAddr, PeerStats>>,
+    completed: watch::Sender<u32>,
+}
+
+impl Sender {
+    /// A sender of `offer`, reachable under `token`.
+    pub fn new(offer: Offer, token: Token, config: &SendConfig) -> Self {
+        Self {
+            offer,
+            token,
+            limit_rate: config.limit_rate,
+            max_receivers: config.max_receivers.max(1),
+            peers: Mutex::new(HashMap::new()),
+            completed: watch::channel(0).0,
+        }
+    }
+
+    /// The manifest on offer.
+    pub fn manifest(&self) -> &Manifest {
+        &self.offer.manifest
+    }
+
+    /// A snapshot of every receiver seen so far.
+    pub fn peers(&self) -> Vec<(IpAddr, PeerStats)> {
+        let peers = self
+            .peers
+            .lock()
+            .expect("peer table lock is never poisoned");
+        let mut list: Vec<_> = peers.iter().map(|(ip, s)| (*ip, s.clone())).collect();
+        list.sort_by_key(|(ip, _)| *ip);
+        list
+    }
+
+    /// Watches the number of complete receives reported so far (for `--once`).
+    pub fn completed(&self) -> watch::Receiver<u32> {
+        self.completed.subscribe()
+    }
+
+    fn with_peer<T>(&self, ip: IpAddr, f: impl FnOnce(&mut PeerStats) -> T) -> T {
+        let mut peers = self
+            .peers
+            .lock()
+            .expect("peer table lock is never poisoned");
+        f(peers.entry(ip).or_default())
+    }
+
+    /// Registers a connection; false when it would exceed the receiver limit.
+    fn admit(&self, ip: IpAddr) -> bool {
+        let mut peers = self
+            .peers
+            .lock()
+            .expect("peer table lock is never poisoned");
+        let active = peers.values().filter(|p| p.connections > 0).count();
+        let known_active = peers.get(&ip).is_some_and(|p| p.connections > 0);
+        if !known_active && active >= self.max_receivers {
+            return false;
+        }
+        peers.entry(ip).or_default().connections += 1;
+        true
+    }
+
+    fn leave(&self, ip: IpAddr) {
+        self.with_peer(ip, |p| p.connections = p.connections.saturating_sub(1));
+    }
+}
+
+/// Serves `sender` on `listener` until `stop` is cancelled.
+///
+/// Answers `GET /TOKEN/manifest`, `GET /TOKEN/f/<index>` (with `Range`) and
+/// `POST /TOKEN/done`; anything else, or a wrong token, gets 404.
+///
+/// # Examples
+///
+/// See [`crate::transfer::receive`], whose example runs both sides.
+pub async fn serve_offer(
+    listener: TcpListener,
+    sender: Arc<Sender>,
+    config: ServerConfig,
+    stop: CancellationToken,
+) {
+    serve(listener, config, stop, move |stream, peer, stop| {
+        let sender = sender.clone();
+        async move { connection(stream, peer, sender, stop).await }
+    })
+    .await;
+}
+
+async fn connection(
+    stream: BoxStream,
+    peer: SocketAddr,
+    sender: Arc<Sender>,
+    stop: CancellationToken,
+) {
+    let admitted = sender.admit(peer.ip());
+    if !admitted {
+        warn!(
+            limit = sender.max_receivers,
+            "receiver limit reached; answering 503"
+        );
+    }
+    let service = {
+        let sender = sender.clone();
+        hyper::service::service_fn(move |request| {
+            let sender = sender.clone();
+            async move {
+                if admitted {
+                    Ok::<_, Infallible>(respond(&sender, request, peer.ip()).await)
+                } else {
+                    Ok(text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "too many receivers\n",
+                    ))
+                }
+            }
+        })
+    };
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(error) = result {
+        debug!(%error, "connection ended with an error");
+    }
+    if admitted {
+        sender.leave(peer.ip());
+    }
+}
+
+type Body = BoxBody<Bytes, io::Error>;
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut response = Response::new(full(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+async fn respond(sender: &Arc<Sender>, request: Request<Incoming>, ip: IpAddr) -> Response<Body> {
+    let path = request.uri().path();
+    let Some((_, rest)) = path
+        .strip_prefix('/')
+        .and_then(|p| p.split_once('/'))
+        .filter(|(token, _)| sender.token.matches(token))
+    else {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    };
+    let method = request.method().clone();
+    debug!(%method, route = rest, "request");
+    match (rest, &method) {
+        ("manifest", &Method::GET | &Method::HEAD) => {
+            info!(%ip, "manifest fetched");
+            sender.with_peer(ip, |p| p.started += 1);
+            let mut response = Response::new(if method == Method::HEAD {
+                full(Bytes::new())
+            } else {
+                full(Bytes::from(sender.offer.manifest.to_json()))
+            });
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        ("done", &Method::POST) => {
+            info!(%ip, "receiver reports a complete transfer");
+            sender.with_peer(ip, |p| p.completed += 1);
+            sender.completed.send_modify(|n| *n += 1);
+            text(StatusCode::NO_CONTENT, "")
+        }
+        (route, &Method::GET | &Method::HEAD) => {
+            let index = route
+                .strip_prefix("f/")
+                .and_then(|i| i.parse::<usize>().ok())
+                .filter(|&i| i < sender.offer.sources.len());
+            match index {
+                Some(index) => file_response(sender, index, &request, ip).await,
+                None => text(StatusCode::NOT_FOUND, "not found\n"),
+            }
+        }
+        _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+    }
+}
+
+/// A byte range `start..end` (end exclusive) of a file of `size` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RangeAsk {
+    /// No usable `Range` header: the whole file.
+    Whole,
+    /// One satisfiable range.
+    Part { start: u64, end: u64 },
+    /// A range past the end.
+    Unsatisfiable,
+}
+
+/// Reads a `Range` header value; several ranges or units other than bytes mean "whole file"
+/// (allowed by RFC 9110, and all a transfer receiver ever asks for is one range).
+pub(crate) fn parse_range(value: Option<&str>, size: u64) -> RangeAsk {
+    let Some(spec) = value.and_then(|v| v.trim().strip_prefix("bytes=")) else {
+        return RangeAsk::Whole;
+    };
+    if spec.contains(',') {
+        return RangeAsk::Whole;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return RangeAsk::Whole;
+    };
+    let number = |s: &str| s.parse::<u64>().ok();
+    let (first, last) = (first.trim(), last.trim());
+    if first.is_empty() {
+        // `bytes=-N`: the last N bytes.
+        return match number(last) {
+            Some(0) => RangeAsk::Unsatisfiable,
+            Some(_) if size == 0 => RangeAsk::Unsatisfiable,
+            Some(suffix) => RangeAsk::Part {
+                start: size.saturating_sub(suffix),
+                end: size,
+            },
+            None => RangeAsk::Whole,
+        };
+    }
+    let Some(start) = number(first) else {
+        return RangeAsk::Whole;
+    };
+    let end = if last.is_empty() {
+        size
+    } else {
+        match number(last) {
+            Some(last) if last >= start => last.saturating_add(1).min(size),
+            _ => return RangeAsk::Whole,
+        }
+    };
+    if start >= size {
+        RangeAsk::Unsatisfiable
+    } else {
+        RangeAsk::Part { start, end }
+    }
+}
+
+async fn file_response(
+    sender: &Arc<Sender>,
+    index: usize,
+    request: &Request<Incoming>,
+    ip: IpAddr,
+) -> Response<Body> {
+    let entry = &sender.offer.manifest.files[index];
+    let path = sender.offer.sources[index].clone();
+    let size = entry.size;
+    let range = request
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok());
+    let (status, start, end) = match parse_range(range, size) {
+        RangeAsk::Whole => (StatusCode::OK, 0, size),
+        RangeAsk::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end),
+        RangeAsk::Unsatisfiable => {
+            let mut response = text(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable\n");
+            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, value);
+            }
+            return response;
+        }
+    };
+    let opened = tokio::task::spawn_blocking(move || -> io::Result<std::fs::File> {
+        let mut file = std::fs::File::open(&path)?;
+        if file.metadata()?.len() != size {
+            return Err(io::Error::other(
+                "the file changed size since it was offered",
+            ));
+        }
+        file.seek(io::SeekFrom::Start(start))?;
+        Ok(file)
+    })
+    .await
+    .unwrap_or_else(|e| Err(io::Error::other(e)));
+    let file = match opened {
+        Ok(file) => file,
+        Err(error) => {
+            warn!(file = %shown(&entry.path), %error, "cannot serve file");
+            return text(
+                StatusCode::CONFLICT,
+                "file changed or unreadable on the sender\n",
+            );
+        }
+    };
+    let len = end - start;
+    let body = if request.method() == Method::HEAD {
+        full(Bytes::new())
+    } else {
+        file_body(file, len, sender.clone(), ip)
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    let name = entry.path.rsplit('/').next().unwrap_or(&entry.path);
+    if let Ok(value) = HeaderValue::from_str(&format!(
+        "attachment; filename*=UTF-8''{}",
+        percent_encode(name)
+    )) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    if status == StatusCode::PARTIAL_CONTENT {
+        if let Ok(value) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", end - 1)) {
+            headers.insert(header::CONTENT_RANGE, value);
+        }
+    }
+    response
+}
+
+/// RFC 8187 `attr-char` escaping for `filename*`.
+fn percent_encode(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A response body fed by a blocking reader thread, a few chunks ahead of the socket.
+struct ChannelBody(mpsc::Receiver<io::Result<Bytes>>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|next| next.map(|r| r.map(Frame::data)))
+    }
+}
+
+fn file_body(file: std::fs::File, len: u64, sender: Arc<Sender>, ip: IpAddr) -> Body {
+    let (tx, rx) = mpsc::channel(4);
+    let limit_rate = sender.limit_rate;
+    tokio::task::spawn_blocking(move || {
+        let mut reader = file.take(len);
+        let began = Instant::now();
+        let mut sent = 0u64;
+        loop {
+            let mut chunk = vec![0; CHUNK_BYTES];
+            let n = match reader.read(&mut chunk) {
+                Ok(0) if sent < len => Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the file shrank while being sent",
+                )),
+                Ok(n) => Ok(n),
+                Err(e) => Err(e),
+            };
+            let n = match n {
+                Ok(0) => return,
+                Ok(n) => n,
+                Err(error) => {
+                    let _ = tx.blocking_send(Err(error));
+                    return;
+                }
+            };
+            chunk.truncate(n);
+            sent += n as u64;
+            sender.with_peer(ip, |p| p.bytes_sent += n as u64);
+            if tx.blocking_send(Ok(Bytes::from(chunk))).is_err() {
+                return; // the receiver went away
+            }
+            if let Some(rate) = limit_rate.filter(|&r| r > 0) {
+                let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+                if let Some(wait) = due.checked_sub(began.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        }
+    });
+    ChannelBody(rx).boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        use RangeAsk::*;
+        let cases = [
+            (None, Whole),
+            (Some("bytes=0-"), Part { start: 0, end: 100 }),
+            (
+                Some("bytes=10-"),
+                Part {
+                    start: 10,
+                    end: 100,
+                },
+            ),
+            (Some("bytes=10-19"), Part { start: 10, end: 20 }),
+            (
+                Some("bytes=90-500"),
+                Part {
+                    start: 90,
+                    end: 100,
+                },
+            ),
+            (
+                Some("bytes=-5"),
+                Part {
+                    start: 95,
+                    end: 100,
+                },
+            ),
+            (Some("bytes=-500"), Part { start: 0, end: 100 }),
+            (Some("bytes=100-"), Unsatisfiable),
+            (Some("bytes=-0"), Unsatisfiable),
+            (Some("bytes=5-2"), Whole),
+            (Some("bytes=0-1,5-6"), Whole),
+            (Some("items=0-1"), Whole),
+            (Some("bytes=x-"), Whole),
+            (Some("bytes=-"), Whole),
+        ];
+        for (value, want) in cases {
+            assert_eq!(parse_range(value, 100), want, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn receivers_beyond_the_limit_are_turned_away_until_one_leaves() {
+        let offer = Offer {
+            manifest: Manifest::new(vec![]).unwrap(),
+            sources: vec![],
+        };
+        let config = SendConfig {
+            max_receivers: 1,
+            ..SendConfig::default()
+        };
+        let sender = Sender::new(offer, Token::from([7; 16]), &config);
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        assert!(sender.admit(a));
+        assert!(sender.admit(a), "a second connection of the same receiver");
+        assert!(!sender.admit(b));
+        sender.leave(a);
+        sender.leave(a);
+        assert!(sender.admit(b));
+        assert_eq!(sender.peers().len(), 2);
+    }
+
+    #[test]
+    fn filenames_are_percent_encoded() {
+        assert_eq!(percent_encode("a b\"ü.txt"), "a%20b%22%C3%BC.txt");
+    }
+}
