@@ -1,7 +1,8 @@
 //! The receiving side: pin the sender's certificate, fetch and check the manifest, plan every
 //! file against what is already on disk (skip, resume, refuse), then fetch a few files at a
-//! time into `NAME.part`, verify BLAKE3 and rename. The HTTP glue is hyper's `http1` client
-//! connection on a stream from `net::open`, kept to the three requests this needs.
+//! time into `NAME.part`, verify BLAKE3 and rename. All HTTP goes through
+//! [`crate::http::Client`], with the certificate pinned and without decompression, so the
+//! bytes counted are the bytes of the files.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -11,18 +12,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use bytes::{Bytes, BytesMut};
+use http::{Method, StatusCode, header};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::net::tls::{self, Verify};
-use crate::net::{ClientOptions, NetError, open};
+use crate::http::{Client, ClientConfig, HttpError, Response};
+use crate::net::NetError;
+use crate::net::tls::Verify;
 use crate::transfer::code::Code;
 use crate::transfer::manifest::{
     Digest, Entry, MAX_MANIFEST_BYTES, Manifest, ManifestError, shown,
@@ -198,97 +196,86 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> RecvError + '_ {
     }
 }
 
-fn http_error(
-    what: impl Into<String>,
-) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> RecvError {
-    let what = what.into();
-    move |source| RecvError::Http { what, source }
+/// An HTTP failure as a receive error: connection and TLS failures (a wrong fingerprint)
+/// stay [`RecvError::Net`], a body that stalls is a [`RecvError::Timeout`].
+fn http_error(what: String, idle: Duration) -> impl FnOnce(HttpError) -> RecvError {
+    move |error| match error {
+        HttpError::Net(net) => RecvError::Net(net),
+        HttpError::Body(io) if io.kind() == io::ErrorKind::TimedOut => {
+            RecvError::Timeout { what, after: idle }
+        }
+        other => RecvError::Http {
+            what,
+            source: Box::new(other),
+        },
+    }
 }
 
-/// One HTTP/1.1 connection to the sender.
-struct Client {
-    send: SendRequest<Empty<Bytes>>,
-    host: HeaderValue,
-    prefix: String,
+/// The sender's routes below its token, over one keep-alive client that pins its certificate.
+#[derive(Clone)]
+struct Remote {
+    client: Client,
+    code: Code,
     idle_timeout: Duration,
 }
 
-impl Client {
-    async fn connect(
-        code: &Code,
-        tls: &Arc<rustls::ClientConfig>,
-        config: &RecvConfig,
-    ) -> Result<Self, RecvError> {
-        let options = ClientOptions {
+impl Remote {
+    fn new(code: &Code, config: &RecvConfig) -> Self {
+        let client = Client::new(ClientConfig {
             connect_timeout: config.connect_timeout,
-            tls: Some(tls.clone()),
-            ..ClientOptions::default()
-        };
-        let (stream, peer) = open(&code.addr, &options).await?;
-        let (send, conn) = hyper::client::conn::http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| http_error(format!("HTTP handshake with {peer}"))(e.into()))?;
-        tokio::spawn(async move {
-            if let Err(error) = conn.await {
-                debug!(%error, "connection ended with an error");
-            }
+            read_timeout: Some(config.idle_timeout),
+            verify: Verify::Pin(code.fingerprint),
+            follow_redirects: false,
+            decompress: false,
+            ..ClientConfig::default()
         });
-        Ok(Self {
-            send,
-            host: HeaderValue::from_str(&code.addr.to_string())
-                .unwrap_or_else(|_| HeaderValue::from_static("sockit")),
-            prefix: format!("/{}/", code.token),
+        Self {
+            client,
+            code: code.clone(),
             idle_timeout: config.idle_timeout,
-        })
+        }
     }
 
+    /// Sends `method` to `route`, from byte `from` on when given, and waits for the head.
     async fn request(
-        &mut self,
+        &self,
         method: Method,
         route: &str,
         from: Option<u64>,
-    ) -> Result<Response<Incoming>, RecvError> {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(format!("{}{route}", self.prefix))
-            .header(header::HOST, self.host.clone());
+    ) -> Result<Response, RecvError> {
+        let mut request = self.client.request(method, &self.code.https_url(route));
         if let Some(from) = from {
-            request = request.header(header::RANGE, format!("bytes={from}-"));
+            request = request.header(header::RANGE.as_str(), &format!("bytes={from}-"));
         }
-        let request = request
-            .body(Empty::new())
-            .map_err(|e| http_error(format!("building a request for {route}"))(e.into()))?;
-        let exchange = async {
-            self.send.ready().await?;
-            self.send.send_request(request).await
-        };
-        tokio::time::timeout(self.idle_timeout, exchange)
+        request
+            .send()
             .await
-            .map_err(|_| RecvError::Timeout {
-                what: format!("waiting for the answer to {route}"),
-                after: self.idle_timeout,
-            })?
-            .map_err(|e| http_error(format!("requesting {route}"))(e.into()))
+            .map_err(http_error(format!("requesting {route}"), self.idle_timeout))
     }
 
-    async fn manifest(&mut self) -> Result<Manifest, RecvError> {
-        let response = self.request(Method::GET, "manifest", None).await?;
+    async fn manifest(&self) -> Result<Manifest, RecvError> {
+        let mut response = self.request(Method::GET, "manifest", None).await?;
         if response.status() != StatusCode::OK {
             return Err(RecvError::Status {
                 what: "fetching the manifest".into(),
                 status: response.status(),
             });
         }
-        let body = Limited::new(response.into_body(), MAX_MANIFEST_BYTES);
-        let bytes = tokio::time::timeout(self.idle_timeout, body.collect())
+        let too_large = |n: u64| n > MAX_MANIFEST_BYTES as u64;
+        if response.content_length().is_some_and(too_large) {
+            return Err(ManifestError::TooLarge.into());
+        }
+        let mut bytes = BytesMut::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|_| RecvError::Timeout {
-                what: "reading the manifest".into(),
-                after: self.idle_timeout,
-            })?
-            .map_err(http_error("reading the manifest"))?
-            .to_bytes();
+            .map_err(http_error("reading the manifest".into(), self.idle_timeout))?
+        {
+            bytes.extend_from_slice(&chunk);
+            if too_large(bytes.len() as u64) {
+                return Err(ManifestError::TooLarge.into());
+            }
+        }
         Ok(Manifest::from_json(&bytes)?)
     }
 }
@@ -366,9 +353,8 @@ async fn receive_all(
     config: &RecvConfig,
     progress: &Arc<Progress>,
 ) -> Result<Outcome, RecvError> {
-    let tls = tls::client_config(&Verify::Pin(code.fingerprint), &[b"http/1.1"])?;
-    let mut first = Client::connect(code, &tls, config).await?;
-    let manifest = Arc::new(first.manifest().await?);
+    let remote = Remote::new(code, config);
+    let manifest = Arc::new(remote.manifest().await?);
 
     let out_dir = config.out_dir.clone();
     let overwrite = config.overwrite;
@@ -412,12 +398,9 @@ async fn receive_all(
     let workers = config.parallel.clamp(1, 16).min(queue.len());
     let queue = Arc::new(Mutex::new(queue));
     let mut tasks = tokio::task::JoinSet::new();
-    let mut first = Some(first);
     for _ in 0..workers {
         let worker = Worker {
-            client: first.take(),
-            code: code.clone(),
-            tls: tls.clone(),
+            remote: remote.clone(),
             config: config.clone(),
             manifest: manifest.clone(),
             progress: progress.clone(),
@@ -445,10 +428,7 @@ async fn receive_all(
         });
     }
     // Tell the sender (for `--once`); it is a courtesy, so failures are only logged.
-    let report = async {
-        let mut client = Client::connect(code, &tls, config).await?;
-        client.request(Method::POST, "done", None).await
-    };
+    let report = remote.request(Method::POST, "done", None);
     match tokio::time::timeout(Duration::from_secs(5), report).await {
         Ok(Ok(_)) => {}
         Ok(Err(error)) => debug!(%error, "could not report completion"),
@@ -458,16 +438,14 @@ async fn receive_all(
 }
 
 struct Worker {
-    client: Option<Client>,
-    code: Code,
-    tls: Arc<rustls::ClientConfig>,
+    remote: Remote,
     config: RecvConfig,
     manifest: Arc<Manifest>,
     progress: Arc<Progress>,
 }
 
 impl Worker {
-    async fn run(mut self, queue: Arc<Mutex<VecDeque<(usize, u64)>>>) -> Vec<RecvError> {
+    async fn run(self, queue: Arc<Mutex<VecDeque<(usize, u64)>>>) -> Vec<RecvError> {
         let mut errors = Vec::new();
         loop {
             let next = queue
@@ -478,16 +456,15 @@ impl Worker {
             let manifest = self.manifest.clone();
             let entry = &manifest.files[index];
             if let Err(error) = self.fetch(index, from).await {
+                // A connection left half-way through a body is closed, not pooled.
                 warn!(file = %shown(&entry.path), error = %crate::net::error_chain(&error), "file failed");
-                // The connection may be half-way through a body: start the next file afresh.
-                self.client = None;
                 errors.push(error);
             }
         }
         errors
     }
 
-    async fn fetch(&mut self, index: usize, from: u64) -> Result<(), RecvError> {
+    async fn fetch(&self, index: usize, from: u64) -> Result<(), RecvError> {
         let entry = self.manifest.files[index].clone();
         let out_dir = self.config.out_dir.clone();
         let dest = out_dir.join(&entry.path);
@@ -502,14 +479,9 @@ impl Worker {
         let mut from = from;
         let mut response = None;
         if from < entry.size {
-            let client = match self.client.as_mut() {
-                Some(client) => client,
-                None => self
-                    .client
-                    .insert(Client::connect(&self.code, &self.tls, &self.config).await?),
-            };
             let route = format!("f/{index}");
-            let got = client
+            let got = self
+                .remote
                 .request(Method::GET, &route, (from > 0).then_some(from))
                 .await?;
             match got.status() {
@@ -536,25 +508,17 @@ impl Worker {
                 .map_err(|e| io_error(&dest)(io::Error::other(e)))?
         };
         let (tx, done) = spawn_writer(file.map_err(io_error(&part))?, from, true);
-        if let Some(response) = response {
-            let mut body = response.into_body();
+        if let Some(mut response) = response {
             let idle = self.config.idle_timeout;
             loop {
-                let frame = tokio::time::timeout(idle, body.frame())
-                    .await
-                    .map_err(|_| RecvError::Timeout {
-                        what: format!("receiving {}", shown(&entry.path)),
-                        after: idle,
-                    })?;
-                let Some(frame) = frame else { break };
-                let frame = frame.map_err(|e| {
-                    http_error(format!("receiving {}", shown(&entry.path)))(e.into())
-                })?;
-                if let Ok(data) = frame.into_data() {
-                    self.progress.add_fetched(data.len() as u64);
-                    if tx.send(data).await.is_err() {
-                        break; // the writer failed; its error comes from `done`
-                    }
+                let chunk = response.chunk().await.map_err(http_error(
+                    format!("receiving {}", shown(&entry.path)),
+                    idle,
+                ))?;
+                let Some(data) = chunk else { break };
+                self.progress.add_fetched(data.len() as u64);
+                if tx.send(data).await.is_err() {
+                    break; // the writer failed; its error comes from `done`
                 }
             }
         }
@@ -567,7 +531,7 @@ impl Worker {
     }
 }
 
-fn starts_at(response: &Response<Incoming>, from: u64) -> bool {
+fn starts_at(response: &Response, from: u64) -> bool {
     response
         .headers()
         .get(header::CONTENT_RANGE)
@@ -824,6 +788,26 @@ mod tests {
         // O_NOFOLLOW: even a .part that turns into a symlink later is not followed.
         assert!(open_part(&out.join("p.part"), 0).is_err());
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn http_failures_keep_their_class() {
+        let idle = Duration::from_secs(3);
+        let tls = NetError::TlsConfig("pin".into());
+        let err = http_error("requesting manifest".into(), idle)(HttpError::Net(tls));
+        assert!(
+            matches!(err, RecvError::Net(NetError::TlsConfig(_))),
+            "{err}"
+        );
+        let stalled = io::Error::new(io::ErrorKind::TimedOut, "no data");
+        let err = http_error("receiving f".into(), idle)(HttpError::Body(stalled));
+        assert!(
+            matches!(err, RecvError::Timeout { after, .. } if after == idle),
+            "{err}"
+        );
+        let cut = io::Error::other("cut short");
+        let err = http_error("receiving f".into(), idle)(HttpError::Body(cut));
+        assert!(matches!(err, RecvError::Http { .. }), "{err}");
     }
 
     #[tokio::test]
