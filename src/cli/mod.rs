@@ -5,6 +5,7 @@ mod args;
 mod bench;
 mod connect;
 mod listen;
+mod serve;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -32,6 +33,8 @@ enum Command {
     Listen(listen::ListenArgs),
     /// Load generators: round trips, streams and datagrams against echo servers
     Bench(bench::BenchArgs),
+    /// HTTP file server: listings, ranges, caching, uploads (like python3 -m http.server)
+    Serve(serve::ServeArgs),
     /// Print shell completions: sockit completions bash > /etc/bash_completion.d/sockit
     Completions {
         /// The shell to write completions for
@@ -46,6 +49,7 @@ impl Cli {
             Command::Connect(args) => connect::run(args, stop).await,
             Command::Listen(args) => listen::run(args, stop).await,
             Command::Bench(args) => bench::run(args, stop).await,
+            Command::Serve(args) => serve::run(args, stop).await,
             Command::Completions { shell } => {
                 clap_complete::generate(
                     shell,
