@@ -189,7 +189,9 @@ pub async fn serve(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .keep_alive(true)
-        .pipeline_flush(true)
+        // Pipelined requests are answered in order either way; hyper's `pipeline_flush`
+        // would batch their flushes but (hyper 1.x) loses its automatic 400/414/431 answers.
+        .pipeline_flush(false)
         .header_read_timeout(config.limits.header_timeout)
         .max_header_size(config.limits.max_header_bytes)
         .max_buf_size(config.limits.max_header_bytes.max(8192) + 256 * 1024);
