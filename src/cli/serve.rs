@@ -76,6 +76,9 @@ pub(crate) struct ServeArgs {
     /// Largest request head (request line and headers); larger gets 431
     #[arg(long, value_name = "SIZE", default_value = "16KiB", value_parser = parse_bytes)]
     max_header: usize,
+    /// Worker threads; 1 runs everything on one thread (default: the CPUs this process may use)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
     /// No access log on stderr
     #[arg(short, long)]
     quiet: bool,
@@ -128,6 +131,43 @@ impl ServeArgs {
 }
 
 pub(crate) async fn run(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<()> {
+    let threads = args.threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        usize::from,
+    );
+    // The server gets a runtime sized for it; with one thread, a single-threaded scheduler
+    // (no work-stealing bookkeeping). The caller's runtime only waits.
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("sockit-serve".into())
+        .spawn(move || {
+            let runtime = if threads == 1 {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            } else {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(threads)
+                    .enable_all()
+                    .build()
+            };
+            let result = match runtime {
+                Ok(runtime) => {
+                    let result = runtime.block_on(serve(args, stop));
+                    runtime.shutdown_background();
+                    result
+                }
+                Err(error) => Err(anyhow::Error::new(error).context("starting the server runtime")),
+            };
+            let _ = done_tx.send(result);
+        })
+        .context("starting the server thread")?;
+    done_rx
+        .await
+        .context("the server thread ended unexpectedly")?
+}
+
+async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<()> {
     let addr = args.bind.resolve(None, 8000)?;
     if args.upload && args.auth.is_none() && !addr.ip().is_loopback() {
         anyhow::bail!(

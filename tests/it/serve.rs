@@ -290,10 +290,7 @@ fn head_ranges_and_conditional_requests_follow_rfc_9110() {
     assert!(big.body == fx.big, "big file differs");
     let slice = curl(&["-r", "600000-899999", &url(&server, "/big.bin")]);
     assert_eq!(slice.status, 206);
-    assert!(
-        slice.body[..] == fx.big[600_000..900_000],
-        "range differs"
-    );
+    assert!(slice.body[..] == fx.big[600_000..900_000], "range differs");
 }
 
 #[test]
@@ -680,4 +677,20 @@ fn tls_with_a_given_certificate_and_a_self_signed_one() {
     fresh.stderr_line_with("open https://");
     let reply = curl(&["-k", &format!("https://{}/hello.txt", fresh.addr)]);
     assert_eq!(reply.text(), "hello world\n");
+}
+
+#[test]
+fn sigterm_stops_the_server_cleanly() {
+    let fx = fixture();
+    let server = serve(&fx.root, &["--quiet"]);
+    assert_eq!(curl(&[&url(&server, "/hello.txt")]).status, 200);
+    let (_, _, code) = run_cmd(
+        std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(server.child.id().to_string()),
+        b"",
+    );
+    assert_eq!(code, Some(0));
+    let (_, status) = server.wait_output();
+    assert!(status.success(), "{status:?}");
 }
