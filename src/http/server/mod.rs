@@ -427,13 +427,13 @@ impl Site {
         let precondition = evaluate(
             headers,
             Validators {
-                etag: &chosen.etag,
+                etag: chosen.etag(),
                 modified: entry.modified,
             },
         );
         let mut res = Response::new(Body::empty());
         let out = res.headers_mut();
-        out.insert(header::ETAG, chosen.etag_header.clone());
+        out.insert(header::ETAG, chosen.etag_header());
         out.insert(header::LAST_MODIFIED, entry.last_modified.clone());
         if entry.compressible && (self.config.compress || chosen.coding.is_some()) {
             out.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
@@ -456,7 +456,7 @@ impl Site {
                 HeaderValue::from_static(coding.name()),
             );
         }
-        let len = chosen.len;
+        let len = chosen.len();
         let answer = match headers.get(header::RANGE).and_then(|h| h.to_str().ok()) {
             Some(range) if use_range && chosen.coding.is_none() => resolve_range(range, len),
             _ => RangeAnswer::Full,
@@ -484,13 +484,13 @@ impl Site {
         if req.method() == Method::HEAD {
             return res;
         }
-        let body = match &chosen.source {
+        let body = match chosen.source() {
             Source::Memory(bytes) => {
                 // Both bounds lie within `bytes`, which holds `len` bytes.
                 let (from, to) = (start as usize, (start + count) as usize);
                 Body::bytes(bytes.slice(from..to))
             }
-            Source::Disk(file_path) => match open_at(file_path.clone(), start).await {
+            Source::Disk(file_path) => match open_at(file_path, start).await {
                 Ok(file) => Body::file(file, count),
                 Err(_) => return text(StatusCode::NOT_FOUND, "not found\n"),
             },
@@ -519,11 +519,10 @@ impl Site {
         }
         let bytes = entry.compressed(coding).await?;
         let etag = format!("{}-{}\"", entry.etag.trim_end_matches('"'), coding.name());
+        let header = HeaderValue::from_str(&etag).ok()?;
         Some(Representation {
-            etag_header: HeaderValue::from_str(&etag).ok()?,
-            etag,
-            len: bytes.len() as u64,
-            source: Source::Memory(bytes),
+            entry: entry.clone(),
+            compressed: Some((etag, header, bytes)),
             coding: Some(coding),
         })
     }
@@ -610,12 +609,12 @@ fn upload_failed(error: &upload::UploadError) -> Response<Body> {
     res
 }
 
-/// One form of a file: identity, or compressed.
+/// One form of a file: identity, a pre-compressed sibling, or compressed here.
 struct Representation {
-    etag: String,
-    etag_header: HeaderValue,
-    len: u64,
-    source: Source,
+    /// The file whose validators (and, unless `compressed`, bytes) this form uses.
+    entry: Arc<FileEntry>,
+    /// Bytes compressed here, with their own entity tag.
+    compressed: Option<(String, HeaderValue, Bytes)>,
     coding: Option<Coding>,
 }
 
@@ -627,14 +626,35 @@ enum Source {
 impl Representation {
     fn identity(entry: Arc<FileEntry>) -> Self {
         Self {
-            etag: entry.etag.clone(),
-            etag_header: entry.etag_header.clone(),
-            len: entry.len,
-            source: match &entry.content {
-                Some(bytes) => Source::Memory(bytes.clone()),
-                None => Source::Disk(entry.path.clone()),
-            },
+            entry,
+            compressed: None,
             coding: None,
+        }
+    }
+
+    fn etag(&self) -> &str {
+        self.compressed
+            .as_ref()
+            .map_or(&self.entry.etag, |(etag, _, _)| etag)
+    }
+
+    fn etag_header(&self) -> HeaderValue {
+        self.compressed
+            .as_ref()
+            .map_or(&self.entry.etag_header, |(_, header, _)| header)
+            .clone()
+    }
+
+    fn len(&self) -> u64 {
+        self.compressed
+            .as_ref()
+            .map_or(self.entry.len, |(_, _, bytes)| bytes.len() as u64)
+    }
+
+    fn source(&self) -> Source {
+        match (&self.compressed, &self.entry.content) {
+            (Some((_, _, bytes)), _) | (None, Some(bytes)) => Source::Memory(bytes.clone()),
+            (None, None) => Source::Disk(self.entry.path.clone()),
         }
     }
 }

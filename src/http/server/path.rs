@@ -60,30 +60,37 @@ impl RequestPath {
         if bytes.first() != Some(&b'/') {
             return Err(PathError::NotAbsolute);
         }
-        let mut decoded = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            let b = bytes[i];
-            if b == b'%' {
-                let hi = bytes.get(i + 1).and_then(|&c| hex_value(c));
-                let lo = bytes.get(i + 2).and_then(|&c| hex_value(c));
-                match (hi, lo) {
-                    (Some(hi), Some(lo)) => decoded.push(hi << 4 | lo),
-                    _ => return Err(PathError::BadEscape),
+        // Most paths hold no escape: check them in place instead of copying.
+        let text: std::borrow::Cow<'_, str> = if bytes.contains(&b'%') {
+            let mut decoded = Vec::with_capacity(bytes.len());
+            let mut i = 0;
+            while i < bytes.len() {
+                let b = bytes[i];
+                if b == b'%' {
+                    let hi = bytes.get(i + 1).and_then(|&c| hex_value(c));
+                    let lo = bytes.get(i + 2).and_then(|&c| hex_value(c));
+                    match (hi, lo) {
+                        (Some(hi), Some(lo)) => decoded.push(hi << 4 | lo),
+                        _ => return Err(PathError::BadEscape),
+                    }
+                    i += 3;
+                } else {
+                    decoded.push(b);
+                    i += 1;
                 }
-                i += 3;
-            } else {
-                decoded.push(b);
-                i += 1;
             }
-        }
-        if decoded.contains(&0) {
+            String::from_utf8(decoded)
+                .map_err(|_| PathError::NotUtf8)?
+                .into()
+        } else {
+            raw.into()
+        };
+        if text.contains('\0') {
             return Err(PathError::Nul);
         }
-        if decoded.contains(&b'\\') {
+        if text.contains('\\') {
             return Err(PathError::Backslash);
         }
-        let text = String::from_utf8(decoded).map_err(|_| PathError::NotUtf8)?;
         let trailing_slash = text.len() > 1 && text.ends_with('/');
         let mut segments = Vec::new();
         for segment in text.split('/') {

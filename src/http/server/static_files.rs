@@ -4,7 +4,7 @@
 //! Every request costs one `stat` of the named path, made inline as nginx does (on a local
 //! file system it is answered from the kernel's caches in a microsecond). Anything slower,
 //! resolving symlinks, reading, listing, compressing, runs on the blocking pool. The cache
-//! is keyed by request path and checked against device, inode, length, mtime and ctime on
+//! is keyed by path and checked against device, inode, length, mtime and ctime on
 //! every hit, so a changed, replaced or re-pointed file is never served stale.
 
 use std::collections::HashMap;
@@ -191,8 +191,10 @@ impl Files {
         if !self.show_hidden && path.is_hidden() {
             return Found::Missing;
         }
-        let relative = path.to_relative();
-        let full = self.root.join(&relative);
+        let mut full = self.root.clone();
+        for segment in path.segments() {
+            full.push(segment);
+        }
         // The one inline syscall per request (see the module docs).
         let meta = match std::fs::metadata(&full) {
             Ok(meta) => meta,
@@ -200,7 +202,7 @@ impl Files {
         };
         if meta.is_file() {
             let stamp = Stamp::of(&meta);
-            if let Some(entry) = self.cached(&relative, stamp) {
+            if let Some(entry) = self.cached(&full, stamp) {
                 return Found::File(entry);
             }
         }
@@ -215,26 +217,26 @@ impl Files {
         if !meta.is_file() {
             return Found::Forbidden;
         }
-        match load(full, &meta).await {
+        match load(full.clone(), &meta).await {
             Ok(entry) => {
                 let entry = Arc::new(entry);
-                self.remember(relative, entry.clone());
+                self.remember(full, entry.clone());
                 Found::File(entry)
             }
             Err(_) => Found::Missing,
         }
     }
 
-    fn cached(&self, relative: &Path, stamp: Stamp) -> Option<Arc<FileEntry>> {
+    fn cached(&self, full: &Path, stamp: Stamp) -> Option<Arc<FileEntry>> {
         let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache
             .entries
-            .get(relative)
+            .get(full)
             .filter(|entry| entry.stamp == stamp)
             .cloned()
     }
 
-    fn remember(&self, relative: PathBuf, entry: Arc<FileEntry>) {
+    fn remember(&self, full: PathBuf, entry: Arc<FileEntry>) {
         let size = entry.content.as_ref().map_or(0, |c| c.len() as u64);
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.bytes + size > CACHE_TOTAL_MAX_BYTES || cache.entries.len() >= CACHE_MAX_ENTRIES {
@@ -243,7 +245,7 @@ impl Files {
             cache.bytes = 0;
         }
         cache.bytes += size;
-        if let Some(old) = cache.entries.insert(relative, entry) {
+        if let Some(old) = cache.entries.insert(full, entry) {
             cache.bytes -= old.content.as_ref().map_or(0, |c| c.len() as u64);
         }
     }
