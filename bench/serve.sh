@@ -4,16 +4,17 @@
 # and a 100 KiB file, medians of RUNS runs; then the memory of 10 000 idle keep-alive
 # connections. Loopback only; every loop is bounded. Writes bench/results/serve.md.
 #
-#   bench/serve.sh                 # RUNS=3 DURATION=8s by default
+#   bench/serve.sh                 # RUNS=5 DURATION=5s by default
 #   RUNS=5 DURATION=10s bench/serve.sh
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-RUNS=${RUNS:-3}
-DURATION=${DURATION:-8s}
+RUNS=${RUNS:-5}
+DURATION=${DURATION:-5s}
 CONNS=${CONNS:-64}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 OUT=bench/results/serve.md
+mkdir -p bench/results
 
 need() {
     command -v "$1" >/dev/null 2>&1 && return
@@ -45,8 +46,10 @@ cleanup() {
 trap cleanup EXIT
 
 mkdir -p "$WORK/www" "$WORK/nginx"
+chmod 755 "$WORK" "$WORK/www"   # nginx workers run as an unprivileged user
 printf 'hello world!\n' >"$WORK/www/small.txt"          # 13 bytes
 head -c 102400 /dev/urandom >"$WORK/www/100k.bin"        # 100 KiB
+chmod 644 "$WORK/www/"*
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -73,7 +76,6 @@ worker_processes 1;
 daemon off;
 pid $WORK/nginx/nginx.pid;
 error_log $WORK/nginx/error.log;
-worker_rlimit_nofile 30000;
 events { worker_connections 20000; }
 http {
     include /etc/nginx/mime.types;
@@ -117,24 +119,34 @@ run_wrk() {
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-declare -A RPS P99
+port_of() {
+    case $1 in
+        sockit) echo "$SOCKIT_PORT" ;;
+        nginx) echo "$NGINX_PORT" ;;
+        python) echo "$PYTHON_PORT" ;;
+    esac
+}
+
+# Runs are interleaved (sockit, nginx, python, sockit, …) so that load from elsewhere on the
+# machine falls on every server alike.
+declare -A RPS P99 RPS_RUNS P99_RUNS
 for file in small.txt 100k.bin; do
     for server in sockit nginx python; do
-        case $server in
-            sockit) port=$SOCKIT_PORT ;;
-            nginx) port=$NGINX_PORT ;;
-            python) port=$PYTHON_PORT ;;
-        esac
-        url="http://127.0.0.1:$port/$file"
+        url="http://127.0.0.1:$(port_of $server)/$file"
         curl -sf -o /dev/null "$url" || { echo "$server does not serve $url" >&2; exit 1; }
-        rps_runs=() p99_runs=()
-        for _ in $(seq "$RUNS"); do
-            read -r rps p99 < <(run_wrk "$url")
-            rps_runs+=("$rps") p99_runs+=("$p99")
-            echo "$server $file: $rps req/s, p99 $p99 ms" >&2
+        RPS_RUNS[$server/$file]="" P99_RUNS[$server/$file]=""
+    done
+    for run in $(seq "$RUNS"); do
+        for server in sockit nginx python; do
+            read -r rps p99 < <(run_wrk "http://127.0.0.1:$(port_of $server)/$file")
+            RPS_RUNS[$server/$file]+="$rps "
+            P99_RUNS[$server/$file]+="$p99 "
+            echo "run $run $server $file: $rps req/s, p99 $p99 ms" >&2
         done
-        RPS[$server/$file]=$(printf '%s\n' "${rps_runs[@]}" | median)
-        P99[$server/$file]=$(printf '%s\n' "${p99_runs[@]}" | median)
+    done
+    for server in sockit nginx python; do
+        RPS[$server/$file]=$(tr ' ' '\n' <<<"${RPS_RUNS[$server/$file]}" | grep . | median)
+        P99[$server/$file]=$(tr ' ' '\n' <<<"${P99_RUNS[$server/$file]}" | grep . | median)
     done
 done
 
@@ -177,7 +189,16 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
     echo "# sockit serve: benchmark"
     echo
     echo "Run on $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))."
-    echo "Server pinned to core 0, wrk to core 1; $CONNS keep-alive connections; median of $RUNS runs of $DURATION."
+    echo "Server pinned to core 0, wrk to core 1; $CONNS keep-alive connections; median of $RUNS interleaved runs of $DURATION."
+    echo "Load average when the run ended: $(cut -d' ' -f1-3 /proc/loadavg) (other builds share this 2-core machine, so absolute figures move; compare within the table)."
+    echo
+    echo "Every run (requests/s):"
+    echo
+    for file in small.txt 100k.bin; do
+        for server in sockit nginx python; do
+            echo "- $server $file: ${RPS_RUNS[$server/$file]}"
+        done
+    done
     echo
     echo "| file | server | requests/s | p99 (ms) | vs nginx (req/s) |"
     echo "|---|---|---:|---:|---:|"
@@ -205,5 +226,6 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
     echo "taskset -c 0 python3 -m http.server --bind 127.0.0.1 --directory WWW P"
     echo "taskset -c 1 wrk -t1 -c$CONNS -d$DURATION --latency http://127.0.0.1:P/small.txt   # and /100k.bin"
     echo '```'
-} >"$OUT"
+} >"$OUT.tmp"
+mv "$OUT.tmp" "$OUT"
 cat "$OUT"
