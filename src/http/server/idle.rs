@@ -1,5 +1,7 @@
-//! A stream that fails with `TimedOut` once no byte has moved either way for a while: a client
-//! that stops reading a download, or stops sending an upload, lets go of its connection.
+//! Idle connections: a stream that fails with `TimedOut` once no byte has moved either way for
+//! a while (a client that stops reading a download, or stops sending an upload, lets go of its
+//! connection), and a stream with its first byte put back, so a connection costs hyper's
+//! buffers only once it has said something.
 
 use std::io;
 use std::pin::Pin;
@@ -112,10 +114,84 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleIo<S> {
     }
 }
 
+/// `S` with one byte, already read from it, put back in front.
+#[derive(Debug)]
+pub(crate) struct Rewind<S> {
+    first: Option<u8>,
+    inner: S,
+}
+
+impl<S> Rewind<S> {
+    pub(crate) fn new(first: u8, inner: S) -> Self {
+        Self {
+            first: Some(first),
+            inner,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if buf.remaining() > 0 {
+            if let Some(byte) = this.first.take() {
+                buf.put_slice(&[byte]);
+                return Poll::Ready(Ok(()));
+            }
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn rewound_byte_comes_first() {
+        let (mut client, server) = tokio::io::duplex(64);
+        client.write_all(b"ello").await.unwrap();
+        drop(client);
+        let mut io = Rewind::new(b'h', server);
+        let mut out = String::new();
+        io.read_to_string(&mut out).await.unwrap();
+        assert_eq!(out, "hello");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn silent_peer_times_out_and_active_peer_does_not() {

@@ -46,7 +46,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -237,6 +237,17 @@ impl Site {
             .await;
             return;
         };
+        // hyper allocates its buffers up front; a connection that says nothing costs only
+        // this wait (bounded like a request head), however many there are.
+        let mut first = [0u8; 1];
+        let waited = tokio::select! {
+            read = tokio::time::timeout(self.config.limits.header_timeout, stream.read(&mut first)) => read,
+            _ = stop.cancelled() => return,
+        };
+        if !matches!(waited, Ok(Ok(1))) {
+            return; // closed, failed, or silent past the head timeout
+        }
+        let stream = idle::Rewind::new(first[0], stream);
         let io = TokioIo::new(idle::IdleIo::new(stream, self.config.limits.idle_timeout));
         let site = self.clone();
         let service = hyper::service::service_fn(move |req| {
