@@ -140,6 +140,18 @@ impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
         if buf.remaining() > 0 {
             if let Some(byte) = this.first.take() {
                 buf.put_slice(&[byte]);
+                // What follows comes in the same call, so hyper sees the whole head at once
+                // and keeps its first buffer instead of growing it for one byte.
+                let mut more = [0u8; 4096];
+                let room = buf.remaining().min(more.len());
+                if room > 0 {
+                    let mut rest = ReadBuf::new(&mut more[..room]);
+                    // Pending or an error here: the byte goes up now, the rest next time.
+                    if let Poll::Ready(Ok(())) = Pin::new(&mut this.inner).poll_read(cx, &mut rest)
+                    {
+                        buf.put_slice(rest.filled());
+                    }
+                }
                 return Poll::Ready(Ok(()));
             }
         }
