@@ -154,20 +154,22 @@ rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 nginx_worker() { cat "/proc/$NGINX_PID/task/$NGINX_PID/children" | awk '{print $1}'; }
 
 # Opens N keep-alive connections, one request each, then holds them while RSS is read.
-idle_check() { # port pid -> "rss_before_kib rss_after_kib request_ms"
-    local port=$1 pid=$2 before after
+idle_check() { # port pid mode(request|silent) -> "rss_before_kib rss_after_kib request_ms"
+    local port=$1 pid=$2 mode=$3 before
     before=$(rss_kib "$pid")
-    timeout 120 python3 - "$port" "$IDLE_CONNS" "$pid" "$before" <<'PY'
+    timeout 120 python3 - "$port" "$IDLE_CONNS" "$pid" "$before" "$mode" <<'PY'
 import socket, sys, time
-port, n, pid, before = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+port, n, pid, before, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 req = b"GET /small.txt HTTP/1.1\r\nHost: bench\r\n\r\n"
 socks = []
 for _ in range(n):
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    s.sendall(req)
+    if mode == "request":
+        s.sendall(req)
     socks.append(s)
-for s in socks:
-    s.recv(4096)
+if mode == "request":
+    for s in socks:
+        s.recv(4096)
 time.sleep(1)
 rss = [l.split()[1] for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS:")][0]
 t = time.monotonic()
@@ -180,8 +182,12 @@ print(before, rss, f"{ms:.1f}")
 PY
 }
 
-read -r S_BEFORE S_AFTER S_MS < <(idle_check "$SOCKIT_PORT" "$SOCKIT_PID")
-read -r N_BEFORE N_AFTER N_MS < <(idle_check "$NGINX_PORT" "$(nginx_worker)")
+# Silent ones first: memory freed by closed connections would otherwise be reused.
+read -r SS_BEFORE SS_AFTER SS_MS < <(idle_check "$SOCKIT_PORT" "$SOCKIT_PID" silent)
+read -r NS_BEFORE NS_AFTER NS_MS < <(idle_check "$NGINX_PORT" "$(nginx_worker)" silent)
+sleep 2 # let both servers see those connections close
+read -r S_BEFORE S_AFTER S_MS < <(idle_check "$SOCKIT_PORT" "$SOCKIT_PID" request)
+read -r N_BEFORE N_AFTER N_MS < <(idle_check "$NGINX_PORT" "$(nginx_worker)" request)
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 
@@ -211,22 +217,23 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
         done
     done
     echo
-    echo "Idle keep-alive connections ($IDLE_CONNS, each after one request):"
+    echo "$IDLE_CONNS idle connections: keep-alive ones after one request each, and silent ones that never sent a byte:"
     echo
-    echo "| server | RSS before (MiB) | RSS with idle connections (MiB) | one more request (ms) |"
-    echo "|---|---:|---:|---:|"
-    awk -v b="$S_BEFORE" -v a="$S_AFTER" -v m="$S_MS" 'BEGIN { printf "| sockit | %.1f | %.1f | %s |\n", b/1024, a/1024, m }'
-    awk -v b="$N_BEFORE" -v a="$N_AFTER" -v m="$N_MS" 'BEGIN { printf "| nginx (worker) | %.1f | %.1f | %s |\n", b/1024, a/1024, m }'
+    echo "| server | connections | RSS before (MiB) | RSS with them open (MiB) | one more request (ms) |"
+    echo "|---|---|---:|---:|---:|"
+    awk -v b="$S_BEFORE" -v a="$S_AFTER" -v m="$S_MS" 'BEGIN { printf "| sockit | after one request | %.1f | %.1f | %s |\n", b/1024, a/1024, m }'
+    awk -v b="$N_BEFORE" -v a="$N_AFTER" -v m="$N_MS" 'BEGIN { printf "| nginx (worker) | after one request | %.1f | %.1f | %s |\n", b/1024, a/1024, m }'
+    awk -v b="$SS_BEFORE" -v a="$SS_AFTER" -v m="$SS_MS" 'BEGIN { printf "| sockit | silent | %.1f | %.1f | %s |\n", b/1024, a/1024, m }'
+    awk -v b="$NS_BEFORE" -v a="$NS_AFTER" -v m="$NS_MS" 'BEGIN { printf "| nginx (worker) | silent | %.1f | %.1f | %s |\n", b/1024, a/1024, m }'
     echo
     echo "Notes:"
     echo
     echo "- 100 KiB: nginx hands the file to the kernel with sendfile (no copy into the socket);"
     echo "  sockit writes it from its in-memory cache with writev through hyper, and perf shows"
     echo "  about 30% of the server's time in the kernel's copy from user memory (_copy_from_iter)."
-    echo "  That copy is the gap; hyper has no sendfile path."
     echo "- Idle connections: hyper keeps an 8 KiB read buffer and an 8 KiB write buffer per"
-    echo "  connection, which is most of sockit's ~13 KiB per idle keep-alive connection; the"
-    echo "  request future is boxed so it is not held while idle. nginx needs ~0.5 KiB."
+    echo "  connection once it has sent a request; a connection is handed to hyper only when its"
+    echo "  first byte arrives, so silent ones cost far less."
     echo
     echo "Commands:"
     echo
