@@ -9,6 +9,7 @@ mod listen;
 mod transfer;
 
 pub(crate) use http::StatusError;
+mod serve;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -42,6 +43,8 @@ enum Command {
     Bench(bench::BenchArgs),
     #[command(flatten)]
     Http(http::HttpCommand),
+    /// HTTP file server: listings, ranges, caching, uploads (like python3 -m http.server)
+    Serve(serve::ServeArgs),
     /// Print shell completions: sockit completions bash > /etc/bash_completion.d/sockit
     Completions {
         /// The shell to write completions for
@@ -59,6 +62,7 @@ impl Cli {
             Command::Recv(args) => transfer::recv(args, stop).await,
             Command::Bench(args) => bench::run(args, stop).await,
             Command::Http(command) => http::run(command, self.verbose, stop).await,
+            Command::Serve(args) => serve::run(args, stop).await,
             Command::Completions { shell } => {
                 clap_complete::generate(
                     shell,

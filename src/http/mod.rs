@@ -40,3 +40,4 @@ pub use client::{
     Client, ClientConfig, Hop, HttpError, Request, RequestBuilder, Response, SentHead, Timings,
     get, post,
 };
+pub mod server;

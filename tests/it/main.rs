@@ -8,4 +8,5 @@ mod support;
 mod bench;
 mod http;
 mod net;
+mod serve;
 mod transfer;

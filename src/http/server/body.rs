@@ -1,0 +1,114 @@
+//! The response body: bytes in memory, or a slice of a file read in large chunks.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Frame, SizeHint};
+use tokio::io::AsyncRead;
+
+/// Biggest chunk read from a file at once: few trips to the blocking pool, bounded memory.
+const FILE_CHUNK_BYTES: usize = 256 * 1024;
+
+/// A response body with an exact length, so hyper always sends `Content-Length`.
+#[derive(Debug)]
+pub struct Body {
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Bytes(Option<Bytes>),
+    File {
+        file: tokio::fs::File,
+        remaining: u64,
+        buf: BytesMut,
+    },
+}
+
+impl Body {
+    /// An empty body.
+    pub fn empty() -> Self {
+        Self {
+            kind: Kind::Bytes(None),
+        }
+    }
+
+    /// A body of bytes already in memory.
+    pub fn bytes(bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        Self {
+            kind: Kind::Bytes((!bytes.is_empty()).then_some(bytes)),
+        }
+    }
+
+    /// The next `len` bytes of `file` (already positioned).
+    pub fn file(file: tokio::fs::File, len: u64) -> Self {
+        Self {
+            kind: Kind::File {
+                file,
+                remaining: len,
+                buf: BytesMut::new(),
+            },
+        }
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        match &mut self.get_mut().kind {
+            Kind::Bytes(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::File {
+                file,
+                remaining,
+                buf,
+            } => {
+                if *remaining == 0 {
+                    return Poll::Ready(None);
+                }
+                let want = usize::try_from(*remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(FILE_CHUNK_BYTES);
+                if buf.len() < want {
+                    buf.resize(FILE_CHUNK_BYTES.max(want), 0);
+                }
+                let mut read_buf = tokio::io::ReadBuf::new(&mut buf[..want]);
+                ready!(Pin::new(file).poll_read(cx, &mut read_buf))?;
+                let n = read_buf.filled().len();
+                if n == 0 {
+                    return Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "file shrank while being sent",
+                    ))));
+                }
+                // Hands the filled front of the buffer over without a copy.
+                let chunk = buf.split_to(n).freeze();
+                *remaining -= n as u64;
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Bytes(bytes) => bytes.is_none(),
+            Kind::File { remaining, .. } => *remaining == 0,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Bytes(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            Kind::File { remaining, .. } => SizeHint::with_exact(*remaining),
+        }
+    }
+}

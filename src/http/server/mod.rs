@@ -1,0 +1,763 @@
+//! The static file server behind `sockit serve`: GET/HEAD of files and directory listings,
+//! conditional and range requests, compression, optional uploads and Basic auth, over
+//! hyper's HTTP/1.1 (keep-alive, pipelining) on the accept loop of [`crate::net`].
+//!
+//! Safe by default: request paths are checked before they touch the disk ([`RequestPath`]),
+//! symlinks that leave the directory and hidden files are refused, and every connection is
+//! bounded in time and size ([`Limits`]).
+//!
+//! # Examples
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use tokio_util::sync::CancellationToken;
+//! use sockit::http::server::{self, Config};
+//! use sockit::net::{self, ServerConfig};
+//!
+//! let dir = std::env::temp_dir();
+//! let listener = net::bind_tcp("127.0.0.1:0".parse()?)?;
+//! let stop = CancellationToken::new();
+//! let config = Config { root: dir, ..Config::default() };
+//! let server = tokio::spawn(server::serve(listener, config, ServerConfig::default(), stop.clone()));
+//! stop.cancel();
+//! server.await??;
+//! # Ok(()) }
+//! ```
+
+mod auth;
+mod body;
+mod conditional;
+mod idle;
+mod listing;
+mod log;
+mod path;
+mod range;
+mod static_files;
+mod upload;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+pub use auth::{Credentials, CredentialsError};
+pub use body::Body;
+pub use conditional::{Precondition, Validators, evaluate};
+pub use listing::ListEntry;
+pub use log::AccessLog;
+pub use path::{PathError, RequestPath, encode_segment};
+pub use range::{RangeAnswer, resolve_range};
+pub use upload::UploadConfig;
+
+use crate::net::{BoxStream, ServerConfig};
+use static_files::{Coding, FileEntry, Files, Found};
+
+/// Limits every connection lives within.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// A request head (or the first one after a keep-alive pause) must arrive within this
+    /// (slowloris); it also bounds how long an idle keep-alive connection stays open.
+    pub header_timeout: Duration,
+    /// A connection on which no byte moves for this long is closed (stalled transfers).
+    pub idle_timeout: Duration,
+    /// Connections served at once; the next ones get a 503 and are closed.
+    pub max_conns: usize,
+    /// Largest request head (request line and headers); larger gets 431.
+    pub max_header_bytes: usize,
+    /// Longest request target; longer gets 414.
+    pub max_uri_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_conns: 10_000,
+            max_header_bytes: 16 * 1024,
+            max_uri_bytes: 8 * 1024,
+        }
+    }
+}
+
+/// A fixed answer to every request (`--text`, `--status`).
+#[derive(Debug, Clone)]
+pub struct FixedAnswer {
+    /// The status of every response.
+    pub status: StatusCode,
+    /// The body of every response (`text/plain`).
+    pub body: Bytes,
+}
+
+/// What the server serves and how.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The directory to serve.
+    pub root: PathBuf,
+    /// Serve and list hidden (dot) files.
+    pub show_hidden: bool,
+    /// Follow symlinks that lead out of `root`.
+    pub follow_symlinks: bool,
+    /// Compress text responses (gzip, br) for clients that accept it.
+    pub compress: bool,
+    /// Accept uploads (PUT, multipart POST).
+    pub upload: Option<UploadConfig>,
+    /// Require these credentials.
+    pub auth: Option<Credentials>,
+    /// Require `auth` for uploads only.
+    pub auth_writes_only: bool,
+    /// Answer everything with this instead of serving files.
+    pub fixed: Option<FixedAnswer>,
+    /// Per-connection limits.
+    pub limits: Limits,
+    /// Where to write the access log, if anywhere.
+    pub access_log: Option<AccessLog>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            root: PathBuf::from("."),
+            show_hidden: false,
+            follow_symlinks: false,
+            compress: true,
+            upload: None,
+            auth: None,
+            auth_writes_only: false,
+            fixed: None,
+            limits: Limits::default(),
+            access_log: None,
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The directory to serve is missing or unreadable.
+    #[error("cannot serve {path}")]
+    Root {
+        /// The directory asked for.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The path to serve is not a directory.
+    #[error("not a directory: {0}")]
+    NotADirectory(PathBuf),
+}
+
+/// Serves `config` on `listener` until `stop` is cancelled, then drains (bounded by `net`).
+///
+/// # Errors
+///
+/// [`ServeError`] when the directory cannot be served; nothing is accepted then.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    mut net: ServerConfig,
+    stop: CancellationToken,
+) -> Result<(), ServeError> {
+    let root = if config.fixed.is_some() {
+        config.root.clone()
+    } else {
+        let root = config
+            .root
+            .canonicalize()
+            .map_err(|source| ServeError::Root {
+                path: config.root.clone(),
+                source,
+            })?;
+        if !root.is_dir() {
+            return Err(ServeError::NotADirectory(config.root.clone()));
+        }
+        root
+    };
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .keep_alive(true)
+        // Pipelined requests are answered in order either way; hyper's `pipeline_flush`
+        // would batch their flushes but (hyper 1.x) loses its automatic 400/414/431 answers.
+        .pipeline_flush(false)
+        .header_read_timeout(config.limits.header_timeout)
+        .max_header_size(config.limits.max_header_bytes)
+        .max_buf_size(config.limits.max_header_bytes.max(8192) + 256 * 1024);
+    // Our limit answers 503; the accept loop's, a little higher, only closes.
+    net.max_conns = config.limits.max_conns.saturating_add(1024);
+    let site = Arc::new(Site {
+        files: Files::new(root, config.show_hidden, config.follow_symlinks),
+        conns: Arc::new(Semaphore::new(config.limits.max_conns)),
+        http,
+        config,
+    });
+    crate::net::serve(listener, net, stop, move |stream, peer, stop| {
+        let site = site.clone();
+        async move { site.connection(stream, peer, stop).await }
+    })
+    .await;
+    Ok(())
+}
+
+struct Site {
+    config: Config,
+    files: Files,
+    conns: Arc<Semaphore>,
+    http: hyper::server::conn::http1::Builder,
+}
+
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
+Content-Length: 17\r\nRetry-After: 1\r\nConnection: close\r\n\r\nserver too busy\r\n";
+
+impl Site {
+    async fn connection(
+        self: Arc<Self>,
+        mut stream: BoxStream,
+        peer: SocketAddr,
+        stop: CancellationToken,
+    ) {
+        let Ok(_permit) = self.conns.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, limit = self.config.limits.max_conns, "connection limit reached; answering 503");
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                let _ = stream.write_all(BUSY).await;
+                let _ = stream.shutdown().await;
+            })
+            .await;
+            return;
+        };
+        // hyper allocates its buffers up front; a connection that says nothing costs only
+        // this wait (bounded like a request head), however many there are.
+        let mut first = [0u8; 1];
+        let waited = tokio::select! {
+            read = tokio::time::timeout(self.config.limits.header_timeout, stream.read(&mut first)) => read,
+            _ = stop.cancelled() => return,
+        };
+        if !matches!(waited, Ok(Ok(1))) {
+            return; // closed, failed, or silent past the head timeout
+        }
+        let stream = idle::Rewind::new(first[0], stream);
+        let io = TokioIo::new(idle::IdleIo::new(stream, self.config.limits.idle_timeout));
+        let site = self.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let site = site.clone();
+            // Boxed: hyper keeps a slot the size of this future in every connection, idle
+            // or not; a pointer there keeps 10 000 idle connections small.
+            async move { Ok::<_, Infallible>(Box::pin(site.handle(req, peer)).await) }
+        });
+        let conn = self.http.serve_connection(io, service);
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            result = conn.as_mut() => result,
+            _ = stop.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(error) = result {
+            debug!(%error, "connection ended with an error");
+        }
+    }
+
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let Some(log) = &self.config.access_log else {
+            return self.respond(req).await;
+        };
+        let method = req.method().clone();
+        let version = req.version();
+        let target = req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| req.uri().to_string(), |pq| pq.as_str().to_owned());
+        let user = self.config.auth.as_ref().and_then(|creds| {
+            req.headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|h| h.to_str().ok())
+                .filter(|h| creds.accepts_header(h))
+                .map(|_| creds.user().to_owned())
+        });
+        let response = self.respond(req).await;
+        let bytes = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .or_else(|| http_body::Body::size_hint(response.body()).exact());
+        log.record(&log::Entry {
+            peer,
+            user: user.as_deref(),
+            method: method.as_str(),
+            target: &target,
+            version,
+            status: response.status().as_u16(),
+            bytes,
+        });
+        response
+    }
+
+    async fn respond(&self, req: Request<Incoming>) -> Response<Body> {
+        let is_write = matches!(*req.method(), Method::PUT | Method::POST);
+        if let Some(creds) = &self.config.auth {
+            if is_write || !self.config.auth_writes_only {
+                let ok = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|h| h.to_str().ok())
+                    .is_some_and(|h| creds.accepts_header(h));
+                if !ok {
+                    let mut res = text(StatusCode::UNAUTHORIZED, "authentication required\n");
+                    res.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Basic realm=\"sockit\", charset=\"UTF-8\""),
+                    );
+                    return res;
+                }
+            }
+        }
+        if let Some(fixed) = &self.config.fixed {
+            let mut res = Response::new(if req.method() == Method::HEAD {
+                Body::empty()
+            } else {
+                Body::bytes(fixed.body.clone())
+            });
+            *res.status_mut() = fixed.status;
+            let headers = res.headers_mut();
+            headers.insert(header::CONTENT_TYPE, TEXT_PLAIN.clone());
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(fixed.body.len()));
+            return res;
+        }
+        let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+        if target_len > self.config.limits.max_uri_bytes {
+            return text(StatusCode::URI_TOO_LONG, "request target too long\n");
+        }
+        let path = match RequestPath::parse(req.uri().path()) {
+            Ok(path) => path,
+            Err(error) => return text(StatusCode::BAD_REQUEST, &format!("bad request: {error}\n")),
+        };
+        match (req.method(), &self.config.upload) {
+            (&Method::GET | &Method::HEAD, _) => self.get(&req, &path).await,
+            (&Method::PUT, Some(upload)) => self.put(req, &path, upload).await,
+            (&Method::POST, Some(upload)) => self.post(req, &path, upload).await,
+            (_, upload) => {
+                let allow = if upload.is_some() {
+                    "GET, HEAD, PUT, POST"
+                } else {
+                    "GET, HEAD"
+                };
+                let mut res = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+                res.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allow));
+                res
+            }
+        }
+    }
+
+    async fn get(&self, req: &Request<Incoming>, path: &RequestPath) -> Response<Body> {
+        match self.files.lookup(path).await {
+            Found::File(entry) => self.file(req, path, entry).await,
+            Found::Dir(dir) => {
+                if !path.has_trailing_slash() {
+                    let mut location = path.to_href(true);
+                    if let Some(query) = req.uri().query() {
+                        location.push('?');
+                        location.push_str(query);
+                    }
+                    return redirect(StatusCode::MOVED_PERMANENTLY, &location);
+                }
+                if let Found::File(index) = self.files.lookup(&path.join("index.html")).await {
+                    return self.file(req, path, index).await;
+                }
+                self.listing(req, path, &dir).await
+            }
+            Found::Missing => text(StatusCode::NOT_FOUND, "not found\n"),
+            Found::Forbidden => text(StatusCode::FORBIDDEN, "forbidden\n"),
+        }
+    }
+
+    async fn listing(
+        &self,
+        req: &Request<Incoming>,
+        path: &RequestPath,
+        dir: &std::path::Path,
+    ) -> Response<Body> {
+        let entries = match listing::read(&self.files, dir).await {
+            Ok(entries) => entries,
+            Err(_) => return text(StatusCode::FORBIDDEN, "cannot read directory\n"),
+        };
+        let wants_json = req
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|kv| kv == "format=json"));
+        let (body, content_type) = if wants_json {
+            (listing::to_json(&entries), "application/json")
+        } else {
+            (
+                listing::to_html(path, &entries, self.config.upload.is_some()),
+                "text/html; charset=utf-8",
+            )
+        };
+        let len = body.len();
+        let mut res = Response::new(if req.method() == Method::HEAD {
+            Body::empty()
+        } else {
+            Body::bytes(body)
+        });
+        let headers = res.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        res
+    }
+
+    async fn file(
+        &self,
+        req: &Request<Incoming>,
+        path: &RequestPath,
+        entry: Arc<FileEntry>,
+    ) -> Response<Body> {
+        let headers = req.headers();
+        let has_range = headers.contains_key(header::RANGE);
+        // A Range applies to the identity form; compressed forms are sent whole.
+        let mut chosen = Representation::identity(entry.clone());
+        if !has_range && entry.compressible {
+            for coding in accepted_codings(headers) {
+                if let Some(rep) = self.encoded(path, &entry, coding).await {
+                    chosen = rep;
+                    break;
+                }
+            }
+        }
+        let precondition = evaluate(
+            headers,
+            Validators {
+                etag: chosen.etag(),
+                modified: entry.modified,
+            },
+        );
+        let mut res = Response::new(Body::empty());
+        let out = res.headers_mut();
+        out.insert(header::ETAG, chosen.etag_header());
+        out.insert(header::LAST_MODIFIED, entry.last_modified.clone());
+        if entry.compressible && (self.config.compress || chosen.coding.is_some()) {
+            out.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+        }
+        let use_range = match precondition {
+            Precondition::NotModified => {
+                *res.status_mut() = StatusCode::NOT_MODIFIED;
+                return res;
+            }
+            Precondition::Failed => {
+                return text(StatusCode::PRECONDITION_FAILED, "precondition failed\n");
+            }
+            Precondition::Proceed { use_range } => use_range,
+        };
+        out.insert(header::CONTENT_TYPE, entry.content_type.clone());
+        out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        if let Some(coding) = chosen.coding {
+            out.insert(
+                header::CONTENT_ENCODING,
+                HeaderValue::from_static(coding.name()),
+            );
+        }
+        let len = chosen.len();
+        let answer = match headers.get(header::RANGE).and_then(|h| h.to_str().ok()) {
+            Some(range) if use_range && chosen.coding.is_none() => resolve_range(range, len),
+            _ => RangeAnswer::Full,
+        };
+        let (start, count) = match answer {
+            RangeAnswer::Full => (0, len),
+            RangeAnswer::Partial { start, end } => {
+                *res.status_mut() = StatusCode::PARTIAL_CONTENT;
+                let value = format!("bytes {start}-{end}/{len}");
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    res.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+                (start, end - start + 1)
+            }
+            RangeAnswer::Unsatisfiable => {
+                let mut res = text(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable\n");
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                    res.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+                return res;
+            }
+        };
+        res.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(count));
+        if req.method() == Method::HEAD {
+            return res;
+        }
+        let body = match chosen.source() {
+            Source::Memory(bytes) => {
+                // Both bounds lie within `bytes`, which holds `len` bytes.
+                let (from, to) = (start as usize, (start + count) as usize);
+                Body::bytes(bytes.slice(from..to))
+            }
+            Source::Disk(file_path) => match open_at(file_path, start).await {
+                Ok(file) => Body::file(file, count),
+                Err(_) => return text(StatusCode::NOT_FOUND, "not found\n"),
+            },
+        };
+        *res.body_mut() = body;
+        res
+    }
+
+    /// The `coding` form of `entry`: a pre-compressed sibling (`name.br`, `name.gz`) when one
+    /// exists, else compressed here when allowed.
+    async fn encoded(
+        &self,
+        path: &RequestPath,
+        entry: &Arc<FileEntry>,
+        coding: Coding,
+    ) -> Option<Representation> {
+        let name = path.file_name()?;
+        let sibling = path.parent().join(&format!("{name}{}", coding.suffix()));
+        if let Found::File(packed) = self.files.lookup(&sibling).await {
+            let mut rep = Representation::identity(packed);
+            rep.coding = Some(coding);
+            return Some(rep);
+        }
+        if !self.config.compress {
+            return None;
+        }
+        let bytes = entry.compressed(coding).await?;
+        let etag = format!("{}-{}\"", entry.etag.trim_end_matches('"'), coding.name());
+        let header = HeaderValue::from_str(&etag).ok()?;
+        Some(Representation {
+            entry: entry.clone(),
+            compressed: Some((etag, header, bytes)),
+            coding: Some(coding),
+        })
+    }
+
+    async fn put(
+        &self,
+        req: Request<Incoming>,
+        path: &RequestPath,
+        config: &UploadConfig,
+    ) -> Response<Body> {
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        match upload::put(&self.files, config, path, declared, req.into_body()).await {
+            Ok(saved) => {
+                let status = if saved.replaced {
+                    StatusCode::OK
+                } else {
+                    StatusCode::CREATED
+                };
+                let href = saved.path.to_href(false);
+                let mut res = text(status, &format!("saved {href}\n"));
+                if let Ok(v) = HeaderValue::from_str(&href) {
+                    res.headers_mut().insert(header::LOCATION, v);
+                }
+                res
+            }
+            Err(error) => upload_failed(&error),
+        }
+    }
+
+    async fn post(
+        &self,
+        req: Request<Incoming>,
+        path: &RequestPath,
+        config: &UploadConfig,
+    ) -> Response<Body> {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        if !content_type.starts_with("multipart/form-data") {
+            return text(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "POST expects multipart/form-data; use PUT for raw bytes\n",
+            );
+        }
+        let wants_html = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/html"));
+        match upload::post(&self.files, config, path, &content_type, req.into_body()).await {
+            Ok(saved) if wants_html => {
+                // Back to the listing, which now shows the new files.
+                debug!(files = saved.len(), "form upload saved");
+                redirect(StatusCode::SEE_OTHER, &path.to_href(true))
+            }
+            Ok(saved) => {
+                let mut body = String::new();
+                for file in &saved {
+                    body.push_str("saved ");
+                    body.push_str(&file.path.to_href(false));
+                    body.push('\n');
+                }
+                text(StatusCode::CREATED, &body)
+            }
+            Err(error) => upload_failed(&error),
+        }
+    }
+}
+
+fn upload_failed(error: &upload::UploadError) -> Response<Body> {
+    debug!(%error, "upload refused");
+    let mut res = text(error.status(), &format!("upload failed: {error}\n"));
+    if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        // The rest of an over-large body is not worth reading.
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    res
+}
+
+/// One form of a file: identity, a pre-compressed sibling, or compressed here.
+struct Representation {
+    /// The file whose validators (and, unless `compressed`, bytes) this form uses.
+    entry: Arc<FileEntry>,
+    /// Bytes compressed here, with their own entity tag.
+    compressed: Option<(String, HeaderValue, Bytes)>,
+    coding: Option<Coding>,
+}
+
+enum Source {
+    Memory(Bytes),
+    Disk(PathBuf),
+}
+
+impl Representation {
+    fn identity(entry: Arc<FileEntry>) -> Self {
+        Self {
+            entry,
+            compressed: None,
+            coding: None,
+        }
+    }
+
+    fn etag(&self) -> &str {
+        self.compressed
+            .as_ref()
+            .map_or(&self.entry.etag, |(etag, _, _)| etag)
+    }
+
+    fn etag_header(&self) -> HeaderValue {
+        self.compressed
+            .as_ref()
+            .map_or(&self.entry.etag_header, |(_, header, _)| header)
+            .clone()
+    }
+
+    fn len(&self) -> u64 {
+        self.compressed
+            .as_ref()
+            .map_or(self.entry.len, |(_, _, bytes)| bytes.len() as u64)
+    }
+
+    fn source(&self) -> Source {
+        match (&self.compressed, &self.entry.content) {
+            (Some((_, _, bytes)), _) | (None, Some(bytes)) => Source::Memory(bytes.clone()),
+            (None, None) => Source::Disk(self.entry.path.clone()),
+        }
+    }
+}
+
+/// The codings the client accepts, best first (br, then gzip).
+fn accepted_codings(headers: &http::HeaderMap) -> Vec<Coding> {
+    let Some(accept) = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Vec::new();
+    };
+    let mut br = None;
+    let mut gzip = None;
+    let mut star = None;
+    for item in accept.split(',') {
+        let mut parts = item.split(';');
+        let token = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .filter_map(|q| q.trim().parse::<f32>().ok())
+            .next()
+            .unwrap_or(1.0);
+        let accepted = q > 0.0;
+        match token.as_str() {
+            "br" => br = Some(accepted),
+            "gzip" | "x-gzip" => gzip = Some(accepted),
+            "*" => star = Some(accepted),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if br.or(star).unwrap_or(false) {
+        out.push(Coding::Brotli);
+    }
+    if gzip.or(star).unwrap_or(false) {
+        out.push(Coding::Gzip);
+    }
+    out
+}
+
+async fn open_at(path: PathBuf, start: u64) -> std::io::Result<tokio::fs::File> {
+    let file = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+        use std::io::{Seek, SeekFrom};
+        let mut file = std::fs::File::open(path)?;
+        file.seek(SeekFrom::Start(start))?;
+        Ok(file)
+    })
+    .await
+    .map_err(std::io::Error::other)??;
+    Ok(tokio::fs::File::from_std(file))
+}
+
+static TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+
+fn text(status: StatusCode, body: &str) -> Response<Body> {
+    let mut res = Response::new(Body::bytes(Bytes::copy_from_slice(body.as_bytes())));
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, TEXT_PLAIN.clone());
+    res
+}
+
+fn redirect(status: StatusCode, location: &str) -> Response<Body> {
+    let mut res = text(status, "");
+    if let Ok(v) = HeaderValue::from_str(location) {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_encoding_preferences() {
+        let codings = |value: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_str(value).unwrap(),
+            );
+            accepted_codings(&headers)
+        };
+        assert_eq!(codings("gzip, deflate, br"), [Coding::Brotli, Coding::Gzip]);
+        assert_eq!(codings("gzip"), [Coding::Gzip]);
+        assert_eq!(codings("br;q=0, gzip;q=0.5"), [Coding::Gzip]);
+        assert_eq!(codings("*"), [Coding::Brotli, Coding::Gzip]);
+        assert_eq!(codings("*, gzip;q=0"), [Coding::Brotli]);
+        assert_eq!(codings("identity"), []);
+    }
+}

@@ -1,0 +1,303 @@
+//! Request paths to file-system paths, safely: pure code, no I/O.
+//!
+//! The raw path of the request target is percent-decoded exactly once and split on `/`.
+//! Empty segments collapse (`//a` is `/a`); `.` and `..`, NUL, backslashes and malformed
+//! escapes are refused outright, so the result, joined under the served directory, can only
+//! name something below it. Symlinks are the file layer's business (`static_files.rs`).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+/// Why a request path was refused (always answered with 400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// The path does not start with `/` (`*`, or a relative target).
+    #[error("request path must start with /")]
+    NotAbsolute,
+    /// A `%` not followed by two hex digits.
+    #[error("malformed percent-escape in request path")]
+    BadEscape,
+    /// The decoded path is not UTF-8.
+    #[error("request path is not UTF-8")]
+    NotUtf8,
+    /// A NUL byte, decoded or not.
+    #[error("NUL byte in request path")]
+    Nul,
+    /// A backslash: a path separator on some systems, never accepted here.
+    #[error("backslash in request path")]
+    Backslash,
+    /// A `.` or `..` segment.
+    #[error("dot segment in request path")]
+    DotSegment,
+}
+
+/// A checked request path: decoded segments that are safe to join under the served directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestPath {
+    segments: Vec<String>,
+    trailing_slash: bool,
+}
+
+impl RequestPath {
+    /// Checks and decodes the path of a request target (without the query).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sockit::http::server::RequestPath;
+    ///
+    /// let p = RequestPath::parse("/docs//a%20b.txt").unwrap();
+    /// assert_eq!(p.segments(), ["docs", "a b.txt"]);
+    /// assert!(RequestPath::parse("/a/%2e%2e/b").is_err());
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A [`PathError`] for anything that could name a place outside the served directory or
+    /// that is malformed.
+    pub fn parse(raw: &str) -> Result<Self, PathError> {
+        let bytes = raw.as_bytes();
+        if bytes.first() != Some(&b'/') {
+            return Err(PathError::NotAbsolute);
+        }
+        // Most paths hold no escape: check them in place instead of copying.
+        let text: std::borrow::Cow<'_, str> = if bytes.contains(&b'%') {
+            let mut decoded = Vec::with_capacity(bytes.len());
+            let mut i = 0;
+            while i < bytes.len() {
+                let b = bytes[i];
+                if b == b'%' {
+                    let hi = bytes.get(i + 1).and_then(|&c| hex_value(c));
+                    let lo = bytes.get(i + 2).and_then(|&c| hex_value(c));
+                    match (hi, lo) {
+                        (Some(hi), Some(lo)) => decoded.push(hi << 4 | lo),
+                        _ => return Err(PathError::BadEscape),
+                    }
+                    i += 3;
+                } else {
+                    decoded.push(b);
+                    i += 1;
+                }
+            }
+            String::from_utf8(decoded)
+                .map_err(|_| PathError::NotUtf8)?
+                .into()
+        } else {
+            raw.into()
+        };
+        if text.contains('\0') {
+            return Err(PathError::Nul);
+        }
+        if text.contains('\\') {
+            return Err(PathError::Backslash);
+        }
+        let trailing_slash = text.len() > 1 && text.ends_with('/');
+        let mut segments = Vec::new();
+        for segment in text.split('/') {
+            match segment {
+                "" => {}
+                "." | ".." => return Err(PathError::DotSegment),
+                s => segments.push(s.to_owned()),
+            }
+        }
+        Ok(Self {
+            segments,
+            trailing_slash,
+        })
+    }
+
+    /// The root of the served directory (`/`).
+    pub fn root() -> Self {
+        Self {
+            segments: Vec::new(),
+            trailing_slash: false,
+        }
+    }
+
+    /// The decoded segments, none empty, `.` or `..`, none holding `/`, `\` or NUL.
+    pub fn segments(&self) -> &[String] {
+        &self.segments
+    }
+
+    /// Whether the request ended in `/` (a directory was asked for).
+    pub fn has_trailing_slash(&self) -> bool {
+        self.trailing_slash || self.segments.is_empty()
+    }
+
+    /// Whether any segment is a hidden (dot) name.
+    pub fn is_hidden(&self) -> bool {
+        self.segments.iter().any(|s| s.starts_with('.'))
+    }
+
+    /// The path relative to the served directory (empty for the root).
+    pub fn to_relative(&self) -> PathBuf {
+        self.segments.iter().collect()
+    }
+
+    /// This path with one more segment.
+    pub(crate) fn join(&self, segment: &str) -> Self {
+        let mut segments = self.segments.clone();
+        segments.push(segment.to_owned());
+        Self {
+            segments,
+            trailing_slash: false,
+        }
+    }
+
+    /// The last segment, or `None` for the root.
+    pub fn file_name(&self) -> Option<&str> {
+        self.segments.last().map(String::as_str)
+    }
+
+    /// The parent path (the root's parent is the root).
+    pub(crate) fn parent(&self) -> Self {
+        let mut segments = self.segments.clone();
+        segments.pop();
+        Self {
+            segments,
+            trailing_slash: true,
+        }
+    }
+
+    /// The path as a URL path, every segment percent-encoded, with a trailing `/` when `dir`.
+    ///
+    /// It always starts with exactly one `/` followed by a non-empty segment or nothing, so it
+    /// can never be read as `//host` (no open redirect).
+    pub fn to_href(&self, dir: bool) -> String {
+        let mut href = String::from("/");
+        for (i, segment) in self.segments.iter().enumerate() {
+            if i > 0 {
+                href.push('/');
+            }
+            encode_segment(segment, &mut href);
+        }
+        if dir && !self.segments.is_empty() {
+            href.push('/');
+        }
+        href
+    }
+}
+
+/// Percent-encodes one path segment: everything but unreserved characters, so the result
+/// holds no `/`, `?`, `#`, `:`, quotes or angle brackets.
+pub fn encode_segment(segment: &str, out: &mut String) {
+    for &b in segment.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+}
+
+/// Whether `name` is acceptable as one file name created by an upload.
+pub(crate) fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name.len() <= 255
+        && !name.bytes().any(|b| b == b'/' || b == b'\\' || b == 0)
+}
+
+fn hex_value(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn plain_paths_decode_once() {
+        let p = RequestPath::parse("/a%20b/c%2520d").unwrap();
+        assert_eq!(p.segments(), ["a b", "c%20d"]);
+        assert!(!p.has_trailing_slash());
+        let p = RequestPath::parse("/dir/").unwrap();
+        assert!(p.has_trailing_slash());
+        assert!(RequestPath::parse("/").unwrap().segments().is_empty());
+        assert_eq!(
+            RequestPath::parse("/%E2%9C%93").unwrap().segments(),
+            ["\u{2713}"]
+        );
+    }
+
+    #[test]
+    fn escapes_and_tricks_are_refused() {
+        use PathError::*;
+        let cases = [
+            ("*", NotAbsolute),
+            ("a/b", NotAbsolute),
+            ("", NotAbsolute),
+            ("/..", DotSegment),
+            ("/a/../../etc/passwd", DotSegment),
+            ("/%2e%2e/etc/passwd", DotSegment),
+            ("/%2E%2E%2Fetc", DotSegment),
+            ("/.%2e/x", DotSegment),
+            ("/./a", DotSegment),
+            ("/a\\..\\b", Backslash),
+            ("/%5c..%5cb", Backslash),
+            ("/a%00.txt", Nul),
+            ("/a%zz", BadEscape),
+            ("/a%2", BadEscape),
+            ("/%ff%fe", NotUtf8),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(RequestPath::parse(raw), Err(want), "{raw}");
+        }
+    }
+
+    #[test]
+    fn double_slashes_collapse_and_never_make_a_host() {
+        let p = RequestPath::parse("//evil.example/x").unwrap();
+        assert_eq!(p.segments(), ["evil.example", "x"]);
+        assert_eq!(p.to_href(true), "/evil.example/x/");
+        assert_eq!(RequestPath::root().to_href(true), "/");
+    }
+
+    #[test]
+    fn hidden_segments_are_detected() {
+        assert!(RequestPath::parse("/a/.git/config").unwrap().is_hidden());
+        assert!(!RequestPath::parse("/a/b.c").unwrap().is_hidden());
+    }
+
+    #[test]
+    fn hrefs_encode_everything_dangerous() {
+        let p = RequestPath::parse("/a%3Cscript%3E/%22q%27%20%23%3F%25").unwrap();
+        assert_eq!(p.to_href(false), "/a%3Cscript%3E/%22q%27%20%23%3F%25");
+    }
+
+    proptest! {
+        #[test]
+        fn parsed_segments_are_always_safe(raw in "/[a-zA-Z0-9%./\\\\:~_ -]{0,40}") {
+            if let Ok(p) = RequestPath::parse(&raw) {
+                for s in p.segments() {
+                    prop_assert!(!s.is_empty() && s != "." && s != "..");
+                    prop_assert!(!s.contains('/') && !s.contains('\\') && !s.contains('\0'));
+                }
+                let rel = p.to_relative();
+                prop_assert!(rel.is_relative());
+                prop_assert!(rel.components().all(|c| matches!(c, std::path::Component::Normal(_))));
+            }
+        }
+
+        #[test]
+        fn href_round_trips(segments in proptest::collection::vec("[^/\\\\\\x00]{1,20}", 0..4)) {
+            let segments: Vec<String> = segments.into_iter()
+                .filter(|s| s != "." && s != "..").collect();
+            let p = RequestPath { segments: segments.clone(), trailing_slash: false };
+            let again = RequestPath::parse(&p.to_href(false)).unwrap();
+            prop_assert_eq!(again.segments(), &segments[..]);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(raw in "\\PC{0,60}") {
+            let _ = RequestPath::parse(&raw);
+        }
+    }
+}

@@ -1,0 +1,696 @@
+//! `sockit serve` driven by curl and by raw sockets, over a fixture directory full of hostile
+//! names and symlinks.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// File names that break naive servers: spaces, URL syntax, quotes, markup, unicode, length.
+const HOSTILE_NAMES: &[&str] = &[
+    "a b.txt",
+    "hash#frag.txt",
+    "what?query=1.txt",
+    "100%25 sure %41.txt",
+    "quote\"single'.txt",
+    "<script>alert(1).html",
+    "<img src=x onerror=alert(1)>.txt",
+    "javascript:alert(1)",
+    "ünïcødé ✓ 日本.txt",
+    "plus+and&amp;=.txt",
+];
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    _outside: tempfile::TempDir,
+    root: PathBuf,
+    long_name: String,
+    big: Vec<u8>,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let outside = tempfile::tempdir().expect("temp dir");
+    let root = dir.path().join("www");
+    std::fs::create_dir(&root).unwrap();
+    let write = |name: &str, data: &[u8]| std::fs::write(root.join(name), data).unwrap();
+    write("hello.txt", b"hello world\n");
+    for (i, name) in HOSTILE_NAMES.iter().enumerate() {
+        write(name, format!("file {i}\n").as_bytes());
+    }
+    let long_name = format!("{}.txt", "long-".repeat(49));
+    write(&long_name, b"long\n");
+    let big = random_bytes(1 << 20, 7);
+    write("big.bin", &big);
+    write("style.css", "body { color: red; }\n".repeat(50).as_bytes());
+    let js = "console.log('precompressed');\n".repeat(20);
+    write("app.js", js.as_bytes());
+    write("app.js.gz", &gzip(js.as_bytes()));
+    write(".hidden", b"secret\n");
+    std::fs::create_dir(root.join(".git")).unwrap();
+    write(".git/config", b"secret\n");
+    std::fs::create_dir(root.join("sub dir")).unwrap();
+    write("sub dir/inner.txt", b"inner\n");
+    std::fs::create_dir(root.join("site")).unwrap();
+    write("site/index.html", b"<h1>index</h1>\n");
+    std::fs::write(outside.path().join("passwd"), b"root:x:0:0\n").unwrap();
+    std::os::unix::fs::symlink("hello.txt", root.join("inside-link")).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("passwd"), root.join("escape-link")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), root.join("escape-dir")).unwrap();
+    // A sibling directory whose name starts like the root's: a prefix check on strings
+    // would let it through.
+    std::fs::create_dir(dir.path().join("www-evil")).unwrap();
+    std::fs::write(dir.path().join("www-evil/x"), b"root:x:0:0\n").unwrap();
+    std::os::unix::fs::symlink(dir.path().join("www-evil/x"), root.join("prefix-link")).unwrap();
+    Fixture {
+        _dir: dir,
+        _outside: outside,
+        root,
+        long_name,
+        big,
+    }
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+fn serve(root: &Path, extra: &[&str]) -> Server {
+    let mut args = vec!["serve", root.to_str().unwrap(), "--port", "0"];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+/// A response as curl saw it.
+struct Reply {
+    status: u16,
+    headers: String,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<String> {
+        let prefix = format!("{}:", name.to_ascii_lowercase());
+        self.headers
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with(&prefix))
+            .map(|l| l[prefix.len()..].trim().to_owned())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Runs curl (no redirects followed) and splits its answer.
+fn curl(args: &[&str]) -> Reply {
+    require("curl");
+    let headers_file = tempfile::NamedTempFile::new().unwrap();
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "--max-time", "10", "-D"])
+        .arg(headers_file.path())
+        .args(args);
+    let (body, err, code) = run_cmd(&mut cmd, b"");
+    assert_eq!(code, Some(0), "curl {args:?} failed: {err}");
+    let headers = std::fs::read_to_string(headers_file.path()).unwrap();
+    // With several responses (100 Continue) the last block counts.
+    let last = headers
+        .trim_end()
+        .rsplit("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let status = last
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {headers:?}"));
+    Reply {
+        status,
+        headers: last,
+        body,
+    }
+}
+
+fn url(server: &Server, path: &str) -> String {
+    format!("http://{}{path}", server.addr)
+}
+
+/// Sends raw bytes on a new connection and reads until the server closes (bounded).
+fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect_timeout(&addr, WAIT).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hrefs(html: &str) -> Vec<String> {
+    html.split("href=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn listing_escapes_hostile_names_and_every_link_works() {
+    let fx = fixture();
+    let server = serve(&fx.root, &[]);
+    let page = curl(&[&url(&server, "/")]);
+    assert_eq!(page.status, 200);
+    let html = page.text();
+    assert!(!html.contains("<script>alert"), "unescaped markup");
+    assert!(html.contains("&lt;script&gt;alert(1).html"));
+    assert!(!html.contains("<img"), "unescaped markup");
+    for hidden in [
+        ".hidden",
+        ".git",
+        "escape-link",
+        "escape-dir",
+        "prefix-link",
+    ] {
+        assert!(!html.contains(hidden), "{hidden} listed");
+    }
+    // Directories first.
+    let sub = html.find("sub%20dir/").unwrap();
+    assert!(sub < html.find("hello.txt").unwrap());
+    let links = hrefs(&html);
+    let mut checked = 0;
+    for href in links
+        .iter()
+        .filter(|h| h.starts_with("./") && !h.ends_with('/'))
+    {
+        let reply = curl(&[&url(&server, &format!("/{}", &href[2..]))]);
+        assert_eq!(reply.status, 200, "{href}");
+        checked += 1;
+    }
+    assert!(checked > HOSTILE_NAMES.len(), "only {checked} links");
+    for (i, name) in HOSTILE_NAMES.iter().enumerate() {
+        let mut encoded = String::new();
+        sockit::http::server::encode_segment(name, &mut encoded);
+        let reply = curl(&[&url(&server, &format!("/{encoded}"))]);
+        assert_eq!(reply.text(), format!("file {i}\n"), "{name}");
+    }
+    let long = curl(&[&url(&server, &format!("/{}", fx.long_name))]);
+    assert_eq!(long.text(), "long\n");
+
+    let json = curl(&[&url(&server, "/?format=json")]);
+    assert_eq!(
+        json.header("content-type").as_deref(),
+        Some("application/json")
+    );
+    let entries: serde_json::Value = serde_json::from_slice(&json.body).unwrap();
+    let names: Vec<&str> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    for name in HOSTILE_NAMES {
+        assert!(names.contains(name), "{name} missing from {names:?}");
+    }
+    assert!(!names.contains(&".hidden"));
+
+    // A directory without its slash is redirected; index.html is served for a directory.
+    let redirect = curl(&[&url(&server, "/sub%20dir")]);
+    assert_eq!(redirect.status, 301);
+    assert_eq!(redirect.header("location").as_deref(), Some("/sub%20dir/"));
+    assert_eq!(curl(&[&url(&server, "/site/")]).text(), "<h1>index</h1>\n");
+    let nested = curl(&[&url(&server, "/sub%20dir/")]);
+    assert!(nested.text().contains("href=\"../\""));
+    assert!(nested.text().contains("inner.txt"));
+}
+
+#[test]
+fn head_ranges_and_conditional_requests_follow_rfc_9110() {
+    let fx = fixture();
+    let server = serve(&fx.root, &[]);
+    let hello = url(&server, "/hello.txt");
+    let head = curl(&["-I", &hello]);
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length").as_deref(), Some("12"));
+    assert!(!head.text().contains("hello world"));
+    assert_eq!(
+        head.header("content-type").as_deref(),
+        Some("text/plain; charset=utf-8")
+    );
+    let etag = head.header("etag").unwrap();
+    let modified = head.header("last-modified").unwrap();
+    assert!(etag.starts_with('"'), "strong etag: {etag}");
+
+    let part = curl(&["-r", "0-4", &hello]);
+    assert_eq!((part.status, part.text().as_str()), (206, "hello"));
+    assert_eq!(
+        part.header("content-range").as_deref(),
+        Some("bytes 0-4/12")
+    );
+    let suffix = curl(&["-H", "Range: bytes=-6", &hello]);
+    assert_eq!(suffix.text(), "world\n");
+    let outside = curl(&["-H", "Range: bytes=12-", &hello]);
+    assert_eq!(outside.status, 416);
+    assert_eq!(
+        outside.header("content-range").as_deref(),
+        Some("bytes */12")
+    );
+    let multi = curl(&["-H", "Range: bytes=0-1,4-5", &hello]);
+    assert_eq!((multi.status, multi.body.len()), (200, 12));
+
+    let if_range = format!("If-Range: {etag}");
+    let matched = curl(&["-H", "Range: bytes=6-", "-H", &if_range, &hello]);
+    assert_eq!((matched.status, matched.text().as_str()), (206, "world\n"));
+    let stale = curl(&["-H", "Range: bytes=6-", "-H", "If-Range: \"old\"", &hello]);
+    assert_eq!((stale.status, stale.body.len()), (200, 12));
+    let by_date = curl(&[
+        "-H",
+        "Range: bytes=6-",
+        "-H",
+        &format!("If-Range: {modified}"),
+        &hello,
+    ]);
+    assert_eq!(by_date.status, 206);
+
+    let not_modified = curl(&["-H", &format!("If-None-Match: {etag}"), &hello]);
+    assert_eq!(not_modified.status, 304);
+    assert!(not_modified.body.is_empty());
+    let since = curl(&["-H", &format!("If-Modified-Since: {modified}"), &hello]);
+    assert_eq!(since.status, 304);
+    let changed = curl(&["-H", "If-None-Match: \"other\"", &hello]);
+    assert_eq!(changed.status, 200);
+    let failed = curl(&["-H", "If-Match: \"other\"", &hello]);
+    assert_eq!(failed.status, 412);
+
+    // A file too big for the memory cache streams from disk, whole or in part.
+    let big = curl(&[&url(&server, "/big.bin")]);
+    assert!(big.body == fx.big, "big file differs");
+    let slice = curl(&["-r", "600000-899999", &url(&server, "/big.bin")]);
+    assert_eq!(slice.status, 206);
+    assert!(slice.body[..] == fx.big[600_000..900_000], "range differs");
+}
+
+#[test]
+fn compression_for_text_and_precompressed_siblings() {
+    let fx = fixture();
+    let server = serve(&fx.root, &[]);
+    let css = url(&server, "/style.css");
+    for coding in ["gzip", "br"] {
+        let reply = curl(&["-H", &format!("Accept-Encoding: {coding}"), &css]);
+        assert_eq!(reply.header("content-encoding").as_deref(), Some(coding));
+        assert!(reply.body.len() < 1050, "{coding} did not shrink");
+        assert_eq!(reply.header("vary").as_deref(), Some("accept-encoding"));
+    }
+    let decoded = curl(&["--compressed", &css]);
+    assert_eq!(decoded.text(), "body { color: red; }\n".repeat(50));
+    let plain = curl(&[&css]);
+    assert_eq!(plain.header("content-encoding"), None);
+    let js = curl(&["-H", "Accept-Encoding: gzip", &url(&server, "/app.js")]);
+    assert_eq!(js.header("content-encoding").as_deref(), Some("gzip"));
+    assert!(js.body == std::fs::read(fx.root.join("app.js.gz")).unwrap());
+    assert!(js.header("content-type").unwrap().contains("javascript"));
+    // Ranges apply to the identity form.
+    let ranged = curl(&["-H", "Accept-Encoding: gzip", "-r", "0-3", &css]);
+    assert_eq!((ranged.status, ranged.text().as_str()), (206, "body"));
+}
+
+#[test]
+fn keep_alive_and_pipelined_requests_are_answered_in_order() {
+    let fx = fixture();
+    let server = serve(&fx.root, &[]);
+    let mut stream = TcpStream::connect_timeout(&server.addr, WAIT).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream
+        .write_all(
+            b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n\
+              GET /sub%20dir/inner.txt HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+        .unwrap();
+    let text = read_until(&mut stream, |t| t.contains("inner\n"));
+    let first = text.find("hello world\n").expect("first answer");
+    let second = text.find("inner\n").expect("second answer");
+    assert!(first < second, "answers out of order: {text}");
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2);
+    // The connection is still open for a third request.
+    stream
+        .write_all(b"HEAD /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let third = read_until(&mut stream, |t| t.ends_with("\r\n\r\n"));
+    assert!(third.starts_with("HTTP/1.1 200 OK"), "{third}");
+    assert!(third.contains("content-length: 12"));
+}
+
+fn read_until(stream: &mut TcpStream, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + WAIT;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                if done(&String::from_utf8_lossy(&out)) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn traversal_and_redirect_tricks_never_leave_the_directory() {
+    let fx = fixture();
+    let server = serve(&fx.root, &[]);
+    for path in [
+        "/../../../../etc/passwd",
+        "/sub%20dir/../../www-evil/x",
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/%2E%2E%2F%2E%2E%2Fetc%2Fpasswd",
+        "/..%2f..%2fetc/passwd",
+        "/..%5c..%5cetc%5cpasswd",
+        "/.%2e/www-evil/x",
+        "/hello.txt%00.html",
+        "/%c0%ae%c0%ae/etc/passwd",
+    ] {
+        let reply = curl(&["--path-as-is", &url(&server, path)]);
+        assert!(
+            reply.status == 400 || reply.status == 404,
+            "{path}: {}",
+            reply.status
+        );
+        assert!(!reply.text().contains("root:"), "{path} leaked");
+    }
+    for request in [
+        "GET http://evil.example/../../etc/passwd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "GET /..\\..\\etc\\passwd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "GET //etc/passwd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "GET * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ] {
+        let answer = raw(server.addr, request.as_bytes());
+        assert!(answer.starts_with("HTTP/1.1 4"), "{request:?} -> {answer}");
+        assert!(!answer.contains("root:"), "{request:?} leaked");
+    }
+    // No open redirect: the Location of a directory redirect is always a local path.
+    for request in [
+        "GET //sub%20dir HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "GET ///sub%20dir?x=//evil HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ] {
+        let answer = raw(server.addr, request.as_bytes());
+        assert!(answer.starts_with("HTTP/1.1 301"), "{answer}");
+        let location = answer
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("location:"))
+            .unwrap();
+        assert!(
+            location[9..].trim().starts_with("/sub%20dir/"),
+            "{location}"
+        );
+    }
+    let backslash = raw(
+        server.addr,
+        b"GET /\\evil.example HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(backslash.starts_with("HTTP/1.1 400"), "{backslash}");
+    let method = raw(
+        server.addr,
+        b"DELETE /hello.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(method.starts_with("HTTP/1.1 405"), "{method}");
+    assert!(method.to_ascii_lowercase().contains("allow: get, head"));
+}
+
+#[test]
+fn symlinks_out_and_hidden_files_are_refused_unless_allowed() {
+    let fx = fixture();
+    let strict = serve(&fx.root, &[]);
+    let status = |server: &Server, path: &str| curl(&[&url(server, path)]).status;
+    assert_eq!(status(&strict, "/inside-link"), 200);
+    assert_eq!(status(&strict, "/escape-link"), 403);
+    assert_eq!(status(&strict, "/escape-dir/passwd"), 403);
+    assert_eq!(status(&strict, "/escape-dir/"), 403);
+    assert_eq!(status(&strict, "/prefix-link"), 403);
+    assert_eq!(status(&strict, "/.hidden"), 404);
+    assert_eq!(status(&strict, "/.git/config"), 404);
+    let open = serve(&fx.root, &["--hidden", "--follow-symlinks"]);
+    assert_eq!(curl(&[&url(&open, "/escape-link")]).text(), "root:x:0:0\n");
+    assert_eq!(status(&open, "/.git/config"), 200);
+    assert!(curl(&[&url(&open, "/")]).text().contains(".hidden"));
+}
+
+#[test]
+fn uploads_by_put_and_form_are_atomic_and_never_overwrite() {
+    let fx = fixture();
+    let server = serve(&fx.root, &["--upload", "--max-upload", "64KiB"]);
+    let source = fx.root.join("sub dir/inner.txt");
+    let source = source.to_str().unwrap();
+    let put = curl(&["-T", source, &url(&server, "/up%20loaded.txt")]);
+    assert_eq!(put.status, 201, "{}", put.text());
+    assert_eq!(
+        std::fs::read(fx.root.join("up loaded.txt")).unwrap(),
+        b"inner\n"
+    );
+    let again = curl(&["-T", source, &url(&server, "/up%20loaded.txt")]);
+    assert_eq!(again.status, 409);
+    let into_missing = curl(&["-T", source, &url(&server, "/nowhere/x.txt")]);
+    assert_eq!(into_missing.status, 404);
+    let hidden = curl(&["-T", source, &url(&server, "/.evil")]);
+    assert_eq!(hidden.status, 400);
+    let through_link = curl(&["-T", source, &url(&server, "/escape-dir/x.txt")]);
+    assert_eq!(through_link.status, 403);
+
+    let form = curl(&[
+        "-F",
+        &format!("file=@{source};filename=../../form <b>.txt"),
+        &url(&server, "/sub%20dir/"),
+    ]);
+    assert_eq!(form.status, 201, "{}", form.text());
+    assert_eq!(
+        std::fs::read(fx.root.join("sub dir/form <b>.txt")).unwrap(),
+        b"inner\n"
+    );
+    let listing = curl(&[&url(&server, "/")]);
+    assert!(listing.text().contains("enctype=\"multipart/form-data\""));
+
+    let too_big = fx.root.join("big.bin");
+    let refused = curl(&["-T", too_big.to_str().unwrap(), &url(&server, "/big2.bin")]);
+    assert_eq!(refused.status, 413);
+    assert!(!fx.root.join("big2.bin").exists());
+
+    // A cut-off upload leaves nothing behind, not even its temp file.
+    let mut stream = TcpStream::connect_timeout(&server.addr, WAIT).unwrap();
+    stream
+        .write_all(b"PUT /cut.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 50000\r\n\r\n")
+        .unwrap();
+    stream.write_all(&[7u8; 10_000]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    drop(stream);
+    let deadline = Instant::now() + WAIT;
+    let leftovers = || {
+        std::fs::read_dir(&fx.root)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".sockit-upload") || n == "cut.bin")
+            .collect::<Vec<_>>()
+    };
+    while !leftovers().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(leftovers(), Vec::<String>::new());
+
+    let overwriting = serve(&fx.root, &["--upload", "--overwrite", "--mkdir"]);
+    let replaced = curl(&["-T", source, &url(&overwriting, "/hello.txt")]);
+    assert_eq!(replaced.status, 200);
+    assert_eq!(
+        std::fs::read(fx.root.join("hello.txt")).unwrap(),
+        b"inner\n"
+    );
+    let deep = curl(&["-T", source, &url(&overwriting, "/new/deeper/x.txt")]);
+    assert_eq!(deep.status, 201);
+    assert!(fx.root.join("new/deeper/x.txt").is_file());
+}
+
+#[test]
+fn auth_protects_everything_or_only_writes() {
+    let fx = fixture();
+    let server = serve(&fx.root, &["--auth", "ann:open sesame"]);
+    let hello = url(&server, "/hello.txt");
+    let denied = curl(&[&hello]);
+    assert_eq!(denied.status, 401);
+    assert!(
+        denied
+            .header("www-authenticate")
+            .unwrap()
+            .starts_with("Basic")
+    );
+    assert_eq!(curl(&["-u", "ann:wrong", &hello]).status, 401);
+    assert_eq!(curl(&["-u", "ann:open sesame", &hello]).status, 200);
+    let line = server.stderr_line_with("\"GET /hello.txt HTTP/1.1\" 200");
+    assert!(line.contains(" - ann ["), "{line}");
+
+    let writes = serve(
+        &fx.root,
+        &["--upload", "--auth", "ann:pw", "--auth-writes-only"],
+    );
+    let source = fx.root.join("hello.txt");
+    let source = source.to_str().unwrap();
+    assert_eq!(curl(&[&url(&writes, "/hello.txt")]).status, 200);
+    assert_eq!(curl(&["-T", source, &url(&writes, "/w.txt")]).status, 401);
+    assert_eq!(
+        curl(&["-u", "ann:pw", "-T", source, &url(&writes, "/w.txt")]).status,
+        201
+    );
+}
+
+#[test]
+fn uploads_on_the_network_require_auth() {
+    let fx = fixture();
+    let (_, err, code) = run(
+        &[
+            "serve",
+            fx.root.to_str().unwrap(),
+            "--upload",
+            "--bind",
+            "0.0.0.0",
+            "--port",
+            "0",
+        ],
+        b"",
+    );
+    assert_eq!(code, Some(1));
+    assert!(err.contains("--auth"), "{err}");
+}
+
+#[test]
+fn slowloris_is_dropped_while_others_are_served() {
+    let fx = fixture();
+    let server = serve(&fx.root, &["--header-timeout", "1s"]);
+    let mut slow = TcpStream::connect_timeout(&server.addr, WAIT).unwrap();
+    slow.set_read_timeout(Some(WAIT)).unwrap();
+    slow.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let started = Instant::now();
+    for _ in 0..3 {
+        assert_eq!(curl(&[&url(&server, "/hello.txt")]).status, 200);
+    }
+    let mut buf = [0u8; 512];
+    // Closed (maybe after a 408): either way no request is served and the socket ends.
+    let mut seen = Vec::new();
+    loop {
+        match slow.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(5), "dropped after {waited:?}");
+    assert!(!String::from_utf8_lossy(&seen).contains("200 OK"));
+}
+
+#[test]
+fn idle_connections_do_not_delay_a_request_and_the_limit_answers_503() {
+    let fx = fixture();
+    let server = serve(&fx.root, &["--max-conns", "1100"]);
+    let idle: Vec<TcpStream> = (0..1000)
+        .map(|_| TcpStream::connect_timeout(&server.addr, WAIT).unwrap())
+        .collect();
+    let started = Instant::now();
+    assert_eq!(curl(&[&url(&server, "/hello.txt")]).status, 200);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    drop(idle);
+
+    let limited = serve(&fx.root, &["--max-conns", "2"]);
+    let held: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect_timeout(&limited.addr, WAIT).unwrap())
+        .collect();
+    // Give the server a moment to take both before the third arrives.
+    std::thread::sleep(Duration::from_millis(200));
+    let busy = raw(limited.addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(busy.starts_with("HTTP/1.1 503"), "{busy}");
+    drop(held);
+}
+
+#[test]
+fn malformed_long_and_large_requests_get_400_414_431() {
+    let fx = fixture();
+    let server = serve(&fx.root, &[]);
+    let garbage = raw(server.addr, b"BLAH\r\n\r\n");
+    assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage}");
+    let long_uri = format!(
+        "GET /{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "a".repeat(9000)
+    );
+    let answer = raw(server.addr, long_uri.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 414"), "{answer}");
+    let big_head = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(20_000)
+    );
+    let answer = raw(server.addr, big_head.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+}
+
+#[test]
+fn text_mode_answers_everything_and_logs_each_request() {
+    let server = Server::start(&["serve", "--port", "0", "--text", "hello world"]);
+    let reply = curl(&[&url(&server, "/anything?at=all")]);
+    assert_eq!((reply.status, reply.text().as_str()), (200, "hello world"));
+    let line = server.stderr_line_with("GET /anything?at=all");
+    assert!(line.contains("\" 200 11"), "{line}");
+    let status = Server::start(&["serve", "--port", "0", "--status", "503", "--quiet"]);
+    let reply = curl(&[&url(&status, "/")]);
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (503, "Service Unavailable\n")
+    );
+}
+
+#[test]
+fn tls_with_a_given_certificate_and_a_self_signed_one() {
+    let fx = fixture();
+    let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let cert = fx.root.parent().unwrap().join("cert.pem");
+    let key = fx.root.parent().unwrap().join("key.pem");
+    std::fs::write(&cert, generated.cert.pem()).unwrap();
+    std::fs::write(&key, generated.key_pair.serialize_pem()).unwrap();
+    let server = serve(
+        &fx.root,
+        &[
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let https = format!("https://{}/hello.txt", server.addr);
+    let reply = curl(&["--cacert", cert.to_str().unwrap(), &https]);
+    assert_eq!(reply.text(), "hello world\n");
+
+    let fresh = serve(&fx.root, &["--tls"]);
+    let line = fresh.stderr_line_with("TLS certificate sha256:");
+    assert!(line.contains("sha256:"));
+    fresh.stderr_line_with("open https://");
+    let reply = curl(&["-k", &format!("https://{}/hello.txt", fresh.addr)]);
+    assert_eq!(reply.text(), "hello world\n");
+}
+
+#[test]
+fn sigterm_stops_the_server_cleanly() {
+    let fx = fixture();
+    let server = serve(&fx.root, &["--quiet"]);
+    assert_eq!(curl(&[&url(&server, "/hello.txt")]).status, 200);
+    let (_, _, code) = run_cmd(
+        std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(server.child.id().to_string()),
+        b"",
+    );
+    assert_eq!(code, Some(0));
+    let (_, status) = server.wait_output();
+    assert!(status.success(), "{status:?}");
+}
