@@ -4,6 +4,7 @@
 //!
 //! | module | what it holds |
 //! |---|---|
+//! | [`chat`] | chat server (rooms, nicknames, fan-out, history) and terminal client |
 //! | [`net`] | addresses, TCP/UDP connect and listen, TLS (self-signed, pinning), byte tracing, full-duplex relay, line framing, the accept loop and graceful shutdown, echo/greet services |
 //!
 //! The `sockit` binary is a thin layer over these modules (`src/cli/`).
@@ -34,5 +35,6 @@
 //! ```
 
 pub mod bench;
+pub mod chat;
 pub mod http;
 pub mod net;

@@ -3,6 +3,7 @@
 
 mod args;
 mod bench;
+mod chat;
 mod connect;
 mod listen;
 
@@ -32,6 +33,8 @@ enum Command {
     Listen(listen::ListenArgs),
     /// Load generators: round trips, streams and datagrams against echo servers
     Bench(bench::BenchArgs),
+    /// Multi-user chat: `chat serve` (nc and telnet can join) and `chat join`
+    Chat(chat::ChatArgs),
     /// Print shell completions: sockit completions bash > /etc/bash_completion.d/sockit
     Completions {
         /// The shell to write completions for
@@ -46,6 +49,7 @@ impl Cli {
             Command::Connect(args) => connect::run(args, stop).await,
             Command::Listen(args) => listen::run(args, stop).await,
             Command::Bench(args) => bench::run(args, stop).await,
+            Command::Chat(args) => chat::run(args, stop).await,
             Command::Completions { shell } => {
                 clap_complete::generate(
                     shell,
