@@ -16,7 +16,10 @@ use tracing::{debug, info};
 
 use crate::chat::command::{DEFAULT_ROOM, HELP, nick_key};
 use crate::chat::history::{Ring, Store};
-use crate::chat::outbox::Outbox;
+use crate::chat::outbox::{Outbox, Pushed};
+
+/// Queues that went over half full during a publish: the publisher waits for them (bounded).
+pub(crate) type Congested = Vec<(ClientId, Arc<Outbox>)>;
 
 /// Identifies one connected client for its whole connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -201,17 +204,25 @@ impl Hub {
 
     /// Publishes chat lines from `id` (whole lines, already formatted) to its room: into the
     /// history first, then to every other member, one shared buffer for all of them.
-    pub(crate) fn publish(&self, id: ClientId, payload: Bytes) {
+    ///
+    /// Returns the members whose queues are now over half full.
+    pub(crate) fn publish(&self, id: ClientId, payload: Bytes) -> Congested {
         let lines = memchr::memchr_iter(b'\n', &payload).count();
         if lines == 0 {
-            return;
+            return Vec::new();
         }
         let mut state = self.lock();
         let Some(room) = state.clients.get(&id).map(|m| m.room.clone()) else {
-            return;
+            return Vec::new();
         };
         self.remember(&mut state, &room, &payload);
-        self.fan_out(&mut state, &room, &payload, lines, Some(id));
+        self.fan_out(&mut state, &room, &payload, lines, Some(id))
+    }
+
+    /// Drops a client whose queue did not drain in time, telling its room.
+    pub(crate) fn drop_stalled(&self, id: ClientId) {
+        let mut state = self.lock();
+        self.settle(&mut state, vec![id]);
     }
 
     /// Delivers lines published for `room` by another node to this node's members.
@@ -466,7 +477,7 @@ impl Hub {
     }
 
     /// Queues `payload` for every member of `room` except `except`, then drops whoever
-    /// could not take it.
+    /// could not take it. Returns the members whose queues are over half full.
     fn fan_out(
         &self,
         state: &mut State,
@@ -474,18 +485,25 @@ impl Hub {
         payload: &Bytes,
         lines: usize,
         except: Option<ClientId>,
-    ) {
+    ) -> Congested {
         let mut dropped = Vec::new();
+        let mut congested = Vec::new();
         if let Some(r) = state.rooms.get(room) {
             self.bus.publish(room, payload, &mut |payload| {
                 for (member, outbox) in &r.members {
-                    if Some(*member) != except && !outbox.push(payload, lines) {
-                        dropped.push(*member);
+                    if Some(*member) == except {
+                        continue;
+                    }
+                    match outbox.push_checked(payload, lines) {
+                        Pushed::Queued => {}
+                        Pushed::Congested => congested.push((*member, outbox.clone())),
+                        Pushed::Full => dropped.push(*member),
                     }
                 }
             });
         }
         self.settle(state, dropped);
+        congested
     }
 
     /// Drops clients whose queue overflowed, telling their rooms (which may drop more).

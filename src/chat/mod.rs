@@ -91,6 +91,9 @@ pub struct Config {
     pub show_addrs: bool,
     /// How long a client may take to send `PASS` when a password is required.
     pub login_timeout: Duration,
+    /// How long a sender waits for a member's over-half-full queue to drain before that
+    /// member is dropped as stalled.
+    pub stall_timeout: Duration,
 }
 
 impl Default for Config {
@@ -105,6 +108,7 @@ impl Default for Config {
             queue: QueueLimits::default(),
             show_addrs: false,
             login_timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(1),
         }
     }
 }

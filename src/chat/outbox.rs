@@ -42,11 +42,25 @@ struct Queue {
     is_closing: bool,
 }
 
+/// What a push did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// Queued.
+    Queued,
+    /// Queued, and the queue is over half full: the publisher should wait for it to drain
+    /// (bounded) before sending more.
+    Congested,
+    /// Not queued: the queue is full and this client must be dropped.
+    Full,
+}
+
 /// One client's queue of lines to write.
 #[derive(Debug)]
 pub(crate) struct Outbox {
     queue: Mutex<Queue>,
     wake: Notify,
+    /// Woken each time the writer empties the queue.
+    drained: Notify,
     killed: CancellationToken,
     limits: QueueLimits,
 }
@@ -64,6 +78,7 @@ impl Outbox {
         Self {
             queue: Mutex::new(Queue::default()),
             wake: Notify::new(),
+            drained: Notify::new(),
             killed: CancellationToken::new(),
             limits,
         }
@@ -72,25 +87,55 @@ impl Outbox {
     /// Queues `payload` (holding `lines` lines). Returns `false` when the queue is over its
     /// limits: the caller drops this client.
     pub(crate) fn push(&self, payload: &Bytes, lines: usize) -> bool {
+        self.push_checked(payload, lines) != Pushed::Full
+    }
+
+    /// Like [`push`](Self::push), and says whether the queue is getting full.
+    pub(crate) fn push_checked(&self, payload: &Bytes, lines: usize) -> Pushed {
         let mut queue = self.queue.lock().expect("outbox lock is never poisoned");
         if queue.is_closing {
-            return true;
+            return Pushed::Queued;
         }
-        if queue.lines + lines > self.limits.max_lines
-            || queue.bytes + payload.len() > self.limits.max_bytes
-        {
-            return false;
+        // One payload is accepted into an empty queue whatever its size (it is one read's
+        // worth at most), so a burst of short lines cannot drop everyone at once.
+        let is_over = queue.lines + lines > self.limits.max_lines
+            || queue.bytes + payload.len() > self.limits.max_bytes;
+        if is_over && !queue.items.is_empty() {
+            return Pushed::Full;
         }
         let was_empty = queue.items.is_empty();
         queue.items.push_back(payload.clone());
         queue.lines += lines;
         queue.bytes += payload.len();
+        let is_congested = self.is_congested(&queue);
         drop(queue);
         // The writer only sleeps on an empty queue, so only the first push must wake it.
         if was_empty {
             self.wake.notify_one();
         }
-        true
+        if is_congested {
+            Pushed::Congested
+        } else {
+            Pushed::Queued
+        }
+    }
+
+    fn is_congested(&self, queue: &Queue) -> bool {
+        !queue.is_closing
+            && (queue.lines > self.limits.max_lines / 2 || queue.bytes > self.limits.max_bytes / 2)
+    }
+
+    /// Resolves once the queue is no longer over half full (or the client is gone).
+    pub(crate) async fn until_drained(&self) {
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if !self.is_congested(&self.queue.lock().expect("outbox lock is never poisoned")) {
+                return;
+            }
+            drained.await;
+        }
     }
 
     /// Queues a line whatever the limits (a last notice before closing).
@@ -122,6 +167,7 @@ impl Outbox {
             queue.is_closing = true;
         }
         self.wake.notify_one();
+        self.drained.notify_waiters();
         self.killed.cancel();
     }
 
@@ -139,6 +185,8 @@ impl Outbox {
                     std::mem::swap(&mut queue.items, batch);
                     queue.lines = 0;
                     queue.bytes = 0;
+                    drop(queue);
+                    self.drained.notify_waiters();
                     return Next::Write;
                 }
                 if queue.is_closing {

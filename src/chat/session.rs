@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::chat::command::{Command, Input, parse};
-use crate::chat::hub::{ClientId, Departure, Hub, notice};
+use crate::chat::hub::{ClientId, Congested, Departure, Hub, notice};
 use crate::chat::line::{Incoming, LineDecoder};
 use crate::chat::outbox::{Outbox, write_all_queued};
 use crate::chat::{Config, Password};
@@ -83,6 +83,8 @@ struct Session {
     last_flood_notice: Option<Instant>,
     /// Chat lines of the current read, published together.
     pending: BytesMut,
+    /// Members whose queues went over half full with what this client published.
+    congested: Congested,
 }
 
 /// Serves one client until it leaves, is dropped, or the server stops.
@@ -104,6 +106,7 @@ pub(crate) async fn run(
         me: None,
         last_flood_notice: None,
         pending: BytesMut::new(),
+        congested: Vec::new(),
     };
     let (mut reader, mut writer) = tokio::io::split(stream);
     let writing = write_all_queued(&mut writer, &outbox);
@@ -186,6 +189,7 @@ impl Session {
             if at_eof {
                 return Ending::Leave(Departure::Closed);
             }
+            self.wait_for_readers().await;
             // A burst may have grown the buffer; an idle client should not keep that.
             if buf.is_empty() && buf.capacity() > 4 * READ_BYTES {
                 buf = BytesMut::new();
@@ -205,7 +209,27 @@ impl Session {
         }
         let payload: Bytes = self.pending.split().freeze();
         if let Some((id, _)) = &self.me {
-            self.hub.publish(*id, payload);
+            let congested = self.hub.publish(*id, payload);
+            self.congested.extend(congested);
+        }
+    }
+
+    /// Back-pressure with a bound: before reading more from this client, give the members
+    /// whose queues are over half full up to `stall_timeout` to drain; those that do not
+    /// are dropped. Readers that are merely slower than this sender slow it down; a reader
+    /// that has stopped costs the room one `stall_timeout`, once.
+    async fn wait_for_readers(&mut self) {
+        if self.congested.is_empty() {
+            return;
+        }
+        let deadline = Instant::now() + self.config.stall_timeout;
+        for (id, outbox) in std::mem::take(&mut self.congested) {
+            if tokio::time::timeout_at(deadline, outbox.until_drained())
+                .await
+                .is_err()
+            {
+                self.hub.drop_stalled(id);
+            }
         }
     }
 
@@ -269,8 +293,10 @@ impl Session {
         self.flush();
         match command {
             Command::Me(action) => {
-                self.hub
+                let congested = self
+                    .hub
                     .publish(id, Bytes::from(format!("* {nick} {action}\n")));
+                self.congested.extend(congested);
             }
             Command::Nick(wanted) => {
                 if let Some(new) = self.hub.rename(id, &wanted) {

@@ -69,6 +69,9 @@ struct ServeArgs {
     /// Bytes queued for one client before it is dropped as too slow
     #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_bytes)]
     queue_bytes: usize,
+    /// How long senders wait for a client whose queue is over half full before dropping it
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    stall_timeout: Duration,
     /// Show clients' IP addresses in join notices
     #[arg(long)]
     show_addrs: bool,
@@ -134,6 +137,7 @@ impl TryFrom<&ServeArgs> for Config {
                 max_bytes: args.queue_bytes.max(args.max_line + 64),
             },
             show_addrs: args.show_addrs,
+            stall_timeout: args.stall_timeout,
             ..Config::default()
         })
     }

@@ -5,4 +5,5 @@
 
 mod support;
 
+mod chat;
 mod net;
