@@ -506,3 +506,32 @@ fn history_survives_a_restart_with_db() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_chat_counts_every_line_once() {
+    use sockit::bench::chat::{ChatLoad, run};
+    let server = Running::start(fast_config()).await;
+    for rate in [0.0, 500.0] {
+        let load = ChatLoad {
+            clients: 20,
+            senders: 3,
+            messages: 100,
+            rate,
+            ..ChatLoad::default()
+        };
+        let report = run(server.addr, &load, WAIT).await.unwrap();
+        assert_eq!(report.counter("expected"), Some(3 * 100 * 19));
+        assert_eq!(report.ops, 3 * 100 * 19, "{}", report.table());
+        for counter in [
+            "lost",
+            "duplicated",
+            "reordered",
+            "malformed",
+            "disconnected",
+        ] {
+            assert_eq!(report.counter(counter), Some(0), "{}", report.table());
+        }
+        assert!(report.latency.is_some());
+    }
+    server.shutdown().await;
+}
