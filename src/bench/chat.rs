@@ -106,7 +106,11 @@ fn write_line(out: &mut Vec<u8>, size: usize, token: Token) {
         token.run, token.sender, token.seq, token.micros
     );
     let len = cursor.position() as usize;
-    out.extend(std::iter::repeat_n(b'x', size.saturating_sub(len)));
+    out.extend_from_slice(START);
+    out.extend(std::iter::repeat_n(
+        b'x',
+        size.saturating_sub(len + START.len()),
+    ));
     out.extend_from_slice(&tok[..len]);
     out.push(b'\n');
 }
@@ -122,22 +126,36 @@ enum Found {
     Malformed,
 }
 
-fn find_token(line: &[u8], pad: usize) -> Found {
-    let finder = memchr::memmem::Finder::new(b"~sb");
+/// Where a line starts: a line cut or spliced into another shows a missing or second start.
+const START: &[u8] = b"~sl";
+
+fn find_one(finder: &memchr::memmem::Finder<'_>, line: &[u8]) -> Result<Option<usize>, ()> {
     let mut found = finder.find_iter(line);
-    let Some(at) = found.next() else {
-        return Found::Nothing;
-    };
-    if found.next().is_some() {
-        return Found::Malformed;
+    match (found.next(), found.next()) {
+        (None, _) => Ok(None),
+        (Some(at), None) => Ok(Some(at)),
+        (Some(_), Some(_)) => Err(()),
     }
+}
+
+fn find_token(line: &[u8], pad: usize) -> Found {
+    static TOKEN: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"~sb"));
+    static LINE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(START));
+    let (Ok(start), Ok(at)) = (find_one(&LINE, line), find_one(&TOKEN, line)) else {
+        return Found::Malformed;
+    };
+    let (start, at) = match (start, at) {
+        (None, None) => return Found::Nothing,
+        (Some(start), Some(at)) => (start, at),
+        _ => return Found::Malformed,
+    };
     let Some(body) = line[at + 3..].strip_suffix(b"~") else {
         return Found::Malformed;
     };
-    let is_padded = at >= pad
-        && line[at - pad..at].iter().all(|&b| b == b'x')
-        && (at == pad || line[at - pad - 1] != b'x');
-    if !is_padded {
+    let padding = start + START.len();
+    if at != padding + pad || !line[padding..at].iter().all(|&b| b == b'x') {
         return Found::Malformed;
     }
     let Ok(body) = std::str::from_utf8(body) else {
@@ -198,7 +216,7 @@ pub async fn run(
             d.subsec_nanos() ^ (d.as_secs() as u32).rotate_left(16)
         });
     let senders = load.senders.min(load.clients);
-    let pad = load.size.saturating_sub(TOKEN_BYTES);
+    let pad = load.size.saturating_sub(MIN_LINE_BYTES);
 
     let mut writers = Vec::with_capacity(load.clients);
     let mut readers = JoinSet::new();
@@ -333,7 +351,9 @@ pub async fn run(
 }
 
 /// Bytes of a token: its fields have fixed widths, so the padding of every line is the same.
-pub const TOKEN_BYTES: usize = 43;
+const TOKEN_BYTES: usize = 43;
+/// The shortest line: start mark and token, no padding.
+pub const MIN_LINE_BYTES: usize = TOKEN_BYTES + START.len();
 
 async fn send_lines(
     mut writer: OwnedWriteHalf,
@@ -342,7 +362,7 @@ async fn send_lines(
     load: ChatLoad,
     epoch: Instant,
 ) -> OwnedWriteHalf {
-    let size = load.size.max(TOKEN_BYTES);
+    let size = load.size.max(MIN_LINE_BYTES);
     let mut out = Vec::with_capacity(32 * (size + 1));
     let period = (load.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / load.rate));
     let start = Instant::now();
@@ -488,7 +508,7 @@ mod tests {
     fn tokens_are_found_behind_any_prefix() {
         let l = line(64, T);
         assert_eq!(l.len(), 64);
-        let pad = 64 - TOKEN_BYTES;
+        let pad = 64 - MIN_LINE_BYTES;
         assert_eq!(
             line(
                 0,
@@ -498,7 +518,7 @@ mod tests {
                 }
             )
             .len(),
-            TOKEN_BYTES
+            MIN_LINE_BYTES
         );
         assert_eq!(find_token(&l, pad), Found::Token(T));
         let mut prefixed = b"<user5> ".to_vec();
@@ -510,7 +530,8 @@ mod tests {
     #[test]
     fn spliced_or_cut_lines_are_malformed() {
         let l = line(64, T);
-        let pad = l.iter().take_while(|&&b| b == b'x').count();
+        let pad = 64 - MIN_LINE_BYTES;
+        assert_eq!(find_token(&l, pad), Found::Token(T));
         let mut spliced = l[..10].to_vec();
         spliced.extend_from_slice(b"<user6> ");
         spliced.extend_from_slice(&l);
@@ -519,5 +540,6 @@ mod tests {
         let mut doubled = l.clone();
         doubled.extend_from_slice(&l);
         assert_eq!(find_token(&doubled, pad), Found::Malformed);
+        assert_eq!(find_token(&l[10..], pad), Found::Malformed, "start cut off");
     }
 }

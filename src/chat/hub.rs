@@ -49,13 +49,20 @@ pub struct HubConfig {
     pub history_lines: usize,
     /// Show peers' addresses in join notices.
     pub show_addrs: bool,
+    /// Joins and leaves are announced in rooms of at most this many members; in bigger
+    /// rooms they would be most of the traffic (n joins cost n² lines). `/who` still tells.
+    pub announce_limit: usize,
 }
+
+/// Rooms up to this size announce joins and leaves by default.
+pub const DEFAULT_ANNOUNCE_LIMIT: usize = 200;
 
 impl Default for HubConfig {
     fn default() -> Self {
         Self {
             history_lines: crate::chat::history::DEFAULT_HISTORY_LINES,
             show_addrs: false,
+            announce_limit: DEFAULT_ANNOUNCE_LIMIT,
         }
     }
 }
@@ -93,6 +100,8 @@ struct State {
     clients: HashMap<ClientId, Member>,
     nicks: HashMap<String, ClientId>,
     rooms: HashMap<String, Room>,
+    /// The server's console (`--console`): sees every room line, is never dropped.
+    observer: Option<Arc<Outbox>>,
 }
 
 /// Rooms, nicknames and fan-out for one chat server.
@@ -241,6 +250,11 @@ impl Hub {
             }
         }
         self.settle(&mut state, dropped);
+    }
+
+    /// Copies every line fanned out to any room into `outbox` (the server's console).
+    pub(crate) fn watch(&self, outbox: Arc<Outbox>) {
+        self.lock().observer = Some(outbox);
     }
 
     /// A notice from the server to everyone in every room (`* text`).
@@ -418,7 +432,7 @@ impl Hub {
             Departure::Shutdown => return,
         };
         info!(nick = %member.nick, reason = %text, "left");
-        self.fan_out(&mut state, &member.room, &notice(&text), 1, None);
+        self.announce_in(&mut state, &member.room, &notice(&text));
     }
 
     fn remove(&self, state: &mut State, id: ClientId) -> Option<Member> {
@@ -446,7 +460,7 @@ impl Hub {
         if !old.is_empty() {
             self.leave_room(state, id, &old);
             let line = notice(&format!("{nick} went to #{room}"));
-            self.fan_out(state, &old, &line, 1, None);
+            self.announce_in(state, &old, &line);
         }
         let from = if self.config.show_addrs {
             format!(" from {addr}")
@@ -454,12 +468,20 @@ impl Hub {
             String::new()
         };
         let line = notice(&format!("{nick}{from} joined #{room}"));
-        self.fan_out(state, room, &line, 1, None);
+        self.announce_in(state, room, &line);
         let r = state.rooms.entry(room.to_owned()).or_default();
         outbox.push(&notice(&format!("you joined #{room} as {nick}")), 1);
         replay(&outbox, room, &r.history, self.config.history_lines);
         r.members.push((id, outbox));
         debug!(%nick, room, "joined");
+    }
+
+    /// A join or leave notice, unless the room is too big for them.
+    fn announce_in(&self, state: &mut State, room: &str, line: &Bytes) {
+        let size = state.rooms.get(room).map_or(0, |r| r.members.len());
+        if size <= self.config.announce_limit {
+            self.fan_out(state, room, line, 1, None);
+        }
     }
 
     fn remember(&self, state: &mut State, room: &str, payload: &Bytes) {
@@ -488,6 +510,10 @@ impl Hub {
     ) -> Congested {
         let mut dropped = Vec::new();
         let mut congested = Vec::new();
+        if let Some(observer) = &state.observer {
+            // A console that cannot keep up misses lines; it never holds anyone up.
+            observer.push(payload, lines);
+        }
         if let Some(r) = state.rooms.get(room) {
             self.bus.publish(room, payload, &mut |payload| {
                 for (member, outbox) in &r.members {

@@ -89,6 +89,8 @@ pub struct Config {
     pub queue: QueueLimits,
     /// Show peers' addresses in join notices.
     pub show_addrs: bool,
+    /// Announce joins and leaves only in rooms of at most this many members.
+    pub announce_limit: usize,
     /// How long a client may take to send `PASS` when a password is required.
     pub login_timeout: Duration,
     /// How long a sender waits for a member's over-half-full queue to drain before that
@@ -107,6 +109,7 @@ impl Default for Config {
             rate: 20.0,
             queue: QueueLimits::default(),
             show_addrs: false,
+            announce_limit: hub::DEFAULT_ANNOUNCE_LIMIT,
             login_timeout: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(1),
         }
@@ -145,6 +148,7 @@ impl Server {
         let hub = Arc::new(Hub::new(HubConfig {
             history_lines: config.history_lines,
             show_addrs: config.show_addrs,
+            announce_limit: config.announce_limit,
         }));
         if let Some(path) = &config.db {
             let (store, rooms) = history::Store::open(path, config.history_lines)?;
@@ -159,6 +163,47 @@ impl Server {
     /// The hub, to post as the server (`--console`) or to watch it.
     pub fn hub(&self) -> Arc<Hub> {
         self.hub.clone()
+    }
+
+    /// Runs the server's console: lines from `input` are posted as `server` to every room;
+    /// every room line is written to `output`. Ends on `stop` (the end of `input` only ends
+    /// posting).
+    ///
+    /// # Errors
+    ///
+    /// An I/O error on `input` or `output`.
+    pub async fn console<I, O>(
+        hub: Arc<Hub>,
+        input: I,
+        mut output: O,
+        stop: CancellationToken,
+    ) -> std::io::Result<()>
+    where
+        I: tokio::io::AsyncRead + Unpin,
+        O: tokio::io::AsyncWrite + Unpin,
+    {
+        use tokio::io::AsyncBufReadExt;
+        let watched = Arc::new(outbox::Outbox::new(QueueLimits::default()));
+        hub.watch(watched.clone());
+        let mut lines = tokio::io::BufReader::new(input).lines();
+        let printing = outbox::write_all_queued(&mut output, &watched);
+        tokio::pin!(printing);
+        let mut is_input_open = true;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                result = &mut printing => return result,
+                line = lines.next_line(), if is_input_open => match line? {
+                    Some(line) => {
+                        let text = line::neutralise(line.as_bytes());
+                        if !text.trim().is_empty() {
+                            hub.say_as_server(&text);
+                        }
+                    }
+                    None => is_input_open = false,
+                },
+            }
+        }
     }
 
     /// Serves clients until `stop` is cancelled; then tells everyone, lets their queues drain

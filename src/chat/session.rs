@@ -19,8 +19,11 @@ use crate::chat::outbox::{Outbox, write_all_queued};
 use crate::chat::{Config, Password};
 use crate::net::BoxStream;
 
-/// Bytes asked of each read; a busy sender's burst arrives in as few reads as this allows.
-const READ_BYTES: usize = 16 * 1024;
+/// Bytes asked of a read while a client is quiet: idle clients cost little memory.
+const SMALL_READ_BYTES: usize = 1024;
+/// Bytes asked of each read while a client is busy: a burst arrives in few reads, and each
+/// read is published as one shared buffer.
+const BIG_READ_BYTES: usize = 32 * 1024;
 /// How long the last lines (a goodbye, a shutdown notice) may take to reach a client.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -142,6 +145,7 @@ impl Session {
     ) -> Ending {
         let mut decoder = LineDecoder::new(self.config.max_line_bytes);
         let mut buf = BytesMut::new();
+        let mut read_bytes = SMALL_READ_BYTES;
         let login_deadline = Instant::now() + self.config.login_timeout;
         if self.config.password.is_some() {
             self.outbox
@@ -150,9 +154,10 @@ impl Session {
             self.enter();
         }
         loop {
-            if buf.capacity() - buf.len() < 1024 {
-                buf.reserve(READ_BYTES);
+            if buf.capacity() - buf.len() < read_bytes / 2 {
+                buf.reserve(read_bytes);
             }
+            let spare = buf.capacity() - buf.len();
             let read = tokio::select! {
                 _ = stop.cancelled() => {
                     self.outbox.push_last(notice("server shutting down"));
@@ -164,14 +169,18 @@ impl Session {
                 }
                 read = reader.read_buf(&mut buf) => read,
             };
-            let at_eof = match read {
-                Ok(0) => true,
-                Ok(_) => false,
+            let got = match read {
+                Ok(n) => n,
                 Err(err) => {
                     debug!(error = %err, "read failed");
                     return Ending::Leave(Departure::Lost(describe(&err)));
                 }
             };
+            let at_eof = got == 0;
+            // A read that filled the buffer means more is waiting: read bigger.
+            if got == spare {
+                read_bytes = BIG_READ_BYTES;
+            }
             let now = Instant::now();
             loop {
                 let line = if at_eof {
@@ -190,8 +199,9 @@ impl Session {
                 return Ending::Leave(Departure::Closed);
             }
             self.wait_for_readers().await;
-            // A burst may have grown the buffer; an idle client should not keep that.
-            if buf.is_empty() && buf.capacity() > 4 * READ_BYTES {
+            // After a burst, an idle client goes back to a small buffer.
+            if buf.is_empty() && read_bytes == BIG_READ_BYTES && got < SMALL_READ_BYTES {
+                read_bytes = SMALL_READ_BYTES;
                 buf = BytesMut::new();
             }
         }

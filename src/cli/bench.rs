@@ -52,7 +52,7 @@ struct ChatBenchArgs {
     /// Lines per second per sender (0: flat out)
     #[arg(short = 'r', long, default_value_t = 0.0)]
     rate: f64,
-    /// Bytes per line (at least 43, the token)
+    /// Bytes per line (at least 46: start mark and token)
     #[arg(long, default_value = "64", value_parser = parse_bytes)]
     size: usize,
     /// A line every client sends first, e.g. "PASS secret"

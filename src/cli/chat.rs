@@ -5,11 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use tokio::io::AsyncBufReadExt;
 use tokio_util::sync::CancellationToken;
 
 use sockit::chat::client::{self, JoinConfig};
-use sockit::chat::{self, Config, Hub, Password, QueueLimits};
+use sockit::chat::{self, Config, Password, QueueLimits};
 use sockit::net::{ClientOptions, HostPort, ServerConfig, bind_tcp, open, tls};
 
 use crate::cli::args::{
@@ -75,6 +74,9 @@ struct ServeArgs {
     /// Show clients' IP addresses in join notices
     #[arg(long)]
     show_addrs: bool,
+    /// Announce joins and leaves only in rooms of at most N members
+    #[arg(long, value_name = "N", default_value_t = chat::hub::DEFAULT_ANNOUNCE_LIMIT)]
+    announce_limit: usize,
     /// Take part from this terminal: see the chat, post as `server`
     #[arg(long)]
     console: bool,
@@ -138,6 +140,7 @@ impl TryFrom<&ServeArgs> for Config {
             },
             show_addrs: args.show_addrs,
             stall_timeout: args.stall_timeout,
+            announce_limit: args.announce_limit,
             ..Config::default()
         })
     }
@@ -160,31 +163,16 @@ async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<()> {
     announce("chat", listener.local_addr()?, identity.as_ref());
     if args.console {
         let hub = server.hub();
-        tokio::spawn(console(hub, stop.clone()));
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (stdin, stdout) = (tokio::io::stdin(), tokio::io::stdout());
+            if let Err(err) = chat::Server::console(hub, stdin, stdout, stop).await {
+                tracing::warn!(error = %err, "console closed");
+            }
+        });
     }
     server.serve(listener, stop).await;
     Ok(())
-}
-
-/// `--console`: stdin lines are posted as `server`; the room traffic is not echoed here
-/// (the server's log shows joins and leaves with -v).
-async fn console(hub: std::sync::Arc<Hub>, stop: CancellationToken) {
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    loop {
-        let line = tokio::select! {
-            _ = stop.cancelled() => return,
-            line = lines.next_line() => line,
-        };
-        match line {
-            Ok(Some(line)) => {
-                let text = chat::line::neutralise(line.as_bytes());
-                if !text.trim().is_empty() {
-                    hub.say_as_server(&text);
-                }
-            }
-            _ => return,
-        }
-    }
 }
 
 async fn join(args: JoinArgs, stop: CancellationToken) -> anyhow::Result<()> {

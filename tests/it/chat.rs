@@ -535,3 +535,39 @@ async fn bench_chat_counts_every_line_once() {
     }
     server.shutdown().await;
 }
+
+#[test]
+fn console_posts_as_server_and_sees_the_rooms() {
+    let mut server = Server::start_with_stdin(
+        &["chat", "serve", "--port", "0", "--console"],
+        std::process::Stdio::piped(),
+    );
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    while !line.contains("you joined") {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0);
+    }
+    stream.write_all(b"/nick ann\nhi console\n").unwrap();
+    let mut console = server.child.stdin.take().unwrap();
+    console
+        .write_all("hello from the console 你好\n".as_bytes())
+        .unwrap();
+    while !line.contains("<server>") {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0);
+    }
+    assert_eq!(line.trim_end(), "<server> hello from the console 你好");
+    drop(console); // EOF ends the console, not the server
+    stream.write_all(b"/quit\n").unwrap();
+    let mut out = server.child.stdout.take().unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("<ann> hi console") {
+        let n = std::io::Read::read(&mut out, &mut buf).unwrap();
+        assert!(n > 0, "console output ended early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
