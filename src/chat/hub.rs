@@ -18,7 +18,7 @@ use crate::chat::command::{DEFAULT_ROOM, HELP, nick_key};
 use crate::chat::history::{Ring, Store};
 use crate::chat::outbox::{Outbox, Pushed};
 
-/// Queues that went over half full during a publish: the publisher waits for them (bounded).
+/// Queues that went over an eighth full during a publish: the publisher waits for them (bounded).
 pub(crate) type Congested = Vec<(ClientId, Arc<Outbox>)>;
 
 /// Identifies one connected client for its whole connection.
@@ -214,7 +214,7 @@ impl Hub {
     /// Publishes chat lines from `id` (whole lines, already formatted) to its room: into the
     /// history first, then to every other member, one shared buffer for all of them.
     ///
-    /// Returns the members whose queues are now over half full.
+    /// Returns the members whose queues are now over an eighth full.
     pub(crate) fn publish(&self, id: ClientId, payload: Bytes) -> Congested {
         let lines = memchr::memchr_iter(b'\n', &payload).count();
         if lines == 0 {
@@ -499,7 +499,7 @@ impl Hub {
     }
 
     /// Queues `payload` for every member of `room` except `except`, then drops whoever
-    /// could not take it. Returns the members whose queues are over half full.
+    /// could not take it. Returns the members whose queues are over an eighth full.
     fn fan_out(
         &self,
         state: &mut State,

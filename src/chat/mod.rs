@@ -93,7 +93,7 @@ pub struct Config {
     pub announce_limit: usize,
     /// How long a client may take to send `PASS` when a password is required.
     pub login_timeout: Duration,
-    /// How long a sender waits for a member's over-half-full queue to drain before that
+    /// How long a sender waits for a member's over-an-eighth-full queue to drain before that
     /// member is dropped as stalled.
     pub stall_timeout: Duration,
 }

@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -15,6 +16,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Most slices handed to one vectored write (Linux takes up to 1024; this is plenty).
 const MAX_IOVECS: usize = 64;
+
+/// Senders wait (bounded) for a queue over 1/8 of its limits. The hard limit stays well
+/// above that, because several senders' whole reads may land in the queue at once.
+const CONGESTION_FRACTION: usize = 8;
 
 /// Limits of one client's queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +33,7 @@ pub struct QueueLimits {
 impl Default for QueueLimits {
     fn default() -> Self {
         Self {
-            max_lines: 1024,
+            max_lines: 16 * 1024,
             max_bytes: 1 << 20,
         }
     }
@@ -47,7 +52,7 @@ struct Queue {
 pub(crate) enum Pushed {
     /// Queued.
     Queued,
-    /// Queued, and the queue is over half full: the publisher should wait for it to drain
+    /// Queued, and the queue is over an eighth full: the publisher should wait for it to drain
     /// (bounded) before sending more.
     Congested,
     /// Not queued: the queue is full and this client must be dropped.
@@ -61,6 +66,8 @@ pub(crate) struct Outbox {
     wake: Notify,
     /// Woken each time the writer empties the queue.
     drained: Notify,
+    /// Bytes written to the client so far: a slow reader makes progress, a stalled one not.
+    written: AtomicU64,
     killed: CancellationToken,
     limits: QueueLimits,
 }
@@ -79,6 +86,7 @@ impl Outbox {
             queue: Mutex::new(Queue::default()),
             wake: Notify::new(),
             drained: Notify::new(),
+            written: AtomicU64::new(0),
             killed: CancellationToken::new(),
             limits,
         }
@@ -122,10 +130,16 @@ impl Outbox {
 
     fn is_congested(&self, queue: &Queue) -> bool {
         !queue.is_closing
-            && (queue.lines > self.limits.max_lines / 2 || queue.bytes > self.limits.max_bytes / 2)
+            && (queue.lines > self.limits.max_lines / CONGESTION_FRACTION
+                || queue.bytes > self.limits.max_bytes / CONGESTION_FRACTION)
     }
 
-    /// Resolves once the queue is no longer over half full (or the client is gone).
+    /// Bytes written to the client so far.
+    pub(crate) fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once the queue is no longer over an eighth full (or the client is gone).
     pub(crate) async fn until_drained(&self) {
         loop {
             let drained = self.drained.notified();
@@ -210,7 +224,7 @@ pub(crate) async fn write_all_queued<W: AsyncWrite + Unpin>(
     let mut batch = VecDeque::new();
     loop {
         match outbox.next(&mut batch).await {
-            Next::Write => write_batch(out, &mut batch).await?,
+            Next::Write => write_batch(out, &mut batch, &outbox.written).await?,
             Next::Closed => {
                 out.flush().await?;
                 return out.shutdown().await;
@@ -227,6 +241,7 @@ pub(crate) async fn write_all_queued<W: AsyncWrite + Unpin>(
 pub(crate) async fn write_batch<W: AsyncWrite + Unpin>(
     out: &mut W,
     batch: &mut VecDeque<Bytes>,
+    written_total: &AtomicU64,
 ) -> std::io::Result<()> {
     while !batch.is_empty() {
         let written = if batch.len() == 1 || !out.is_write_vectored() {
@@ -242,6 +257,7 @@ pub(crate) async fn write_batch<W: AsyncWrite + Unpin>(
         if written == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
+        written_total.fetch_add(written as u64, Ordering::Relaxed);
         let mut left = written;
         while left > 0 {
             let front = batch
@@ -276,7 +292,9 @@ mod tests {
         let mut batch = VecDeque::new();
         assert!(matches!(outbox.next(&mut batch).await, Next::Write));
         let mut out = Vec::new();
-        write_batch(&mut out, &mut batch).await.unwrap();
+        let written = AtomicU64::new(0);
+        write_batch(&mut out, &mut batch, &written).await.unwrap();
+        assert_eq!(written.load(Ordering::Relaxed), 9);
         assert_eq!(out, b"line\na\nb\n");
         assert!(
             outbox.push(&line, 1),

@@ -24,6 +24,8 @@ const SMALL_READ_BYTES: usize = 1024;
 /// Bytes asked of each read while a client is busy: a burst arrives in few reads, and each
 /// read is published as one shared buffer.
 const BIG_READ_BYTES: usize = 32 * 1024;
+/// A reader whose queue is congested must take at least this much per `stall_timeout`.
+const MIN_PROGRESS_BYTES: u64 = 32 * 1024;
 /// How long the last lines (a goodbye, a shutdown notice) may take to reach a client.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -86,7 +88,7 @@ struct Session {
     last_flood_notice: Option<Instant>,
     /// Chat lines of the current read, published together.
     pending: BytesMut,
-    /// Members whose queues went over half full with what this client published.
+    /// Members whose queues went over an eighth full with what this client published.
     congested: Congested,
 }
 
@@ -198,7 +200,7 @@ impl Session {
             if at_eof {
                 return Ending::Leave(Departure::Closed);
             }
-            self.wait_for_readers().await;
+            self.wait_for_readers(stop).await;
             // After a burst, an idle client goes back to a small buffer.
             if buf.is_empty() && read_bytes == BIG_READ_BYTES && got < SMALL_READ_BYTES {
                 read_bytes = SMALL_READ_BYTES;
@@ -224,21 +226,26 @@ impl Session {
         }
     }
 
-    /// Back-pressure with a bound: before reading more from this client, give the members
-    /// whose queues are over half full up to `stall_timeout` to drain; those that do not
-    /// are dropped. Readers that are merely slower than this sender slow it down; a reader
-    /// that has stopped costs the room one `stall_timeout`, once.
-    async fn wait_for_readers(&mut self) {
-        if self.congested.is_empty() {
-            return;
-        }
-        let deadline = Instant::now() + self.config.stall_timeout;
+    /// Back-pressure with a bound: before reading more from this client, wait for members
+    /// whose queues are over an eighth full. A reader that is merely slower than this sender
+    /// slows it down; one that writes less than [`MIN_PROGRESS_BYTES`] in a `stall_timeout`
+    /// while its queue stays full is dropped (so a stalled reader costs the room one
+    /// `stall_timeout`, once).
+    async fn wait_for_readers(&mut self, stop: &CancellationToken) {
         for (id, outbox) in std::mem::take(&mut self.congested) {
-            if tokio::time::timeout_at(deadline, outbox.until_drained())
-                .await
-                .is_err()
-            {
-                self.hub.drop_stalled(id);
+            loop {
+                let before = outbox.written();
+                let drained = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    waited = tokio::time::timeout(self.config.stall_timeout, outbox.until_drained()) => waited.is_ok(),
+                };
+                if drained {
+                    break;
+                }
+                if outbox.written() - before < MIN_PROGRESS_BYTES {
+                    self.hub.drop_stalled(id);
+                    break;
+                }
             }
         }
     }

@@ -63,12 +63,12 @@ struct ServeArgs {
     #[arg(long, value_name = "MSGS/SEC", default_value_t = 20.0)]
     rate: f64,
     /// Lines queued for one client before it is dropped as too slow
-    #[arg(long, value_name = "LINES", default_value_t = 1024)]
+    #[arg(long, value_name = "LINES", default_value_t = 16 * 1024)]
     queue_lines: usize,
     /// Bytes queued for one client before it is dropped as too slow
     #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_bytes)]
     queue_bytes: usize,
-    /// How long senders wait for a client whose queue is over half full before dropping it
+    /// How long senders wait for a client whose queue is over an eighth full before dropping it
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     stall_timeout: Duration,
     /// Show clients' IP addresses in join notices
