@@ -444,6 +444,9 @@ impl Receiver {
                     .fetch_add(tally.delivered - before, Ordering::Relaxed);
                 self.last_delivery.fetch_max(now, Ordering::Relaxed);
             }
+            // One read per turn: with many busy clients on one thread, a receiver that keeps
+            // reading would make the others wait long enough to look stalled to the server.
+            tokio::task::yield_now().await;
         }
         tally
     }

@@ -538,8 +538,8 @@ impl Hub {
             let Some(member) = self.remove(state, id) else {
                 continue;
             };
+            tracing::warn!(nick = %member.nick, queue = ?member.outbox.queued(), "dropped: not reading fast enough");
             member.outbox.kill();
-            tracing::warn!(nick = %member.nick, "dropped: not reading fast enough");
             let line = notice(&format!(
                 "{} was dropped (not reading fast enough)",
                 member.nick

@@ -111,7 +111,7 @@ impl Default for Config {
             show_addrs: false,
             announce_limit: hub::DEFAULT_ANNOUNCE_LIMIT,
             login_timeout: Duration::from_secs(30),
-            stall_timeout: Duration::from_secs(1),
+            stall_timeout: Duration::from_secs(3),
         }
     }
 }

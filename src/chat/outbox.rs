@@ -134,6 +134,12 @@ impl Outbox {
                 || queue.bytes > self.limits.max_bytes / CONGESTION_FRACTION)
     }
 
+    /// Lines and bytes waiting now.
+    pub(crate) fn queued(&self) -> (usize, usize) {
+        let queue = self.queue.lock().expect("outbox lock is never poisoned");
+        (queue.lines, queue.bytes)
+    }
+
     /// Bytes written to the client so far.
     pub(crate) fn written(&self) -> u64 {
         self.written.load(Ordering::Relaxed)

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -159,7 +159,8 @@ impl Session {
             if buf.capacity() - buf.len() < read_bytes / 2 {
                 buf.reserve(read_bytes);
             }
-            let spare = buf.capacity() - buf.len();
+            let spare = (buf.capacity() - buf.len()).min(read_bytes);
+            let mut limited = (&mut buf).limit(read_bytes);
             let read = tokio::select! {
                 _ = stop.cancelled() => {
                     self.outbox.push_last(notice("server shutting down"));
@@ -169,7 +170,8 @@ impl Session {
                     self.outbox.push_last(notice("login timed out"));
                     return Ending::Refused;
                 }
-                read = reader.read_buf(&mut buf) => read,
+                // Bounded reads bound what one publish adds to every member's queue.
+                read = reader.read_buf(&mut limited) => read,
             };
             let got = match read {
                 Ok(n) => n,
@@ -232,19 +234,34 @@ impl Session {
     /// while its queue stays full is dropped (so a stalled reader costs the room one
     /// `stall_timeout`, once).
     async fn wait_for_readers(&mut self, stop: &CancellationToken) {
-        for (id, outbox) in std::mem::take(&mut self.congested) {
-            loop {
-                let before = outbox.written();
+        let mut waiting: Vec<_> = std::mem::take(&mut self.congested)
+            .into_iter()
+            .map(|(id, outbox)| {
+                let written = outbox.written();
+                (id, outbox, written)
+            })
+            .collect();
+        // All congested members share each window, so many stalled ones cost one window.
+        while !waiting.is_empty() {
+            let deadline = Instant::now() + self.config.stall_timeout;
+            let mut still = Vec::new();
+            for (id, outbox, before) in waiting {
                 let drained = tokio::select! {
                     _ = stop.cancelled() => return,
-                    waited = tokio::time::timeout(self.config.stall_timeout, outbox.until_drained()) => waited.is_ok(),
+                    waited = tokio::time::timeout_at(deadline, outbox.until_drained()) => waited.is_ok(),
                 };
-                if drained {
-                    break;
+                if !drained {
+                    still.push((id, outbox, before));
                 }
-                if outbox.written() - before < MIN_PROGRESS_BYTES {
+            }
+            waiting = Vec::new();
+            for (id, outbox, before) in still {
+                let written = outbox.written();
+                if written - before < MIN_PROGRESS_BYTES {
+                    warn!(timeout = ?self.config.stall_timeout, "a member's queue did not drain");
                     self.hub.drop_stalled(id);
-                    break;
+                } else {
+                    waiting.push((id, outbox, written));
                 }
             }
         }

@@ -69,7 +69,7 @@ struct ServeArgs {
     #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_bytes)]
     queue_bytes: usize,
     /// How long senders wait for a client whose queue is over an eighth full before dropping it
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
     stall_timeout: Duration,
     /// Show clients' IP addresses in join notices
     #[arg(long)]
