@@ -222,6 +222,7 @@ pub async fn run(
     let mut readers = JoinSet::new();
     let progress = Arc::new(AtomicU64::new(0));
     let received_bytes = Arc::new(AtomicU64::new(0));
+    let greeted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let last_delivery = Arc::new(AtomicU64::new(0));
     let stop = CancellationToken::new();
     for index in 0..load.clients {
@@ -249,19 +250,24 @@ pub async fn run(
             epoch,
             progress: progress.clone(),
             received_bytes: received_bytes.clone(),
+            greeted: greeted.clone(),
             last_delivery: last_delivery.clone(),
         };
         readers.spawn(receiver.run(reader, stop.clone()));
     }
 
-    // Let the joins' notices settle so they do not count against the measured part.
+    // Let the joins' notices settle so they do not count against the measured part, and
+    // make sure every client is in the room (it was greeted) before anyone sends; a server
+    // that greets nobody gets a longer quiet period instead.
     let mut quiet_since = (Instant::now(), received_bytes.load(Ordering::Relaxed));
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let now_bytes = received_bytes.load(Ordering::Relaxed);
+        let is_everyone_in = greeted.load(Ordering::Relaxed) == load.clients;
+        let quiet = if is_everyone_in { 300 } else { 2000 };
         if now_bytes != quiet_since.1 {
             quiet_since = (Instant::now(), now_bytes);
-        } else if quiet_since.0.elapsed() >= Duration::from_millis(300) {
+        } else if quiet_since.0.elapsed() >= Duration::from_millis(quiet) {
             break;
         }
     }
@@ -407,6 +413,8 @@ struct Receiver {
     epoch: Instant,
     progress: Arc<AtomicU64>,
     received_bytes: Arc<AtomicU64>,
+    /// Clients that received anything at all (the server has them in the room).
+    greeted: Arc<std::sync::atomic::AtomicUsize>,
     last_delivery: Arc<AtomicU64>,
 }
 
@@ -415,6 +423,7 @@ impl Receiver {
         let mut tally = Tally::default();
         let mut seen = Seen::new(self.senders, self.messages);
         let mut buf = BytesMut::with_capacity(64 * 1024);
+        let mut is_greeted = false;
         loop {
             if buf.capacity() - buf.len() < 16 * 1024 {
                 buf.reserve(64 * 1024);
@@ -431,6 +440,10 @@ impl Receiver {
                 Ok(n) => n,
             };
             self.received_bytes.fetch_add(n as u64, Ordering::Relaxed);
+            if !is_greeted {
+                is_greeted = true;
+                self.greeted.fetch_add(1, Ordering::Relaxed);
+            }
             let now = self.epoch.elapsed().as_micros() as u64;
             let before = tally.delivered;
             let mut start = 0;
