@@ -4,7 +4,7 @@
 //!
 //! | file | what it owns |
 //! |---|---|
-//! | [`line`] | bytes → clean lines: limit, invalid UTF-8, control characters (pure) |
+//! | [`line`](mod@line) | bytes → clean lines: limit, invalid UTF-8, control characters (pure) |
 //! | [`command`] | clean line → text or `/command`; name rules (pure) |
 //! | [`hub`] | rooms, nicknames, fan-out, the publish/subscribe seam ([`hub::Bus`]) |
 //! | `history` | last N lines per room, in memory and in SQLite |
