@@ -5,6 +5,7 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`transfer`] | `send`/`recv`: manifest with BLAKE3, pinned HTTPS, Range resume, raw mode |
+//! | [`chat`] | chat server (rooms, nicknames, fan-out, history) and terminal client |
 //! | [`net`] | addresses, TCP/UDP connect and listen, TLS (self-signed, pinning), byte tracing, full-duplex relay, line framing, the accept loop and graceful shutdown, echo/greet services |
 //! | [`http`] | HTTP/1.1 on hyper: the client ([`http::get`], [`http::Client`]) and request items |
 //!
@@ -36,6 +37,7 @@
 //! ```
 
 pub mod bench;
+pub mod chat;
 pub mod http;
 pub mod net;
 pub mod transfer;

@@ -3,6 +3,7 @@
 //! Every run is bounded in count and in time. Generators return a [`Report`]; printing
 //! it (table or JSON) is the caller's business.
 
+pub mod chat;
 pub mod echo;
 pub mod http;
 mod report;

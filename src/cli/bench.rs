@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use sockit::bench::{Report, echo, http};
+use sockit::bench::{Report, chat, echo, http};
 use sockit::net::{DEFAULT_CONNECT_HOST, HostPort};
 
 use crate::cli::args::{parse_bytes, parse_duration};
@@ -34,6 +34,12 @@ enum BenchMode {
   sockit bench http :8080/index.html -n 100000 -t 2          a fixed number of requests
   sockit bench http :8080/api -H 'Authorization: Bearer x' --method POST --body '{}'")]
     Http(HttpArgs),
+    /// Load a chat server: N clients in a room, K senders; lost, duplicated, reordered lines
+    #[command(after_help = "Examples:
+  sockit bench chat :7777 --clients 100 --senders 10 --messages 1000        flat out
+  sockit bench chat :7777 --clients 500 --rate 100 --messages 300           paced p50/p99
+  sockit bench chat :7777 --json                                            for scripts")]
+    Chat(ChatBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +118,33 @@ impl HttpArgs {
 }
 
 #[derive(Debug, Args)]
+struct ChatBenchArgs {
+    /// The chat server: HOST:PORT, [IPv6]:PORT, :PORT or PORT
+    addr: HostPort,
+    /// Clients connected at once (senders included)
+    #[arg(short = 'c', long, default_value_t = 100)]
+    clients: usize,
+    /// How many clients send
+    #[arg(short = 's', long, default_value_t = 10)]
+    senders: usize,
+    /// Lines per sender
+    #[arg(short = 'n', long, default_value_t = 1000)]
+    messages: u64,
+    /// Lines per second per sender (0: flat out)
+    #[arg(short = 'r', long, default_value_t = 0.0)]
+    rate: f64,
+    /// Bytes per line (at least 46: start mark and token)
+    #[arg(long, default_value = "64", value_parser = parse_bytes)]
+    size: usize,
+    /// A line every client sends first, e.g. "PASS secret"
+    #[arg(long, value_name = "LINE")]
+    greeting: Option<String>,
+    /// Give up (and report what arrived) after this long
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
+    limit: Duration,
+}
+
+#[derive(Debug, Args)]
 struct EchoArgs {
     /// The echo server: HOST:PORT, [IPv6]:PORT, :PORT or PORT
     addr: HostPort,
@@ -185,6 +218,22 @@ pub(crate) async fn run(args: BenchArgs, stop: CancellationToken) -> anyhow::Res
             };
             tokio::select! {
                 report = run => report?,
+                _ = stop.cancelled() => anyhow::bail!("interrupted"),
+            }
+        }
+        BenchMode::Chat(chat_args) => {
+            let addr = chat_args.addr.resolve(DEFAULT_CONNECT_HOST).await?[0];
+            let load = chat::ChatLoad {
+                clients: chat_args.clients,
+                senders: chat_args.senders,
+                messages: chat_args.messages,
+                rate: chat_args.rate,
+                size: chat_args.size,
+                greeting: chat_args.greeting,
+                ..chat::ChatLoad::default()
+            };
+            tokio::select! {
+                report = chat::run(addr, &load, chat_args.limit) => report?,
                 _ = stop.cancelled() => anyhow::bail!("interrupted"),
             }
         }

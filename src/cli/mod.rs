@@ -3,6 +3,7 @@
 
 mod args;
 mod bench;
+mod chat;
 mod connect;
 mod http;
 mod listen;
@@ -45,6 +46,8 @@ enum Command {
     Http(http::HttpCommand),
     /// HTTP file server: listings, ranges, caching, uploads (like python3 -m http.server)
     Serve(serve::ServeArgs),
+    /// Multi-user chat: `chat serve` (nc and telnet can join) and `chat join`
+    Chat(chat::ChatArgs),
     /// Print shell completions: sockit completions bash > /etc/bash_completion.d/sockit
     Completions {
         /// The shell to write completions for
@@ -63,6 +66,7 @@ impl Cli {
             Command::Bench(args) => bench::run(args, stop).await,
             Command::Http(command) => http::run(command, self.verbose, stop).await,
             Command::Serve(args) => serve::run(args, stop).await,
+            Command::Chat(args) => chat::run(args, stop).await,
             Command::Completions { shell } => {
                 clap_complete::generate(
                     shell,

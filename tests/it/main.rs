@@ -6,6 +6,7 @@
 mod support;
 
 mod bench;
+mod chat;
 mod http;
 mod net;
 mod serve;

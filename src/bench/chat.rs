@@ -1,0 +1,561 @@
+//! Chat load: N clients in one room, K of them sending M lines each (flat out or paced);
+//! every client checks that it gets every other sender's lines exactly once and in order.
+//!
+//! Each line carries a token `~sb<run>.<sender>.<seq>.<micros>~` at its end, after a fixed
+//! run of `x` padding. The token is found anywhere in a received line, so servers that
+//! prefix lines (`<nick> `, ncat's `<user5> `) are measured the same way. A line whose token
+//! is cut, doubled, or whose padding is damaged counts as malformed (servers that relay
+//! `recv()` chunks instead of lines splice lines into each other).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::bench::{Latency, Report};
+
+/// What to run against a chat server.
+#[derive(Debug, Clone)]
+pub struct ChatLoad {
+    /// Clients connected at once (senders included).
+    pub clients: usize,
+    /// How many of them send.
+    pub senders: usize,
+    /// Lines per sender.
+    pub messages: u64,
+    /// Lines per second per sender; 0 sends flat out.
+    pub rate: f64,
+    /// Bytes per line, without the newline (at least the token's length).
+    pub size: usize,
+    /// Sent by every client right after connecting (e.g. `PASS secret`).
+    pub greeting: Option<String>,
+    /// After the last line is sent, how long to wait without progress before counting the
+    /// missing lines as lost.
+    pub settle: Duration,
+}
+
+impl Default for ChatLoad {
+    fn default() -> Self {
+        Self {
+            clients: 100,
+            senders: 10,
+            messages: 1000,
+            rate: 0.0,
+            size: 64,
+            greeting: None,
+            settle: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why a chat run failed as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatBenchError {
+    /// A client could not connect.
+    #[error("client {index} could not connect to {addr}")]
+    Connect {
+        /// Which client.
+        index: usize,
+        /// The server.
+        addr: SocketAddr,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not one line was delivered and the run was bounded by `limit`.
+    #[error("nothing was delivered within {0:?}")]
+    Stalled(Duration),
+}
+
+/// Counts of one receiver.
+#[derive(Debug, Default)]
+struct Tally {
+    delivered: u64,
+    duplicated: u64,
+    reordered: u64,
+    malformed: u64,
+    disconnected: bool,
+    latency: Latency,
+}
+
+/// A parsed token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Token {
+    run: u32,
+    sender: u32,
+    seq: u64,
+    micros: u64,
+}
+
+/// Appends one line (padding, token, newline) of `size` bytes plus newline.
+fn write_line(out: &mut Vec<u8>, size: usize, token: Token) {
+    use std::io::Write as _;
+    let mut tok = [0u8; 64];
+    let mut cursor = std::io::Cursor::new(&mut tok[..]);
+    let _ = write!(
+        cursor,
+        "~sb{:08x}.{:05}.{:010}.{:013}~",
+        token.run, token.sender, token.seq, token.micros
+    );
+    let len = cursor.position() as usize;
+    out.extend_from_slice(START);
+    out.extend(std::iter::repeat_n(
+        b'x',
+        size.saturating_sub(len + START.len()),
+    ));
+    out.extend_from_slice(&tok[..len]);
+    out.push(b'\n');
+}
+
+/// What a received line holds.
+#[derive(Debug, PartialEq, Eq)]
+enum Found {
+    /// No token at all (a notice, a join message).
+    Nothing,
+    /// One whole token with intact padding.
+    Token(Token),
+    /// A damaged or spliced line.
+    Malformed,
+}
+
+/// Where a line starts: a line cut or spliced into another shows a missing or second start.
+const START: &[u8] = b"~sl";
+
+fn find_one(finder: &memchr::memmem::Finder<'_>, line: &[u8]) -> Result<Option<usize>, ()> {
+    let mut found = finder.find_iter(line);
+    match (found.next(), found.next()) {
+        (None, _) => Ok(None),
+        (Some(at), None) => Ok(Some(at)),
+        (Some(_), Some(_)) => Err(()),
+    }
+}
+
+fn find_token(line: &[u8], pad: usize) -> Found {
+    static TOKEN: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"~sb"));
+    static LINE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(START));
+    let (Ok(start), Ok(at)) = (find_one(&LINE, line), find_one(&TOKEN, line)) else {
+        return Found::Malformed;
+    };
+    let (start, at) = match (start, at) {
+        (None, None) => return Found::Nothing,
+        (Some(start), Some(at)) => (start, at),
+        _ => return Found::Malformed,
+    };
+    let Some(body) = line[at + 3..].strip_suffix(b"~") else {
+        return Found::Malformed;
+    };
+    let padding = start + START.len();
+    if at != padding + pad || !line[padding..at].iter().all(|&b| b == b'x') {
+        return Found::Malformed;
+    }
+    let Ok(body) = std::str::from_utf8(body) else {
+        return Found::Malformed;
+    };
+    let mut parts = body.split('.');
+    let mut next = || parts.next();
+    let parsed = (|| {
+        let run = u32::from_str_radix(next()?, 16).ok()?;
+        let sender = next()?.parse().ok()?;
+        let seq = next()?.parse().ok()?;
+        let micros = next()?.parse().ok()?;
+        Some(Token {
+            run,
+            sender,
+            seq,
+            micros,
+        })
+    })();
+    match (parsed, parts.next()) {
+        (Some(token), None) => Found::Token(token),
+        _ => Found::Malformed,
+    }
+}
+
+/// Per-sender bookkeeping of one receiver.
+struct Seen {
+    bits: Vec<Vec<u64>>,
+    highest: Vec<Option<u64>>,
+}
+
+impl Seen {
+    fn new(senders: usize, messages: u64) -> Self {
+        let words = messages.div_ceil(64) as usize;
+        Self {
+            bits: vec![vec![0; words]; senders],
+            highest: vec![None; senders],
+        }
+    }
+}
+
+/// Runs `load` against the chat server at `addr`; the whole run is bounded by `limit`.
+///
+/// # Errors
+///
+/// [`ChatBenchError::Connect`] when a client cannot connect, [`ChatBenchError::Stalled`]
+/// when nothing at all was delivered.
+pub async fn run(
+    addr: SocketAddr,
+    load: &ChatLoad,
+    limit: Duration,
+) -> Result<Report, ChatBenchError> {
+    let deadline = Instant::now() + limit;
+    let epoch = Instant::now();
+    let run_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| {
+            d.subsec_nanos() ^ (d.as_secs() as u32).rotate_left(16)
+        });
+    let senders = load.senders.min(load.clients);
+    let pad = load.size.saturating_sub(MIN_LINE_BYTES);
+
+    let mut writers = Vec::with_capacity(load.clients);
+    let mut readers = JoinSet::new();
+    let progress = Arc::new(AtomicU64::new(0));
+    let received_bytes = Arc::new(AtomicU64::new(0));
+    let greeted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let last_delivery = Arc::new(AtomicU64::new(0));
+    let stop = CancellationToken::new();
+    for index in 0..load.clients {
+        let stream = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))
+            .and_then(|r| r)
+            .map_err(|source| ChatBenchError::Connect {
+                index,
+                addr,
+                source,
+            })?;
+        let _ = stream.set_nodelay(true);
+        let (reader, mut writer) = stream.into_split();
+        if let Some(greeting) = &load.greeting {
+            let _ = writer.write_all(format!("{greeting}\n").as_bytes()).await;
+        }
+        writers.push(writer);
+        let receiver = Receiver {
+            index,
+            run: run_id,
+            pad,
+            senders,
+            messages: load.messages,
+            epoch,
+            progress: progress.clone(),
+            received_bytes: received_bytes.clone(),
+            greeted: greeted.clone(),
+            last_delivery: last_delivery.clone(),
+        };
+        readers.spawn(receiver.run(reader, stop.clone()));
+    }
+
+    // Let the joins' notices settle so they do not count against the measured part, and
+    // make sure every client is in the room (it was greeted) before anyone sends; a server
+    // that greets nobody gets a longer quiet period instead.
+    let mut quiet_since = (Instant::now(), received_bytes.load(Ordering::Relaxed));
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now_bytes = received_bytes.load(Ordering::Relaxed);
+        let is_everyone_in = greeted.load(Ordering::Relaxed) == load.clients;
+        let quiet = if is_everyone_in { 300 } else { 2000 };
+        if now_bytes != quiet_since.1 {
+            quiet_since = (Instant::now(), now_bytes);
+        } else if quiet_since.0.elapsed() >= Duration::from_millis(quiet) {
+            break;
+        }
+    }
+
+    let start = Instant::now();
+    let mut sending = JoinSet::new();
+    let mut idle_writers = Vec::new();
+    for (index, writer) in writers.into_iter().enumerate() {
+        if index < senders {
+            sending.spawn(send_lines(
+                writer,
+                index as u32,
+                run_id,
+                load.clone(),
+                epoch,
+            ));
+        } else {
+            idle_writers.push(writer);
+        }
+    }
+    let expected = senders as u64 * load.messages * (load.clients as u64 - 1);
+    let mut senders_done_at = None;
+    let mut last_progress = (Instant::now(), 0);
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Finished senders stay connected: closing would end their receiving side too.
+        while let Some(done) = sending.try_join_next() {
+            if let Ok(writer) = done {
+                idle_writers.push(writer);
+            }
+        }
+        if sending.is_empty() && senders_done_at.is_none() {
+            senders_done_at = Some(Instant::now());
+        }
+        let delivered = progress.load(Ordering::Relaxed);
+        if delivered != last_progress.1 {
+            last_progress = (Instant::now(), delivered);
+        }
+        if delivered >= expected || Instant::now() >= deadline {
+            break;
+        }
+        if senders_done_at.is_some() && last_progress.0.elapsed() >= load.settle {
+            break;
+        }
+    }
+    stop.cancel();
+    sending.abort_all();
+    let mut total = Tally::default();
+    let mut disconnected = 0;
+    while let Some(tally) = readers.join_next().await {
+        let Ok(tally) = tally else { continue };
+        total.delivered += tally.delivered;
+        total.duplicated += tally.duplicated;
+        total.reordered += tally.reordered;
+        total.malformed += tally.malformed;
+        disconnected += u64::from(tally.disconnected);
+        total.latency.merge(&tally.latency);
+    }
+    drop(idle_writers);
+    if total.delivered == 0 && expected > 0 {
+        return Err(ChatBenchError::Stalled(limit));
+    }
+    let end = epoch + Duration::from_micros(last_delivery.load(Ordering::Relaxed));
+    let elapsed = end.saturating_duration_since(start);
+    let mode = if load.rate > 0.0 {
+        format!("{} lines/s per sender", load.rate)
+    } else {
+        "flat out".to_owned()
+    };
+    let name = format!(
+        "chat deliveries: {} clients, {} senders × {} lines, {mode}",
+        load.clients, senders, load.messages
+    );
+    Ok(Report::new(
+        name,
+        elapsed,
+        total.delivered,
+        total.delivered * (load.size as u64 + 1),
+        Some(&total.latency),
+    )
+    .with_counter("expected", expected)
+    .with_counter("lost", expected.saturating_sub(total.delivered))
+    .with_counter("duplicated", total.duplicated)
+    .with_counter("reordered", total.reordered)
+    .with_counter("malformed", total.malformed)
+    .with_counter("disconnected", disconnected))
+}
+
+/// Bytes of a token: its fields have fixed widths, so the padding of every line is the same.
+const TOKEN_BYTES: usize = 43;
+/// The shortest line: start mark and token, no padding.
+pub const MIN_LINE_BYTES: usize = TOKEN_BYTES + START.len();
+
+async fn send_lines(
+    mut writer: OwnedWriteHalf,
+    sender: u32,
+    run: u32,
+    load: ChatLoad,
+    epoch: Instant,
+) -> OwnedWriteHalf {
+    let size = load.size.max(MIN_LINE_BYTES);
+    let mut out = Vec::with_capacity(32 * (size + 1));
+    let period = (load.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / load.rate));
+    let start = Instant::now();
+    let mut seq = 0;
+    while seq < load.messages {
+        out.clear();
+        // Flat out: a batch per write, as a busy client would; paced: one line each time.
+        let batch = if period.is_some() { 1 } else { 32 };
+        if let Some(period) = period {
+            tokio::time::sleep_until(start + period.mul_f64(seq as f64)).await;
+        }
+        let micros = epoch.elapsed().as_micros() as u64;
+        for _ in 0..batch {
+            if seq == load.messages {
+                break;
+            }
+            write_line(
+                &mut out,
+                size,
+                Token {
+                    run,
+                    sender,
+                    seq,
+                    micros,
+                },
+            );
+            seq += 1;
+        }
+        if writer.write_all(&out).await.is_err() {
+            break;
+        }
+    }
+    writer
+}
+
+struct Receiver {
+    index: usize,
+    run: u32,
+    pad: usize,
+    senders: usize,
+    messages: u64,
+    epoch: Instant,
+    progress: Arc<AtomicU64>,
+    received_bytes: Arc<AtomicU64>,
+    /// Clients that received anything at all (the server has them in the room).
+    greeted: Arc<std::sync::atomic::AtomicUsize>,
+    last_delivery: Arc<AtomicU64>,
+}
+
+impl Receiver {
+    async fn run(self, mut reader: OwnedReadHalf, stop: CancellationToken) -> Tally {
+        let mut tally = Tally::default();
+        let mut seen = Seen::new(self.senders, self.messages);
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        let mut is_greeted = false;
+        loop {
+            if buf.capacity() - buf.len() < 16 * 1024 {
+                buf.reserve(64 * 1024);
+            }
+            let read = tokio::select! {
+                _ = stop.cancelled() => break,
+                read = reader.read_buf(&mut buf) => read,
+            };
+            let n = match read {
+                Ok(0) | Err(_) => {
+                    tally.disconnected = true;
+                    break;
+                }
+                Ok(n) => n,
+            };
+            self.received_bytes.fetch_add(n as u64, Ordering::Relaxed);
+            if !is_greeted {
+                is_greeted = true;
+                self.greeted.fetch_add(1, Ordering::Relaxed);
+            }
+            let now = self.epoch.elapsed().as_micros() as u64;
+            let before = tally.delivered;
+            let mut start = 0;
+            for end in memchr::memchr_iter(b'\n', &buf) {
+                self.check(&buf[start..end], now, &mut tally, &mut seen);
+                start = end + 1;
+            }
+            let _ = buf.split_to(start);
+            if tally.delivered > before {
+                self.progress
+                    .fetch_add(tally.delivered - before, Ordering::Relaxed);
+                self.last_delivery.fetch_max(now, Ordering::Relaxed);
+            }
+            // One read per turn: with many busy clients on one thread, a receiver that keeps
+            // reading would make the others wait long enough to look stalled to the server.
+            tokio::task::yield_now().await;
+        }
+        tally
+    }
+
+    fn check(&self, line: &[u8], now: u64, tally: &mut Tally, seen: &mut Seen) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let token = match find_token(line, self.pad) {
+            Found::Nothing => return,
+            Found::Malformed => {
+                tally.malformed += 1;
+                return;
+            }
+            Found::Token(token) => token,
+        };
+        let sender = token.sender as usize;
+        // Old runs (history replay), our own lines and impossible numbers are not deliveries.
+        if token.run != self.run
+            || sender == self.index
+            || sender >= self.senders
+            || token.seq >= self.messages
+        {
+            return;
+        }
+        let (word, bit) = ((token.seq / 64) as usize, token.seq % 64);
+        let bits = &mut seen.bits[sender][word];
+        if *bits & (1 << bit) != 0 {
+            tally.duplicated += 1;
+            return;
+        }
+        *bits |= 1 << bit;
+        let highest = &mut seen.highest[sender];
+        if highest.is_some_and(|h| token.seq < h) {
+            tally.reordered += 1;
+        }
+        *highest = Some(highest.map_or(token.seq, |h| h.max(token.seq)));
+        tally.delivered += 1;
+        tally
+            .latency
+            .record(Duration::from_micros(now.saturating_sub(token.micros)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(size: usize, token: Token) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_line(&mut out, size, token);
+        out.pop();
+        out
+    }
+
+    const T: Token = Token {
+        run: 0xabc,
+        sender: 3,
+        seq: 42,
+        micros: 123_456,
+    };
+
+    #[test]
+    fn tokens_are_found_behind_any_prefix() {
+        let l = line(64, T);
+        assert_eq!(l.len(), 64);
+        let pad = 64 - MIN_LINE_BYTES;
+        assert_eq!(
+            line(
+                0,
+                Token {
+                    seq: 9_999_999_999,
+                    ..T
+                }
+            )
+            .len(),
+            MIN_LINE_BYTES
+        );
+        assert_eq!(find_token(&l, pad), Found::Token(T));
+        let mut prefixed = b"<user5> ".to_vec();
+        prefixed.extend_from_slice(&l);
+        assert_eq!(find_token(&prefixed, pad), Found::Token(T));
+        assert_eq!(find_token(b"* bob joined #lobby", pad), Found::Nothing);
+    }
+
+    #[test]
+    fn spliced_or_cut_lines_are_malformed() {
+        let l = line(64, T);
+        let pad = 64 - MIN_LINE_BYTES;
+        assert_eq!(find_token(&l, pad), Found::Token(T));
+        let mut spliced = l[..10].to_vec();
+        spliced.extend_from_slice(b"<user6> ");
+        spliced.extend_from_slice(&l);
+        assert_eq!(find_token(&spliced, pad), Found::Malformed);
+        assert_eq!(find_token(&l[..l.len() - 1], pad), Found::Malformed);
+        let mut doubled = l.clone();
+        doubled.extend_from_slice(&l);
+        assert_eq!(find_token(&doubled, pad), Found::Malformed);
+        assert_eq!(find_token(&l[10..], pad), Found::Malformed, "start cut off");
+    }
+}

@@ -1,0 +1,237 @@
+//! Multi-user chat over plain text lines (`nc` and `telnet` are full clients): nicknames,
+//! rooms, private messages, history (in memory or SQLite), flood control, bounded per-client
+//! queues so a stalled reader costs only itself, and a terminal client.
+//!
+//! | file | what it owns |
+//! |---|---|
+//! | [`line`](mod@line) | bytes → clean lines: limit, invalid UTF-8, control characters (pure) |
+//! | [`command`] | clean line → text or `/command`; name rules (pure) |
+//! | [`hub`] | rooms, nicknames, fan-out, the publish/subscribe seam ([`hub::Bus`]) |
+//! | `history` | last N lines per room, in memory and in SQLite |
+//! | `session` | one task per connection: reads lines, writes its queue |
+//! | [`client`] | `sockit chat join`: full duplex, safe printing |
+//!
+//! # Example
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+//! use tokio_util::sync::CancellationToken;
+//! use sockit::chat;
+//!
+//! let listener = sockit::net::bind_tcp("127.0.0.1:0".parse()?)?;
+//! let addr = listener.local_addr()?;
+//! let stop = CancellationToken::new();
+//! let server = chat::Server::open(chat::Config::default())?;
+//! let running = tokio::spawn(server.serve(listener, stop.clone()));
+//!
+//! let mut alice = BufReader::new(tokio::net::TcpStream::connect(addr).await?);
+//! let mut line = String::new();
+//! alice.read_line(&mut line).await?;
+//! assert!(line.starts_with("* welcome"));
+//! alice.get_mut().write_all(b"/nick alice\n/quit\n").await?;
+//!
+//! stop.cancel();
+//! running.await?;
+//! # Ok(()) }
+//! ```
+
+pub mod client;
+pub mod command;
+mod history;
+pub mod hub;
+pub mod line;
+mod outbox;
+mod session;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::net::ServerConfig;
+
+pub use history::{DEFAULT_HISTORY_LINES, HistoryError};
+pub use hub::{Bus, Hub, HubConfig, LocalBus};
+pub use outbox::QueueLimits;
+
+/// Default chat port.
+pub const DEFAULT_PORT: u16 = 7777;
+
+/// A password; its `Debug` form never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(pub String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Everything a chat server can be told.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Accept loop: max clients, TLS, drain time.
+    pub server: ServerConfig,
+    /// When set, a client's first line must be `PASS <password>`.
+    pub password: Option<Password>,
+    /// Lines of history per room (0: none).
+    pub history_lines: usize,
+    /// Keep history in this SQLite file across restarts.
+    pub db: Option<PathBuf>,
+    /// Longest line accepted, in bytes.
+    pub max_line_bytes: usize,
+    /// Lines per second per client, on average (0: no flood control).
+    pub rate: f64,
+    /// Each client's outbound queue.
+    pub queue: QueueLimits,
+    /// Show peers' addresses in join notices.
+    pub show_addrs: bool,
+    /// Announce joins and leaves only in rooms of at most this many members.
+    pub announce_limit: usize,
+    /// How long a client may take to send `PASS` when a password is required.
+    pub login_timeout: Duration,
+    /// How long a sender waits for a member's over-an-eighth-full queue to drain before that
+    /// member is dropped as stalled.
+    pub stall_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            password: None,
+            history_lines: DEFAULT_HISTORY_LINES,
+            db: None,
+            max_line_bytes: line::DEFAULT_MAX_LINE_BYTES,
+            rate: 20.0,
+            queue: QueueLimits::default(),
+            show_addrs: false,
+            announce_limit: hub::DEFAULT_ANNOUNCE_LIMIT,
+            login_timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+impl Config {
+    /// Lines a client may send at once before the rate applies.
+    pub fn burst(&self) -> f64 {
+        (self.rate * 2.0).max(10.0)
+    }
+}
+
+/// Why a chat server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    /// The history database could not be opened.
+    #[error(transparent)]
+    History(#[from] HistoryError),
+}
+
+/// A chat server, ready to serve: its hub (with history loaded) and its configuration.
+#[derive(Debug)]
+pub struct Server {
+    hub: Arc<Hub>,
+    config: Arc<Config>,
+}
+
+impl Server {
+    /// Creates the hub and opens the history database, if any.
+    ///
+    /// # Errors
+    ///
+    /// [`ChatError::History`] when the database cannot be opened or read.
+    pub fn open(config: Config) -> Result<Self, ChatError> {
+        let hub = Arc::new(Hub::new(HubConfig {
+            history_lines: config.history_lines,
+            show_addrs: config.show_addrs,
+            announce_limit: config.announce_limit,
+        }));
+        if let Some(path) = &config.db {
+            let (store, rooms) = history::Store::open(path, config.history_lines)?;
+            hub.attach_store(store, rooms);
+        }
+        Ok(Self {
+            hub,
+            config: Arc::new(config),
+        })
+    }
+
+    /// The hub, to post as the server (`--console`) or to watch it.
+    pub fn hub(&self) -> Arc<Hub> {
+        self.hub.clone()
+    }
+
+    /// Runs the server's console: lines from `input` are posted as `server` to every room;
+    /// every room line is written to `output`. Ends on `stop` (the end of `input` only ends
+    /// posting).
+    ///
+    /// # Errors
+    ///
+    /// An I/O error on `input` or `output`.
+    pub async fn console<I, O>(
+        hub: Arc<Hub>,
+        input: I,
+        mut output: O,
+        stop: CancellationToken,
+    ) -> std::io::Result<()>
+    where
+        I: tokio::io::AsyncRead + Unpin,
+        O: tokio::io::AsyncWrite + Unpin,
+    {
+        use tokio::io::AsyncBufReadExt;
+        let watched = Arc::new(outbox::Outbox::new(QueueLimits::default()));
+        hub.watch(watched.clone());
+        let mut lines = tokio::io::BufReader::new(input).lines();
+        let printing = outbox::write_all_queued(&mut output, &watched);
+        tokio::pin!(printing);
+        let mut is_input_open = true;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                result = &mut printing => return result,
+                line = lines.next_line(), if is_input_open => match line? {
+                    Some(line) => {
+                        let text = line::neutralise(line.as_bytes());
+                        if !text.trim().is_empty() {
+                            hub.say_as_server(&text);
+                        }
+                    }
+                    None => is_input_open = false,
+                },
+            }
+        }
+    }
+
+    /// Serves clients until `stop` is cancelled; then tells everyone, lets their queues drain
+    /// (bounded) and writes the last history lines to the database.
+    pub async fn serve(self, listener: TcpListener, stop: CancellationToken) {
+        let hub = self.hub.clone();
+        let config = self.config.clone();
+        crate::net::serve(
+            listener,
+            self.config.server.clone(),
+            stop,
+            move |stream, peer, stop| session::run(stream, peer, hub.clone(), config.clone(), stop),
+        )
+        .await;
+        self.hub.close_store();
+    }
+}
+
+/// Opens a server with `config` and serves on `listener` until `stop` is cancelled.
+///
+/// # Errors
+///
+/// See [`Server::open`].
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    stop: CancellationToken,
+) -> Result<(), ChatError> {
+    Server::open(config)?.serve(listener, stop).await;
+    Ok(())
+}

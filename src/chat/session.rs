@@ -1,0 +1,426 @@
+//! One connected client: a single task owns its socket, reads and handles its lines, and
+//! writes its queue, both at once. Consecutive chat lines from one read are published as one
+//! shared buffer, so a burst costs the hub one fan-out instead of one per line.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::chat::command::{Command, Input, parse};
+use crate::chat::hub::{ClientId, Congested, Departure, Hub, notice};
+use crate::chat::line::{Incoming, LineDecoder};
+use crate::chat::outbox::{Outbox, write_all_queued};
+use crate::chat::{Config, Password};
+use crate::net::BoxStream;
+
+/// Bytes asked of a read while a client is quiet: idle clients cost little memory.
+const SMALL_READ_BYTES: usize = 1024;
+/// Bytes asked of each read while a client is busy: a burst arrives in few reads, and each
+/// read is published as one shared buffer.
+const BIG_READ_BYTES: usize = 32 * 1024;
+/// A reader whose queue is congested must take at least this much per `stall_timeout`.
+const MIN_PROGRESS_BYTES: u64 = 32 * 1024;
+/// How long the last lines (a goodbye, a shutdown notice) may take to reach a client.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// A token bucket: `rate` lines per second on average, bursts of up to `burst`.
+#[derive(Debug, Clone)]
+pub(crate) struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket; a `rate` of zero lets everything through.
+    pub(crate) fn new(rate: f64, burst: f64, now: Instant) -> Self {
+        Self {
+            rate,
+            burst,
+            tokens: burst,
+            last: now,
+        }
+    }
+
+    /// Takes one token; `false` when the bucket is empty (the line is refused).
+    pub(crate) fn take(&mut self, now: Instant) -> bool {
+        if self.rate <= 0.0 {
+            return true;
+        }
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// How the read side ended.
+enum Ending {
+    /// The client leaves the hub for this reason.
+    Leave(Departure),
+    /// Refused at login: never entered the hub; its last notice still goes out.
+    Refused,
+    /// Dropped by the hub (already removed and announced): close at once.
+    Dropped,
+}
+
+struct Session {
+    hub: Arc<Hub>,
+    config: Arc<Config>,
+    outbox: Arc<Outbox>,
+    peer: SocketAddr,
+    /// Set once the client is in the hub (after `PASS` when a password is required).
+    me: Option<(ClientId, String)>,
+    bucket: TokenBucket,
+    /// When the last "slow down" notice went out (one per second at most).
+    last_flood_notice: Option<Instant>,
+    /// Chat lines of the current read, published together.
+    pending: BytesMut,
+    /// Members whose queues went over an eighth full with what this client published.
+    congested: Congested,
+}
+
+/// Serves one client until it leaves, is dropped, or the server stops.
+pub(crate) async fn run(
+    stream: BoxStream,
+    peer: SocketAddr,
+    hub: Arc<Hub>,
+    config: Arc<Config>,
+    stop: CancellationToken,
+) {
+    let outbox = Arc::new(Outbox::new(config.queue));
+    let now = Instant::now();
+    let mut session = Session {
+        bucket: TokenBucket::new(config.rate, config.burst(), now),
+        hub,
+        config,
+        outbox: outbox.clone(),
+        peer,
+        me: None,
+        last_flood_notice: None,
+        pending: BytesMut::new(),
+        congested: Vec::new(),
+    };
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let writing = write_all_queued(&mut writer, &outbox);
+    tokio::pin!(writing);
+    let mut is_written = false;
+    let ending = tokio::select! {
+        ending = session.read_all(&mut reader, &stop) => ending,
+        result = &mut writing => {
+            is_written = true;
+            match result {
+                Ok(()) => Ending::Leave(Departure::Closed),
+                Err(err) => Ending::Leave(Departure::Lost(err.kind().to_string())),
+            }
+        }
+        _ = outbox.killed() => Ending::Dropped,
+    };
+    if let (Some((id, _)), Ending::Leave(why)) = (&session.me, &ending) {
+        session.hub.leave(*id, why);
+    }
+    outbox.close();
+    if !is_written && !matches!(ending, Ending::Dropped) {
+        // Let the last lines (goodbye, shutdown notice) out, within a bound.
+        let _ = tokio::time::timeout(LINGER, writing).await;
+    }
+    debug!("session ended");
+}
+
+impl Session {
+    async fn read_all<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+        stop: &CancellationToken,
+    ) -> Ending {
+        let mut decoder = LineDecoder::new(self.config.max_line_bytes);
+        let mut buf = BytesMut::new();
+        let mut read_bytes = SMALL_READ_BYTES;
+        let login_deadline = Instant::now() + self.config.login_timeout;
+        if self.config.password.is_some() {
+            self.outbox
+                .push(&notice("password required: send PASS <password>"), 1);
+        } else {
+            self.enter();
+        }
+        loop {
+            if buf.capacity() - buf.len() < read_bytes / 2 {
+                buf.reserve(read_bytes);
+            }
+            let spare = (buf.capacity() - buf.len()).min(read_bytes);
+            let mut limited = (&mut buf).limit(read_bytes);
+            let read = tokio::select! {
+                _ = stop.cancelled() => {
+                    self.outbox.push_last(notice("server shutting down"));
+                    return Ending::Leave(Departure::Shutdown);
+                }
+                _ = tokio::time::sleep_until(login_deadline), if self.me.is_none() => {
+                    self.outbox.push_last(notice("login timed out"));
+                    return Ending::Refused;
+                }
+                // Bounded reads bound what one publish adds to every member's queue.
+                read = reader.read_buf(&mut limited) => read,
+            };
+            let got = match read {
+                Ok(n) => n,
+                Err(err) => {
+                    debug!(error = %err, "read failed");
+                    return Ending::Leave(Departure::Lost(describe(&err)));
+                }
+            };
+            let at_eof = got == 0;
+            // A read that filled the buffer means more is waiting: read bigger.
+            if got == spare {
+                read_bytes = BIG_READ_BYTES;
+            }
+            let now = Instant::now();
+            loop {
+                let line = if at_eof {
+                    decoder.decode_eof(&mut buf)
+                } else {
+                    decoder.decode(&mut buf)
+                };
+                let Some(line) = line else { break };
+                if let Some(ending) = self.handle(line, now) {
+                    self.flush();
+                    return ending;
+                }
+            }
+            self.flush();
+            if at_eof {
+                return Ending::Leave(Departure::Closed);
+            }
+            self.wait_for_readers(stop).await;
+            // After a burst, an idle client goes back to a small buffer.
+            if buf.is_empty() && read_bytes == BIG_READ_BYTES && got < SMALL_READ_BYTES {
+                read_bytes = SMALL_READ_BYTES;
+                buf = BytesMut::new();
+            }
+        }
+    }
+
+    fn enter(&mut self) {
+        let (id, nick) = self.hub.enter(self.peer, self.outbox.clone());
+        self.me = Some((id, nick));
+    }
+
+    /// Publishes the chat lines gathered so far.
+    fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let payload: Bytes = self.pending.split().freeze();
+        if let Some((id, _)) = &self.me {
+            let congested = self.hub.publish(*id, payload);
+            self.congested.extend(congested);
+        }
+    }
+
+    /// Back-pressure with a bound: before reading more from this client, wait for members
+    /// whose queues are over an eighth full. A reader that is merely slower than this sender
+    /// slows it down; one that writes less than [`MIN_PROGRESS_BYTES`] in a `stall_timeout`
+    /// while its queue stays full is dropped (so a stalled reader costs the room one
+    /// `stall_timeout`, once).
+    async fn wait_for_readers(&mut self, stop: &CancellationToken) {
+        let mut waiting: Vec<_> = std::mem::take(&mut self.congested)
+            .into_iter()
+            .map(|(id, outbox)| {
+                let written = outbox.written();
+                (id, outbox, written)
+            })
+            .collect();
+        // All congested members share each window, so many stalled ones cost one window.
+        while !waiting.is_empty() {
+            let deadline = Instant::now() + self.config.stall_timeout;
+            let mut still = Vec::new();
+            for (id, outbox, before) in waiting {
+                let drained = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    waited = tokio::time::timeout_at(deadline, outbox.until_drained()) => waited.is_ok(),
+                };
+                if !drained {
+                    still.push((id, outbox, before));
+                }
+            }
+            waiting = Vec::new();
+            for (id, outbox, before) in still {
+                let written = outbox.written();
+                if written - before < MIN_PROGRESS_BYTES {
+                    warn!(timeout = ?self.config.stall_timeout, "a member's queue did not drain");
+                    self.hub.drop_stalled(id);
+                } else {
+                    waiting.push((id, outbox, written));
+                }
+            }
+        }
+    }
+
+    fn tell(&self, text: &str) {
+        self.outbox.push(&notice(text), 1);
+    }
+
+    /// Handles one line; `Some` ends the session.
+    fn handle(&mut self, line: Incoming, now: Instant) -> Option<Ending> {
+        let Incoming::Line(text) = line else {
+            warn!(peer = %self.peer, limit = self.config.max_line_bytes, "line too long");
+            self.tell(&format!(
+                "line too long (at most {} bytes); not sent",
+                self.config.max_line_bytes
+            ));
+            return None;
+        };
+        let Some((id, nick)) = self.me.clone() else {
+            return self.login(&text);
+        };
+        let input = match parse(&text) {
+            Ok(input) => input,
+            Err(err) => {
+                self.tell(&err.to_string());
+                return None;
+            }
+        };
+        let is_flooding = match &input {
+            Input::Say(text) if text.trim().is_empty() => return None,
+            Input::Say(_) | Input::Command(Command::Me(_) | Command::Msg { .. }) => {
+                !self.bucket.take(now)
+            }
+            _ => false,
+        };
+        if is_flooding {
+            let is_due = self
+                .last_flood_notice
+                .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1));
+            if is_due {
+                self.last_flood_notice = Some(now);
+                self.tell(&format!(
+                    "slow down: at most {} lines per second; line not sent",
+                    self.config.rate
+                ));
+            }
+            return None;
+        }
+        let command = match input {
+            Input::Say(text) => {
+                self.pending.reserve(nick.len() + text.len() + 4);
+                self.pending.extend_from_slice(b"<");
+                self.pending.extend_from_slice(nick.as_bytes());
+                self.pending.extend_from_slice(b"> ");
+                self.pending.extend_from_slice(text.as_bytes());
+                self.pending.extend_from_slice(b"\n");
+                return None;
+            }
+            Input::Command(command) => command,
+        };
+        // Commands see (and change) the world after the lines before them.
+        self.flush();
+        match command {
+            Command::Me(action) => {
+                let congested = self
+                    .hub
+                    .publish(id, Bytes::from(format!("* {nick} {action}\n")));
+                self.congested.extend(congested);
+            }
+            Command::Nick(wanted) => {
+                if let Some(new) = self.hub.rename(id, &wanted) {
+                    self.me = Some((id, new));
+                }
+            }
+            Command::Join(room) => self.hub.join(id, &room),
+            Command::Rooms => self.hub.rooms(id),
+            Command::Who => self.hub.who(id),
+            Command::Msg { nick: to, text } => self.hub.private(id, &to, &text),
+            Command::History(n) => self.hub.history(id, n),
+            Command::Help => self.hub.help(id),
+            Command::Quit(reason) => {
+                self.outbox.push_last(notice("bye"));
+                return Some(Ending::Leave(Departure::Quit(reason)));
+            }
+        }
+        None
+    }
+
+    /// The first line when a password is required.
+    fn login(&mut self, line: &str) -> Option<Ending> {
+        let given = line.strip_prefix("PASS ").map(str::trim);
+        match (&self.config.password, given) {
+            (Some(password), Some(given)) if password.matches(given) => {
+                self.enter();
+                None
+            }
+            _ => {
+                warn!(peer = %self.peer, "wrong or missing password");
+                self.outbox.push_last(notice("wrong password"));
+                Some(Ending::Refused)
+            }
+        }
+    }
+}
+
+fn describe(err: &std::io::Error) -> String {
+    match err.kind() {
+        std::io::ErrorKind::ConnectionReset => "connection reset".into(),
+        std::io::ErrorKind::BrokenPipe => "connection broken".into(),
+        std::io::ErrorKind::TimedOut => "timed out".into(),
+        _ => "connection lost".into(),
+    }
+}
+
+impl Password {
+    /// Compares in time that does not depend on where the strings differ.
+    pub(crate) fn matches(&self, given: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), given.as_bytes());
+        let mut diff = a.len() ^ b.len();
+        for (i, x) in a.iter().enumerate() {
+            diff |= usize::from(x ^ b.get(i).copied().unwrap_or(0));
+        }
+        diff == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_allows_bursts_then_the_rate() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(10.0, 3.0, start);
+        assert!((0..3).all(|_| bucket.take(start)));
+        assert!(!bucket.take(start));
+        assert!(bucket.take(start + Duration::from_millis(100)));
+        assert!(!bucket.take(start + Duration::from_millis(110)));
+        // Idle time refills up to the burst, not beyond.
+        let later = start + Duration::from_secs(60);
+        assert!((0..3).all(|_| bucket.take(later)));
+        assert!(!bucket.take(later));
+    }
+
+    #[test]
+    fn zero_rate_means_no_limit() {
+        let now = Instant::now();
+        let mut bucket = TokenBucket::new(0.0, 0.0, now);
+        assert!((0..10_000).all(|_| bucket.take(now)));
+    }
+
+    #[test]
+    fn password_comparison() {
+        let p = Password("secret".into());
+        assert!(p.matches("secret"));
+        assert!(!p.matches("secreT"));
+        assert!(!p.matches("secret2"));
+        assert!(!p.matches(""));
+        assert_eq!(format!("{p:?}"), "<redacted>");
+    }
+}

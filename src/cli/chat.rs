@@ -1,0 +1,235 @@
+//! `sockit chat serve` and `sockit chat join`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use sockit::chat::client::{self, JoinConfig};
+use sockit::chat::{self, Config, Password, QueueLimits};
+use sockit::net::{ClientOptions, HostPort, ServerConfig, bind_tcp, open, tls};
+
+use crate::cli::args::{
+    BindArgs, ClientTlsArgs, ServerTlsArgs, TraceArgs, announce, parse_bytes, parse_duration,
+};
+
+/// Multi-user chat: a server that nc and telnet can join, and a terminal client.
+#[derive(Debug, Args)]
+pub(crate) struct ChatArgs {
+    #[command(subcommand)]
+    command: ChatCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ChatCommand {
+    /// Run a chat server (rooms, nicknames, history); any line client can join
+    #[command(after_help = "Examples:
+  sockit chat serve                          port 7777 on 127.0.0.1; join with nc 127.0.0.1 7777
+  sockit chat serve --bind 0.0.0.0 --password s3cret
+  sockit chat serve --tls --db chat.db       TLS, history kept across restarts
+  sockit chat serve --port 0 --rate 0        free port, no flood control")]
+    Serve(ServeArgs),
+    /// Join a chat server: messages arrive while you type
+    #[command(after_help = "Examples:
+  sockit chat join :7777 --nick alice
+  sockit chat join chat.example:7777 --tls --nick bob
+  sockit chat join :7777 --pin sha256:ab12… --nick carol
+  printf 'hello\\n' | sockit chat join :7777 --nick bot   one line, then quit")]
+    Join(JoinArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    bind: BindArgs,
+    /// Clients must send `PASS <password>` as their first line
+    #[arg(long, value_name = "PASSWORD")]
+    password: Option<String>,
+    /// Lines of history kept per room and replayed on join (0: none)
+    #[arg(long, value_name = "N", default_value_t = chat::DEFAULT_HISTORY_LINES)]
+    history: usize,
+    /// Keep history in this SQLite file, across restarts
+    #[arg(long, value_name = "FILE")]
+    db: Option<PathBuf>,
+    /// Longest line accepted; longer ones are refused with a notice
+    #[arg(long, value_name = "BYTES", default_value = "8KiB", value_parser = parse_bytes)]
+    max_line: usize,
+    /// Most clients at once; more are closed on arrival
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    max_clients: usize,
+    /// Lines per second per client, on average, with bursts of twice that (0: unlimited)
+    #[arg(long, value_name = "MSGS/SEC", default_value_t = 20.0)]
+    rate: f64,
+    /// Lines queued for one client before it is dropped as too slow
+    #[arg(long, value_name = "LINES", default_value_t = 16 * 1024)]
+    queue_lines: usize,
+    /// Bytes queued for one client before it is dropped as too slow
+    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_bytes)]
+    queue_bytes: usize,
+    /// How long senders wait for a client whose queue is over an eighth full before dropping it
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
+    stall_timeout: Duration,
+    /// Show clients' IP addresses in join notices
+    #[arg(long)]
+    show_addrs: bool,
+    /// Announce joins and leaves only in rooms of at most N members
+    #[arg(long, value_name = "N", default_value_t = chat::hub::DEFAULT_ANNOUNCE_LIMIT)]
+    announce_limit: usize,
+    /// Take part from this terminal: see the chat, post as `server`
+    #[arg(long)]
+    console: bool,
+    /// On stop, how long clients get to receive their last lines
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    drain: Duration,
+    #[command(flatten)]
+    tls: ServerTlsArgs,
+    #[command(flatten)]
+    trace: TraceArgs,
+}
+
+#[derive(Debug, Args)]
+struct JoinArgs {
+    /// The server: HOST:PORT, [IPv6]:PORT, :PORT or PORT (localhost)
+    #[arg(value_name = "ADDR")]
+    addr: HostPort,
+    /// Your nickname
+    #[arg(short, long)]
+    nick: Option<String>,
+    /// Room to join (default lobby)
+    #[arg(short, long)]
+    room: Option<String>,
+    /// Server password (sent as `PASS …`)
+    #[arg(long, value_name = "PASSWORD")]
+    password: Option<String>,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
+    /// Give up connecting after this long
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    timeout: Duration,
+    #[command(flatten)]
+    trace: TraceArgs,
+}
+
+impl TryFrom<&ServeArgs> for Config {
+    type Error = anyhow::Error;
+
+    fn try_from(args: &ServeArgs) -> anyhow::Result<Self> {
+        if !(args.rate >= 0.0 && args.rate.is_finite()) {
+            anyhow::bail!("--rate must be zero or a positive number");
+        }
+        if args.max_line == 0 || args.queue_lines == 0 {
+            anyhow::bail!("--max-line and --queue-lines must be at least 1");
+        }
+        Ok(Config {
+            server: ServerConfig {
+                max_conns: args.max_clients,
+                drain_timeout: args.drain,
+                trace: args.trace.sink(),
+                ..ServerConfig::default()
+            },
+            password: args.password.clone().map(Password),
+            history_lines: args.history,
+            db: args.db.clone(),
+            max_line_bytes: args.max_line,
+            rate: args.rate,
+            queue: QueueLimits {
+                max_lines: args.queue_lines,
+                max_bytes: args.queue_bytes.max(args.max_line + 64),
+            },
+            show_addrs: args.show_addrs,
+            stall_timeout: args.stall_timeout,
+            announce_limit: args.announce_limit,
+            ..Config::default()
+        })
+    }
+}
+
+pub(crate) async fn run(args: ChatArgs, stop: CancellationToken) -> anyhow::Result<()> {
+    match args.command {
+        ChatCommand::Serve(args) => serve(args, stop).await,
+        ChatCommand::Join(args) => join(args, stop).await,
+    }
+}
+
+async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<()> {
+    let addr = args.bind.resolve(None, chat::DEFAULT_PORT)?;
+    let mut config = Config::try_from(&args)?;
+    let identity = args.tls.identity(addr, &[])?;
+    config.server.tls = identity.as_ref().map(|id| id.config.clone());
+    let server = chat::Server::open(config)?;
+    let listener = bind_tcp(addr)?;
+    announce("chat", listener.local_addr()?, identity.as_ref());
+    if args.console {
+        let hub = server.hub();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (stdin, stdout) = (tokio::io::stdin(), tokio::io::stdout());
+            if let Err(err) = chat::Server::console(hub, stdin, stdout, stop).await {
+                tracing::warn!(error = %err, "console closed");
+            }
+        });
+    }
+    server.serve(listener, stop).await;
+    Ok(())
+}
+
+async fn join(args: JoinArgs, stop: CancellationToken) -> anyhow::Result<()> {
+    let tls = match args.tls.verify() {
+        Some(verify) => Some(tls::client_config(&verify, &[])?),
+        None => None,
+    };
+    let options = ClientOptions {
+        connect_timeout: args.timeout,
+        tls,
+        server_name: args.tls.sni.clone(),
+        trace: args.trace.sink(),
+    };
+    let (stream, peer) = open(&args.addr, &options).await?;
+    tracing::info!(%peer, "connected");
+    let is_tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let config = JoinConfig {
+        nick: args.nick,
+        password: args.password.map(Password),
+        colour: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        room: args.room,
+    };
+    if is_tty {
+        client::tty::run(stream, &config, stop).await?;
+    } else {
+        client::run_lines(
+            stream,
+            &config,
+            tokio::io::stdin(),
+            tokio::io::stdout(),
+            stop,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cli::Cli;
+    use clap::Parser;
+
+    #[test]
+    fn chat_arguments() {
+        Cli::try_parse_from(["sockit", "chat", "serve", "--port", "0", "--rate", "0"]).unwrap();
+        Cli::try_parse_from([
+            "sockit",
+            "chat",
+            "join",
+            ":7777",
+            "--nick",
+            "a",
+            "--pin",
+            &format!("sha256:{}", "0".repeat(64)),
+        ])
+        .unwrap();
+        assert!(Cli::try_parse_from(["sockit", "chat", "join"]).is_err());
+        assert!(Cli::try_parse_from(["sockit", "chat", "serve", "--max-line", "lots"]).is_err());
+    }
+}

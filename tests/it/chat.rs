@@ -1,0 +1,573 @@
+//! `sockit chat`: servers in-process (library) and as the binary, clients over real TCP.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use sockit::chat::{self, QueueLimits};
+
+use crate::support::*;
+
+/// An in-process chat server on 127.0.0.1 port 0.
+struct Running {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    async fn start(config: chat::Config) -> Running {
+        let listener = sockit::net::bind_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let server = chat::Server::open(config).unwrap();
+        let task = tokio::spawn(server.serve(listener, stop.clone()));
+        Running { addr, stop, task }
+    }
+
+    async fn shutdown(self) {
+        self.stop.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("server stops in time")
+            .unwrap();
+    }
+}
+
+fn fast_config() -> chat::Config {
+    chat::Config {
+        rate: 0.0,
+        ..chat::Config::default()
+    }
+}
+
+/// A raw line client, as `nc` would be.
+struct Peer {
+    reader: tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>,
+    writer: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl Peer {
+    async fn connect(addr: SocketAddr) -> Peer {
+        let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
+            .await
+            .expect("connect in time")
+            .unwrap();
+        Self::from_stream(stream)
+    }
+
+    fn from_stream(stream: TcpStream) -> Peer {
+        let (r, w) = stream.into_split();
+        Peer {
+            reader: tokio::io::BufReader::new(r),
+            writer: w,
+        }
+    }
+
+    /// Connects and waits for the welcome; with `nick`, also takes that nickname.
+    async fn join(addr: SocketAddr, nick: &str) -> Peer {
+        let mut peer = Self::connect(addr).await;
+        peer.expect("you joined #lobby").await;
+        peer.send(&format!("/nick {nick}")).await;
+        peer.expect(&format!("is now {nick}")).await;
+        peer
+    }
+
+    async fn send(&mut self, line: &str) {
+        self.send_bytes(format!("{line}\n").as_bytes()).await;
+    }
+
+    async fn send_bytes(&mut self, bytes: &[u8]) {
+        tokio::time::timeout(WAIT, self.writer.write_all(bytes))
+            .await
+            .expect("write in time")
+            .unwrap();
+    }
+
+    /// The next line, or `None` at EOF.
+    async fn line(&mut self) -> Option<String> {
+        let mut line = String::new();
+        let n = tokio::time::timeout(WAIT, self.reader.read_line(&mut line))
+            .await
+            .expect("a line in time")
+            .unwrap();
+        (n > 0).then(|| line.trim_end_matches('\n').to_owned())
+    }
+
+    /// Reads lines until one contains `needle`; returns it.
+    async fn expect(&mut self, needle: &str) -> String {
+        loop {
+            match self.line().await {
+                Some(line) if line.contains(needle) => return line,
+                Some(_) => {}
+                None => panic!("connection closed before a line with {needle:?}"),
+            }
+        }
+    }
+
+    /// Reads lines until EOF; returns them all.
+    async fn until_eof(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Some(line) = self.line().await {
+            lines.push(line);
+        }
+        lines
+    }
+}
+
+#[tokio::test]
+async fn rooms_private_messages_and_commands() {
+    let server = Running::start(fast_config()).await;
+    let mut alice = Peer::join(server.addr, "alice").await;
+    let mut bob = Peer::join(server.addr, "bob").await;
+    alice.expect("bob").await;
+    alice.send("hello bob").await;
+    assert_eq!(bob.expect("hello").await, "<alice> hello bob");
+    bob.send("/me waves").await;
+    assert_eq!(alice.expect("waves").await, "* bob waves");
+    bob.send("/msg ALICE psst").await;
+    assert_eq!(alice.expect("psst").await, "*bob* psst");
+    assert_eq!(bob.expect("psst").await, "-> *alice* psst");
+    bob.send("/who").await;
+    assert_eq!(bob.expect("in #lobby").await, "* in #lobby (2): alice, bob");
+    bob.send("/join #Rust").await;
+    assert_eq!(alice.expect("went to").await, "* bob went to #rust");
+    bob.send("/rooms").await;
+    assert_eq!(bob.expect("rooms:").await, "* rooms: #lobby (1), #rust (1)");
+    bob.send("/bogus").await;
+    bob.expect("unknown command /bogus").await;
+    bob.send("/quit see you").await;
+    bob.expect("* bye").await;
+    assert!(bob.until_eof().await.is_empty());
+    alice.send("/join rust").await;
+    alice.expect("you joined #rust").await;
+    server.shutdown().await;
+}
+
+#[test]
+fn three_clients_with_the_binary_one_a_raw_socket() {
+    let server = Server::start(&["chat", "serve", "--port", "0"]);
+    let connect = || {
+        let stream = std::net::TcpStream::connect(server.addr).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        (BufReader::new(stream.try_clone().unwrap()), stream)
+    };
+    let expect = |r: &mut BufReader<std::net::TcpStream>, needle: &str| loop {
+        let mut line = String::new();
+        assert!(r.read_line(&mut line).unwrap() > 0, "EOF before {needle:?}");
+        if line.contains(needle) {
+            return line;
+        }
+    };
+    let (mut alice_in, mut alice) = connect();
+    expect(&mut alice_in, "you joined #lobby");
+    alice.write_all(b"/nick alice\nhi all\n").unwrap();
+    expect(&mut alice_in, "is now alice");
+    let (mut carol_in, mut carol) = connect();
+    expect(&mut carol_in, "<alice> hi all"); // history replay
+    carol.write_all(b"/nick carol\n").unwrap();
+    expect(&mut alice_in, "is now carol");
+
+    let (out, err, code) = run(
+        &["chat", "join", &server.addr.to_string(), "--nick", "bob"],
+        "hello from bob\n".as_bytes(),
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("<alice> hi all"), "{out}");
+    assert!(out.contains("* bye"), "{out}");
+    assert!(
+        !out.contains('\x1b'),
+        "no colours without a terminal: {out}"
+    );
+    assert_eq!(
+        expect(&mut alice_in, "from bob").trim_end(),
+        "<bob> hello from bob"
+    );
+    expect(&mut carol_in, "<bob> hello from bob");
+    expect(&mut carol_in, "bob left");
+}
+
+#[tokio::test]
+async fn fifty_clients_get_every_line_once_and_in_order() {
+    const CLIENTS: usize = 50;
+    const MESSAGES: usize = 20;
+    let server = Running::start(chat::Config {
+        history_lines: 0,
+        ..fast_config()
+    })
+    .await;
+    let mut peers = Vec::new();
+    for i in 0..CLIENTS {
+        peers.push(Peer::join(server.addr, &format!("c{i}")).await);
+    }
+    let mut tasks = Vec::new();
+    for (i, peer) in peers.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let (mut reader, mut writer) = (peer.reader, peer.writer);
+            let sending = tokio::spawn(async move {
+                for j in 0..MESSAGES {
+                    writer
+                        .write_all(format!("m {i} {j}\n").as_bytes())
+                        .await
+                        .unwrap();
+                }
+                writer
+            });
+            let mut next: HashMap<usize, usize> = HashMap::new();
+            let mut received = 0;
+            let mut line = String::new();
+            while received < (CLIENTS - 1) * MESSAGES {
+                line.clear();
+                let n = tokio::time::timeout(WAIT, reader.read_line(&mut line))
+                    .await
+                    .expect("lines keep coming")
+                    .unwrap();
+                assert!(n > 0, "closed early");
+                let Some(rest) = line.strip_prefix('<') else {
+                    continue; // notices
+                };
+                let (_, text) = rest.split_once("> ").unwrap();
+                let mut parts = text.trim_end().split(' ').skip(1);
+                let from: usize = parts.next().unwrap().parse().unwrap();
+                let seq: usize = parts.next().unwrap().parse().unwrap();
+                assert_ne!(from, i, "no echo of one's own lines");
+                let expected = next.entry(from).or_default();
+                assert_eq!(seq, *expected, "client {i}: line from {from} out of order");
+                *expected += 1;
+                received += 1;
+            }
+            // Stay connected until our own lines are out.
+            let _writer = sending.await.unwrap();
+            assert!(next.values().all(|&n| n == MESSAGES));
+        }));
+    }
+    for task in tasks {
+        tokio::time::timeout(WAIT * 2, task)
+            .await
+            .expect("all delivered in time")
+            .unwrap();
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_dropped_without_stalling_others() {
+    let server = Running::start(chat::Config {
+        queue: QueueLimits {
+            max_lines: 4096,
+            max_bytes: 1 << 20,
+        },
+        stall_timeout: Duration::from_millis(300),
+        history_lines: 0,
+        ..fast_config()
+    })
+    .await;
+    let mut sender = Peer::join(server.addr, "sender").await;
+    let mut reader = Peer::join(server.addr, "reader").await;
+    // The sleeper's receive window is small, so the server's queue for it fills up soon.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let sleeper = Peer::from_stream(socket.connect(server.addr).await.unwrap());
+    reader.expect("guest-3 joined").await;
+
+    const LINES: usize = 16_000;
+    let payload = "x".repeat(500);
+    let reading = tokio::spawn(async move {
+        let mut got = 0;
+        let mut saw_drop = false;
+        while got < LINES {
+            let line = reader.line().await.expect("reader stays connected");
+            if line.starts_with("<sender>") {
+                got += 1;
+            } else if line.contains("guest-3 was dropped") {
+                saw_drop = true;
+            }
+        }
+        (got, saw_drop)
+    });
+    let mut batch = String::new();
+    for i in 0..LINES {
+        batch.push_str(&format!("{i} {payload}\n"));
+        if batch.len() > 64 * 1024 {
+            sender.send_bytes(batch.as_bytes()).await;
+            batch.clear();
+        }
+    }
+    sender.send_bytes(batch.as_bytes()).await;
+    let (got, saw_drop) = tokio::time::timeout(WAIT * 2, reading)
+        .await
+        .expect("the reader gets everything in time")
+        .unwrap();
+    assert_eq!(got, LINES);
+    assert!(saw_drop, "the room is told the sleeper was dropped");
+    drop(sleeper);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_huge_line_is_refused_to_its_sender_who_stays() {
+    let server = Running::start(fast_config()).await;
+    let mut big = Peer::join(server.addr, "big").await;
+    let mut other = Peer::join(server.addr, "other").await;
+    big.send_bytes(&vec![b'x'; 1 << 20]).await;
+    big.expect("line too long (at most 8192 bytes)").await;
+    big.send_bytes(b"\nstill here\n").await;
+    let line = other.expect("<big>").await;
+    assert_eq!(line, "<big> still here");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn invalid_utf8_and_escapes_are_neutralised_unicode_kept() {
+    let server = Running::start(fast_config()).await;
+    let mut eve = Peer::join(server.addr, "eve").await;
+    let mut bob = Peer::join(server.addr, "bob").await;
+    eve.send_bytes(
+        b"\x1b[2J\x1b]0;owned\x07hi \xff\x00 \xe4\xbd\xa0\xe5\xa5\xbd \xf0\x9f\x91\x8b\r\n",
+    )
+    .await;
+    let line = bob.expect("<eve>").await;
+    assert_eq!(line, "<eve> hi \u{fffd} 你好 👋");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn nicknames_clash_without_regard_to_case() {
+    let server = Running::start(fast_config()).await;
+    let _alice = Peer::join(server.addr, "Alice").await;
+    let mut other = Peer::connect(server.addr).await;
+    other.send("/nick aLICE").await;
+    other.expect("the nickname aLICE is taken").await;
+    other.send("/nick bad name").await;
+    other.expect("usage: /nick NAME").await;
+    other.send("/nick -x").await;
+    other.expect("starts with a letter or digit").await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn flood_control_refuses_the_excess_with_a_notice() {
+    let server = Running::start(chat::Config {
+        rate: 5.0,
+        ..chat::Config::default()
+    })
+    .await;
+    let mut flood = Peer::join(server.addr, "flood").await;
+    let mut calm = Peer::join(server.addr, "calm").await;
+    let burst: String = (0..40).map(|i| format!("line {i}\n")).collect();
+    flood.send_bytes(burst.as_bytes()).await;
+    flood.expect("slow down: at most 5 lines per second").await;
+    calm.send("/who").await; // a marker: everything before it has been fanned out
+    calm.send("//marker").await;
+    let mut delivered = 0;
+    loop {
+        let line = calm.line().await.unwrap();
+        if line.starts_with("<flood>") {
+            delivered += 1;
+        }
+        if line.contains("in #lobby") {
+            break;
+        }
+    }
+    assert!(
+        (10..40).contains(&delivered),
+        "{delivered} lines got through"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_abrupt_reset_is_announced_and_cleaned_up() {
+    let server = Running::start(fast_config()).await;
+    let mut watcher = Peer::join(server.addr, "watcher").await;
+    let gone = Peer::join(server.addr, "gone").await;
+    let stream = gone.reader.into_inner().reunite(gone.writer).unwrap();
+    stream.set_zero_linger().unwrap();
+    drop(stream); // RST
+    let line = watcher.expect("gone left").await;
+    assert!(
+        line == "* gone left (connection reset)" || line == "* gone left",
+        "{line}"
+    );
+    watcher.send("/who").await;
+    assert_eq!(
+        watcher.expect("in #lobby").await,
+        "* in #lobby (1): watcher"
+    );
+    // The nickname is free again.
+    let _again = Peer::join(server.addr, "gone").await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_tells_everyone_and_closes() {
+    let server = Running::start(fast_config()).await;
+    let mut a = Peer::join(server.addr, "a").await;
+    let mut b = Peer::join(server.addr, "b").await;
+    server.shutdown().await;
+    for peer in [&mut a, &mut b] {
+        let rest = peer.until_eof().await;
+        assert!(
+            rest.iter().any(|l| l == "* server shutting down"),
+            "{rest:?}"
+        );
+    }
+}
+
+#[test]
+fn password_is_required_first() {
+    let server = Server::start(&["chat", "serve", "--port", "0", "--password", "s3cret"]);
+    let talk = |input: &[u8]| {
+        let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        stream.write_all(input).unwrap();
+        let mut out = String::new();
+        let _ = std::io::Read::read_to_string(&mut stream, &mut out);
+        out
+    };
+    let refused = talk(b"hello\n");
+    assert!(refused.contains("* password required"), "{refused}");
+    assert!(refused.contains("* wrong password"), "{refused}");
+    assert!(!refused.contains("welcome"), "{refused}");
+    let accepted = talk(b"PASS s3cret\n/quit\n");
+    assert!(accepted.contains("* welcome"), "{accepted}");
+    let (out, err, code) = run(
+        &[
+            "chat",
+            "join",
+            &server.addr.to_string(),
+            "--password",
+            "s3cret",
+        ],
+        b"",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(String::from_utf8_lossy(&out).contains("* welcome"));
+}
+
+#[test]
+fn tls_with_a_pinned_certificate() {
+    let server = Server::start(&["chat", "serve", "--port", "0", "--tls"]);
+    let pin = server
+        .stderr_line_with("TLS certificate")
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    let addr = server.addr.to_string();
+    let (out, err, code) = run(
+        &["chat", "join", &addr, "--pin", &pin, "--nick", "tls1"],
+        b"over tls\n",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(String::from_utf8_lossy(&out).contains("you joined #lobby as guest-1"));
+    let (out, err, code) = run(&["chat", "join", &addr, "--pin", &pin], b"/history\n");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(String::from_utf8_lossy(&out).contains("<tls1> over tls"));
+    // A wrong pin is a TLS failure (exit code 35).
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let (_, _, code) = run(&["chat", "join", &addr, "--pin", &wrong], b"");
+    assert_eq!(code, Some(35));
+}
+
+#[test]
+fn history_survives_a_restart_with_db() {
+    let dir = std::env::temp_dir().join(format!("sockit-chat-db-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("chat.db");
+    let db_arg = db.to_str().unwrap();
+    {
+        let server = Server::start(&["chat", "serve", "--port", "0", "--db", db_arg]);
+        let (_, err, code) = run(
+            &["chat", "join", &server.addr.to_string(), "--nick", "ann"],
+            "remember me 记住\n".as_bytes(),
+        );
+        assert_eq!(code, Some(0), "{err}");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &server.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let (_, status) = server.wait_output();
+        assert!(status.success(), "graceful stop exits 0");
+    }
+    let server = Server::start(&["chat", "serve", "--port", "0", "--db", db_arg]);
+    let (out, err, code) = run(&["chat", "join", &server.addr.to_string()], b"");
+    assert_eq!(code, Some(0), "{err}");
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("<ann> remember me 记住"), "{out}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_chat_counts_every_line_once() {
+    use sockit::bench::chat::{ChatLoad, run};
+    let server = Running::start(fast_config()).await;
+    for rate in [0.0, 500.0] {
+        let load = ChatLoad {
+            clients: 20,
+            senders: 3,
+            messages: 100,
+            rate,
+            ..ChatLoad::default()
+        };
+        let report = run(server.addr, &load, WAIT).await.unwrap();
+        assert_eq!(report.counter("expected"), Some(3 * 100 * 19));
+        assert_eq!(report.ops, 3 * 100 * 19, "{}", report.table());
+        for counter in [
+            "lost",
+            "duplicated",
+            "reordered",
+            "malformed",
+            "disconnected",
+        ] {
+            assert_eq!(report.counter(counter), Some(0), "{}", report.table());
+        }
+        assert!(report.latency.is_some());
+    }
+    server.shutdown().await;
+}
+
+#[test]
+fn console_posts_as_server_and_sees_the_rooms() {
+    let mut server = Server::start_with_stdin(
+        &["chat", "serve", "--port", "0", "--console"],
+        std::process::Stdio::piped(),
+    );
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    while !line.contains("you joined") {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0);
+    }
+    stream.write_all(b"/nick ann\nhi console\n").unwrap();
+    let mut console = server.child.stdin.take().unwrap();
+    console
+        .write_all("hello from the console 你好\n".as_bytes())
+        .unwrap();
+    while !line.contains("<server>") {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0);
+    }
+    assert_eq!(line.trim_end(), "<server> hello from the console 你好");
+    drop(console); // EOF ends the console, not the server
+    stream.write_all(b"/quit\n").unwrap();
+    let mut out = server.child.stdout.take().unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("<ann> hi console") {
+        let n = std::io::Read::read(&mut out, &mut buf).unwrap();
+        assert!(n > 0, "console output ended early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
