@@ -9,6 +9,7 @@ declare -A peers=(
   [nc]=netcat-openbsd
   [curl]=curl
   [python3]=python3
+  [nginx]=nginx-light
 )
 missing=()
 for program in "${!peers[@]}"; do
