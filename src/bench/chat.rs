@@ -207,6 +207,7 @@ pub async fn run(
     addr: SocketAddr,
     load: &ChatLoad,
     limit: Duration,
+    live: &crate::bench::Progress,
 ) -> Result<Report, ChatBenchError> {
     let deadline = Instant::now() + limit;
     let epoch = Instant::now();
@@ -220,7 +221,8 @@ pub async fn run(
 
     let mut writers = Vec::with_capacity(load.clients);
     let mut readers = JoinSet::new();
-    let progress = Arc::new(AtomicU64::new(0));
+    // Deliveries so far, shared with whoever shows live progress.
+    let progress = live.counter();
     let received_bytes = Arc::new(AtomicU64::new(0));
     let greeted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let last_delivery = Arc::new(AtomicU64::new(0));

@@ -10,7 +10,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::bench::{Latency, Report};
+use crate::bench::{Latency, Progress, Report};
 use crate::net::relay::COPY_BUFFER_BYTES;
 
 /// What to measure against an echo server.
@@ -62,6 +62,7 @@ pub enum EchoBenchError {
 }
 
 /// Runs `load` against the echo server at `addr`; the whole run is bounded by `limit`.
+/// `progress` counts round trips (or datagrams, or MB of a stream) as they complete.
 ///
 /// # Errors
 ///
@@ -71,6 +72,7 @@ pub async fn run(
     addr: SocketAddr,
     load: &EchoLoad,
     limit: Duration,
+    progress: &Progress,
 ) -> Result<Report, EchoBenchError> {
     let io = |source| EchoBenchError::Io { addr, source };
     let work = async {
@@ -79,13 +81,15 @@ pub async fn run(
                 connections,
                 round_trips,
                 size,
-            } => round_trip_load(addr, connections, round_trips, size).await,
-            EchoLoad::Stream { bytes } => stream_load(addr, bytes).await.map_err(io),
+            } => round_trip_load(addr, connections, round_trips, size, progress).await,
+            EchoLoad::Stream { bytes } => stream_load(addr, bytes, progress).await.map_err(io),
             EchoLoad::Udp {
                 datagrams,
                 window,
                 size,
-            } => udp_load(addr, datagrams, window, size).await.map_err(io),
+            } => udp_load(addr, datagrams, window, size, progress)
+                .await
+                .map_err(io),
         }
     };
     tokio::time::timeout(limit, work)
@@ -98,6 +102,7 @@ async fn round_trip_load(
     connections: usize,
     round_trips: u64,
     size: usize,
+    progress: &Progress,
 ) -> Result<Report, EchoBenchError> {
     // Connect everyone first so the measured part is only round trips.
     let mut streams = Vec::with_capacity(connections);
@@ -113,6 +118,7 @@ async fn round_trip_load(
     let start = Instant::now();
     let mut tasks = JoinSet::new();
     for (i, mut stream) in streams.into_iter().enumerate() {
+        let progress = progress.clone();
         tasks.spawn(async move {
             let mut latency = Latency::new();
             let message: Vec<u8> = (0..size).map(|j| (i + j) as u8).collect();
@@ -122,6 +128,7 @@ async fn round_trip_load(
                 stream.write_all(&message).await?;
                 stream.read_exact(&mut reply).await?;
                 latency.record(sent.elapsed());
+                progress.add(1);
                 if reply != message {
                     return Err(std::io::Error::other("reply differs"));
                 }
@@ -149,7 +156,7 @@ async fn round_trip_load(
     .with_counter("errors", errors))
 }
 
-async fn stream_load(addr: SocketAddr, bytes: u64) -> std::io::Result<Report> {
+async fn stream_load(addr: SocketAddr, bytes: u64, progress: &Progress) -> std::io::Result<Report> {
     let stream = TcpStream::connect(addr).await?;
     let (mut reader, mut writer) = stream.into_split();
     let start = Instant::now();
@@ -178,6 +185,7 @@ async fn stream_load(addr: SocketAddr, bytes: u64) -> std::io::Result<Report> {
                 return Err(std::io::Error::other("echoed bytes differ"));
             }
             got += n as u64;
+            progress.add(n as u64);
         }
         Ok(got)
     };
@@ -198,6 +206,7 @@ async fn udp_load(
     datagrams: u64,
     window: usize,
     size: usize,
+    progress: &Progress,
 ) -> std::io::Result<Report> {
     let size = size.max(8);
     let local: SocketAddr = if addr.is_ipv4() {
@@ -241,6 +250,7 @@ async fn udp_load(
                     let seq = u64::from_be_bytes(reply[..8].try_into().expect("8 bytes"));
                     if let Some(t) = sent_at.remove(&seq) {
                         latency.record(t.elapsed());
+                        progress.add(1);
                     }
                 }
             }

@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::bench::{Latency, Report};
+use crate::bench::{Latency, Progress, Report};
 use crate::net::tls::{Verify, client_config};
 use crate::net::{ClientOptions, HostPort, NetError, open};
 
@@ -63,12 +63,13 @@ struct Target {
     path: String,
 }
 
-/// Runs the load and returns its report (counters: `non-2xx`, `errors`).
+/// Runs the load and returns its report (counters: `non-2xx`, `errors`); `progress` counts
+/// responses as they arrive.
 ///
 /// # Errors
 ///
 /// [`HttpBenchError`] when the URL is unusable or the very first connection fails.
-pub async fn run(load: HttpLoad) -> Result<Report, HttpBenchError> {
+pub async fn run(load: HttpLoad, progress: &Progress) -> Result<Report, HttpBenchError> {
     let target = Arc::new(target_of(&load.url)?);
     // Fail fast, with the real reason, when the server is not there at all.
     let (probe, _) = open(&target.host_port, &target.options)
@@ -91,7 +92,14 @@ pub async fn run(load: HttpLoad) -> Result<Report, HttpBenchError> {
     let mut workers = JoinSet::new();
     for _ in 0..load.connections {
         let (target, load, issued) = (target.clone(), load.clone(), issued.clone());
-        workers.spawn(worker(target, load, issued, budget, deadline));
+        workers.spawn(worker(
+            target,
+            load,
+            issued,
+            budget,
+            deadline,
+            progress.clone(),
+        ));
     }
     let mut total = Tally::default();
     while let Some(joined) = workers.join_next().await {
@@ -176,6 +184,7 @@ async fn worker(
     issued: Arc<AtomicU64>,
     budget: u64,
     deadline: Instant,
+    progress: Progress,
 ) -> Tally {
     let mut tally = Tally::default();
     'connections: while Instant::now() < deadline {
@@ -217,6 +226,7 @@ async fn worker(
                 Ok(Ok((status, len, closes))) => {
                     tally.latency.record(sent.elapsed());
                     tally.responses += 1;
+                    progress.add(1);
                     tally.bytes += len as u64;
                     if !status.is_success() {
                         tally.non_2xx += 1;

@@ -8,4 +8,4 @@ pub mod echo;
 pub mod http;
 mod report;
 
-pub use report::{Latency, LatencySummary, Report};
+pub use report::{Latency, LatencySummary, Progress, Report};

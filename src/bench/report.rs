@@ -7,6 +7,33 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+/// A live count of completed operations, shared between a load generator and whoever
+/// shows its progress. Cloning shares the count.
+#[derive(Debug, Clone, Default)]
+pub struct Progress(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl Progress {
+    /// A count at zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `n` completed operations.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Operations completed so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The shared counter itself, for generators that count with atomics already.
+    pub fn counter(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        self.0.clone()
+    }
+}
+
 /// Latencies recorded in microseconds, from 1 µs to 1 hour, 3 significant digits.
 #[derive(Debug, Clone)]
 pub struct Latency(Histogram<u64>);

@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use sockit::bench::{Report, chat, echo, http};
+use sockit::bench::{Progress, Report, chat, echo, http};
 use sockit::net::{DEFAULT_CONNECT_HOST, HostPort};
 
 use crate::cli::args::{parse_bytes, parse_duration};
@@ -172,6 +172,8 @@ struct EchoArgs {
 }
 
 pub(crate) async fn run(args: BenchArgs, stop: CancellationToken) -> anyhow::Result<()> {
+    let progress = Progress::new();
+    let ticker = live_progress(progress.clone(), args.mode.unit());
     let report = match args.mode {
         BenchMode::Echo(echo_args) => {
             let addr = echo_args.addr.resolve(DEFAULT_CONNECT_HOST).await?[0];
@@ -193,7 +195,7 @@ pub(crate) async fn run(args: BenchArgs, stop: CancellationToken) -> anyhow::Res
                 }
             };
             tokio::select! {
-                report = echo::run(addr, &load, echo_args.limit) => report?,
+                report = echo::run(addr, &load, echo_args.limit, &progress) => report?,
                 _ = stop.cancelled() => anyhow::bail!("interrupted"),
             }
         }
@@ -209,11 +211,11 @@ pub(crate) async fn run(args: BenchArgs, stop: CancellationToken) -> anyhow::Res
                                 .enable_all()
                                 .build()
                                 .map_err(anyhow::Error::from)
-                                .and_then(|rt| Ok(rt.block_on(http::run(load))?))
+                                .and_then(|rt| Ok(rt.block_on(http::run(load, &progress))?))
                         })
                         .await?
                     }
-                    None => Ok(http::run(load).await?),
+                    None => Ok(http::run(load, &progress).await?),
                 }
             };
             tokio::select! {
@@ -233,12 +235,50 @@ pub(crate) async fn run(args: BenchArgs, stop: CancellationToken) -> anyhow::Res
                 ..chat::ChatLoad::default()
             };
             tokio::select! {
-                report = chat::run(addr, &load, chat_args.limit) => report?,
+                report = chat::run(addr, &load, chat_args.limit, &progress) => report?,
                 _ = stop.cancelled() => anyhow::bail!("interrupted"),
             }
         }
     };
+    if let Some(ticker) = ticker {
+        ticker.abort();
+        eprint!("\r\x1b[2K");
+    }
     print_report(&report, args.json)
+}
+
+impl BenchMode {
+    /// What the live progress line counts.
+    fn unit(&self) -> &'static str {
+        match self {
+            BenchMode::Echo(a) if a.stream.is_some() => "bytes echoed",
+            BenchMode::Echo(a) if a.udp => "datagrams",
+            BenchMode::Echo(_) => "round trips",
+            BenchMode::Http(_) => "responses",
+            BenchMode::Chat(_) => "deliveries",
+        }
+    }
+}
+
+/// On a terminal, a line on stderr that shows the count and rate twice a second.
+fn live_progress(progress: Progress, unit: &'static str) -> Option<tokio::task::JoinHandle<()>> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        let start = tokio::time::Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            let secs = start.elapsed().as_secs_f64();
+            let done = progress.get();
+            eprint!(
+                "\r\x1b[2K{secs:6.1} s  {done} {unit}  ({:.0}/s)",
+                done as f64 / secs.max(1e-3)
+            );
+        }
+    }))
 }
 
 fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {

@@ -207,3 +207,31 @@ fn http_load_against_python_http_server_reconnects_without_errors() {
     assert_eq!(r["bytes"], 400);
     assert_eq!(counter(&r, "errors"), 0);
 }
+
+#[tokio::test]
+async fn live_progress_counts_what_the_report_counts() {
+    use sockit::bench::{Progress, echo};
+    use sockit::net::{self, ServerConfig};
+    use tokio_util::sync::CancellationToken;
+
+    let listener = net::bind_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(net::serve(
+        listener,
+        ServerConfig::default(),
+        stop.clone(),
+        |s, _, stop| async move { net::echo::echo(s, &Default::default(), stop).await },
+    ));
+    let progress = Progress::new();
+    let load = echo::EchoLoad::RoundTrips {
+        connections: 8,
+        round_trips: 25,
+        size: 32,
+    };
+    let report = echo::run(addr, &load, WAIT, &progress).await.unwrap();
+    assert_eq!(report.ops, 200);
+    assert_eq!(progress.get(), 200);
+    stop.cancel();
+    server.await.unwrap();
+}

@@ -519,7 +519,9 @@ async fn bench_chat_counts_every_line_once() {
             rate,
             ..ChatLoad::default()
         };
-        let report = run(server.addr, &load, WAIT).await.unwrap();
+        let report = run(server.addr, &load, WAIT, &sockit::bench::Progress::new())
+            .await
+            .unwrap();
         assert_eq!(report.counter("expected"), Some(3 * 100 * 19));
         assert_eq!(report.ops, 3 * 100 * 19, "{}", report.table());
         for counter in [
