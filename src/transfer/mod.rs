@@ -18,4 +18,4 @@ pub use manifest::{
 };
 pub use raw::{RAW_BUFFER_BYTES, receive_raw, serve_raw};
 pub use recv::{Outcome, Progress, RecvConfig, RecvError, receive};
-pub use send::{CHUNK_BYTES, Offer, PeerStats, SendConfig, SendError, Sender, serve_offer};
+pub use send::{Offer, PeerStats, SendConfig, SendError, Sender, serve_offer};

@@ -1,35 +1,33 @@
 //! The sending side: collect and hash the offered files, then answer `GET /TOKEN/manifest`
 //! and `GET /TOKEN/f/<index>` (single `Range`, 206/416) over HTTPS, plus `POST /TOKEN/done`
-//! from receivers that finished. TLS and the accept loop come from `net`; the HTTP glue is
-//! kept to these few routes on hyper's `http1` connection.
+//! from receivers that finished. TLS and the accept loop come from `net`; range resolution and
+//! response bodies from the file server (`http::server`); this module keeps only its routes.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::io::{self, Read, Seek};
+use std::future::Future;
+use std::io::{self, Seek};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Frame, Incoming};
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::http::server::{Body, RangeAnswer, resolve_range};
 use crate::net::{BoxStream, ServerConfig, serve};
 use crate::transfer::code::Token;
 use crate::transfer::manifest::{Digest, Entry, Manifest, ManifestError, shown};
-
-/// Size of each chunk read from disk and handed to the connection.
-pub const CHUNK_BYTES: usize = 256 << 10;
 
 /// Why files could not be offered.
 #[derive(Debug, thiserror::Error)]
@@ -362,10 +360,8 @@ async fn connection(
     }
 }
 
-type Body = BoxBody<Bytes, io::Error>;
-
-fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut response = Response::new(full(Bytes::from_static(body.as_bytes())));
+fn text(status: StatusCode, body: &'static str) -> Response<Reply> {
+    let mut response = Response::new(Reply::plain(Body::bytes(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -374,11 +370,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     response
 }
 
-fn full(bytes: Bytes) -> Body {
-    Full::new(bytes).map_err(|never| match never {}).boxed()
-}
-
-async fn respond(sender: &Arc<Sender>, request: Request<Incoming>, ip: IpAddr) -> Response<Body> {
+async fn respond(sender: &Arc<Sender>, request: Request<Incoming>, ip: IpAddr) -> Response<Reply> {
     let path = request.uri().path();
     let Some((_, rest)) = path
         .strip_prefix('/')
@@ -393,11 +385,11 @@ async fn respond(sender: &Arc<Sender>, request: Request<Incoming>, ip: IpAddr) -
         ("manifest", &Method::GET | &Method::HEAD) => {
             info!(%ip, "manifest fetched");
             sender.with_peer(ip, |p| p.started += 1);
-            let mut response = Response::new(if method == Method::HEAD {
-                full(Bytes::new())
+            let mut response = Response::new(Reply::plain(if method == Method::HEAD {
+                Body::empty()
             } else {
-                full(Bytes::from(sender.offer.manifest.to_json()))
-            });
+                Body::bytes(sender.offer.manifest.to_json())
+            }));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
@@ -424,78 +416,26 @@ async fn respond(sender: &Arc<Sender>, request: Request<Incoming>, ip: IpAddr) -
     }
 }
 
-/// A byte range `start..end` (end exclusive) of a file of `size` bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RangeAsk {
-    /// No usable `Range` header: the whole file.
-    Whole,
-    /// One satisfiable range.
-    Part { start: u64, end: u64 },
-    /// A range past the end.
-    Unsatisfiable,
-}
-
-/// Reads a `Range` header value; several ranges or units other than bytes mean "whole file"
-/// (allowed by RFC 9110, and all a transfer receiver ever asks for is one range).
-pub(crate) fn parse_range(value: Option<&str>, size: u64) -> RangeAsk {
-    let Some(spec) = value.and_then(|v| v.trim().strip_prefix("bytes=")) else {
-        return RangeAsk::Whole;
-    };
-    if spec.contains(',') {
-        return RangeAsk::Whole;
-    }
-    let Some((first, last)) = spec.trim().split_once('-') else {
-        return RangeAsk::Whole;
-    };
-    let number = |s: &str| s.parse::<u64>().ok();
-    let (first, last) = (first.trim(), last.trim());
-    if first.is_empty() {
-        // `bytes=-N`: the last N bytes.
-        return match number(last) {
-            Some(0) => RangeAsk::Unsatisfiable,
-            Some(_) if size == 0 => RangeAsk::Unsatisfiable,
-            Some(suffix) => RangeAsk::Part {
-                start: size.saturating_sub(suffix),
-                end: size,
-            },
-            None => RangeAsk::Whole,
-        };
-    }
-    let Some(start) = number(first) else {
-        return RangeAsk::Whole;
-    };
-    let end = if last.is_empty() {
-        size
-    } else {
-        match number(last) {
-            Some(last) if last >= start => last.saturating_add(1).min(size),
-            _ => return RangeAsk::Whole,
-        }
-    };
-    if start >= size {
-        RangeAsk::Unsatisfiable
-    } else {
-        RangeAsk::Part { start, end }
-    }
-}
-
 async fn file_response(
     sender: &Arc<Sender>,
     index: usize,
     request: &Request<Incoming>,
     ip: IpAddr,
-) -> Response<Body> {
+) -> Response<Reply> {
     let entry = &sender.offer.manifest.files[index];
     let path = sender.offer.sources[index].clone();
     let size = entry.size;
     let range = request
         .headers()
         .get(header::RANGE)
-        .and_then(|v| v.to_str().ok());
-    let (status, start, end) = match parse_range(range, size) {
-        RangeAsk::Whole => (StatusCode::OK, 0, size),
-        RangeAsk::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end),
-        RangeAsk::Unsatisfiable => {
+        .and_then(|v| v.to_str().ok())
+        .map_or(RangeAnswer::Full, |v| resolve_range(v, size));
+    let (status, start, len) = match range {
+        RangeAnswer::Full => (StatusCode::OK, 0, size),
+        RangeAnswer::Partial { start, end } => {
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
+        RangeAnswer::Unsatisfiable => {
             let mut response = text(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable\n");
             if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
                 response.headers_mut().insert(header::CONTENT_RANGE, value);
@@ -525,11 +465,14 @@ async fn file_response(
             );
         }
     };
-    let len = end - start;
     let body = if request.method() == Method::HEAD {
-        full(Bytes::new())
+        Reply::plain(Body::empty())
     } else {
-        file_body(file, len, sender.clone(), ip)
+        Reply::metered(
+            Body::file(tokio::fs::File::from_std(file), len),
+            sender.clone(),
+            ip,
+        )
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
@@ -548,7 +491,9 @@ async fn file_response(
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
     if status == StatusCode::PARTIAL_CONTENT {
-        if let Ok(value) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", end - 1)) {
+        if let Ok(value) =
+            HeaderValue::from_str(&format!("bytes {start}-{}/{size}", start + len - 1))
+        {
             headers.insert(header::CONTENT_RANGE, value);
         }
     }
@@ -568,110 +513,84 @@ fn percent_encode(name: &str) -> String {
     out
 }
 
-/// A response body fed by a blocking reader thread, a few chunks ahead of the socket.
-struct ChannelBody(mpsc::Receiver<io::Result<Bytes>>);
+/// A response body: the file server's [`Body`], and for file contents a meter that counts
+/// the bytes into the receiver's [`PeerStats`] and holds them to `--limit-rate`.
+struct Reply {
+    body: Body,
+    meter: Option<Meter>,
+}
 
-impl hyper::body::Body for ChannelBody {
+struct Meter {
+    sender: Arc<Sender>,
+    ip: IpAddr,
+    began: tokio::time::Instant,
+    sent: u64,
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Reply {
+    fn plain(body: Body) -> Self {
+        Self { body, meter: None }
+    }
+
+    fn metered(body: Body, sender: Arc<Sender>, ip: IpAddr) -> Self {
+        Self {
+            body,
+            meter: Some(Meter {
+                sender,
+                ip,
+                began: tokio::time::Instant::now(),
+                sent: 0,
+                pause: None,
+            }),
+        }
+    }
+}
+
+impl http_body::Body for Reply {
     type Data = Bytes;
     type Error = io::Error;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|next| next.map(|r| r.map(Frame::data)))
-    }
-}
-
-fn file_body(file: std::fs::File, len: u64, sender: Arc<Sender>, ip: IpAddr) -> Body {
-    let (tx, rx) = mpsc::channel(4);
-    let limit_rate = sender.limit_rate;
-    tokio::task::spawn_blocking(move || {
-        let mut reader = file.take(len);
-        let began = Instant::now();
-        let mut sent = 0u64;
-        loop {
-            let mut chunk = vec![0; CHUNK_BYTES];
-            let n = match reader.read(&mut chunk) {
-                Ok(0) if sent < len => Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the file shrank while being sent",
-                )),
-                Ok(n) => Ok(n),
-                Err(e) => Err(e),
-            };
-            let n = match n {
-                Ok(0) => return,
-                Ok(n) => n,
-                Err(error) => {
-                    let _ = tx.blocking_send(Err(error));
-                    return;
-                }
-            };
-            chunk.truncate(n);
-            sent += n as u64;
-            sender.with_peer(ip, |p| p.bytes_sent += n as u64);
-            if tx.blocking_send(Ok(Bytes::from(chunk))).is_err() {
-                return; // the receiver went away
+        let this = self.get_mut();
+        if let Some(pause) = this.meter.as_mut().and_then(|m| m.pause.as_mut()) {
+            ready!(pause.as_mut().poll(cx));
+            if let Some(meter) = this.meter.as_mut() {
+                meter.pause = None;
             }
-            if let Some(rate) = limit_rate.filter(|&r| r > 0) {
-                let due = Duration::from_secs_f64(sent as f64 / rate as f64);
-                if let Some(wait) = due.checked_sub(began.elapsed()) {
-                    std::thread::sleep(wait);
+        }
+        let frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
+        if let (Some(meter), Some(Ok(frame))) = (this.meter.as_mut(), &frame) {
+            if let Some(data) = frame.data_ref() {
+                let n = data.len() as u64;
+                meter.sent += n;
+                meter.sender.with_peer(meter.ip, |p| p.bytes_sent += n);
+                if let Some(rate) = meter.sender.limit_rate.filter(|&r| r > 0) {
+                    let due = Duration::from_secs_f64(meter.sent as f64 / rate as f64);
+                    if meter.began.elapsed() < due {
+                        meter.pause = Some(Box::pin(tokio::time::sleep_until(meter.began + due)));
+                    }
                 }
             }
         }
-    });
-    ChannelBody(rx).boxed()
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ranges() {
-        use RangeAsk::*;
-        let cases = [
-            (None, Whole),
-            (Some("bytes=0-"), Part { start: 0, end: 100 }),
-            (
-                Some("bytes=10-"),
-                Part {
-                    start: 10,
-                    end: 100,
-                },
-            ),
-            (Some("bytes=10-19"), Part { start: 10, end: 20 }),
-            (
-                Some("bytes=90-500"),
-                Part {
-                    start: 90,
-                    end: 100,
-                },
-            ),
-            (
-                Some("bytes=-5"),
-                Part {
-                    start: 95,
-                    end: 100,
-                },
-            ),
-            (Some("bytes=-500"), Part { start: 0, end: 100 }),
-            (Some("bytes=100-"), Unsatisfiable),
-            (Some("bytes=-0"), Unsatisfiable),
-            (Some("bytes=5-2"), Whole),
-            (Some("bytes=0-1,5-6"), Whole),
-            (Some("items=0-1"), Whole),
-            (Some("bytes=x-"), Whole),
-            (Some("bytes=-"), Whole),
-        ];
-        for (value, want) in cases {
-            assert_eq!(parse_range(value, 100), want, "{value:?}");
-        }
-    }
 
     #[test]
     fn receivers_beyond_the_limit_are_turned_away_until_one_leaves() {
@@ -692,6 +611,37 @@ mod tests {
         sender.leave(a);
         assert!(sender.admit(b));
         assert_eq!(sender.peers().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn file_bodies_are_counted_and_held_to_the_rate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![1u8; 512 << 10]).unwrap();
+        let offer = Offer {
+            manifest: Manifest::new(vec![]).unwrap(),
+            sources: vec![],
+        };
+        let config = SendConfig {
+            limit_rate: Some(2 << 20),
+            ..SendConfig::default()
+        };
+        let sender = Arc::new(Sender::new(offer, Token::from([7; 16]), &config));
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let file = tokio::fs::File::open(&path).await.unwrap();
+        let body = Reply::metered(Body::file(file, 512 << 10), sender.clone(), ip);
+        let began = std::time::Instant::now();
+        let got = http_body_util::BodyExt::collect(body)
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(got.len(), 512 << 10);
+        assert!(
+            began.elapsed() >= Duration::from_millis(200),
+            "{:?}",
+            began.elapsed()
+        );
+        assert_eq!(sender.peers()[0].1.bytes_sent, 512 << 10);
     }
 
     #[test]
