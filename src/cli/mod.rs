@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Parser)]
 #[command(name = "sockit", version, about, propagate_version = true)]
 #[command(
-    after_help = "Exit codes: 0 ok · 1 error · 2 usage · 6 could not resolve host · \
+    after_help = "Exit codes: 0 ok · 1 error · 2 usage · 3/4/5 HTTP 3xx/4xx/5xx (--check-status) · 6 could not resolve host · \
 7 could not connect · 28 timed out · 35 TLS failure"
 )]
 pub(crate) struct Cli {
@@ -36,18 +36,18 @@ enum Command {
     Connect(connect::ConnectArgs),
     /// TCP/UDP server: one peer, --keep-open, --echo or --greet (like nc -l, ncat -lk)
     Listen(listen::ListenArgs),
-    /// Offer files over HTTPS with a pinned certificate; prints the recv command
-    Send(transfer::SendArgs),
-    /// Fetch what sockit send offers: verified, resumable
-    Recv(transfer::RecvArgs),
-    /// Load generators: round trips, streams and datagrams against echo servers
-    Bench(bench::BenchArgs),
+    /// Multi-user chat: `chat serve` (nc and telnet can join) and `chat join`
+    Chat(chat::ChatArgs),
     #[command(flatten)]
     Http(http::HttpCommand),
     /// HTTP file server: listings, ranges, caching, uploads (like python3 -m http.server)
     Serve(serve::ServeArgs),
-    /// Multi-user chat: `chat serve` (nc and telnet can join) and `chat join`
-    Chat(chat::ChatArgs),
+    /// Offer files over HTTPS with a pinned certificate; prints the recv command
+    Send(transfer::SendArgs),
+    /// Fetch what sockit send offers: verified, resumable
+    Recv(transfer::RecvArgs),
+    /// Load generators for echo, HTTP and chat servers, with latency percentiles (like wrk)
+    Bench(bench::BenchArgs),
     /// Print shell completions: sockit completions bash > /etc/bash_completion.d/sockit
     Completions {
         /// The shell to write completions for
