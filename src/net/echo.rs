@@ -197,26 +197,44 @@ pub async fn serve_udp(socket: UdpSocket, reply: UdpReply, stop: CancellationTok
     let mut buf = vec![0u8; MAX_DATAGRAM_BYTES + 1];
     let mut out = BytesMut::new();
     loop {
-        let (n, peer) = tokio::select! {
-            _ = stop.cancelled() => return,
-            received = socket.recv_from(&mut buf) => match received {
-                Ok(r) => r,
+        // Answer every datagram already queued before going back to the scheduler: two
+        // system calls per datagram while busy, no wake-up in between.
+        loop {
+            let (n, peer) = match socket.try_recv_from(&mut buf) {
+                Ok(received) => received,
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
                 // ICMP port-unreachable from an earlier reply shows up here on some systems.
-                Err(error) => { debug!(%error, "recv_from"); continue; }
-            },
-        };
-        let answer: &[u8] = match &reply {
-            UdpReply::Echo => &buf[..n],
-            UdpReply::Greet(template) => {
-                out.clear();
-                let line = buf[..n].strip_suffix(b"\n").unwrap_or(&buf[..n]);
-                let line = line.strip_suffix(b"\r").unwrap_or(line);
-                template.render(line, &mut out);
-                &out
+                Err(error) => {
+                    debug!(%error, "recv_from");
+                    continue;
+                }
+            };
+            let answer: &[u8] = match &reply {
+                UdpReply::Echo => &buf[..n],
+                UdpReply::Greet(template) => {
+                    out.clear();
+                    let line = buf[..n].strip_suffix(b"\n").unwrap_or(&buf[..n]);
+                    let line = line.strip_suffix(b"\r").unwrap_or(line);
+                    template.render(line, &mut out);
+                    &out
+                }
+            };
+            let sent = match socket.try_send_to(answer, peer) {
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                    socket.send_to(answer, peer).await
+                }
+                other => other,
+            };
+            if let Err(error) = sent {
+                warn!(%peer, %error, bytes = answer.len(), "cannot send reply");
             }
-        };
-        if let Err(error) = socket.send_to(answer, peer).await {
-            warn!(%peer, %error, bytes = answer.len(), "cannot send reply");
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            ready = socket.readable() => if let Err(error) = ready {
+                warn!(%error, "UDP socket failed");
+                return;
+            },
         }
     }
 }
