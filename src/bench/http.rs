@@ -60,7 +60,8 @@ struct Target {
     host_port: HostPort,
     options: ClientOptions,
     host_header: HeaderValue,
-    path: String,
+    /// Parsed once: every request of the run goes to the same target.
+    uri: http::Uri,
 }
 
 /// Runs the load and returns its report (counters: `non-2xx`, `errors`); `progress` counts
@@ -154,7 +155,7 @@ fn target_of(url: &url::Url) -> Result<Target, HttpBenchError> {
             ..ClientOptions::default()
         },
         host_header: HeaderValue::from_str(&host_header).map_err(|_| bad())?,
-        path,
+        uri: path.parse().map_err(|_| bad())?,
     })
 }
 
@@ -187,6 +188,9 @@ async fn worker(
     progress: Progress,
 ) -> Tally {
     let mut tally = Tally::default();
+    // One timer per worker, not one per request: it is only polled on the hot path.
+    let end = tokio::time::sleep_until(deadline);
+    tokio::pin!(end);
     'connections: while Instant::now() < deadline {
         let connected =
             tokio::time::timeout_at(deadline, open(&target.host_port, &target.options)).await;
@@ -214,14 +218,18 @@ async fn worker(
             }
             let request = build_request(&target, &load);
             let sent = Instant::now();
-            let outcome = tokio::time::timeout_at(deadline, async {
+            let exchange = async {
                 let response = sender.send_request(request).await?;
                 let status = response.status();
                 let closes = closes_connection(&response);
                 let body = response.into_body().collect().await?;
                 Ok::<_, hyper::Error>((status, body.to_bytes().len(), closes))
-            })
-            .await;
+            };
+            let outcome = tokio::select! {
+                biased;
+                outcome = exchange => Ok(outcome),
+                () = &mut end => Err(()),
+            };
             match outcome {
                 Ok(Ok((status, len, closes))) => {
                     tally.latency.record(sent.elapsed());
@@ -268,10 +276,7 @@ fn closes_connection<B>(response: &http::Response<B>) -> bool {
 fn build_request(target: &Target, load: &HttpLoad) -> Request<Full<Bytes>> {
     let mut request = Request::new(Full::new(load.body.clone()));
     *request.method_mut() = load.method.clone();
-    *request.uri_mut() = target
-        .path
-        .parse()
-        .unwrap_or_else(|_| http::Uri::from_static("/"));
+    *request.uri_mut() = target.uri.clone();
     let headers = request.headers_mut();
     headers.insert(http::header::HOST, target.host_header.clone());
     for (name, value) in &load.headers {
