@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use clap::Args;
 
-use sockit::net::tls::{Fingerprint, ServerIdentity, Verify};
+use sockit::net::tls::{self, Fingerprint, ServerIdentity, Verify};
 use sockit::net::trace::TraceSink;
-use sockit::net::{DEFAULT_BIND_HOST, HostPort, NetError};
+use sockit::net::{ClientOptions, DEFAULT_BIND_HOST, HostPort, NetError};
 
 /// Parses `500ms`, `5s`, `2m`, `1h` or a bare number of seconds (`1.5`).
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -109,6 +109,24 @@ pub(crate) struct ClientTlsArgs {
 }
 
 impl ClientTlsArgs {
+    /// The options to open a stream with: TLS as these flags say (no ALPN), SNI, tracing.
+    pub(crate) fn client_options(
+        &self,
+        connect_timeout: Duration,
+        trace: &TraceArgs,
+    ) -> Result<ClientOptions, NetError> {
+        let tls = match self.verify() {
+            Some(verify) => Some(tls::client_config(&verify, &[])?),
+            None => None,
+        };
+        Ok(ClientOptions {
+            connect_timeout,
+            tls,
+            server_name: self.sni.clone(),
+            trace: trace.sink(),
+        })
+    }
+
     /// The verification policy, or `None` when TLS is off.
     pub(crate) fn verify(&self) -> Option<Verify> {
         if let Some(pin) = self.pin {

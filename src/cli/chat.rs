@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use sockit::chat::client::{self, JoinConfig};
 use sockit::chat::{self, Config, Password, QueueLimits};
-use sockit::net::{ClientOptions, HostPort, ServerConfig, bind_tcp, open, tls};
+use sockit::net::{HostPort, ServerConfig, bind_tcp, open};
 
 use crate::cli::args::{
     BindArgs, ClientTlsArgs, ServerTlsArgs, TraceArgs, announce, parse_bytes, parse_duration,
@@ -176,16 +176,7 @@ async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<()> {
 }
 
 async fn join(args: JoinArgs, stop: CancellationToken) -> anyhow::Result<()> {
-    let tls = match args.tls.verify() {
-        Some(verify) => Some(tls::client_config(&verify, &[])?),
-        None => None,
-    };
-    let options = ClientOptions {
-        connect_timeout: args.timeout,
-        tls,
-        server_name: args.tls.sni.clone(),
-        trace: args.trace.sink(),
-    };
+    let options = args.tls.client_options(args.timeout, &args.trace)?;
     let (stream, peer) = open(&args.addr, &options).await?;
     tracing::info!(%peer, "connected");
     let is_tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();

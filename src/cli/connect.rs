@@ -10,7 +10,7 @@ use tracing::{info, warn};
 
 use sockit::net::echo::MAX_DATAGRAM_BYTES;
 use sockit::net::relay::{RelayEnd, relay};
-use sockit::net::{ClientOptions, DEFAULT_CONNECT_HOST, HostPort, bind_udp, open, tls};
+use sockit::net::{DEFAULT_CONNECT_HOST, HostPort, bind_udp, open};
 
 use crate::cli::args::{ClientTlsArgs, TraceArgs, parse_duration};
 
@@ -52,16 +52,7 @@ pub(crate) async fn run(args: ConnectArgs, stop: CancellationToken) -> anyhow::R
     if args.udp {
         return run_udp(args, stop).await;
     }
-    let tls = match args.tls.verify() {
-        Some(verify) => Some(tls::client_config(&verify, &[])?),
-        None => None,
-    };
-    let options = ClientOptions {
-        connect_timeout: args.timeout,
-        tls,
-        server_name: args.tls.sni.clone(),
-        trace: args.trace.sink(),
-    };
+    let options = args.tls.client_options(args.timeout, &args.trace)?;
     let (stream, peer) = open(&args.addr, &options).await?;
     info!(%peer, "connected");
     let report = relay(
