@@ -6,12 +6,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::bench::{Latency, Progress, Report};
 use crate::net::relay::COPY_BUFFER_BYTES;
+
+/// Send and receive buffer asked for by the stream load (Linux caps it at `wmem_max`).
+const STREAM_SOCKET_BUFFER_BYTES: u32 = 4 * 1024 * 1024;
 
 /// What to measure against an echo server.
 #[derive(Debug, Clone)]
@@ -97,6 +100,44 @@ pub async fn run(
         .map_err(|_| EchoBenchError::Stalled(limit))?
 }
 
+/// One connection of a round-trip load: its message and a reply buffer.
+struct Pinger {
+    stream: TcpStream,
+    message: Vec<u8>,
+    reply: Vec<u8>,
+}
+
+impl Pinger {
+    async fn connect(addr: SocketAddr, index: usize, size: usize) -> std::io::Result<Self> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream,
+            message: (0..size).map(|j| (index + j) as u8).collect(),
+            // Room for more than one reply: a read that leaves room tells the runtime the
+            // socket is drained, which saves a failing read before every reply.
+            reply: vec![0u8; size.max(4096)],
+        })
+    }
+
+    /// Sends the message and waits for it to come back whole.
+    async fn round_trip(&mut self) -> std::io::Result<()> {
+        let size = self.message.len();
+        self.stream.write_all(&self.message).await?;
+        let mut got = 0;
+        while got < size {
+            match self.stream.read(&mut self.reply[got..]).await? {
+                0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                n => got += n,
+            }
+        }
+        if got != size || self.reply[..size] != self.message[..] {
+            return Err(std::io::Error::other("reply differs"));
+        }
+        Ok(())
+    }
+}
+
 async fn round_trip_load(
     addr: SocketAddr,
     connections: usize,
@@ -104,34 +145,30 @@ async fn round_trip_load(
     size: usize,
     progress: &Progress,
 ) -> Result<Report, EchoBenchError> {
-    // Connect everyone first so the measured part is only round trips.
-    let mut streams = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        let stream = TcpStream::connect(addr)
+    // Connect everyone first, with one unmeasured round trip each, so the server has
+    // accepted every connection and the measured part is only round trips.
+    let mut pingers = Vec::with_capacity(connections);
+    for i in 0..connections {
+        let mut pinger = Pinger::connect(addr, i, size)
             .await
             .map_err(|source| EchoBenchError::Io { addr, source })?;
-        stream
-            .set_nodelay(true)
+        pinger
+            .round_trip()
+            .await
             .map_err(|source| EchoBenchError::Io { addr, source })?;
-        streams.push(stream);
+        pingers.push(pinger);
     }
     let start = Instant::now();
     let mut tasks = JoinSet::new();
-    for (i, mut stream) in streams.into_iter().enumerate() {
+    for mut pinger in pingers {
         let progress = progress.clone();
         tasks.spawn(async move {
             let mut latency = Latency::new();
-            let message: Vec<u8> = (0..size).map(|j| (i + j) as u8).collect();
-            let mut reply = vec![0u8; size];
             for _ in 0..round_trips {
                 let sent = Instant::now();
-                stream.write_all(&message).await?;
-                stream.read_exact(&mut reply).await?;
+                pinger.round_trip().await?;
                 latency.record(sent.elapsed());
                 progress.add(1);
-                if reply != message {
-                    return Err(std::io::Error::other("reply differs"));
-                }
             }
             Ok::<Latency, std::io::Error>(latency)
         });
@@ -157,7 +194,16 @@ async fn round_trip_load(
 }
 
 async fn stream_load(addr: SocketAddr, bytes: u64, progress: &Progress) -> std::io::Result<Report> {
-    let stream = TcpStream::connect(addr).await?;
+    // Socket buffers as large as the system allows by default: the load must not be what
+    // limits a bulk echo. The server keeps whatever it chose.
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_send_buffer_size(STREAM_SOCKET_BUFFER_BYTES)?;
+    socket.set_recv_buffer_size(STREAM_SOCKET_BUFFER_BYTES)?;
+    let stream = socket.connect(addr).await?;
     let (mut reader, mut writer) = stream.into_split();
     let start = Instant::now();
     let send = async move {
@@ -172,6 +218,9 @@ async fn stream_load(addr: SocketAddr, bytes: u64, progress: &Progress) -> std::
     };
     let receive = async move {
         let mut buf = vec![0u8; COPY_BUFFER_BYTES];
+        // Compared with memcmp against the pattern: a per-byte loop would make this
+        // client, not the server, the bottleneck.
+        let pattern = vec![0x5a_u8; COPY_BUFFER_BYTES];
         let mut got = 0u64;
         while got < bytes {
             let n = reader.read(&mut buf).await?;
@@ -181,7 +230,7 @@ async fn stream_load(addr: SocketAddr, bytes: u64, progress: &Progress) -> std::
                     format!("echo ended after {got} of {bytes} bytes"),
                 ));
             }
-            if buf[..n].iter().any(|&b| b != 0x5a) {
+            if buf[..n] != pattern[..n] {
                 return Err(std::io::Error::other("echoed bytes differ"));
             }
             got += n as u64;

@@ -35,52 +35,119 @@ impl Progress {
 }
 
 /// Latencies recorded in microseconds, from 1 µs to 1 hour, 3 significant digits.
-#[derive(Debug, Clone)]
-pub struct Latency(Histogram<u64>);
-
-impl Default for Latency {
-    fn default() -> Self {
-        Self::new()
-    }
+///
+/// A load spreads its samples over many tasks, one `Latency` each, merged at the end. A
+/// histogram of this range is ~180 KiB, so the first samples are kept as a plain list and
+/// only a `Latency` that grows past [`Latency::SAMPLES_BEFORE_HISTOGRAM`] builds one: a
+/// thousand short-lived connections then cost a few hundred kilobytes, not 180 MB.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use sockit::bench::Latency;
+/// let mut all = Latency::new();
+/// for ms in [1, 2, 3, 100] {
+///     let mut one = Latency::new();
+///     one.record(Duration::from_millis(ms));
+///     all.merge(&one);
+/// }
+/// assert_eq!(all.count(), 4);
+/// assert_eq!(all.quantile(0.5), Duration::from_millis(2));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Latency {
+    samples: Vec<u64>,
+    histogram: Option<Box<Histogram<u64>>>,
 }
 
 impl Latency {
-    /// An empty histogram.
+    /// Samples kept as a list before a histogram is built.
+    pub const SAMPLES_BEFORE_HISTOGRAM: usize = 1024;
+    const MAX_MICROS: u64 = 3_600_000_000;
+
+    /// An empty record.
     pub fn new() -> Self {
-        Self(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static bounds are valid"))
+        Self::default()
+    }
+
+    fn empty_histogram() -> Box<Histogram<u64>> {
+        Box::new(
+            Histogram::new_with_bounds(1, Self::MAX_MICROS, 3).expect("static bounds are valid"),
+        )
+    }
+
+    fn record_micros(&mut self, micros: u64) {
+        let micros = micros.clamp(1, Self::MAX_MICROS);
+        match &mut self.histogram {
+            Some(histogram) => histogram.saturating_record(micros),
+            None if self.samples.len() < Self::SAMPLES_BEFORE_HISTOGRAM => {
+                self.samples.push(micros);
+            }
+            None => {
+                let mut histogram = Self::empty_histogram();
+                for &sample in &self.samples {
+                    histogram.saturating_record(sample);
+                }
+                histogram.saturating_record(micros);
+                self.samples = Vec::new();
+                self.histogram = Some(histogram);
+            }
+        }
     }
 
     /// Records one sample; values past the range are clamped, never lost.
     pub fn record(&mut self, elapsed: Duration) {
-        let micros = (elapsed.as_micros() as u64).clamp(1, 3_600_000_000);
-        self.0.saturating_record(micros);
+        self.record_micros(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
     }
 
     /// Adds every sample of `other`.
     pub fn merge(&mut self, other: &Latency) {
-        // Same bounds on both sides, so adding cannot fail.
-        let _ = self.0.add(&other.0);
+        if let Some(theirs) = &other.histogram {
+            let ours = self.histogram.get_or_insert_with(Self::empty_histogram);
+            // Same bounds on both sides, so adding cannot fail.
+            let _ = ours.add(&**theirs);
+        }
+        for &sample in &other.samples {
+            self.record_micros(sample);
+        }
     }
 
     /// Number of samples.
     pub fn count(&self) -> u64 {
-        self.0.len()
+        self.samples.len() as u64 + self.histogram.as_ref().map_or(0, |h| h.len())
+    }
+
+    /// All samples in one histogram (built on the spot when only a list is kept).
+    fn histogram(&self) -> std::borrow::Cow<'_, Histogram<u64>> {
+        let mut histogram = match &self.histogram {
+            Some(histogram) if self.samples.is_empty() => {
+                return std::borrow::Cow::Borrowed(&**histogram);
+            }
+            Some(histogram) => (**histogram).clone(),
+            None => *Self::empty_histogram(),
+        };
+        for &sample in &self.samples {
+            histogram.saturating_record(sample);
+        }
+        std::borrow::Cow::Owned(histogram)
     }
 
     /// The latency at `quantile` (0.0–1.0); zero when empty.
     pub fn quantile(&self, quantile: f64) -> Duration {
-        Duration::from_micros(self.0.value_at_quantile(quantile))
+        Duration::from_micros(self.histogram().value_at_quantile(quantile))
     }
 
     /// The percentiles a report shows.
     pub fn summary(&self) -> LatencySummary {
-        let ms = |q: f64| self.quantile(q).as_secs_f64() * 1000.0;
+        let histogram = self.histogram();
+        let ms = |micros: u64| Duration::from_micros(micros).as_secs_f64() * 1000.0;
         LatencySummary {
-            p50_ms: ms(0.50),
-            p90_ms: ms(0.90),
-            p99_ms: ms(0.99),
-            p999_ms: ms(0.999),
-            max_ms: Duration::from_micros(self.0.max()).as_secs_f64() * 1000.0,
+            p50_ms: ms(histogram.value_at_quantile(0.50)),
+            p90_ms: ms(histogram.value_at_quantile(0.90)),
+            p99_ms: ms(histogram.value_at_quantile(0.99)),
+            p999_ms: ms(histogram.value_at_quantile(0.999)),
+            max_ms: ms(histogram.max()),
         }
     }
 }
@@ -214,6 +281,33 @@ mod tests {
         assert_eq!(a.count(), 2);
         // One hour, give or take the histogram's 3 significant digits.
         assert!((a.summary().max_ms / 3_600_000.0 - 1.0).abs() < 0.001);
+    }
+
+    #[test]
+    fn lists_and_histograms_merge_into_the_same_percentiles() {
+        // One record past the list limit (a histogram), many small ones (lists).
+        let big_n = Latency::SAMPLES_BEFORE_HISTOGRAM as u64 * 3;
+        let mut big = Latency::new();
+        for i in 0..big_n {
+            big.record(Duration::from_micros(1_000 + i % 1_000));
+        }
+        let mut all = Latency::new();
+        for _ in 0..50 {
+            let mut small = Latency::new();
+            for _ in 0..10 {
+                small.record(Duration::from_millis(500));
+            }
+            all.merge(&small);
+        }
+        all.merge(&big);
+        all.merge(&big);
+        assert_eq!(all.count(), 500 + 2 * big_n);
+        let s = all.summary();
+        assert!((s.max_ms - 500.0).abs() < 0.5, "{s:?}");
+        assert!(s.p50_ms >= 1.0 && s.p50_ms < 2.0, "{s:?}");
+        // 500 of 6644 samples are slow: p99 is among them, p90 is not.
+        assert!((s.p99_ms - 500.0).abs() < 0.5, "{s:?}");
+        assert!(s.p90_ms < 2.0, "{s:?}");
     }
 
     #[test]

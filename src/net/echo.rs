@@ -17,6 +17,9 @@ use crate::net::{AsyncStream, NetError};
 /// Largest UDP payload over IPv4 (65535 − 8 UDP − 20 IP header bytes).
 pub const MAX_DATAGRAM_BYTES: usize = 65_507;
 
+/// First buffer of an echo connection; it grows while reads keep filling it.
+const ECHO_START_BYTES: usize = 16 * 1024;
+
 /// A reply template: `{}` stands for the received line (every occurrence).
 ///
 /// Works on bytes, so a line that is not UTF-8 is answered with its bytes unchanged.
@@ -106,16 +109,24 @@ async fn read_some<S: AsyncStream>(
 }
 
 /// Echoes every byte back until the peer closes, the idle timeout passes or `stop` fires.
+///
+/// The buffer starts small (many connections of small messages stay cheap) and doubles up
+/// to [`COPY_BUFFER_BYTES`] whenever a read fills it (a bulk stream gets few, large reads).
 pub async fn echo<S: AsyncStream>(mut stream: S, config: &ServiceConfig, stop: CancellationToken) {
-    let mut buf = BytesMut::with_capacity(COPY_BUFFER_BYTES);
+    let mut capacity = ECHO_START_BYTES;
+    let mut buf = BytesMut::with_capacity(capacity);
     loop {
         buf.clear();
         match read_some(&mut stream, &mut buf, config.idle_timeout, &stop).await {
             Ok(0) => break,
-            Ok(_) => {
+            Ok(n) => {
                 if let Err(error) = stream.write_all(&buf).await {
                     debug!(%error, "write failed");
                     return;
+                }
+                if n == capacity && capacity < COPY_BUFFER_BYTES {
+                    capacity *= 2;
+                    buf = BytesMut::with_capacity(capacity);
                 }
             }
             Err(error) => {
