@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use crate::bench::{Latency, Progress, Report};
 use crate::net::relay::COPY_BUFFER_BYTES;
+use crate::net::udp_batch::{RecvBatch, SendBatch};
 
 /// Send and receive buffer asked for by the stream load (Linux caps it at `wmem_max`).
 const STREAM_SOCKET_BUFFER_BYTES: u32 = 4 * 1024 * 1024;
@@ -267,8 +268,13 @@ async fn udp_load(
     .expect("literal");
     let socket = UdpSocket::bind(local).await?;
     socket.connect(addr).await?;
-    let mut message = vec![0u8; size];
-    let mut reply = vec![0u8; 65_536];
+    // The window is refilled with one system call and replies are taken with one, so the
+    // load costs little per datagram next to the server it measures.
+    let mut outgoing: Vec<Vec<u8>> = (0..window.min(datagrams as usize))
+        .map(|_| vec![0u8; size])
+        .collect();
+    let mut received = RecvBatch::new(65_536);
+    let mut send = SendBatch::new();
     let mut sent_at = std::collections::HashMap::with_capacity(window);
     let mut latency = Latency::new();
     let (mut next, mut lost, mut bad_size) = (0u64, 0u64, 0u64);
@@ -276,37 +282,50 @@ async fn udp_load(
     // A datagram not answered in this time is counted lost and its slot reused.
     let loss_timeout = Duration::from_millis(200);
     while next < datagrams || !sent_at.is_empty() {
-        while sent_at.len() < window && next < datagrams {
-            message[..8].copy_from_slice(&next.to_be_bytes());
-            socket.send(&message).await?;
-            sent_at.insert(next, Instant::now());
-            next += 1;
+        let free = (window - sent_at.len()).min((datagrams - next) as usize);
+        if free > 0 {
+            let now = Instant::now();
+            for (seq, message) in (next..).zip(&mut outgoing[..free]) {
+                message[..8].copy_from_slice(&seq.to_be_bytes());
+                sent_at.insert(seq, now);
+            }
+            let batch: Vec<(&[u8], Option<SocketAddr>)> =
+                outgoing[..free].iter().map(|m| (&m[..], None)).collect();
+            let mut refused = None;
+            send.send_all(&socket, &batch, |_, _, error| {
+                refused.get_or_insert(error);
+            })
+            .await?;
+            if let Some(error) = refused {
+                return Err(error);
+            }
+            next += free as u64;
         }
         // Replies are usually waiting already: take them without arming a timer.
-        let received = match socket.try_recv(&mut reply) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                tokio::time::timeout(loss_timeout, socket.recv(&mut reply)).await
-            }
-            other => Ok(other),
-        };
-        match received {
-            Ok(received) => {
-                let n = received?;
-                if n != size {
-                    bad_size += 1;
-                }
-                if n >= 8 {
-                    let seq = u64::from_be_bytes(reply[..8].try_into().expect("8 bytes"));
-                    if let Some(t) = sent_at.remove(&seq) {
+        match received.try_recv(&socket) {
+            Ok(_) => {
+                for (reply, _) in received.iter() {
+                    if reply.len() != size {
+                        bad_size += 1;
+                    }
+                    if let Some(seq) = reply.first_chunk::<8>().map(|b| u64::from_be_bytes(*b))
+                        && let Some(t) = sent_at.remove(&seq)
+                    {
                         latency.record(t.elapsed());
                         progress.add(1);
                     }
                 }
             }
-            Err(_) => {
-                lost += sent_at.len() as u64;
-                sent_at.clear();
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                match tokio::time::timeout(loss_timeout, socket.readable()).await {
+                    Ok(ready) => ready?,
+                    Err(_) => {
+                        lost += sent_at.len() as u64;
+                        sent_at.clear();
+                    }
+                }
             }
+            Err(error) => return Err(error),
         }
     }
     let ops = latency.count();

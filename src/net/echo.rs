@@ -12,6 +12,7 @@ use tracing::{debug, warn};
 
 use crate::net::line::{Frame, LineFramer};
 use crate::net::relay::COPY_BUFFER_BYTES;
+use crate::net::udp_batch::{self, RecvBatch, SendBatch};
 use crate::net::{AsyncStream, NetError};
 
 /// Largest UDP payload over IPv4 (65535 − 8 UDP − 20 IP header bytes).
@@ -204,48 +205,59 @@ pub enum UdpReply {
 /// Serves every peer on one UDP socket until `stop` fires: each datagram is answered to its
 /// sender, boundaries kept. A reply that cannot be sent (too large, peer gone) is logged and
 /// skipped; it never stops the service.
+///
+/// Datagrams are taken and answered in batches ([`udp_batch`](crate::net::udp_batch)): one
+/// system call for everything queued, one for all the answers.
 pub async fn serve_udp(socket: UdpSocket, reply: UdpReply, stop: CancellationToken) {
-    let mut buf = vec![0u8; MAX_DATAGRAM_BYTES + 1];
-    let mut out = BytesMut::new();
+    let mut received = RecvBatch::new(MAX_DATAGRAM_BYTES + 1);
+    let mut send = SendBatch::new();
+    let mut rendered: Vec<BytesMut> = Vec::new();
     loop {
-        // Answer every datagram already queued before going back to the scheduler: two
-        // system calls per datagram while busy, no wake-up in between.
-        loop {
-            let (n, peer) = match socket.try_recv_from(&mut buf) {
-                Ok(received) => received,
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
-                // ICMP port-unreachable from an earlier reply shows up here on some systems.
-                Err(error) => {
-                    debug!(%error, "recv_from");
-                    continue;
+        match received.try_recv(&socket) {
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    ready = socket.readable() => if let Err(error) = ready {
+                        warn!(%error, "UDP socket failed");
+                        return;
+                    },
                 }
-            };
-            let answer: &[u8] = match &reply {
-                UdpReply::Echo => &buf[..n],
-                UdpReply::Greet(template) => {
-                    out.clear();
-                    let line = buf[..n].strip_suffix(b"\n").unwrap_or(&buf[..n]);
-                    let line = line.strip_suffix(b"\r").unwrap_or(line);
-                    template.render(line, &mut out);
-                    &out
-                }
-            };
-            let sent = match socket.try_send_to(answer, peer) {
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
-                    socket.send_to(answer, peer).await
-                }
-                other => other,
-            };
-            if let Err(error) = sent {
-                warn!(%peer, %error, bytes = answer.len(), "cannot send reply");
+                continue;
+            }
+            // ICMP port-unreachable from an earlier reply shows up here on some systems.
+            Err(error) => {
+                debug!(%error, "recv");
+                continue;
             }
         }
-        tokio::select! {
+        let answers: Vec<(&[u8], Option<std::net::SocketAddr>)> = match &reply {
+            UdpReply::Echo => received.iter().map(|(d, peer)| (d, Some(peer))).collect(),
+            UdpReply::Greet(template) => {
+                rendered.resize_with(rendered.len().max(udp_batch::BATCH), BytesMut::new);
+                for ((datagram, _), out) in received.iter().zip(rendered.iter_mut()) {
+                    out.clear();
+                    let line = datagram.strip_suffix(b"\n").unwrap_or(datagram);
+                    let line = line.strip_suffix(b"\r").unwrap_or(line);
+                    template.render(line, out);
+                }
+                received
+                    .iter()
+                    .zip(&rendered)
+                    .map(|((_, peer), out)| (&out[..], Some(peer)))
+                    .collect()
+            }
+        };
+        let sent = send.send_all(&socket, &answers, |answer, peer, error| {
+            warn!(?peer, %error, bytes = answer.len(), "cannot send reply");
+        });
+        let sent = tokio::select! {
             _ = stop.cancelled() => return,
-            ready = socket.readable() => if let Err(error) = ready {
-                warn!(%error, "UDP socket failed");
-                return;
-            },
+            sent = sent => sent,
+        };
+        if let Err(error) = sent {
+            warn!(%error, "UDP socket failed");
+            return;
         }
     }
 }

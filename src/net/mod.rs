@@ -13,6 +13,7 @@ mod stream;
 mod tcp;
 pub mod tls;
 pub mod trace;
+pub mod udp_batch;
 
 pub use addr::{AddrError, DEFAULT_BIND_HOST, DEFAULT_CONNECT_HOST, HostPort};
 pub use error::{FailureClass, NetError, classify};
