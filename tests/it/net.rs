@@ -162,6 +162,34 @@ fn udp_echo_serves_three_peers_at_once_keeping_boundaries() {
 }
 
 #[test]
+fn udp_greet_answers_each_datagram_of_a_burst_to_its_sender() {
+    let server = Server::start(&["listen", "--port", "0", "--udp", "--greet", "你好 {}!"]);
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for s in [&a, &b] {
+        s.set_read_timeout(Some(WAIT)).unwrap();
+    }
+    // A burst from two peers lands in one batch on the server; each gets its own answers,
+    // in order, invalid UTF-8 answered byte for byte.
+    for i in 0..40 {
+        a.send_to(format!("a{i}\n").as_bytes(), server.addr)
+            .unwrap();
+        b.send_to(&[b'b', 0xff, b'0' + (i % 10) as u8], server.addr)
+            .unwrap();
+    }
+    let mut buf = [0u8; 1024];
+    for i in 0..40 {
+        let n = a.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], format!("你好 a{i}!\n").as_bytes());
+        let n = b.recv(&mut buf).unwrap();
+        let mut want = "你好 ".as_bytes().to_vec();
+        want.extend_from_slice(&[b'b', 0xff, b'0' + (i % 10) as u8]);
+        want.extend_from_slice(b"!\n");
+        assert_eq!(&buf[..n], &want[..]);
+    }
+}
+
+#[test]
 fn udp_largest_datagram_is_echoed_whole() {
     let server = Server::start(&["listen", "--port", "0", "--udp", "--echo"]);
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
