@@ -158,24 +158,39 @@ fn whole_token(line: &[u8], pad: usize) -> Option<Token> {
     let (prefix, rest) = line.split_at(start);
     let (mark, rest) = rest.split_at(START.len());
     let (padding, tok) = rest.split_at(pad);
+    // Branch-free checks: every line of a run goes through here.
+    let bad_padding = padding.iter().fold(0u8, |acc, &b| acc | (b ^ b'x'));
     if mark != START
+        || bad_padding != 0
         || memchr::memchr(b'~', prefix).is_some()
-        || !padding.iter().all(|&b| b == b'x')
-        || &tok[..3] != b"~sb"
+        || tok[..3] != *b"~sb"
         || [tok[11], tok[17], tok[28], tok[42]] != *b"...~"
     {
         return None;
     }
     let hex = |digits: &[u8]| {
-        digits.iter().try_fold(0u64, |n, &d| {
-            let v = char::from(d).to_digit(16)?;
-            Some(n << 4 | u64::from(v))
-        })
+        let mut bad = false;
+        let n = digits.iter().fold(0u64, |n, &d| {
+            let v = match d {
+                b'0'..=b'9' => d - b'0',
+                b'a'..=b'f' => d - b'a' + 10,
+                _ => {
+                    bad = true;
+                    0
+                }
+            };
+            n << 4 | u64::from(v)
+        });
+        (!bad).then_some(n)
     };
     let dec = |digits: &[u8]| {
-        digits.iter().try_fold(0u64, |n, &d| {
-            d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
-        })
+        let mut bad = 0u8;
+        let n = digits.iter().fold(0u64, |n, &d| {
+            let v = d.wrapping_sub(b'0');
+            bad |= u8::from(v > 9);
+            n * 10 + u64::from(v)
+        });
+        (bad == 0).then_some(n)
     };
     Some(Token {
         run: u32::try_from(hex(&tok[3..11])?).ok()?,
