@@ -6,6 +6,11 @@
 //! prefix lines (`<nick> `, ncat's `<user5> `) are measured the same way. A line whose token
 //! is cut, doubled, or whose padding is damaged counts as malformed (servers that relay
 //! `recv()` chunks instead of lines splice lines into each other).
+//!
+//! Flat out means as fast as the server delivers, not faster than the receivers read:
+//! senders stay at most [`WINDOW_BYTES`] of lines ahead of the slowest receiver, so a server
+//! that drops clients which fall behind (as it should) never drops one only because the load
+//! generator sent faster than it could itself read.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -139,6 +144,64 @@ fn find_one(finder: &memchr::memmem::Finder<'_>, line: &[u8]) -> Result<Option<u
 }
 
 fn find_token(line: &[u8], pad: usize) -> Found {
+    if let Some(token) = whole_token(line, pad) {
+        return Found::Token(token);
+    }
+    find_token_anywhere(line, pad)
+}
+
+/// The usual case, checked in place: a prefix without `~`, the start mark, `pad` bytes of
+/// `x`, and a token of fixed widths that ends the line. Anything else is left to
+/// [`find_token_anywhere`].
+fn whole_token(line: &[u8], pad: usize) -> Option<Token> {
+    let start = line.len().checked_sub(START.len() + pad + TOKEN_BYTES)?;
+    let (prefix, rest) = line.split_at(start);
+    let (mark, rest) = rest.split_at(START.len());
+    let (padding, tok) = rest.split_at(pad);
+    // Branch-free checks: every line of a run goes through here.
+    let bad_padding = padding.iter().fold(0u8, |acc, &b| acc | (b ^ b'x'));
+    if mark != START
+        || bad_padding != 0
+        || memchr::memchr(b'~', prefix).is_some()
+        || tok[..3] != *b"~sb"
+        || [tok[11], tok[17], tok[28], tok[42]] != *b"...~"
+    {
+        return None;
+    }
+    let hex = |digits: &[u8]| {
+        let mut bad = false;
+        let n = digits.iter().fold(0u64, |n, &d| {
+            let v = match d {
+                b'0'..=b'9' => d - b'0',
+                b'a'..=b'f' => d - b'a' + 10,
+                _ => {
+                    bad = true;
+                    0
+                }
+            };
+            n << 4 | u64::from(v)
+        });
+        (!bad).then_some(n)
+    };
+    let dec = |digits: &[u8]| {
+        let mut bad = 0u8;
+        let n = digits.iter().fold(0u64, |n, &d| {
+            let v = d.wrapping_sub(b'0');
+            bad |= u8::from(v > 9);
+            n * 10 + u64::from(v)
+        });
+        (bad == 0).then_some(n)
+    };
+    Some(Token {
+        run: u32::try_from(hex(&tok[3..11])?).ok()?,
+        sender: u32::try_from(dec(&tok[12..17])?).ok()?,
+        seq: dec(&tok[18..28])?,
+        micros: dec(&tok[29..42])?,
+    })
+}
+
+/// Any line: exactly one start mark and one token, the token at the end.
+fn find_token_anywhere(line: &[u8], pad: usize) -> Found {
     static TOKEN: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
         std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"~sb"));
     static LINE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
@@ -197,6 +260,54 @@ impl Seen {
     }
 }
 
+/// How far (in bytes of lines, prefixes included) senders may run ahead of the slowest
+/// receiver: a quarter of a server's usual 1 MiB per-client queue, and plenty to keep every
+/// queue busy.
+pub const WINDOW_BYTES: usize = 256 * 1024;
+/// Bytes allowed per line for a server's prefix (`<guest-123> `) when sizing the window.
+const PREFIX_ALLOWANCE: usize = 32;
+
+/// Lines written by each sender and lines received by each client, so senders can stay
+/// within the window of the slowest receiver.
+struct Flow {
+    sent: Vec<AtomicU64>,
+    received: Vec<AtomicU64>,
+    window_lines: u64,
+}
+
+impl Flow {
+    fn new(senders: usize, clients: usize, size: usize) -> Self {
+        Self {
+            sent: (0..senders).map(|_| AtomicU64::new(0)).collect(),
+            received: (0..clients).map(|_| AtomicU64::new(0)).collect(),
+            window_lines: (WINDOW_BYTES / (size + 1 + PREFIX_ALLOWANCE)).max(1) as u64,
+        }
+    }
+
+    /// Whether `lines` more can be sent without any receiver falling further behind than
+    /// the window.
+    fn has_room(&self, lines: u64) -> bool {
+        let sent: Vec<u64> = self
+            .sent
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = sent.iter().sum();
+        self.received.iter().enumerate().all(|(index, received)| {
+            // Nobody receives its own lines.
+            let expected = total - sent.get(index).copied().unwrap_or(0);
+            expected.saturating_sub(received.load(Ordering::Relaxed)) + lines <= self.window_lines
+        })
+    }
+
+    /// Waits (bounded only by the run's own limit) until `lines` more fit the window.
+    async fn until_room(&self, lines: u64) {
+        while !self.has_room(lines) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
 /// Runs `load` against the chat server at `addr`; the whole run is bounded by `limit`.
 ///
 /// # Errors
@@ -226,6 +337,11 @@ pub async fn run(
     let received_bytes = Arc::new(AtomicU64::new(0));
     let greeted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let last_delivery = Arc::new(AtomicU64::new(0));
+    let flow = Arc::new(Flow::new(
+        senders,
+        load.clients,
+        load.size.max(MIN_LINE_BYTES),
+    ));
     let stop = CancellationToken::new();
     for index in 0..load.clients {
         let stream = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
@@ -254,6 +370,7 @@ pub async fn run(
             received_bytes: received_bytes.clone(),
             greeted: greeted.clone(),
             last_delivery: last_delivery.clone(),
+            flow: flow.clone(),
         };
         readers.spawn(receiver.run(reader, stop.clone()));
     }
@@ -285,6 +402,7 @@ pub async fn run(
                 run_id,
                 load.clone(),
                 epoch,
+                flow.clone(),
             ));
         } else {
             idle_writers.push(writer);
@@ -369,6 +487,7 @@ async fn send_lines(
     run: u32,
     load: ChatLoad,
     epoch: Instant,
+    flow: Arc<Flow>,
 ) -> OwnedWriteHalf {
     let size = load.size.max(MIN_LINE_BYTES);
     let mut out = Vec::with_capacity(32 * (size + 1));
@@ -378,10 +497,12 @@ async fn send_lines(
     while seq < load.messages {
         out.clear();
         // Flat out: a batch per write, as a busy client would; paced: one line each time.
-        let batch = if period.is_some() { 1 } else { 32 };
+        let most = if period.is_some() { 1 } else { 32 };
+        let batch = (load.messages - seq).min(most);
         if let Some(period) = period {
             tokio::time::sleep_until(start + period.mul_f64(seq as f64)).await;
         }
+        flow.until_room(batch).await;
         let micros = epoch.elapsed().as_micros() as u64;
         for _ in 0..batch {
             if seq == load.messages {
@@ -399,6 +520,7 @@ async fn send_lines(
             );
             seq += 1;
         }
+        flow.sent[sender as usize].fetch_add(batch, Ordering::Relaxed);
         if writer.write_all(&out).await.is_err() {
             break;
         }
@@ -418,6 +540,7 @@ struct Receiver {
     /// Clients that received anything at all (the server has them in the room).
     greeted: Arc<std::sync::atomic::AtomicUsize>,
     last_delivery: Arc<AtomicU64>,
+    flow: Arc<Flow>,
 }
 
 impl Receiver {
@@ -437,6 +560,8 @@ impl Receiver {
             let n = match read {
                 Ok(0) | Err(_) => {
                     tally.disconnected = true;
+                    // Gone: senders no longer wait for it.
+                    self.flow.received[self.index].store(u64::MAX, Ordering::Relaxed);
                     break;
                 }
                 Ok(n) => n,
@@ -447,20 +572,26 @@ impl Receiver {
                 self.greeted.fetch_add(1, Ordering::Relaxed);
             }
             let now = self.epoch.elapsed().as_micros() as u64;
-            let before = tally.delivered;
+            let before = (tally.delivered, tally.malformed);
             let mut start = 0;
             for end in memchr::memchr_iter(b'\n', &buf) {
                 self.check(&buf[start..end], now, &mut tally, &mut seen);
                 start = end + 1;
             }
             let _ = buf.split_to(start);
-            if tally.delivered > before {
+            if tally.delivered > before.0 {
                 self.progress
-                    .fetch_add(tally.delivered - before, Ordering::Relaxed);
+                    .fetch_add(tally.delivered - before.0, Ordering::Relaxed);
                 self.last_delivery.fetch_max(now, Ordering::Relaxed);
             }
+            // Malformed lines count as received too (a server that splices lines must not
+            // stall the senders).
+            let counted = tally.delivered + tally.malformed - before.0 - before.1;
+            if counted > 0 {
+                self.flow.received[self.index].fetch_add(counted, Ordering::Relaxed);
+            }
             // One read per turn: with many busy clients on one thread, a receiver that keeps
-            // reading would make the others wait long enough to look stalled to the server.
+            // reading would make the others fall behind.
             tokio::task::yield_now().await;
         }
         tally
@@ -542,7 +673,34 @@ mod tests {
         let mut prefixed = b"<user5> ".to_vec();
         prefixed.extend_from_slice(&l);
         assert_eq!(find_token(&prefixed, pad), Found::Token(T));
+        assert_eq!(
+            whole_token(&prefixed, pad),
+            Some(T),
+            "the usual case is the quick one"
+        );
         assert_eq!(find_token(b"* bob joined #lobby", pad), Found::Nothing);
+        let mut tilde = b"<a~b> ".to_vec();
+        tilde.extend_from_slice(&l);
+        assert_eq!(whole_token(&tilde, pad), None);
+        assert_eq!(
+            find_token(&tilde, pad),
+            Found::Token(T),
+            "found the slow way"
+        );
+    }
+
+    #[test]
+    fn senders_stay_within_the_window_of_the_slowest_receiver() {
+        let flow = Flow::new(2, 3, 64);
+        let window = flow.window_lines;
+        assert!(flow.has_room(window));
+        flow.sent[0].store(window, Ordering::Relaxed);
+        // Client 0 does not receive its own lines; 1 and 2 have received nothing yet.
+        assert!(!flow.has_room(1));
+        flow.received[1].store(window, Ordering::Relaxed);
+        assert!(!flow.has_room(1), "client 2 is still behind");
+        flow.received[2].store(u64::MAX, Ordering::Relaxed);
+        assert!(flow.has_room(1), "a client that left is not waited for");
     }
 
     #[test]

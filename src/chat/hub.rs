@@ -16,10 +16,7 @@ use tracing::{debug, info};
 
 use crate::chat::command::{DEFAULT_ROOM, HELP, nick_key};
 use crate::chat::history::{Ring, Store};
-use crate::chat::outbox::{Outbox, Pushed};
-
-/// Queues that went over an eighth full during a publish: the publisher waits for them (bounded).
-pub(crate) type Congested = Vec<(ClientId, Arc<Outbox>)>;
+use crate::chat::outbox::Outbox;
 
 /// Identifies one connected client for its whole connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -191,12 +188,9 @@ impl Hub {
             }
         };
         state.nicks.insert(nick.clone(), id);
-        outbox.push(
-            &notice(&format!(
-                "welcome to sockit chat, {nick}; /nick NAME picks a name, /help lists commands"
-            )),
-            1,
-        );
+        outbox.push(&notice(&format!(
+            "welcome to sockit chat, {nick}; /nick NAME picks a name, /help lists commands"
+        )));
         state.clients.insert(
             id,
             Member {
@@ -212,31 +206,22 @@ impl Hub {
     }
 
     /// Publishes chat lines from `id` (whole lines, already formatted) to its room: into the
-    /// history first, then to every other member, one shared buffer for all of them.
-    ///
-    /// Returns the members whose queues are now over an eighth full.
-    pub(crate) fn publish(&self, id: ClientId, payload: Bytes) -> Congested {
-        let lines = memchr::memchr_iter(b'\n', &payload).count();
-        if lines == 0 {
-            return Vec::new();
+    /// history first, then to every other member, one shared buffer for all of them. Never
+    /// waits: a member whose queue overflows is dropped.
+    pub(crate) fn publish(&self, id: ClientId, payload: &Bytes) {
+        if payload.is_empty() {
+            return;
         }
         let mut state = self.lock();
         let Some(room) = state.clients.get(&id).map(|m| m.room.clone()) else {
-            return Vec::new();
+            return;
         };
-        self.remember(&mut state, &room, &payload);
-        self.fan_out(&mut state, &room, &payload, lines, Some(id))
-    }
-
-    /// Drops a client whose queue did not drain in time, telling its room.
-    pub(crate) fn drop_stalled(&self, id: ClientId) {
-        let mut state = self.lock();
-        self.settle(&mut state, vec![id]);
+        self.remember(&mut state, &room, payload);
+        self.fan_out(&mut state, &room, payload, Some(id));
     }
 
     /// Delivers lines published for `room` by another node to this node's members.
     pub fn deliver(&self, room: &str, payload: &Bytes) {
-        let lines = memchr::memchr_iter(b'\n', payload).count();
         let mut state = self.lock();
         let mut dropped = Vec::new();
         if let Some(r) = state.rooms.get_mut(room) {
@@ -244,7 +229,7 @@ impl Hub {
                 r.history.push(line, self.config.history_lines);
             }
             for (member, outbox) in &r.members {
-                if !outbox.push(payload, lines) {
+                if !outbox.push(payload) {
                     dropped.push(*member);
                 }
             }
@@ -263,7 +248,7 @@ impl Hub {
         let mut state = self.lock();
         let rooms: Vec<String> = state.rooms.keys().cloned().collect();
         for room in rooms {
-            self.fan_out(&mut state, &room, &line, 1, None);
+            self.fan_out(&mut state, &room, &line, None);
         }
     }
 
@@ -274,7 +259,7 @@ impl Hub {
         let rooms: Vec<String> = state.rooms.keys().cloned().collect();
         for room in rooms {
             self.remember(&mut state, &room, &line);
-            self.fan_out(&mut state, &room, &line, 1, None);
+            self.fan_out(&mut state, &room, &line, None);
         }
     }
 
@@ -290,7 +275,7 @@ impl Hub {
         );
         match state.nicks.get(&key) {
             Some(owner) if *owner != id => {
-                outbox.push(&notice(&format!("the nickname {wanted} is taken")), 1);
+                outbox.push(&notice(&format!("the nickname {wanted} is taken")));
                 return None;
             }
             _ => {}
@@ -305,7 +290,7 @@ impl Hub {
         }
         info!(%old, new = wanted, "renamed");
         let line = notice(&format!("{old} is now {wanted}"));
-        self.fan_out(&mut state, &room, &line, 1, None);
+        self.fan_out(&mut state, &room, &line, None);
         Some(wanted.to_owned())
     }
 
@@ -318,7 +303,7 @@ impl Hub {
         if member.room == room {
             member
                 .outbox
-                .push(&notice(&format!("you are already in #{room}")), 1);
+                .push(&notice(&format!("you are already in #{room}")));
             return;
         }
         self.move_to(&mut state, id, room);
@@ -342,7 +327,7 @@ impl Hub {
             nicks.len(),
             nicks.join(", ")
         );
-        member.outbox.push(&notice(&text), 1);
+        member.outbox.push(&notice(&text));
     }
 
     /// Tells `id` which rooms have members.
@@ -361,7 +346,7 @@ impl Hub {
         let list: Vec<String> = rooms.iter().map(|(n, c)| format!("#{n} ({c})")).collect();
         member
             .outbox
-            .push(&notice(&format!("rooms: {}", list.join(", "))), 1);
+            .push(&notice(&format!("rooms: {}", list.join(", "))));
     }
 
     /// Replays the last `n` lines of `id`'s room (all that are kept when `None`) to it.
@@ -392,20 +377,20 @@ impl Hub {
         else {
             member
                 .outbox
-                .push(&notice(&format!("no one is called {to}")), 1);
+                .push(&notice(&format!("no one is called {to}")));
             return;
         };
         let delivered = Bytes::from(format!("*{}* {text}\n", member.nick));
         // A full recipient queue only loses this message; the next fan-out drops that client.
-        if target.outbox.push(&delivered, 1) {
+        if target.outbox.push(&delivered) {
             member
                 .outbox
-                .push(&Bytes::from(format!("-> *{}* {text}\n", target.nick)), 1);
+                .push(&Bytes::from(format!("-> *{}* {text}\n", target.nick)));
         } else {
-            member.outbox.push(
-                &notice(&format!("{} is not reading; not sent", target.nick)),
-                1,
-            );
+            member.outbox.push(&notice(&format!(
+                "{} is not reading; not sent",
+                target.nick
+            )));
         }
     }
 
@@ -414,7 +399,7 @@ impl Hub {
         let state = self.lock();
         if let Some(member) = state.clients.get(&id) {
             for line in HELP {
-                member.outbox.push(&notice(line), 1);
+                member.outbox.push(&notice(line));
             }
         }
     }
@@ -470,7 +455,7 @@ impl Hub {
         let line = notice(&format!("{nick}{from} joined #{room}"));
         self.announce_in(state, room, &line);
         let r = state.rooms.entry(room.to_owned()).or_default();
-        outbox.push(&notice(&format!("you joined #{room} as {nick}")), 1);
+        outbox.push(&notice(&format!("you joined #{room} as {nick}")));
         replay(&outbox, room, &r.history, self.config.history_lines);
         r.members.push((id, outbox));
         debug!(%nick, room, "joined");
@@ -480,7 +465,7 @@ impl Hub {
     fn announce_in(&self, state: &mut State, room: &str, line: &Bytes) {
         let size = state.rooms.get(room).map_or(0, |r| r.members.len());
         if size <= self.config.announce_limit {
-            self.fan_out(state, room, line, 1, None);
+            self.fan_out(state, room, line, None);
         }
     }
 
@@ -499,37 +484,25 @@ impl Hub {
     }
 
     /// Queues `payload` for every member of `room` except `except`, then drops whoever
-    /// could not take it. Returns the members whose queues are over an eighth full.
-    fn fan_out(
-        &self,
-        state: &mut State,
-        room: &str,
-        payload: &Bytes,
-        lines: usize,
-        except: Option<ClientId>,
-    ) -> Congested {
+    /// could not take it.
+    fn fan_out(&self, state: &mut State, room: &str, payload: &Bytes, except: Option<ClientId>) {
         let mut dropped = Vec::new();
-        let mut congested = Vec::new();
         if let Some(observer) = &state.observer {
             // A console that cannot keep up misses lines; it never holds anyone up.
-            observer.push(payload, lines);
+            observer.push(payload);
         }
         if let Some(r) = state.rooms.get(room) {
             self.bus.publish(room, payload, &mut |payload| {
                 for (member, outbox) in &r.members {
-                    if Some(*member) == except {
-                        continue;
-                    }
-                    match outbox.push_checked(payload, lines) {
-                        Pushed::Queued => {}
-                        Pushed::Congested => congested.push((*member, outbox.clone())),
-                        Pushed::Full => dropped.push(*member),
+                    if Some(*member) != except && !outbox.push(payload) {
+                        dropped.push(*member);
                     }
                 }
             });
         }
-        self.settle(state, dropped);
-        congested
+        if !dropped.is_empty() {
+            self.settle(state, dropped);
+        }
     }
 
     /// Drops clients whose queue overflowed, telling their rooms (which may drop more).
@@ -538,8 +511,10 @@ impl Hub {
             let Some(member) = self.remove(state, id) else {
                 continue;
             };
-            tracing::warn!(nick = %member.nick, queue = ?member.outbox.queued(), "dropped: not reading fast enough");
-            member.outbox.kill();
+            tracing::warn!(nick = %member.nick, queued_bytes = member.outbox.queued_bytes(), "dropped: not reading fast enough");
+            member
+                .outbox
+                .kill(notice("you were dropped: not reading fast enough"));
             let line = notice(&format!(
                 "{} was dropped (not reading fast enough)",
                 member.nick
@@ -547,7 +522,7 @@ impl Hub {
             if let Some(r) = state.rooms.get(&member.room) {
                 self.bus.publish(&member.room, &line, &mut |payload| {
                     for (m, outbox) in &r.members {
-                        if !outbox.push(payload, 1) {
+                        if !outbox.push(payload) {
                             dropped.push(*m);
                         }
                     }
@@ -562,11 +537,11 @@ fn replay(outbox: &Outbox, room: &str, history: &Ring, n: usize) {
     if count == 0 {
         return;
     }
-    outbox.push(&notice(&format!("last {count} lines of #{room}:")), 1);
+    outbox.push(&notice(&format!("last {count} lines of #{room}:")));
     for line in history.last(count) {
-        outbox.push(line, 1);
+        outbox.push(line);
     }
-    outbox.push(&notice("end of history"), 1);
+    outbox.push(&notice("end of history"));
 }
 
 /// Splits whole lines (each ending in `\n`) into shared slices of `payload`.
@@ -608,7 +583,7 @@ mod tests {
         let hub = Hub::new(HubConfig::default());
         let (a, a_box) = client(&hub, QueueLimits::default());
         let (_b, b_box) = client(&hub, QueueLimits::default());
-        hub.publish(a, Bytes::from_static(b"<guest-1> one\n<guest-1> two\n"));
+        hub.publish(a, &Bytes::from_static(b"<guest-1> one\n<guest-1> two\n"));
         let b_text = drain(&b_box).await;
         assert!(
             b_text.ends_with("<guest-1> one\n<guest-1> two\n"),
@@ -631,22 +606,22 @@ mod tests {
         let (_slow, slow_box) = client(
             &hub,
             QueueLimits {
-                max_lines: 8,
-                max_bytes: 1 << 20,
+                max_bytes: 8 * (64 + crate::chat::outbox::ENTRY_OVERHEAD_BYTES),
             },
         );
         let (_c, c_box) = client(&hub, QueueLimits::default());
         for _ in 0..10 {
-            hub.publish(a, Bytes::from_static(b"<guest-1> spam\n"));
+            hub.publish(a, &Bytes::from_static(b"<guest-1> spam\n"));
         }
         assert_eq!(hub.len(), 2);
         let c_text = drain(&c_box).await;
         assert!(c_text.contains("guest-2 was dropped"), "{c_text}");
         assert_eq!(c_text.matches("spam").count(), 10);
-        assert!(matches!(
-            slow_box.next(&mut VecDeque::new()).await,
-            Next::Closed
-        ));
+        assert_eq!(
+            drain(&slow_box).await,
+            "* you were dropped: not reading fast enough\n",
+            "only its last line is left"
+        );
     }
 
     #[tokio::test]

@@ -85,7 +85,8 @@ pub struct Config {
     pub max_line_bytes: usize,
     /// Lines per second per client, on average (0: no flood control).
     pub rate: f64,
-    /// Each client's outbound queue.
+    /// Each client's outbound queue: a client whose queue overflows is dropped; nobody ever
+    /// waits for it.
     pub queue: QueueLimits,
     /// Show peers' addresses in join notices.
     pub show_addrs: bool,
@@ -93,9 +94,6 @@ pub struct Config {
     pub announce_limit: usize,
     /// How long a client may take to send `PASS` when a password is required.
     pub login_timeout: Duration,
-    /// How long a sender waits for a member's over-an-eighth-full queue to drain before that
-    /// member is dropped as stalled.
-    pub stall_timeout: Duration,
 }
 
 impl Default for Config {
@@ -111,7 +109,6 @@ impl Default for Config {
             show_addrs: false,
             announce_limit: hub::DEFAULT_ANNOUNCE_LIMIT,
             login_timeout: Duration::from_secs(30),
-            stall_timeout: Duration::from_secs(3),
         }
     }
 }

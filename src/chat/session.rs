@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::chat::command::{Command, Input, parse};
-use crate::chat::hub::{ClientId, Congested, Departure, Hub, notice};
+use crate::chat::hub::{ClientId, Departure, Hub, notice};
 use crate::chat::line::{Incoming, LineDecoder};
 use crate::chat::outbox::{Outbox, write_all_queued};
 use crate::chat::{Config, Password};
@@ -24,8 +24,6 @@ const SMALL_READ_BYTES: usize = 1024;
 /// Bytes asked of each read while a client is busy: a burst arrives in few reads, and each
 /// read is published as one shared buffer.
 const BIG_READ_BYTES: usize = 32 * 1024;
-/// A reader whose queue is congested must take at least this much per `stall_timeout`.
-const MIN_PROGRESS_BYTES: u64 = 32 * 1024;
 /// How long the last lines (a goodbye, a shutdown notice) may take to reach a client.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -88,8 +86,6 @@ struct Session {
     last_flood_notice: Option<Instant>,
     /// Chat lines of the current read, published together.
     pending: BytesMut,
-    /// Members whose queues went over an eighth full with what this client published.
-    congested: Congested,
 }
 
 /// Serves one client until it leaves, is dropped, or the server stops.
@@ -111,7 +107,6 @@ pub(crate) async fn run(
         me: None,
         last_flood_notice: None,
         pending: BytesMut::new(),
-        congested: Vec::new(),
     };
     let (mut reader, mut writer) = tokio::io::split(stream);
     let writing = write_all_queued(&mut writer, &outbox);
@@ -128,11 +123,17 @@ pub(crate) async fn run(
         }
         _ = outbox.killed() => Ending::Dropped,
     };
+    if matches!(ending, Ending::Dropped) {
+        // Its last line ("you were dropped") goes out only if the socket takes it at once.
+        let _ = tokio::time::timeout(Duration::ZERO, writing).await;
+        debug!("session dropped");
+        return;
+    }
     if let (Some((id, _)), Ending::Leave(why)) = (&session.me, &ending) {
         session.hub.leave(*id, why);
     }
     outbox.close();
-    if !is_written && !matches!(ending, Ending::Dropped) {
+    if !is_written {
         // Let the last lines (goodbye, shutdown notice) out, within a bound.
         let _ = tokio::time::timeout(LINGER, writing).await;
     }
@@ -151,7 +152,7 @@ impl Session {
         let login_deadline = Instant::now() + self.config.login_timeout;
         if self.config.password.is_some() {
             self.outbox
-                .push(&notice("password required: send PASS <password>"), 1);
+                .push(&notice("password required: send PASS <password>"));
         } else {
             self.enter();
         }
@@ -202,7 +203,9 @@ impl Session {
             if at_eof {
                 return Ending::Leave(Departure::Closed);
             }
-            self.wait_for_readers(stop).await;
+            // One read per turn: a sender flat out takes its share of the thread, not all
+            // of it, so every member's writer gets to drain between two reads.
+            tokio::task::yield_now().await;
             // After a burst, an idle client goes back to a small buffer.
             if buf.is_empty() && read_bytes == BIG_READ_BYTES && got < SMALL_READ_BYTES {
                 read_bytes = SMALL_READ_BYTES;
@@ -223,52 +226,12 @@ impl Session {
         }
         let payload: Bytes = self.pending.split().freeze();
         if let Some((id, _)) = &self.me {
-            let congested = self.hub.publish(*id, payload);
-            self.congested.extend(congested);
-        }
-    }
-
-    /// Back-pressure with a bound: before reading more from this client, wait for members
-    /// whose queues are over an eighth full. A reader that is merely slower than this sender
-    /// slows it down; one that writes less than [`MIN_PROGRESS_BYTES`] in a `stall_timeout`
-    /// while its queue stays full is dropped (so a stalled reader costs the room one
-    /// `stall_timeout`, once).
-    async fn wait_for_readers(&mut self, stop: &CancellationToken) {
-        let mut waiting: Vec<_> = std::mem::take(&mut self.congested)
-            .into_iter()
-            .map(|(id, outbox)| {
-                let written = outbox.written();
-                (id, outbox, written)
-            })
-            .collect();
-        // All congested members share each window, so many stalled ones cost one window.
-        while !waiting.is_empty() {
-            let deadline = Instant::now() + self.config.stall_timeout;
-            let mut still = Vec::new();
-            for (id, outbox, before) in waiting {
-                let drained = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    waited = tokio::time::timeout_at(deadline, outbox.until_drained()) => waited.is_ok(),
-                };
-                if !drained {
-                    still.push((id, outbox, before));
-                }
-            }
-            waiting = Vec::new();
-            for (id, outbox, before) in still {
-                let written = outbox.written();
-                if written - before < MIN_PROGRESS_BYTES {
-                    warn!(timeout = ?self.config.stall_timeout, "a member's queue did not drain");
-                    self.hub.drop_stalled(id);
-                } else {
-                    waiting.push((id, outbox, written));
-                }
-            }
+            self.hub.publish(*id, &payload);
         }
     }
 
     fn tell(&self, text: &str) {
-        self.outbox.push(&notice(text), 1);
+        self.outbox.push(&notice(text));
     }
 
     /// Handles one line; `Some` ends the session.
@@ -327,10 +290,8 @@ impl Session {
         self.flush();
         match command {
             Command::Me(action) => {
-                let congested = self
-                    .hub
-                    .publish(id, Bytes::from(format!("* {nick} {action}\n")));
-                self.congested.extend(congested);
+                self.hub
+                    .publish(id, &Bytes::from(format!("* {nick} {action}\n")));
             }
             Command::Nick(wanted) => {
                 if let Some(new) = self.hub.rename(id, &wanted) {

@@ -258,56 +258,95 @@ async fn fifty_clients_get_every_line_once_and_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_never_reads_is_dropped_without_stalling_others() {
+async fn a_client_that_never_reads_is_dropped_and_never_pauses_the_others() {
+    const QUEUE_BYTES: usize = 256 * 1024;
     let server = Running::start(chat::Config {
         queue: QueueLimits {
-            max_lines: 4096,
-            max_bytes: 1 << 20,
+            max_bytes: QUEUE_BYTES,
         },
-        stall_timeout: Duration::from_millis(300),
         history_lines: 0,
         ..fast_config()
     })
     .await;
-    let mut sender = Peer::join(server.addr, "sender").await;
+    let mut flooder = Peer::join(server.addr, "flooder").await;
+    let mut ticker = Peer::join(server.addr, "ticker").await;
     let mut reader = Peer::join(server.addr, "reader").await;
     // The sleeper's receive window is small, so the server's queue for it fills up soon.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
-    let sleeper = Peer::from_stream(socket.connect(server.addr).await.unwrap());
-    reader.expect("guest-3 joined").await;
+    let mut sleeper = Peer::from_stream(socket.connect(server.addr).await.unwrap());
+    sleeper.expect("you joined #lobby").await;
+    reader.expect("guest-4 joined").await;
 
-    const LINES: usize = 16_000;
-    let payload = "x".repeat(500);
+    // The reader checks that every tick arrives within the bound, before, while and after
+    // the sleeper's queue fills up and it is dropped.
+    const TICKS: usize = 40;
+    const MAX_DELAY: Duration = Duration::from_millis(500);
+    let epoch = tokio::time::Instant::now();
     let reading = tokio::spawn(async move {
-        let mut got = 0;
-        let mut saw_drop = false;
-        while got < LINES {
+        let (mut ticks, mut floods, mut worst) = (0, 0, Duration::ZERO);
+        let mut dropped_after = None;
+        while ticks < TICKS {
             let line = reader.line().await.expect("reader stays connected");
-            if line.starts_with("<sender>") {
-                got += 1;
-            } else if line.contains("guest-3 was dropped") {
-                saw_drop = true;
+            if let Some(tick) = line.strip_prefix("<ticker> ") {
+                let sent: u64 = tick.parse().unwrap();
+                let delay = epoch.elapsed().saturating_sub(Duration::from_micros(sent));
+                worst = worst.max(delay);
+                ticks += 1;
+            } else if line.starts_with("<flooder>") {
+                floods += 1;
+            } else if line.contains("guest-4 was dropped") {
+                dropped_after = Some(ticks);
             }
         }
-        (got, saw_drop)
+        (floods, worst, dropped_after)
     });
+    let ticking = tokio::spawn(async move {
+        let mut interval = tokio::time::interval(Duration::from_millis(20));
+        for _ in 0..TICKS {
+            interval.tick().await;
+            ticker.send(&epoch.elapsed().as_micros().to_string()).await;
+        }
+        ticker
+    });
+    // Several times the sleeper's queue, sent flat out while the ticks go on.
+    const FLOOD_LINES: usize = 8_000;
+    let payload = "x".repeat(500);
     let mut batch = String::new();
-    for i in 0..LINES {
+    for i in 0..FLOOD_LINES {
         batch.push_str(&format!("{i} {payload}\n"));
         if batch.len() > 64 * 1024 {
-            sender.send_bytes(batch.as_bytes()).await;
+            flooder.send_bytes(batch.as_bytes()).await;
             batch.clear();
         }
     }
-    sender.send_bytes(batch.as_bytes()).await;
-    let (got, saw_drop) = tokio::time::timeout(WAIT * 2, reading)
+    flooder.send_bytes(batch.as_bytes()).await;
+    let (floods, worst, dropped_after) = tokio::time::timeout(WAIT * 2, reading)
         .await
-        .expect("the reader gets everything in time")
+        .expect("the reader gets every tick in time")
         .unwrap();
-    assert_eq!(got, LINES);
-    assert!(saw_drop, "the room is told the sleeper was dropped");
-    drop(sleeper);
+    let _ticker = ticking.await.unwrap();
+    assert!(
+        worst <= MAX_DELAY,
+        "a tick took {worst:?} to arrive (bound {MAX_DELAY:?})"
+    );
+    assert!(floods > 0, "the flood reached the reader too");
+    assert!(
+        dropped_after.is_some_and(|t| t < TICKS),
+        "the room is told the sleeper was dropped while ticks went on: {dropped_after:?}"
+    );
+    // The sleeper's connection is closed by the server (whatever it had not read is lost).
+    let closed = tokio::time::timeout(WAIT, async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match tokio::io::AsyncReadExt::read(sleeper.reader.get_mut(), &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the sleeper's connection is closed");
     server.shutdown().await;
 }
 
