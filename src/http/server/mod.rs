@@ -492,6 +492,8 @@ impl Site {
             },
         );
         let mut res = Response::new(Body::empty());
+        // Room for every header set below, so the map never grows.
+        *res.headers_mut() = http::HeaderMap::with_capacity(8);
         let out = res.headers_mut();
         out.insert(header::ETAG, chosen.etag_header());
         out.insert(header::LAST_MODIFIED, entry.last_modified.clone());
@@ -539,8 +541,12 @@ impl Site {
                 return res;
             }
         };
+        let content_length = match &chosen.compressed {
+            None if count == chosen.entry.len => chosen.entry.content_length.clone(),
+            _ => HeaderValue::from(count),
+        };
         res.headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(count));
+            .insert(header::CONTENT_LENGTH, content_length);
         if req.method() == Method::HEAD {
             return res;
         }

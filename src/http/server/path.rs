@@ -85,10 +85,10 @@ impl RequestPath {
         } else {
             raw.into()
         };
-        if text.contains('\0') {
+        if text.as_bytes().contains(&0) {
             return Err(PathError::Nul);
         }
-        if text.contains('\\') {
+        if text.as_bytes().contains(&b'\\') {
             return Err(PathError::Backslash);
         }
         let trailing_slash = text.len() > 1 && text.ends_with('/');
