@@ -6,6 +6,8 @@
 #
 #   bench/serve.sh                 # RUNS=5 DURATION=5s by default
 #   RUNS=5 DURATION=10s bench/serve.sh
+#   MODE=idle bench/serve.sh       # only the idle-connection memory of sockit, no table file
+#   SERVE_ARGS="--threads 1" bench/serve.sh   # extra options for `sockit serve`
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -13,6 +15,8 @@ RUNS=${RUNS:-5}
 DURATION=${DURATION:-5s}
 CONNS=${CONNS:-64}
 IDLE_CONNS=${IDLE_CONNS:-10000}
+MODE=${MODE:-all}
+SERVE_ARGS=${SERVE_ARGS:-}
 OUT=bench/results/serve.md
 mkdir -p bench/results
 
@@ -66,9 +70,51 @@ wait_port() { # bounded: 10 s
 
 SOCKIT_PORT=$(free_port)
 taskset -c 0 "$SOCKIT" serve "$WORK/www" --port "$SOCKIT_PORT" --quiet \
-    --header-timeout 300s --idle-timeout 300s --max-conns 20000 2>"$WORK/sockit.err" &
+    --header-timeout 300s --idle-timeout 300s --max-conns 20000 $SERVE_ARGS 2>"$WORK/sockit.err" &
 SOCKIT_PID=$!
 PIDS+=("$SOCKIT_PID")
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+nginx_worker() { cat "/proc/$NGINX_PID/task/$NGINX_PID/children" | awk '{print $1}'; }
+
+# Opens N keep-alive connections, one request each, then holds them while RSS is read.
+idle_check() { # port pid mode(request|silent) -> "rss_before_kib rss_after_kib request_ms"
+    local port=$1 pid=$2 mode=$3 before
+    before=$(rss_kib "$pid")
+    timeout 120 python3 - "$port" "$IDLE_CONNS" "$pid" "$before" "$mode" <<'PY'
+import socket, sys, time
+port, n, pid, before, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+req = b"GET /small.txt HTTP/1.1\r\nHost: bench\r\n\r\n"
+socks = []
+for _ in range(n):
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    if mode == "request":
+        s.sendall(req)
+    socks.append(s)
+if mode == "request":
+    for s in socks:
+        s.recv(4096)
+time.sleep(1)
+rss = [l.split()[1] for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS:")][0]
+t = time.monotonic()
+c = socket.create_connection(("127.0.0.1", port), timeout=10)
+c.sendall(b"GET /small.txt HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+while c.recv(4096):
+    pass
+ms = (time.monotonic() - t) * 1000
+print(before, rss, f"{ms:.1f}")
+PY
+}
+
+if [ "$MODE" = idle ]; then
+    wait_port "$SOCKIT_PORT"
+    read -r SS_BEFORE SS_AFTER SS_MS < <(idle_check "$SOCKIT_PORT" "$SOCKIT_PID" silent)
+    sleep 2
+    read -r S_BEFORE S_AFTER S_MS < <(idle_check "$SOCKIT_PORT" "$SOCKIT_PID" request)
+    awk -v n="$IDLE_CONNS" -v b="$SS_BEFORE" -v a="$SS_AFTER" -v m="$SS_MS" 'BEGIN { printf "sockit, %d silent connections: RSS %.1f -> %.1f MiB, one more request %s ms\n", n, b/1024, a/1024, m }'
+    awk -v n="$IDLE_CONNS" -v b="$S_BEFORE" -v a="$S_AFTER" -v m="$S_MS" 'BEGIN { printf "sockit, %d connections after one request: RSS %.1f -> %.1f MiB, one more request %s ms\n", n, b/1024, a/1024, m }'
+    exit 0
+fi
 
 NGINX_PORT=$(free_port)
 cat >"$WORK/nginx/nginx.conf" <<EOF
@@ -150,38 +196,6 @@ for file in small.txt 100k.bin; do
     done
 done
 
-rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-nginx_worker() { cat "/proc/$NGINX_PID/task/$NGINX_PID/children" | awk '{print $1}'; }
-
-# Opens N keep-alive connections, one request each, then holds them while RSS is read.
-idle_check() { # port pid mode(request|silent) -> "rss_before_kib rss_after_kib request_ms"
-    local port=$1 pid=$2 mode=$3 before
-    before=$(rss_kib "$pid")
-    timeout 120 python3 - "$port" "$IDLE_CONNS" "$pid" "$before" "$mode" <<'PY'
-import socket, sys, time
-port, n, pid, before, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
-req = b"GET /small.txt HTTP/1.1\r\nHost: bench\r\n\r\n"
-socks = []
-for _ in range(n):
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    if mode == "request":
-        s.sendall(req)
-    socks.append(s)
-if mode == "request":
-    for s in socks:
-        s.recv(4096)
-time.sleep(1)
-rss = [l.split()[1] for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS:")][0]
-t = time.monotonic()
-c = socket.create_connection(("127.0.0.1", port), timeout=10)
-c.sendall(b"GET /small.txt HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
-while c.recv(4096):
-    pass
-ms = (time.monotonic() - t) * 1000
-print(before, rss, f"{ms:.1f}")
-PY
-}
-
 # Silent ones first: memory freed by closed connections would otherwise be reused.
 read -r SS_BEFORE SS_AFTER SS_MS < <(idle_check "$SOCKIT_PORT" "$SOCKIT_PID" silent)
 read -r NS_BEFORE NS_AFTER NS_MS < <(idle_check "$NGINX_PORT" "$(nginx_worker)" silent)
@@ -232,8 +246,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
     echo "  sockit writes it from its in-memory cache with writev through hyper, and perf shows"
     echo "  about 30% of the server's time in the kernel's copy from user memory (_copy_from_iter)."
     echo "- Idle connections: hyper keeps an 8 KiB read buffer and an 8 KiB write buffer per"
-    echo "  connection once it has sent a request; a connection is handed to hyper only when its"
-    echo "  first byte arrives, so silent ones cost far less."
+    echo "  connection while it serves it; a connection is handed to hyper only when a request"
+    echo "  starts and handed back once it has been quiet for 50 ms, so idle ones cost far less."
     echo
     echo "Commands:"
     echo

@@ -343,6 +343,41 @@ fn keep_alive_and_pipelined_requests_are_answered_in_order() {
     assert!(third.contains("content-length: 12"));
 }
 
+#[test]
+fn quiet_keep_alive_connections_stay_usable() {
+    // A keep-alive connection that pauses between requests hands its socket back from the
+    // HTTP layer; requests after the pause, pipelined ones and a head split by a pause are
+    // all still answered on the same connection.
+    let fx = fixture();
+    let server = serve(&fx.root, &[]);
+    let mut stream = TcpStream::connect_timeout(&server.addr, WAIT).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let pause = Duration::from_millis(600);
+    stream
+        .write_all(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let first = read_until(&mut stream, |t| t.ends_with("hello world\n"));
+    assert!(first.starts_with("HTTP/1.1 200 OK"), "{first}");
+    std::thread::sleep(pause);
+    stream
+        .write_all(
+            b"GET /sub%20dir/inner.txt HTTP/1.1\r\nHost: x\r\n\r\n\
+              GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+        .unwrap();
+    let both = read_until(&mut stream, |t| t.ends_with("hello world\n"));
+    let inner = both
+        .find("inner\n")
+        .expect("pipelined answer after a pause");
+    assert!(inner < both.find("hello world\n").unwrap(), "{both}");
+    std::thread::sleep(pause);
+    stream.write_all(b"GET /hello.txt HTTP/1.1\r\nHo").unwrap();
+    std::thread::sleep(pause);
+    stream.write_all(b"st: x\r\n\r\n").unwrap();
+    let split = read_until(&mut stream, |t| t.ends_with("hello world\n"));
+    assert!(split.starts_with("HTTP/1.1 200 OK"), "{split}");
+}
+
 fn read_until(stream: &mut TcpStream, done: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + WAIT;
     let mut out = Vec::new();

@@ -1,15 +1,122 @@
 //! Idle connections: a stream that fails with `TimedOut` once no byte has moved either way for
 //! a while (a client that stops reading a download, or stops sending an upload, lets go of its
-//! connection), and a stream with its first byte put back, so a connection costs hyper's
-//! buffers only once it has said something.
+//! connection), that can end a quiet keep-alive connection's HTTP session (`parked`) so the
+//! bare socket waits for the next request without hyper's buffers, and a stream with bytes
+//! already read put back in front, so a connection costs those buffers only while it talks.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
+
+use crate::http::server::Body;
+
+/// Requests of one connection, as its service sees them; the IO parks only when none is
+/// being answered.
+#[derive(Debug, Default)]
+pub(crate) struct Activity {
+    in_flight: AtomicUsize,
+    had_body: AtomicBool,
+}
+
+impl Activity {
+    /// A request starts; it ends when the returned guard (kept in its response body) drops.
+    /// A request with a body keeps the connection from parking: only the HTTP layer knows
+    /// where such a request ends in the byte stream.
+    pub(crate) fn start(self: &Arc<Self>, has_body: bool) -> InFlight {
+        if has_body {
+            self.had_body.store(true, Ordering::Relaxed);
+        }
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    fn quiet(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0 && !self.had_body.load(Ordering::Relaxed)
+    }
+}
+
+/// One request being answered; see [`Activity::start`].
+#[derive(Debug)]
+pub(crate) struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that ends its request's [`InFlight`] when hyper is done with it.
+#[derive(Debug)]
+pub(crate) struct Tracked {
+    body: Body,
+    _in_flight: InFlight,
+}
+
+impl Tracked {
+    pub(crate) fn new(body: Body, in_flight: InFlight) -> Self {
+        Self {
+            body,
+            _in_flight: in_flight,
+        }
+    }
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// When a quiet connection parks: after `after` without a byte either way, once every
+/// request was answered and flushed and the bytes read so far end with a complete request
+/// head (so hyper holds no part of the next one).
+#[derive(Debug)]
+struct Park {
+    after: Duration,
+    activity: Arc<Activity>,
+    tail: [u8; 4],
+    flushed: bool,
+    parked: bool,
+}
+
+impl Park {
+    fn ready(&self) -> bool {
+        self.flushed && &self.tail == b"\r\n\r\n" && self.activity.quiet()
+    }
+
+    fn saw(&mut self, bytes: &[u8]) {
+        if bytes.len() >= 4 {
+            self.tail.copy_from_slice(&bytes[bytes.len() - 4..]);
+        } else {
+            for &b in bytes {
+                self.tail.rotate_left(1);
+                self.tail[3] = b;
+            }
+        }
+    }
+}
 
 /// Wraps `S`; see the module docs.
 #[derive(Debug)]
@@ -19,6 +126,7 @@ pub(crate) struct IdleIo<S> {
     last_progress: Instant,
     // Re-armed lazily: progress only records a time, the timer moves when it fires.
     sleep: Pin<Box<Sleep>>,
+    park: Option<Park>,
 }
 
 impl<S> IdleIo<S> {
@@ -29,7 +137,42 @@ impl<S> IdleIo<S> {
             timeout,
             last_progress: now,
             sleep: Box::pin(tokio::time::sleep_until(now + timeout)),
+            park: None,
         }
+    }
+
+    /// Lets reads end (`Ok(0)`, as if the peer had finished) once the connection has been
+    /// quiet for `after`; [`IdleIo::parked`] then tells this apart from a real end.
+    pub(crate) fn parking(mut self, after: Duration, activity: Arc<Activity>) -> Self {
+        self.park = Some(Park {
+            after,
+            activity,
+            tail: [0; 4],
+            flushed: true,
+            parked: false,
+        });
+        self
+    }
+
+    /// Whether reads ended because the connection parked.
+    pub(crate) fn parked(&self) -> bool {
+        self.park.as_ref().is_some_and(|p| p.parked)
+    }
+
+    /// When the last byte moved either way.
+    pub(crate) fn last_progress(&self) -> Instant {
+        self.last_progress
+    }
+
+    pub(crate) fn into_inner(self) -> S {
+        self.inner
+    }
+
+    fn park_deadline(&self) -> Option<Instant> {
+        self.park
+            .as_ref()
+            .filter(|p| p.ready())
+            .map(|p| self.last_progress + p.after)
     }
 
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
@@ -37,14 +180,32 @@ impl<S> IdleIo<S> {
             if self.sleep.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
-            let deadline = self.last_progress + self.timeout;
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            let idle_at = self.last_progress + self.timeout;
+            if now >= idle_at {
                 return Poll::Ready(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "connection idle for too long",
                 ));
             }
-            self.sleep.as_mut().reset(deadline);
+            let next = match self.park_deadline() {
+                Some(at) if at > now => at.min(idle_at),
+                Some(_) => {
+                    // Time to park: the next read does it.
+                    self.sleep.as_mut().reset(idle_at);
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                None => idle_at,
+            };
+            self.sleep.as_mut().reset(next);
+        }
+    }
+
+    fn wrote(&mut self) {
+        self.last_progress = Instant::now();
+        if let Some(park) = &mut self.park {
+            park.flushed = false;
         }
     }
 }
@@ -56,12 +217,29 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleIo<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(result) => {
                 this.last_progress = Instant::now();
+                if let Some(park) = &mut this.park {
+                    park.saw(&buf.filled()[before..]);
+                }
                 Poll::Ready(result)
             }
-            Poll::Pending => this.poll_idle(cx).map(Err),
+            Poll::Pending => {
+                if let Some(at) = this.park_deadline() {
+                    if Instant::now() >= at {
+                        if let Some(park) = &mut this.park {
+                            park.parked = true;
+                        }
+                        return Poll::Ready(Ok(()));
+                    }
+                    if this.sleep.deadline() > at {
+                        this.sleep.as_mut().reset(at);
+                    }
+                }
+                this.poll_idle(cx).map(Err)
+            }
         }
     }
 }
@@ -75,7 +253,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleIo<S> {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_write(cx, buf) {
             Poll::Ready(result) => {
-                this.last_progress = Instant::now();
+                this.wrote();
                 Poll::Ready(result)
             }
             Poll::Pending => this.poll_idle(cx).map(Err),
@@ -90,7 +268,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleIo<S> {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
             Poll::Ready(result) => {
-                this.last_progress = Instant::now();
+                this.wrote();
                 Poll::Ready(result)
             }
             Poll::Pending => this.poll_idle(cx).map(Err),
@@ -104,7 +282,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleIo<S> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_flush(cx) {
-            Poll::Ready(result) => Poll::Ready(result),
+            Poll::Ready(result) => {
+                if let (Ok(()), Some(park)) = (&result, &mut this.park) {
+                    park.flushed = true;
+                }
+                Poll::Ready(result)
+            }
             Poll::Pending => this.poll_idle(cx).map(Err),
         }
     }
@@ -114,19 +297,21 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleIo<S> {
     }
 }
 
-/// `S` with one byte, already read from it, put back in front.
+/// `S` with bytes already read from it put back in front.
 #[derive(Debug)]
 pub(crate) struct Rewind<S> {
-    first: Option<u8>,
+    prefix: Bytes,
     inner: S,
 }
 
 impl<S> Rewind<S> {
-    pub(crate) fn new(first: u8, inner: S) -> Self {
-        Self {
-            first: Some(first),
-            inner,
-        }
+    pub(crate) fn new(prefix: Bytes, inner: S) -> Self {
+        Self { prefix, inner }
+    }
+
+    /// The stream and whatever of the prefix was not read.
+    pub(crate) fn into_parts(self) -> (Bytes, S) {
+        (self.prefix, self.inner)
     }
 }
 
@@ -137,23 +322,24 @@ impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if buf.remaining() > 0 {
-            if let Some(byte) = this.first.take() {
-                buf.put_slice(&[byte]);
+        if buf.remaining() > 0 && !this.prefix.is_empty() {
+            let n = buf.remaining().min(this.prefix.len());
+            buf.put_slice(&this.prefix.split_to(n));
+            if this.prefix.is_empty() {
                 // What follows comes in the same call, so hyper sees the whole head at once
                 // and keeps its first buffer instead of growing it for one byte.
                 let mut more = [0u8; 4096];
                 let room = buf.remaining().min(more.len());
                 if room > 0 {
                     let mut rest = ReadBuf::new(&mut more[..room]);
-                    // Pending or an error here: the byte goes up now, the rest next time.
+                    // Pending or an error here: the prefix goes up now, the rest next time.
                     if let Poll::Ready(Ok(())) = Pin::new(&mut this.inner).poll_read(cx, &mut rest)
                     {
                         buf.put_slice(rest.filled());
                     }
                 }
-                return Poll::Ready(Ok(()));
             }
+            return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.inner).poll_read(cx, buf)
     }
@@ -199,10 +385,53 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(64);
         client.write_all(b"ello").await.unwrap();
         drop(client);
-        let mut io = Rewind::new(b'h', server);
+        let mut io = Rewind::new(Bytes::from_static(b"h"), server);
         let mut out = String::new();
         io.read_to_string(&mut out).await.unwrap();
         assert_eq!(out, "hello");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn quiet_connections_park_only_between_requests() {
+        let (mut client, server) = tokio::io::duplex(256);
+        let activity = Arc::new(Activity::default());
+        let mut io = IdleIo::new(server, Duration::from_secs(60))
+            .parking(Duration::from_millis(100), activity.clone());
+        let mut buf = [0u8; 64];
+        // A request is being answered: no parking.
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let n = io.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"GET / HTTP/1.1\r\n\r\n");
+        let in_flight = activity.start(false);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), io.read(&mut buf))
+                .await
+                .is_err()
+        );
+        io.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
+        drop(in_flight);
+        // Written but not yet flushed: still no parking.
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), io.read(&mut buf))
+                .await
+                .is_err()
+        );
+        io.flush().await.unwrap();
+        let started = Instant::now();
+        assert_eq!(io.read(&mut buf).await.unwrap(), 0);
+        assert!(io.parked());
+        assert!(started.elapsed() <= Duration::from_millis(150));
+
+        // Half a head read: never parks, whatever the pause.
+        let (mut client, server) = tokio::io::duplex(256);
+        let activity = Arc::new(Activity::default());
+        let mut io = IdleIo::new(server, Duration::from_secs(5))
+            .parking(Duration::from_millis(100), activity);
+        client.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+        let _ = io.read(&mut buf).await.unwrap();
+        let err = io.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(!io.parked());
     }
 
     #[tokio::test(start_paused = true)]

@@ -47,6 +47,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -218,6 +219,10 @@ struct Site {
     http: hyper::server::conn::http1::Builder,
 }
 
+/// A keep-alive connection quiet for this long hands its socket back from hyper (see
+/// `Site::connection`).
+const PARK_AFTER: Duration = Duration::from_millis(50);
+
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
 Content-Length: 17\r\nRetry-After: 1\r\nConnection: close\r\n\r\nserver too busy\r\n";
 
@@ -237,36 +242,78 @@ impl Site {
             .await;
             return;
         };
-        // hyper allocates its buffers up front; a connection that says nothing costs only
-        // this wait (bounded like a request head), however many there are.
-        let mut first = [0u8; 1];
-        let waited = tokio::select! {
-            read = tokio::time::timeout(self.config.limits.header_timeout, stream.read(&mut first)) => read,
-            _ = stop.cancelled() => return,
-        };
-        if !matches!(waited, Ok(Ok(1))) {
-            return; // closed, failed, or silent past the head timeout
-        }
-        let stream = idle::Rewind::new(first[0], stream);
-        let io = TokioIo::new(idle::IdleIo::new(stream, self.config.limits.idle_timeout));
-        let site = self.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let site = site.clone();
-            // Boxed: hyper keeps a slot the size of this future in every connection, idle
-            // or not; a pointer there keeps 10 000 idle connections small.
-            async move { Ok::<_, Infallible>(Box::pin(site.handle(req, peer)).await) }
-        });
-        let conn = self.http.serve_connection(io, service);
-        tokio::pin!(conn);
-        let result = tokio::select! {
-            result = conn.as_mut() => result,
-            _ = stop.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
+        // hyper allocates its buffers up front and keeps them while a keep-alive connection
+        // waits: a connection is handed to hyper only once a request starts, and handed back
+        // (parked) once it has been quiet for a moment, so a silent or idle connection costs
+        // only this wait (bounded like a request head), however many there are.
+        let activity = Arc::new(idle::Activity::default());
+        let mut prefix = Bytes::new();
+        let mut waited_since = tokio::time::Instant::now();
+        loop {
+            if prefix.is_empty() {
+                let wait = self
+                    .config
+                    .limits
+                    .header_timeout
+                    .saturating_sub(waited_since.elapsed());
+                let mut first = [0u8; 1];
+                let read = tokio::select! {
+                    read = tokio::time::timeout(wait, stream.read(&mut first)) => read,
+                    _ = stop.cancelled() => return,
+                };
+                if !matches!(read, Ok(Ok(1))) {
+                    return; // closed, failed, or silent past the head timeout
+                }
+                prefix = Bytes::copy_from_slice(&first);
             }
-        };
-        if let Err(error) = result {
-            debug!(%error, "connection ended with an error");
+            let io = idle::IdleIo::new(
+                idle::Rewind::new(prefix, stream),
+                self.config.limits.idle_timeout,
+            )
+            .parking(PARK_AFTER, activity.clone());
+            let site = self.clone();
+            let requests = activity.clone();
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let site = site.clone();
+                let in_flight = requests.start(!http_body::Body::is_end_stream(req.body()));
+                // Boxed: hyper keeps a slot the size of this future in every connection; a
+                // pointer there keeps connections small.
+                Box::pin(async move {
+                    let res = site.handle(req, peer).await;
+                    Ok::<_, Infallible>(res.map(|body| idle::Tracked::new(body, in_flight)))
+                })
+            });
+            let mut conn = self.http.serve_connection(TokioIo::new(io), service);
+            let result = tokio::select! {
+                result = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => result,
+                _ = stop.cancelled() => {
+                    std::pin::Pin::new(&mut conn).graceful_shutdown();
+                    std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await
+                }
+            };
+            if let Err(error) = result {
+                debug!(%error, "connection ended with an error");
+                return;
+            }
+            let parts = conn.into_parts();
+            let io = parts.io.into_inner();
+            let parked = io.parked() && !stop.is_cancelled();
+            waited_since = io.last_progress();
+            let (unread, inner) = io.into_inner().into_parts();
+            stream = inner;
+            if !parked {
+                let _ =
+                    tokio::time::timeout(self.config.limits.idle_timeout, stream.shutdown()).await;
+                return;
+            }
+            // Nothing is left over when parking; anything that is goes first all the same,
+            // copied: an empty `read_buf` still holds hyper's whole read buffer.
+            prefix = match (parts.read_buf.is_empty(), unread.is_empty()) {
+                (true, true) => Bytes::new(),
+                (false, true) => Bytes::copy_from_slice(&parts.read_buf),
+                (true, false) => Bytes::copy_from_slice(&unread),
+                (false, false) => [parts.read_buf, unread].concat().into(),
+            };
         }
     }
 
@@ -445,6 +492,8 @@ impl Site {
             },
         );
         let mut res = Response::new(Body::empty());
+        // Room for every header set below, so the map never grows.
+        *res.headers_mut() = http::HeaderMap::with_capacity(8);
         let out = res.headers_mut();
         out.insert(header::ETAG, chosen.etag_header());
         out.insert(header::LAST_MODIFIED, entry.last_modified.clone());
@@ -492,8 +541,12 @@ impl Site {
                 return res;
             }
         };
+        let content_length = match &chosen.compressed {
+            None if count == chosen.entry.len => chosen.entry.content_length.clone(),
+            _ => HeaderValue::from(count),
+        };
         res.headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(count));
+            .insert(header::CONTENT_LENGTH, content_length);
         if req.method() == Method::HEAD {
             return res;
         }

@@ -85,10 +85,10 @@ impl RequestPath {
         } else {
             raw.into()
         };
-        if text.contains('\0') {
+        if text.as_bytes().contains(&0) {
             return Err(PathError::Nul);
         }
-        if text.contains('\\') {
+        if text.as_bytes().contains(&b'\\') {
             return Err(PathError::Backslash);
         }
         let trailing_slash = text.len() > 1 && text.ends_with('/');
@@ -150,7 +150,7 @@ impl RequestPath {
     }
 
     /// The parent path (the root's parent is the root).
-    pub(crate) fn parent(&self) -> Self {
+    pub fn parent(&self) -> Self {
         let mut segments = self.segments.clone();
         segments.pop();
         Self {
@@ -272,6 +272,28 @@ mod tests {
         assert_eq!(p.to_href(false), "/a%3Cscript%3E/%22q%27%20%23%3F%25");
     }
 
+    fn check_invariants(p: &RequestPath) -> Result<(), TestCaseError> {
+        for s in p.segments() {
+            prop_assert!(!s.is_empty() && s != "." && s != "..");
+            prop_assert!(!s.contains(['/', '\\', '\0']));
+        }
+        let rel = p.to_relative();
+        prop_assert!(rel.is_relative());
+        prop_assert_eq!(rel.components().count(), p.segments().len());
+        prop_assert!(
+            rel.components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+        );
+        let root = std::path::Path::new("/srv/www");
+        prop_assert!(root.join(&rel).starts_with(root));
+        let href = p.to_href(p.has_trailing_slash());
+        prop_assert!(!href.starts_with("//"));
+        let again = RequestPath::parse(&href).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(again.segments(), p.segments());
+        prop_assert_eq!(again.has_trailing_slash(), p.has_trailing_slash());
+        Ok(())
+    }
+
     proptest! {
         #[test]
         fn parsed_segments_are_always_safe(raw in "/[a-zA-Z0-9%./\\\\:~_ -]{0,40}") {
@@ -298,6 +320,28 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(raw in "\\PC{0,60}") {
             let _ = RequestPath::parse(&raw);
+        }
+
+        /// The invariants the fuzz target `fuzz_path` checks, on targets built from the
+        /// pieces traversal attempts are made of.
+        #[test]
+        fn hostile_targets_stay_below_the_root(
+            pieces in proptest::collection::vec(prop_oneof![
+                Just("/"), Just("//"), Just("."), Just(".."), Just("%2e"), Just("%2E"),
+                Just("%2f"), Just("%5c"), Just("\\"), Just("%00"), Just("%"), Just("%zz"),
+                Just("%ff"), Just("%e2%9c%93"), Just("?"), Just(":"), Just("a"), Just("b.txt"),
+                Just(".git"), Just(" "), Just("\u{2713}"),
+            ], 0..16),
+            lead in any::<bool>(),
+        ) {
+            let raw = format!("{}{}", if lead { "/" } else { "" }, pieces.concat());
+            let Ok(p) = RequestPath::parse(&raw) else { return Ok(()) };
+            for form in [p.clone(), p.parent(), p.join("index.html")] {
+                check_invariants(&form)?;
+            }
+            if let Some(name) = p.file_name() {
+                check_invariants(&p.parent().join(&format!("{name}.gz")))?;
+            }
         }
     }
 }

@@ -8,6 +8,7 @@
 //! every hit, so a changed, replaced or re-pointed file is never served stale.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -70,6 +71,8 @@ pub(crate) struct FileEntry {
     pub(crate) etag: String,
     pub(crate) etag_header: HeaderValue,
     pub(crate) last_modified: HeaderValue,
+    /// `Content-Length` of the whole file.
+    pub(crate) content_length: HeaderValue,
     pub(crate) content_type: HeaderValue,
     pub(crate) compressible: bool,
     /// The whole file, for files up to `CACHE_FILE_MAX_BYTES`.
@@ -152,9 +155,11 @@ fn compress(data: &[u8], coding: Coding) -> Option<Bytes> {
     (out.len() < data.len()).then(|| Bytes::from(out))
 }
 
+// Keyed by the path's bytes: hashing a `Path` walks its components, a byte string is one
+// write.
 #[derive(Debug, Default)]
 struct Cache {
-    entries: HashMap<PathBuf, Arc<FileEntry>>,
+    entries: HashMap<OsString, Arc<FileEntry>>,
     bytes: u64,
 }
 
@@ -191,7 +196,9 @@ impl Files {
         if !self.show_hidden && path.is_hidden() {
             return Found::Missing;
         }
-        let mut full = self.root.clone();
+        let len = path.segments().iter().map(|s| s.len() + 1).sum::<usize>();
+        let mut full = PathBuf::with_capacity(self.root.as_os_str().len() + len);
+        full.push(&self.root);
         for segment in path.segments() {
             full.push(segment);
         }
@@ -231,7 +238,7 @@ impl Files {
         let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache
             .entries
-            .get(full)
+            .get(full.as_os_str())
             .filter(|entry| entry.stamp == stamp)
             .cloned()
     }
@@ -245,7 +252,7 @@ impl Files {
             cache.bytes = 0;
         }
         cache.bytes += size;
-        if let Some(old) = cache.entries.insert(full, entry) {
+        if let Some(old) = cache.entries.insert(full.into_os_string(), entry) {
             cache.bytes -= old.content.as_ref().map_or(0, |c| c.len() as u64);
         }
     }
@@ -312,6 +319,7 @@ async fn load(path: PathBuf, meta: &std::fs::Metadata) -> io::Result<FileEntry> 
         last_modified: HeaderValue::from_str(&httpdate::fmt_http_date(modified))
             .map_err(io::Error::other)?,
         content_type: HeaderValue::from_str(&content_type).map_err(io::Error::other)?,
+        content_length: HeaderValue::from(stamp.len),
         path,
         stamp,
         len: stamp.len,
