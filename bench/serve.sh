@@ -210,7 +210,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
     echo
     echo "Run on $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))."
     echo "Server pinned to core 0, wrk to core 1; $CONNS keep-alive connections; median of $RUNS interleaved runs of $DURATION."
-    echo "Load average when the run ended: $(cut -d' ' -f1-3 /proc/loadavg) (other builds share this 2-core machine, so absolute figures move; compare within the table)."
+    echo "Load average when the run ended: $(cut -d' ' -f1-3 /proc/loadavg) (10 000 idle connections were just opened and closed; absolute figures move between machines, so compare within the table)."
     echo
     echo "Every run (requests/s):"
     echo
