@@ -206,7 +206,7 @@ pub enum UdpReply {
 /// sender, boundaries kept. A reply that cannot be sent (too large, peer gone) is logged and
 /// skipped; it never stops the service.
 ///
-/// Datagrams are taken and answered in batches ([`udp_batch`](crate::net::udp_batch)): one
+/// Datagrams are taken and answered in batches ([`udp_batch`]): one
 /// system call for everything queued, one for all the answers.
 pub async fn serve_udp(socket: UdpSocket, reply: UdpReply, stop: CancellationToken) {
     let mut received = RecvBatch::new(MAX_DATAGRAM_BYTES + 1);
