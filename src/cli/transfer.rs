@@ -63,7 +63,8 @@ pub(crate) struct RecvArgs {
     /// The code printed by sockit send (with --raw: HOST:PORT)
     #[arg(value_name = "CODE")]
     code: String,
-    /// Directory to write into (default: .); with --raw, the file to write (default: stdout)
+    /// Directory to write into (default: .); with --raw, the file to write (default, or -:
+    /// stdout)
     #[arg(short, long, value_name = "DIR|FILE")]
     output: Option<PathBuf>,
     /// Replace existing files whose content differs (otherwise they are refused)
@@ -309,7 +310,7 @@ pub(crate) async fn recv(args: RecvArgs, stop: CancellationToken) -> anyhow::Res
         let addr: HostPort = args.code.parse()?;
         let result = receive_raw(
             &addr,
-            args.output.as_deref(),
+            args.output.as_deref().filter(|p| p.as_os_str() != "-"),
             args.overwrite,
             &progress,
             args.connect_timeout,

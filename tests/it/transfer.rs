@@ -473,15 +473,20 @@ fn raw_sender_serves_nc_and_raw_receiver_takes_from_nc() {
     assert_eq!(status, Some(0), "{err}");
     assert!(std::fs::read(&got).expect("raw file") == data);
     assert!(!tmp.path().join("got.png.part").exists());
-    // Without -o the bytes go to stdout, like nc.
-    let (out, err, status) = run(&["recv", "--raw", &server.addr.to_string()], b"");
-    assert_eq!(status, Some(0), "{err}");
-    assert!(
-        out == data,
-        "stdout got {} of {} bytes",
-        out.len(),
-        data.len()
-    );
+    // Without -o, or with -o -, the bytes go to stdout, like nc.
+    for extra in [&[][..], &["-o", "-"][..]] {
+        let addr = server.addr.to_string();
+        let mut args = vec!["recv", "--raw", addr.as_str()];
+        args.extend_from_slice(extra);
+        let (out, err, status) = run(&args, b"");
+        assert_eq!(status, Some(0), "{err}");
+        assert!(
+            out == data,
+            "stdout ({extra:?}) got {} of {} bytes",
+            out.len(),
+            data.len()
+        );
+    }
 
     // nc -l → sockit recv --raw. nc cannot report a port it picked, so try a few free ones.
     let from_nc = tmp.path().join("from_nc.png");
