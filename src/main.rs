@@ -16,7 +16,7 @@ use sockit::net::{FailureClass, classify, shutdown_signal};
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     init_logging(cli.verbose);
-    let runtime = match runtime() {
+    let runtime = match cli::runtime(cli::usable_cores()) {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
@@ -38,23 +38,6 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => report(&err),
-    }
-}
-
-/// A multi-threaded runtime with one worker per usable core; on one core (a pinned
-/// process, a small container), the single-threaded scheduler: no cross-thread wake-ups,
-/// and ready tasks run in the order they became ready, which keeps tail latency low.
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cores == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(cores)
-            .enable_all()
-            .build()
     }
 }
 

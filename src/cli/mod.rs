@@ -15,6 +15,27 @@ mod serve;
 use clap::{CommandFactory, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+/// Cores this process may use (a `taskset` mask counts).
+pub(crate) fn usable_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A runtime with `threads` workers; with one, the single-threaded scheduler: no
+/// cross-thread wake-ups, and ready tasks run in the order they became ready, which keeps
+/// tail latency low on a pinned process or a small container.
+pub(crate) fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+}
+
 /// One fast, safe binary for TCP, UDP and TLS: connect, listen, echo, greet, measure.
 #[derive(Debug, Parser)]
 #[command(name = "sockit", version, about, propagate_version = true)]

@@ -131,27 +131,13 @@ impl ServeArgs {
 }
 
 pub(crate) async fn run(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<()> {
-    let threads = args.threads.map_or_else(
-        || std::thread::available_parallelism().map_or(1, |n| n.get()),
-        usize::from,
-    );
-    // The server gets a runtime sized for it; with one thread, a single-threaded scheduler
-    // (no work-stealing bookkeeping). The caller's runtime only waits.
+    let threads = args.threads.map_or_else(super::usable_cores, usize::from);
+    // The server gets a runtime sized for it; the caller's runtime only waits.
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("sockit-serve".into())
         .spawn(move || {
-            let runtime = if threads == 1 {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-            } else {
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(threads)
-                    .enable_all()
-                    .build()
-            };
-            let result = match runtime {
+            let result = match super::runtime(threads) {
                 Ok(runtime) => {
                     let result = runtime.block_on(serve(args, stop));
                     runtime.shutdown_background();
