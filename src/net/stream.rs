@@ -1,6 +1,7 @@
 //! One stream type for every transport: plain TCP, TLS over TCP, either one traced.
 //! Clients `open` one; servers `secure` what they accepted.
 
+use std::any::Any;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,8 +14,17 @@ use crate::net::trace::{TraceSink, Traced};
 use crate::net::{HostPort, NetError, connect, tls};
 
 /// Anything that reads and writes bytes asynchronously and can move between tasks.
-pub trait AsyncStream: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> AsyncStream for T {}
+pub trait AsyncStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {
+    /// The stream itself, so that code able to do better on a bare [`TcpStream`] (such as
+    /// `sendfile`) can find one with `downcast_ref`.
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> AsyncStream for T {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
 
 /// A boxed stream: TCP, TLS or traced, chosen at run time.
 pub type BoxStream = Box<dyn AsyncStream>;

@@ -378,6 +378,92 @@ fn quiet_keep_alive_connections_stay_usable() {
     assert!(split.starts_with("HTTP/1.1 200 OK"), "{split}");
 }
 
+#[test]
+fn cached_files_go_out_byte_exact_whole_ranged_pipelined_and_never_stale() {
+    // Files from 32 KiB to 512 KiB are cached and sent straight from the page cache; the
+    // bytes must be the file's, however the response is cut.
+    let fx = fixture();
+    let path = fx.root.join("mid.bin");
+    let data = random_bytes(200 * 1024 + 7, 11);
+    std::fs::write(&path, &data).unwrap();
+    let server = serve(&fx.root, &["--quiet"]);
+    let url = url(&server, "/mid.bin");
+    let whole = curl(&[&url]);
+    assert_eq!(whole.status, 200);
+    assert!(whole.body == data, "whole file differs");
+    let part = curl(&["-r", "1000-150000", &url]);
+    assert_eq!(part.status, 206);
+    assert!(part.body == data[1000..=150_000], "range differs");
+
+    // Pipelined on one connection: whole, a range, a small file, whole again.
+    let mut stream = TcpStream::connect_timeout(&server.addr, WAIT).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream
+        .write_all(
+            b"GET /mid.bin HTTP/1.1\r\nHost: x\r\n\r\n\
+              GET /mid.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=-5\r\n\r\n\
+              GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n\
+              GET /mid.bin HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+        .unwrap();
+    let answers = read_responses(&mut stream, 4);
+    let bodies: Vec<&[u8]> = answers.iter().map(|(_, body)| &body[..]).collect();
+    assert!(bodies[0] == data, "first pipelined body differs");
+    assert_eq!(bodies[1], &data[data.len() - 5..]);
+    assert_eq!(bodies[2], b"hello world\n");
+    assert!(bodies[3] == data, "last pipelined body differs");
+
+    // Replaced by a rename (a new file) and rewritten in place (same file, new length):
+    // the new bytes are served each time.
+    let replaced = random_bytes(data.len(), 12);
+    let staging = fx.root.join(".staging");
+    std::fs::write(&staging, &replaced).unwrap();
+    std::fs::rename(&staging, &path).unwrap();
+    assert!(
+        curl(&[&url]).body == replaced,
+        "served the renamed-over file stale"
+    );
+    let rewritten = random_bytes(100 * 1024, 13);
+    std::fs::write(&path, &rewritten).unwrap();
+    assert!(
+        curl(&[&url]).body == rewritten,
+        "served the rewritten file stale"
+    );
+}
+
+/// Reads `n` responses with `Content-Length` bodies from `stream`: (head, body) each.
+fn read_responses(stream: &mut TcpStream, n: usize) -> Vec<(String, Vec<u8>)> {
+    let deadline = Instant::now() + WAIT;
+    let mut buf = Vec::new();
+    let mut answers = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    while answers.len() < n && Instant::now() < deadline {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or_else(|| panic!("no content-length in {head}"));
+            if buf.len() >= end + 4 + len {
+                let body = buf[end + 4..end + 4 + len].to_vec();
+                buf.drain(..end + 4 + len);
+                answers.push((head, body));
+                continue;
+            }
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(got) => buf.extend_from_slice(&chunk[..got]),
+        }
+    }
+    assert_eq!(answers.len(), n, "only {} of {n} responses", answers.len());
+    answers
+}
+
 fn read_until(stream: &mut TcpStream, done: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + WAIT;
     let mut out = Vec::new();
@@ -705,6 +791,13 @@ fn tls_with_a_given_certificate_and_a_self_signed_one() {
     let https = format!("https://{}/hello.txt", server.addr);
     let reply = curl(&["--cacert", cert.to_str().unwrap(), &https]);
     assert_eq!(reply.text(), "hello world\n");
+    // A cached file large enough to be sent from the page cache on plain TCP goes through
+    // TLS as usual.
+    let data = random_bytes(100 * 1024, 14);
+    std::fs::write(fx.root.join("mid.bin"), &data).unwrap();
+    let https = format!("https://{}/mid.bin", server.addr);
+    let reply = curl(&["--cacert", cert.to_str().unwrap(), &https]);
+    assert!(reply.body == data, "file over TLS differs");
 
     let fresh = serve(&fx.root, &["--tls"]);
     let line = fresh.stderr_line_with("TLS certificate sha256:");

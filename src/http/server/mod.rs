@@ -34,6 +34,7 @@ mod path;
 mod range;
 mod static_files;
 mod upload;
+mod zero_copy;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -247,6 +248,8 @@ impl Site {
         // (parked) once it has been quiet for a moment, so a silent or idle connection costs
         // only this wait (bounded like a request head), however many there are.
         let activity = Arc::new(idle::Activity::default());
+        let offers = Arc::new(zero_copy::Offers::default());
+        let mut stream = zero_copy::ZeroCopy::new(stream, offers.clone());
         let mut prefix = Bytes::new();
         let mut waited_since = tokio::time::Instant::now();
         loop {
@@ -273,13 +276,18 @@ impl Site {
             .parking(PARK_AFTER, activity.clone());
             let site = self.clone();
             let requests = activity.clone();
+            let offered = offers.clone();
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let site = site.clone();
+                let offers = offered.clone();
                 let in_flight = requests.start(!http_body::Body::is_end_stream(req.body()));
                 // Boxed: hyper keeps a slot the size of this future in every connection; a
                 // pointer there keeps connections small.
                 Box::pin(async move {
-                    let res = site.handle(req, peer).await;
+                    let mut res = site.handle(req, peer).await;
+                    if let Some(sendable) = res.extensions_mut().remove::<zero_copy::FileBytes>() {
+                        offers.offer(sendable);
+                    }
                     Ok::<_, Infallible>(res.map(|body| idle::Tracked::new(body, in_flight)))
                 })
             });
@@ -301,6 +309,7 @@ impl Site {
             waited_since = io.last_progress();
             let (unread, inner) = io.into_inner().into_parts();
             stream = inner;
+            offers.clear();
             if !parked {
                 let _ =
                     tokio::time::timeout(self.config.limits.idle_timeout, stream.shutdown()).await;
@@ -562,6 +571,10 @@ impl Site {
             },
         };
         *res.body_mut() = body;
+        if let (None, Some(sendable)) = (&chosen.compressed, &chosen.entry.sendable) {
+            // The connection's stream may send this body straight from the file.
+            res.extensions_mut().insert(sendable.clone());
+        }
         res
     }
 

@@ -5,7 +5,9 @@
 //! file system it is answered from the kernel's caches in a microsecond). Anything slower,
 //! resolving symlinks, reading, listing, compressing, runs on the blocking pool. The cache
 //! is keyed by path and checked against device, inode, length, mtime and ctime on
-//! every hit, so a changed, replaced or re-pointed file is never served stale.
+//! every hit, so a changed, replaced or re-pointed file is never served stale. Cached files
+//! of `SENDFILE_MIN_BYTES` or more also stay open, so their bodies can be sent with
+//! `sendfile` (see `zero_copy`).
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -19,12 +21,18 @@ use bytes::Bytes;
 use http::HeaderValue;
 
 use crate::http::server::RequestPath;
+use crate::http::server::zero_copy::FileBytes;
 
 /// Files up to this size are kept in memory (and compressed once, when asked for).
 const CACHE_FILE_MAX_BYTES: u64 = 512 * 1024;
 /// The cache is emptied when it grows past this.
 const CACHE_TOTAL_MAX_BYTES: u64 = 64 * 1024 * 1024;
 const CACHE_MAX_ENTRIES: usize = 16 * 1024;
+/// Cached files this large stay open for `sendfile`; below it, copying costs less than the
+/// extra system call.
+const SENDFILE_MIN_BYTES: u64 = 32 * 1024;
+/// At most this many cached files are held open.
+const CACHE_MAX_OPEN_FILES: usize = 256;
 /// Text smaller than this is not worth compressing.
 const COMPRESS_MIN_BYTES: u64 = 256;
 
@@ -77,6 +85,9 @@ pub(crate) struct FileEntry {
     pub(crate) compressible: bool,
     /// The whole file, for files up to `CACHE_FILE_MAX_BYTES`.
     pub(crate) content: Option<Bytes>,
+    /// The same bytes and the open file they came from, for files of `SENDFILE_MIN_BYTES`
+    /// or more.
+    pub(crate) sendable: Option<FileBytes>,
     gzip: OnceLock<Option<Bytes>>,
     brotli: OnceLock<Option<Bytes>>,
 }
@@ -161,6 +172,7 @@ fn compress(data: &[u8], coding: Coding) -> Option<Bytes> {
 struct Cache {
     entries: HashMap<OsString, Arc<FileEntry>>,
     bytes: u64,
+    open_files: usize,
 }
 
 /// The served directory.
@@ -244,16 +256,21 @@ impl Files {
     }
 
     fn remember(&self, full: PathBuf, entry: Arc<FileEntry>) {
-        let size = entry.content.as_ref().map_or(0, |c| c.len() as u64);
+        let size = |e: &FileEntry| e.content.as_ref().map_or(0, |c| c.len() as u64);
+        let open = |e: &FileEntry| usize::from(e.sendable.is_some());
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.bytes + size > CACHE_TOTAL_MAX_BYTES || cache.entries.len() >= CACHE_MAX_ENTRIES {
+        if cache.bytes + size(&entry) > CACHE_TOTAL_MAX_BYTES
+            || cache.entries.len() >= CACHE_MAX_ENTRIES
+            || cache.open_files + open(&entry) > CACHE_MAX_OPEN_FILES
+        {
             // Simple and bounded: start over rather than track recency on every hit.
-            cache.entries.clear();
-            cache.bytes = 0;
+            *cache = Cache::default();
         }
-        cache.bytes += size;
+        cache.bytes += size(&entry);
+        cache.open_files += open(&entry);
         if let Some(old) = cache.entries.insert(full.into_os_string(), entry) {
-            cache.bytes -= old.content.as_ref().map_or(0, |c| c.len() as u64);
+            cache.bytes -= size(&old);
+            cache.open_files -= open(&old);
         }
     }
 
@@ -306,12 +323,13 @@ async fn load(path: PathBuf, meta: &std::fs::Metadata) -> io::Result<FileEntry> 
     } else {
         mime.to_string()
     };
-    let content = if stamp.len <= CACHE_FILE_MAX_BYTES {
-        let bytes = tokio::fs::read(&path).await?;
-        // Changed while being read: serve from disk this time rather than cache a mix.
-        (bytes.len() as u64 == stamp.len).then(|| Bytes::from(bytes))
+    let (content, sendable) = if stamp.len <= CACHE_FILE_MAX_BYTES {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || read_whole(&path, stamp))
+            .await
+            .map_err(io::Error::other)??
     } else {
-        None
+        (None, None)
     };
     Ok(FileEntry {
         etag_header: HeaderValue::from_str(&etag).map_err(io::Error::other)?,
@@ -326,9 +344,30 @@ async fn load(path: PathBuf, meta: &std::fs::Metadata) -> io::Result<FileEntry> 
         modified,
         compressible,
         content,
+        sendable,
         gzip: OnceLock::new(),
         brotli: OnceLock::new(),
     })
+}
+
+/// The whole file at `path`, if it is still the version `stamp` describes, and the open file
+/// too when it is worth sending with `sendfile`. `(None, None)` when the file changed since
+/// it was looked at: it is served from disk this time rather than cached as a mix.
+fn read_whole(path: &Path, stamp: Stamp) -> io::Result<(Option<Bytes>, Option<FileBytes>)> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    if Stamp::of(&file.metadata()?) != stamp {
+        return Ok((None, None));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(stamp.len).map_err(io::Error::other)?);
+    // One byte more than expected shows a file that grew.
+    (&file).take(stamp.len + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 != stamp.len {
+        return Ok((None, None));
+    }
+    let bytes = Bytes::from(bytes);
+    let sendable = (stamp.len >= SENDFILE_MIN_BYTES).then(|| FileBytes::new(bytes.clone(), file));
+    Ok((Some(bytes), sendable))
 }
 
 fn is_compressible(mime: &mime_guess::Mime) -> bool {
