@@ -20,11 +20,15 @@ pub struct Body {
 #[derive(Debug)]
 enum Kind {
     Bytes(Option<Bytes>),
-    File {
-        file: tokio::fs::File,
-        remaining: u64,
-        buf: BytesMut,
-    },
+    // Boxed: hyper moves bodies around by value, and most are bytes.
+    File(Box<FileBody>),
+}
+
+#[derive(Debug)]
+struct FileBody {
+    file: tokio::fs::File,
+    remaining: u64,
+    buf: BytesMut,
 }
 
 impl Body {
@@ -46,11 +50,11 @@ impl Body {
     /// The next `len` bytes of `file` (already positioned).
     pub fn file(file: tokio::fs::File, len: u64) -> Self {
         Self {
-            kind: Kind::File {
+            kind: Kind::File(Box::new(FileBody {
                 file,
                 remaining: len,
                 buf: BytesMut::new(),
-            },
+            })),
         }
     }
 }
@@ -65,11 +69,12 @@ impl http_body::Body for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         match &mut self.get_mut().kind {
             Kind::Bytes(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::File {
-                file,
-                remaining,
-                buf,
-            } => {
+            Kind::File(body) => {
+                let FileBody {
+                    file,
+                    remaining,
+                    buf,
+                } = &mut **body;
                 if *remaining == 0 {
                     return Poll::Ready(None);
                 }
@@ -99,7 +104,7 @@ impl http_body::Body for Body {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Bytes(bytes) => bytes.is_none(),
-            Kind::File { remaining, .. } => *remaining == 0,
+            Kind::File(body) => body.remaining == 0,
         }
     }
 
@@ -108,7 +113,7 @@ impl http_body::Body for Body {
             Kind::Bytes(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
-            Kind::File { remaining, .. } => SizeHint::with_exact(*remaining),
+            Kind::File(body) => SizeHint::with_exact(body.remaining),
         }
     }
 }

@@ -293,6 +293,8 @@ impl Site {
             });
             let mut conn = self.http.serve_connection(TokioIo::new(io), service);
             let result = tokio::select! {
+                // The connection first: it is what wakes this task almost every time.
+                biased;
                 result = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => result,
                 _ = stop.cancelled() => {
                     std::pin::Pin::new(&mut conn).graceful_shutdown();
