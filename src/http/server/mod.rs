@@ -363,6 +363,9 @@ impl Site {
         response
     }
 
+    // Slow or rare paths (uploads, listings, compression, files read from disk) are boxed
+    // where they are awaited: every request's future is as big as its biggest branch, and
+    // hyper allocates and moves one per request.
     async fn respond(&self, req: Request<Incoming>) -> Response<Body> {
         let is_write = matches!(*req.method(), Method::PUT | Method::POST);
         if let Some(creds) = &self.config.auth {
@@ -404,8 +407,8 @@ impl Site {
         };
         match (req.method(), &self.config.upload) {
             (&Method::GET | &Method::HEAD, _) => self.get(&req, &path).await,
-            (&Method::PUT, Some(upload)) => self.put(req, &path, upload).await,
-            (&Method::POST, Some(upload)) => self.post(req, &path, upload).await,
+            (&Method::PUT, Some(upload)) => Box::pin(self.put(req, &path, upload)).await,
+            (&Method::POST, Some(upload)) => Box::pin(self.post(req, &path, upload)).await,
             (_, upload) => {
                 let allow = if upload.is_some() {
                     "GET, HEAD, PUT, POST"
@@ -432,10 +435,11 @@ impl Site {
                     }
                     return redirect(StatusCode::MOVED_PERMANENTLY, &location);
                 }
-                if let Found::File(index) = self.files.lookup(&path.join("index.html")).await {
-                    return self.file(req, path, index).await;
+                let index = Box::pin(self.files.lookup(&path.join("index.html"))).await;
+                if let Found::File(index) = index {
+                    return Box::pin(self.file(req, path, index)).await;
                 }
-                self.listing(req, path, &dir).await
+                Box::pin(self.listing(req, path, &dir)).await
             }
             Found::Missing => text(StatusCode::NOT_FOUND, "not found\n"),
             Found::Forbidden => text(StatusCode::FORBIDDEN, "forbidden\n"),
@@ -489,7 +493,7 @@ impl Site {
         let mut chosen = Representation::identity(entry.clone());
         if !has_range && entry.compressible {
             for coding in accepted_codings(headers) {
-                if let Some(rep) = self.encoded(path, &entry, coding).await {
+                if let Some(rep) = Box::pin(self.encoded(path, &entry, coding)).await {
                     chosen = rep;
                     break;
                 }
@@ -567,7 +571,7 @@ impl Site {
                 let (from, to) = (start as usize, (start + count) as usize);
                 Body::bytes(bytes.slice(from..to))
             }
-            Source::Disk(file_path) => match open_at(file_path, start).await {
+            Source::Disk(file_path) => match Box::pin(open_at(file_path, start)).await {
                 Ok(file) => Body::file(file, count),
                 Err(_) => return text(StatusCode::NOT_FOUND, "not found\n"),
             },

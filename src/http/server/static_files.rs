@@ -225,7 +225,7 @@ impl Files {
                 return Found::File(entry);
             }
         }
-        match self.check_inside(&full).await {
+        match Box::pin(self.check_inside(&full)).await {
             Inside::Yes => {}
             Inside::Hidden | Inside::Gone => return Found::Missing,
             Inside::Escapes => return Found::Forbidden,
@@ -236,7 +236,8 @@ impl Files {
         if !meta.is_file() {
             return Found::Forbidden;
         }
-        match load(full.clone(), &meta).await {
+        // Boxed, like every slow path: see `Site::respond`.
+        match Box::pin(load(full.clone(), &meta)).await {
             Ok(entry) => {
                 let entry = Arc::new(entry);
                 self.remember(full, entry.clone());
