@@ -3,6 +3,11 @@
 //! write makes. hyper still frames every response; this layer only sees its writes,
 //! recognises the body slices it was told about ([`Offers`]) by their address, and sends each
 //! one from the open file instead. On plain TCP on Linux; everything else is written as usual.
+//!
+//! The file is the one the bytes were read from, and every request checks it has not changed
+//! before its response is built. A file rewritten in place while a response is on its way
+//! can still show through in that response, as with nginx; a file cut short meanwhile is
+//! noticed and the rest is written from memory.
 
 #![cfg_attr(not(target_os = "linux"), allow(dead_code))]
 
