@@ -182,6 +182,9 @@ pub(crate) struct Files {
     show_hidden: bool,
     follow_symlinks: bool,
     cache: Mutex<Cache>,
+    /// Files being read into the cache, by path: a burst of first requests for one file
+    /// waits for one read instead of making one each.
+    loading: Mutex<HashMap<OsString, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Files {
@@ -192,6 +195,7 @@ impl Files {
             show_hidden,
             follow_symlinks,
             cache: Mutex::new(Cache::default()),
+            loading: Mutex::default(),
         }
     }
 
@@ -237,14 +241,38 @@ impl Files {
             return Found::Forbidden;
         }
         // Boxed, like every slow path: see `Site::respond`.
-        match Box::pin(load(full.clone(), &meta)).await {
-            Ok(entry) => {
-                let entry = Arc::new(entry);
-                self.remember(full, entry.clone());
-                Found::File(entry)
-            }
-            Err(_) => Found::Missing,
+        Box::pin(self.load_once(full, &meta)).await
+    }
+
+    /// Loads `full` into the cache; lookups of the same path meanwhile wait for this one and
+    /// take what it loaded.
+    async fn load_once(&self, full: PathBuf, meta: &std::fs::Metadata) -> Found {
+        let gate = {
+            let mut loading = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+            loading
+                .entry(full.as_os_str().to_owned())
+                .or_default()
+                .clone()
+        };
+        let turn = gate.lock().await;
+        let found = match self.cached(&full, Stamp::of(meta)) {
+            Some(entry) => Found::File(entry),
+            None => match load(full.clone(), meta).await {
+                Ok(entry) => {
+                    let entry = Arc::new(entry);
+                    self.remember(full.clone(), entry.clone());
+                    Found::File(entry)
+                }
+                Err(_) => Found::Missing,
+            },
+        };
+        drop(turn);
+        let mut loading = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+        // The last one out (only the map and this clone left) removes the gate.
+        if Arc::strong_count(&gate) == 2 {
+            loading.remove(full.as_os_str());
         }
+        found
     }
 
     fn cached(&self, full: &Path, stamp: Stamp) -> Option<Arc<FileEntry>> {
@@ -403,6 +431,26 @@ mod tests {
         };
         assert_eq!(second.content.as_deref(), Some(&b"second"[..]));
         assert_ne!(first.etag, second.etag);
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_first_requests_reads_the_file_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::write(root.join("big.bin"), vec![7u8; 100 * 1024]).unwrap();
+        let files = Files::new(root, false, false);
+        let path = RequestPath::parse("/big.bin").unwrap();
+        // On this one-thread runtime every lookup misses the cache before any read ends.
+        let found = futures_util::future::join_all((0..16).map(|_| files.lookup(&path))).await;
+        let entries: Vec<_> = found
+            .into_iter()
+            .map(|f| match f {
+                Found::File(entry) => entry,
+                other => panic!("file expected, got {other:?}"),
+            })
+            .collect();
+        assert!(entries.iter().all(|e| Arc::ptr_eq(e, &entries[0])));
+        assert!(files.loading.lock().unwrap().is_empty());
     }
 
     #[tokio::test]
