@@ -581,9 +581,14 @@ impl Site {
             },
         };
         *res.body_mut() = body;
-        if let (None, Some(sendable)) = (&chosen.compressed, &chosen.entry.sendable) {
+        if let (None, Some(content), Some(file)) = (
+            &chosen.compressed,
+            &chosen.entry.content,
+            &chosen.entry.open_file,
+        ) {
             // The connection's stream may send this body straight from the file.
-            res.extensions_mut().insert(sendable.clone());
+            let sendable = zero_copy::FileBytes::new(content.clone(), file.clone());
+            res.extensions_mut().insert(sendable);
         }
         res
     }

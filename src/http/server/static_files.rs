@@ -21,7 +21,6 @@ use bytes::Bytes;
 use http::HeaderValue;
 
 use crate::http::server::RequestPath;
-use crate::http::server::zero_copy::FileBytes;
 
 /// Files up to this size are kept in memory (and compressed once, when asked for).
 const CACHE_FILE_MAX_BYTES: u64 = 512 * 1024;
@@ -85,9 +84,8 @@ pub(crate) struct FileEntry {
     pub(crate) compressible: bool,
     /// The whole file, for files up to `CACHE_FILE_MAX_BYTES`.
     pub(crate) content: Option<Bytes>,
-    /// The same bytes and the open file they came from, for files of `SENDFILE_MIN_BYTES`
-    /// or more.
-    pub(crate) sendable: Option<FileBytes>,
+    /// The file `content` was read from, kept open for files of `SENDFILE_MIN_BYTES` or more.
+    pub(crate) open_file: Option<Arc<std::fs::File>>,
     gzip: OnceLock<Option<Bytes>>,
     brotli: OnceLock<Option<Bytes>>,
 }
@@ -286,7 +284,7 @@ impl Files {
 
     fn remember(&self, full: PathBuf, entry: Arc<FileEntry>) {
         let size = |e: &FileEntry| e.content.as_ref().map_or(0, |c| c.len() as u64);
-        let open = |e: &FileEntry| usize::from(e.sendable.is_some());
+        let open = |e: &FileEntry| usize::from(e.open_file.is_some());
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.bytes + size(&entry) > CACHE_TOTAL_MAX_BYTES
             || cache.entries.len() >= CACHE_MAX_ENTRIES
@@ -352,7 +350,7 @@ async fn load(path: PathBuf, meta: &std::fs::Metadata) -> io::Result<FileEntry> 
     } else {
         mime.to_string()
     };
-    let (content, sendable) = if stamp.len <= CACHE_FILE_MAX_BYTES {
+    let (content, open_file) = if stamp.len <= CACHE_FILE_MAX_BYTES {
         let path = path.clone();
         tokio::task::spawn_blocking(move || read_whole(&path, stamp))
             .await
@@ -373,7 +371,7 @@ async fn load(path: PathBuf, meta: &std::fs::Metadata) -> io::Result<FileEntry> 
         modified,
         compressible,
         content,
-        sendable,
+        open_file,
         gzip: OnceLock::new(),
         brotli: OnceLock::new(),
     })
@@ -382,7 +380,10 @@ async fn load(path: PathBuf, meta: &std::fs::Metadata) -> io::Result<FileEntry> 
 /// The whole file at `path`, if it is still the version `stamp` describes, and the open file
 /// too when it is worth sending with `sendfile`. `(None, None)` when the file changed since
 /// it was looked at: it is served from disk this time rather than cached as a mix.
-fn read_whole(path: &Path, stamp: Stamp) -> io::Result<(Option<Bytes>, Option<FileBytes>)> {
+fn read_whole(
+    path: &Path,
+    stamp: Stamp,
+) -> io::Result<(Option<Bytes>, Option<Arc<std::fs::File>>)> {
     use std::io::Read;
     let file = std::fs::File::open(path)?;
     if Stamp::of(&file.metadata()?) != stamp {
@@ -394,9 +395,8 @@ fn read_whole(path: &Path, stamp: Stamp) -> io::Result<(Option<Bytes>, Option<Fi
     if bytes.len() as u64 != stamp.len {
         return Ok((None, None));
     }
-    let bytes = Bytes::from(bytes);
-    let sendable = (stamp.len >= SENDFILE_MIN_BYTES).then(|| FileBytes::new(bytes.clone(), file));
-    Ok((Some(bytes), sendable))
+    let open_file = (stamp.len >= SENDFILE_MIN_BYTES).then(|| Arc::new(file));
+    Ok((Some(Bytes::from(bytes)), open_file))
 }
 
 fn is_compressible(mime: &mime_guess::Mime) -> bool {

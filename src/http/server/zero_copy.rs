@@ -33,11 +33,8 @@ pub(crate) struct FileBytes {
 
 impl FileBytes {
     /// `bytes` must be what `file` held from offset 0 when it was read.
-    pub(crate) fn new(bytes: Bytes, file: File) -> Self {
-        Self {
-            bytes,
-            file: Arc::new(file),
-        }
+    pub(crate) fn new(bytes: Bytes, file: Arc<File>) -> Self {
+        Self { bytes, file }
     }
 
     /// Where `slice` starts in the file, when it lies within these bytes. An address inside
@@ -252,7 +249,7 @@ mod tests {
     fn file_bytes(content: &[u8]) -> FileBytes {
         let mut file = tempfile::tempfile().unwrap();
         std::io::Write::write_all(&mut file, content).unwrap();
-        FileBytes::new(Bytes::copy_from_slice(content), file)
+        FileBytes::new(Bytes::copy_from_slice(content), Arc::new(file))
     }
 
     #[test]
@@ -273,7 +270,7 @@ mod tests {
         // A slice running past the end of the buffer is not inside it.
         let wider = Bytes::copy_from_slice(b"0123456789abc");
         assert!(
-            FileBytes::new(wider.slice(..10), tempfile::tempfile().unwrap())
+            FileBytes::new(wider.slice(..10), Arc::new(tempfile::tempfile().unwrap()))
                 .offset_of(&wider)
                 .is_none()
         );
