@@ -1,12 +1,17 @@
-//! The response body: bytes in memory, or a slice of a file read in large chunks.
+//! The response body: bytes in memory (which the connection may send from the file they
+//! were read from), or a slice of a file read in large chunks.
 
+use std::fs::File;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use tokio::io::AsyncRead;
+
+use crate::http::server::zero_copy::FileBytes;
 
 /// Biggest chunk read from a file at once: few trips to the blocking pool, bounded memory.
 const FILE_CHUNK_BYTES: usize = 256 * 1024;
@@ -20,6 +25,12 @@ pub struct Body {
 #[derive(Debug)]
 enum Kind {
     Bytes(Option<Bytes>),
+    /// Bytes that `file` holds at `offset`, still open.
+    Cached {
+        bytes: Option<Bytes>,
+        file: Arc<File>,
+        offset: u64,
+    },
     // Boxed: hyper moves bodies around by value, and most are bytes.
     File(Box<FileBody>),
 }
@@ -47,6 +58,30 @@ impl Body {
         }
     }
 
+    /// `bytes`, which `file` holds at `offset`: see [`Body::sendable`].
+    pub(crate) fn cached(bytes: Bytes, file: Arc<File>, offset: u64) -> Self {
+        Self {
+            kind: Kind::Cached {
+                bytes: (!bytes.is_empty()).then_some(bytes),
+                file,
+                offset,
+            },
+        }
+    }
+
+    /// The bytes still to go and the open file that holds them, for a body made with
+    /// [`Body::cached`].
+    pub(crate) fn sendable(&self) -> Option<FileBytes> {
+        match &self.kind {
+            Kind::Cached {
+                bytes: Some(bytes),
+                file,
+                offset,
+            } => Some(FileBytes::new(bytes.clone(), file.clone(), *offset)),
+            _ => None,
+        }
+    }
+
     /// The next `len` bytes of `file` (already positioned).
     pub fn file(file: tokio::fs::File, len: u64) -> Self {
         Self {
@@ -68,7 +103,9 @@ impl http_body::Body for Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         match &mut self.get_mut().kind {
-            Kind::Bytes(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Bytes(bytes) | Kind::Cached { bytes, .. } => {
+                Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b))))
+            }
             Kind::File(body) => {
                 let FileBody {
                     file,
@@ -103,14 +140,14 @@ impl http_body::Body for Body {
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Bytes(bytes) => bytes.is_none(),
+            Kind::Bytes(bytes) | Kind::Cached { bytes, .. } => bytes.is_none(),
             Kind::File(body) => body.remaining == 0,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Bytes(bytes) => {
+            Kind::Bytes(bytes) | Kind::Cached { bytes, .. } => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
             Kind::File(body) => SizeHint::with_exact(body.remaining),

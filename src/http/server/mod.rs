@@ -47,6 +47,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -68,7 +69,7 @@ pub use range::{RangeAnswer, resolve_range};
 pub use upload::UploadConfig;
 
 use crate::net::{BoxStream, ServerConfig};
-use static_files::{Coding, FileEntry, Files, Found};
+use static_files::{Coding, FileEntry, Files, Found, Uncached};
 
 /// Limits every connection lives within.
 #[derive(Debug, Clone)]
@@ -282,18 +283,22 @@ impl Site {
             let requests = activity.clone();
             let offered = offers.clone();
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let site = site.clone();
-                let offers = offered.clone();
                 let in_flight = requests.start(!http_body::Body::is_end_stream(req.body()));
-                // Boxed: hyper keeps a slot the size of this future in every connection; a
-                // pointer there keeps connections small.
-                Box::pin(async move {
-                    let mut res = site.handle(req, peer).await;
-                    if let Some(sendable) = res.extensions_mut().remove::<zero_copy::FileBytes>() {
-                        offers.offer(sendable);
+                let logged = site.logged(&req);
+                match site.answer_now(&req) {
+                    // Most requests (cached files): answered here, nothing allocated.
+                    Ok(res) => Either::Left(std::future::ready(Ok::<_, Infallible>(
+                        site.sent(res, logged, peer, &offered, in_flight),
+                    ))),
+                    Err(later) => {
+                        let site = site.clone();
+                        let offers = offered.clone();
+                        Either::Right(Box::pin(async move {
+                            let res = site.answer_later(req, later).await;
+                            Ok(site.sent(res, logged, peer, &offers, in_flight))
+                        }))
                     }
-                    Ok::<_, Infallible>(res.map(|body| idle::Tracked::new(body, in_flight)))
-                })
+                }
             });
             let mut conn = self.http.serve_connection(TokioIo::new(io), service);
             let result = tokio::select! {
@@ -332,12 +337,41 @@ impl Site {
         }
     }
 
-    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        let Some(log) = &self.config.access_log else {
-            return self.respond(req).await;
-        };
-        let method = req.method().clone();
-        let version = req.version();
+    /// Logs `res`, offers its body to the connection's stream (`offers`), and ties the end
+    /// of the request to the end of its body.
+    fn sent(
+        &self,
+        res: Response<Body>,
+        logged: Option<Logged>,
+        peer: SocketAddr,
+        offers: &zero_copy::Offers,
+        in_flight: idle::InFlight,
+    ) -> Response<idle::Tracked> {
+        if let (Some(log), Some(logged)) = (&self.config.access_log, logged) {
+            let bytes = res
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .or_else(|| http_body::Body::size_hint(res.body()).exact());
+            log.record(&log::Entry {
+                peer,
+                user: logged.user.as_deref(),
+                method: logged.method.as_str(),
+                target: &logged.target,
+                version: logged.version,
+                status: res.status().as_u16(),
+                bytes,
+            });
+        }
+        if let Some(sendable) = res.body().sendable() {
+            offers.offer(sendable);
+        }
+        res.map(|body| idle::Tracked::new(body, in_flight))
+    }
+
+    /// What the access log needs to know of `req`, when there is an access log.
+    fn logged(&self, req: &Request<Incoming>) -> Option<Logged> {
+        self.config.access_log.as_ref()?;
         let target = req
             .uri()
             .path_and_query()
@@ -349,28 +383,17 @@ impl Site {
                 .filter(|h| creds.accepts_header(h))
                 .map(|_| creds.user().to_owned())
         });
-        let response = self.respond(req).await;
-        let bytes = response
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse().ok())
-            .or_else(|| http_body::Body::size_hint(response.body()).exact());
-        log.record(&log::Entry {
-            peer,
-            user: user.as_deref(),
-            method: method.as_str(),
-            target: &target,
-            version,
-            status: response.status().as_u16(),
-            bytes,
-        });
-        response
+        Some(Logged {
+            method: req.method().clone(),
+            version: req.version(),
+            target,
+            user,
+        })
     }
 
-    // Slow or rare paths (uploads, listings, compression, files read from disk) are boxed
-    // where they are awaited: every request's future is as big as its biggest branch, and
-    // hyper allocates and moves one per request.
-    async fn respond(&self, req: Request<Incoming>) -> Response<Body> {
+    /// The answer to `req` when it needs no waiting: a cached file, a redirect, a refusal.
+    /// Otherwise what is left to do, for [`Site::answer_later`].
+    fn answer_now(&self, req: &Request<Incoming>) -> Result<Response<Body>, Later> {
         let is_write = matches!(*req.method(), Method::PUT | Method::POST);
         if let Some(creds) = &self.config.auth {
             if is_write || !self.config.auth_writes_only {
@@ -385,7 +408,7 @@ impl Site {
                         header::WWW_AUTHENTICATE,
                         HeaderValue::from_static("Basic realm=\"sockit\", charset=\"UTF-8\""),
                     );
-                    return res;
+                    return Ok(res);
                 }
             }
         }
@@ -399,20 +422,28 @@ impl Site {
             let headers = res.headers_mut();
             headers.insert(header::CONTENT_TYPE, TEXT_PLAIN.clone());
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(fixed.body.len()));
-            return res;
+            return Ok(res);
         }
         let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
         if target_len > self.config.limits.max_uri_bytes {
-            return text(StatusCode::URI_TOO_LONG, "request target too long\n");
+            return Ok(text(StatusCode::URI_TOO_LONG, "request target too long\n"));
         }
         let path = match RequestPath::parse(req.uri().path()) {
             Ok(path) => path,
-            Err(error) => return text(StatusCode::BAD_REQUEST, &format!("bad request: {error}\n")),
+            Err(error) => {
+                return Ok(text(
+                    StatusCode::BAD_REQUEST,
+                    &format!("bad request: {error}\n"),
+                ));
+            }
         };
         match (req.method(), &self.config.upload) {
-            (&Method::GET | &Method::HEAD, _) => self.get(&req, &path).await,
-            (&Method::PUT, Some(upload)) => Box::pin(self.put(req, &path, upload)).await,
-            (&Method::POST, Some(upload)) => Box::pin(self.post(req, &path, upload)).await,
+            (&Method::GET | &Method::HEAD, _) => match self.files.lookup_cached(&path) {
+                Ok(found) => self.found(req, path, found),
+                Err(uncached) => Err(Later::Lookup(path, uncached)),
+            },
+            (&Method::PUT, Some(_)) => Err(Later::Put(path)),
+            (&Method::POST, Some(_)) => Err(Later::Post(path)),
             (_, upload) => {
                 let allow = if upload.is_some() {
                     "GET, HEAD, PUT, POST"
@@ -422,31 +453,75 @@ impl Site {
                 let mut res = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
                 res.headers_mut()
                     .insert(header::ALLOW, HeaderValue::from_static(allow));
-                res
+                Ok(res)
             }
         }
     }
 
-    async fn get(&self, req: &Request<Incoming>, path: &RequestPath) -> Response<Body> {
-        match self.files.lookup(path).await {
-            Found::File(entry) => self.file(req, path, entry).await,
-            Found::Dir(dir) => {
-                if !path.has_trailing_slash() {
-                    let mut location = path.to_href(true);
-                    if let Some(query) = req.uri().query() {
-                        location.push('?');
-                        location.push_str(query);
+    /// The rest of [`Site::answer_now`]: lookups past the cache, directories, compressed
+    /// forms, files read from disk, uploads.
+    async fn answer_later(&self, req: Request<Incoming>, mut later: Later) -> Response<Body> {
+        loop {
+            later = match later {
+                Later::Lookup(path, uncached) => {
+                    let found = self.files.lookup_uncached(uncached).await;
+                    match self.found(&req, path, found) {
+                        Ok(res) => return res,
+                        Err(later) => later,
                     }
-                    return redirect(StatusCode::MOVED_PERMANENTLY, &location);
                 }
-                let index = Box::pin(self.files.lookup(&path.join("index.html"))).await;
-                if let Found::File(index) = index {
-                    return Box::pin(self.file(req, path, index)).await;
+                Later::Dir(path, dir) => {
+                    let index = self.files.lookup(&path.join("index.html")).await;
+                    return match index {
+                        Found::File(index) => self.file(&req, &path, index).await,
+                        _ => self.listing(&req, &path, &dir).await,
+                    };
                 }
-                Box::pin(self.listing(req, path, &dir)).await
+                Later::File(path, entry) => return self.file(&req, &path, entry).await,
+                Later::Open(open) => return open.finish().await,
+                Later::Put(path) => match &self.config.upload {
+                    Some(upload) => return self.put(req, &path, upload).await,
+                    None => return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+                },
+                Later::Post(path) => match &self.config.upload {
+                    Some(upload) => return self.post(req, &path, upload).await,
+                    None => return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+                },
+            };
+        }
+    }
+
+    /// The answer for what a GET or HEAD of `path` found, when it needs no waiting.
+    fn found(
+        &self,
+        req: &Request<Incoming>,
+        path: RequestPath,
+        found: Found,
+    ) -> Result<Response<Body>, Later> {
+        match found {
+            Found::File(entry) => {
+                let headers = req.headers();
+                if entry.compressible
+                    && headers.contains_key(header::ACCEPT_ENCODING)
+                    && !headers.contains_key(header::RANGE)
+                {
+                    // A compressed form may be chosen, which may take a lookup or compressing.
+                    return Err(Later::File(path, entry));
+                }
+                self.file_answer(req, &entry, Representation::identity(entry.clone()))
+                    .map_err(Later::Open)
             }
-            Found::Missing => text(StatusCode::NOT_FOUND, "not found\n"),
-            Found::Forbidden => text(StatusCode::FORBIDDEN, "forbidden\n"),
+            Found::Dir(_) if !path.has_trailing_slash() => {
+                let mut location = path.to_href(true);
+                if let Some(query) = req.uri().query() {
+                    location.push('?');
+                    location.push_str(query);
+                }
+                Ok(redirect(StatusCode::MOVED_PERMANENTLY, &location))
+            }
+            Found::Dir(dir) => Err(Later::Dir(path, dir)),
+            Found::Missing => Ok(text(StatusCode::NOT_FOUND, "not found\n")),
+            Found::Forbidden => Ok(text(StatusCode::FORBIDDEN, "forbidden\n")),
         }
     }
 
@@ -485,6 +560,7 @@ impl Site {
         res
     }
 
+    /// A file, in the form the client asked for and accepts.
     async fn file(
         &self,
         req: &Request<Incoming>,
@@ -492,17 +568,32 @@ impl Site {
         entry: Arc<FileEntry>,
     ) -> Response<Body> {
         let headers = req.headers();
-        let has_range = headers.contains_key(header::RANGE);
         // A Range applies to the identity form; compressed forms are sent whole.
-        let mut chosen = Representation::identity(entry.clone());
-        if !has_range && entry.compressible {
+        let mut chosen = None;
+        if !headers.contains_key(header::RANGE) && entry.compressible {
             for coding in accepted_codings(headers) {
-                if let Some(rep) = Box::pin(self.encoded(path, &entry, coding)).await {
-                    chosen = rep;
+                chosen = self.encoded(path, &entry, coding).await;
+                if chosen.is_some() {
                     break;
                 }
             }
         }
+        let chosen = chosen.unwrap_or_else(|| Representation::identity(entry.clone()));
+        match self.file_answer(req, &entry, chosen) {
+            Ok(res) => res,
+            Err(open) => open.finish().await,
+        }
+    }
+
+    /// The answer with `chosen`, a form of `entry` (conditional requests, ranges, headers);
+    /// `Err` when its body is still to be opened on disk.
+    fn file_answer(
+        &self,
+        req: &Request<Incoming>,
+        entry: &FileEntry,
+        chosen: Representation,
+    ) -> Result<Response<Body>, Box<OpenLater>> {
+        let headers = req.headers();
         let precondition = evaluate(
             headers,
             Validators {
@@ -522,10 +613,13 @@ impl Site {
         let use_range = match precondition {
             Precondition::NotModified => {
                 *res.status_mut() = StatusCode::NOT_MODIFIED;
-                return res;
+                return Ok(res);
             }
             Precondition::Failed => {
-                return text(StatusCode::PRECONDITION_FAILED, "precondition failed\n");
+                return Ok(text(
+                    StatusCode::PRECONDITION_FAILED,
+                    "precondition failed\n",
+                ));
             }
             Precondition::Proceed { use_range } => use_range,
         };
@@ -557,7 +651,7 @@ impl Site {
                 if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
                     res.headers_mut().insert(header::CONTENT_RANGE, v);
                 }
-                return res;
+                return Ok(res);
             }
         };
         let content_length = match &chosen.compressed {
@@ -567,30 +661,28 @@ impl Site {
         res.headers_mut()
             .insert(header::CONTENT_LENGTH, content_length);
         if req.method() == Method::HEAD {
-            return res;
+            return Ok(res);
         }
-        let body = match chosen.source() {
-            Source::Memory(bytes) => {
-                // Both bounds lie within `bytes`, which holds `len` bytes.
-                let (from, to) = (start as usize, (start + count) as usize);
-                Body::bytes(bytes.slice(from..to))
+        // Both bounds lie within the bytes, which hold `len` bytes.
+        let (from, to) = (start as usize, (start + count) as usize);
+        let form = &chosen.entry;
+        *res.body_mut() = match (&chosen.compressed, &form.content, &form.open_file) {
+            (Some((_, _, bytes)), _, _) => Body::bytes(bytes.slice(from..to)),
+            // The connection's stream may send these bytes straight from the file.
+            (None, Some(bytes), Some(file)) => {
+                Body::cached(bytes.slice(from..to), file.clone(), start)
             }
-            Source::Disk(file_path) => match Box::pin(open_at(file_path, start)).await {
-                Ok(file) => Body::file(file, count),
-                Err(_) => return text(StatusCode::NOT_FOUND, "not found\n"),
-            },
+            (None, Some(bytes), None) => Body::bytes(bytes.slice(from..to)),
+            (None, None, _) => {
+                return Err(Box::new(OpenLater {
+                    res,
+                    path: form.path.clone(),
+                    start,
+                    count,
+                }));
+            }
         };
-        *res.body_mut() = body;
-        if let (None, Some(content), Some(file)) = (
-            &chosen.compressed,
-            &chosen.entry.content,
-            &chosen.entry.open_file,
-        ) {
-            // The connection's stream may send this body straight from the file.
-            let sendable = zero_copy::FileBytes::new(content.clone(), file.clone());
-            res.extensions_mut().insert(sendable);
-        }
-        res
+        Ok(res)
     }
 
     /// The `coding` form of `entry`: a pre-compressed sibling (`name.br`, `name.gz`) when one
@@ -703,6 +795,54 @@ fn upload_failed(error: &upload::UploadError) -> Response<Body> {
     res
 }
 
+/// What is left to answer a request once [`Site::answer_now`] could not.
+enum Later {
+    /// A GET or HEAD whose path the cache could not answer.
+    Lookup(RequestPath, Uncached),
+    /// A directory asked for with its trailing slash: its index or its listing.
+    Dir(RequestPath, PathBuf),
+    /// A file that may be sent compressed.
+    File(RequestPath, Arc<FileEntry>),
+    /// A response whose body is read from disk.
+    Open(Box<OpenLater>),
+    Put(RequestPath),
+    Post(RequestPath),
+}
+
+/// A response but for its body, `count` bytes of the file at `path` from `start`.
+struct OpenLater {
+    res: Response<Body>,
+    path: PathBuf,
+    start: u64,
+    count: u64,
+}
+
+impl OpenLater {
+    async fn finish(self: Box<Self>) -> Response<Body> {
+        let Self {
+            mut res,
+            path,
+            start,
+            count,
+        } = *self;
+        match open_at(path, start).await {
+            Ok(file) => {
+                *res.body_mut() = Body::file(file, count);
+                res
+            }
+            Err(_) => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+}
+
+/// What the access log says of a request, taken before the request is answered.
+struct Logged {
+    method: Method,
+    version: http::Version,
+    target: String,
+    user: Option<String>,
+}
+
 /// One form of a file: identity, a pre-compressed sibling, or compressed here.
 struct Representation {
     /// The file whose validators (and, unless `compressed`, bytes) this form uses.
@@ -710,11 +850,6 @@ struct Representation {
     /// Bytes compressed here, with their own entity tag.
     compressed: Option<(String, HeaderValue, Bytes)>,
     coding: Option<Coding>,
-}
-
-enum Source {
-    Memory(Bytes),
-    Disk(PathBuf),
 }
 
 impl Representation {
@@ -743,13 +878,6 @@ impl Representation {
         self.compressed
             .as_ref()
             .map_or(self.entry.len, |(_, _, bytes)| bytes.len() as u64)
-    }
-
-    fn source(&self) -> Source {
-        match (&self.compressed, &self.entry.content) {
-            (Some((_, _, bytes)), _) | (None, Some(bytes)) => Source::Memory(bytes.clone()),
-            (None, None) => Source::Disk(self.entry.path.clone()),
-        }
     }
 }
 

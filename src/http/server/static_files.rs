@@ -46,6 +46,14 @@ pub(crate) enum Found {
     Forbidden,
 }
 
+/// A path [`Files::lookup_cached`] could not answer, and what its `stat` said.
+#[derive(Debug)]
+pub(crate) struct Uncached {
+    full: PathBuf,
+    // Boxed: the rare case should not make every lookup's result large.
+    meta: Box<std::fs::Metadata>,
+}
+
 /// Identity of one version of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
@@ -207,8 +215,17 @@ impl Files {
 
     /// Finds what `path` names.
     pub(crate) async fn lookup(&self, path: &RequestPath) -> Found {
+        match self.lookup_cached(path) {
+            Ok(found) => found,
+            Err(uncached) => self.lookup_uncached(uncached).await,
+        }
+    }
+
+    /// What `path` names, when finding out needs no waiting: a cached file, or nothing there.
+    /// Otherwise what [`Files::lookup_uncached`] takes on from.
+    pub(crate) fn lookup_cached(&self, path: &RequestPath) -> Result<Found, Uncached> {
         if !self.show_hidden && path.is_hidden() {
-            return Found::Missing;
+            return Ok(Found::Missing);
         }
         let len = path.segments().iter().map(|s| s.len() + 1).sum::<usize>();
         let mut full = PathBuf::with_capacity(self.root.as_os_str().len() + len);
@@ -219,15 +236,24 @@ impl Files {
         // The one inline syscall per request (see the module docs).
         let meta = match std::fs::metadata(&full) {
             Ok(meta) => meta,
-            Err(_) => return Found::Missing,
+            Err(_) => return Ok(Found::Missing),
         };
         if meta.is_file() {
-            let stamp = Stamp::of(&meta);
-            if let Some(entry) = self.cached(&full, stamp) {
-                return Found::File(entry);
+            if let Some(entry) = self.cached(&full, Stamp::of(&meta)) {
+                return Ok(Found::File(entry));
             }
         }
-        match Box::pin(self.check_inside(&full)).await {
+        Err(Uncached {
+            full,
+            meta: Box::new(meta),
+        })
+    }
+
+    /// The rest of a lookup the cache could not answer: symlinks and hidden names on the
+    /// way, then the file read into the cache.
+    pub(crate) async fn lookup_uncached(&self, uncached: Uncached) -> Found {
+        let Uncached { full, meta } = uncached;
+        match self.check_inside(&full).await {
             Inside::Yes => {}
             Inside::Hidden | Inside::Gone => return Found::Missing,
             Inside::Escapes => return Found::Forbidden,
@@ -238,8 +264,7 @@ impl Files {
         if !meta.is_file() {
             return Found::Forbidden;
         }
-        // Boxed, like every slow path: see `Site::respond`.
-        Box::pin(self.load_once(full, &meta)).await
+        self.load_once(full, &meta).await
     }
 
     /// Loads `full` into the cache; lookups of the same path meanwhile wait for this one and

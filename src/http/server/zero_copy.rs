@@ -23,18 +23,23 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::net::BoxStream;
 
-/// A file's whole content in memory, and the file it was read from (kept open, so a later
+/// Bytes of a file in memory, and the file they were read from (kept open, so a later
 /// rename or delete of the path does not matter).
 #[derive(Debug, Clone)]
 pub(crate) struct FileBytes {
     bytes: Bytes,
     file: Arc<File>,
+    offset: u64,
 }
 
 impl FileBytes {
-    /// `bytes` must be what `file` held from offset 0 when it was read.
-    pub(crate) fn new(bytes: Bytes, file: Arc<File>) -> Self {
-        Self { bytes, file }
+    /// `bytes` must be what `file` held at `offset` when it was read.
+    pub(crate) fn new(bytes: Bytes, file: Arc<File>, offset: u64) -> Self {
+        Self {
+            bytes,
+            file,
+            offset,
+        }
     }
 
     /// Where `slice` starts in the file, when it lies within these bytes. An address inside
@@ -43,7 +48,7 @@ impl FileBytes {
         let base = self.bytes.as_ptr() as usize;
         let start = slice.as_ptr() as usize;
         let inside = start >= base && start + slice.len() <= base + self.bytes.len();
-        (inside && !slice.is_empty()).then(|| (start - base) as u64)
+        (inside && !slice.is_empty()).then(|| self.offset + (start - base) as u64)
     }
 }
 
@@ -249,7 +254,7 @@ mod tests {
     fn file_bytes(content: &[u8]) -> FileBytes {
         let mut file = tempfile::tempfile().unwrap();
         std::io::Write::write_all(&mut file, content).unwrap();
-        FileBytes::new(Bytes::copy_from_slice(content), Arc::new(file))
+        FileBytes::new(Bytes::copy_from_slice(content), Arc::new(file), 0)
     }
 
     #[test]
@@ -270,10 +275,17 @@ mod tests {
         // A slice running past the end of the buffer is not inside it.
         let wider = Bytes::copy_from_slice(b"0123456789abc");
         assert!(
-            FileBytes::new(wider.slice(..10), Arc::new(tempfile::tempfile().unwrap()))
-                .offset_of(&wider)
-                .is_none()
+            FileBytes::new(
+                wider.slice(..10),
+                Arc::new(tempfile::tempfile().unwrap()),
+                0
+            )
+            .offset_of(&wider)
+            .is_none()
         );
+        // Bytes from the middle of a file: offsets count from the file's start.
+        let middle = FileBytes::new(wider.slice(4..), Arc::new(tempfile::tempfile().unwrap()), 4);
+        assert_eq!(middle.offset_of(&wider[6..8]), Some(6));
     }
 
     #[test]
