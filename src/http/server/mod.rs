@@ -274,67 +274,87 @@ impl Site {
                 }
                 prefix = Bytes::copy_from_slice(&first);
             }
-            let io = idle::IdleIo::new(
-                idle::Rewind::new(prefix, stream),
-                self.config.limits.idle_timeout,
-            )
-            .parking(PARK_AFTER, activity.clone());
-            let site = self.clone();
-            let requests = activity.clone();
-            let offered = offers.clone();
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let in_flight = requests.start(!http_body::Body::is_end_stream(req.body()));
-                let logged = site.logged(&req);
-                match site.answer_now(&req) {
-                    // Most requests (cached files): answered here, nothing allocated.
-                    Ok(res) => Either::Left(std::future::ready(Ok::<_, Infallible>(
-                        site.sent(res, logged, peer, &offered, in_flight),
-                    ))),
-                    Err(later) => {
-                        let site = site.clone();
-                        let offers = offered.clone();
-                        Either::Right(Box::pin(async move {
-                            let res = site.answer_later(req, later).await;
-                            Ok(site.sent(res, logged, peer, &offers, in_flight))
-                        }))
-                    }
-                }
-            });
-            let mut conn = self.http.serve_connection(TokioIo::new(io), service);
-            let result = tokio::select! {
-                // The connection first: it is what wakes this task almost every time.
-                biased;
-                result = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => result,
-                _ = stop.cancelled() => {
-                    std::pin::Pin::new(&mut conn).graceful_shutdown();
-                    std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await
-                }
-            };
-            if let Err(error) = result {
-                debug!(%error, "connection ended with an error");
-                return;
+            // Boxed: a waiting connection then holds only what the lines above need, and
+            // the session's state (hyper's connection) exists only while it talks.
+            let session = self.session(stream, prefix, &activity, &offers, peer, &stop);
+            match Box::pin(session).await {
+                Some(parked) => (stream, prefix, waited_since) = parked,
+                None => return,
             }
-            let parts = conn.into_parts();
-            let io = parts.io.into_inner();
-            let parked = io.parked() && !stop.is_cancelled();
-            waited_since = io.last_progress();
-            let (unread, inner) = io.into_inner().into_parts();
-            stream = inner;
-            offers.clear();
-            if !parked {
-                let _ =
-                    tokio::time::timeout(self.config.limits.idle_timeout, stream.shutdown()).await;
-                return;
-            }
-            // Nothing is left over when parking; anything that is goes first all the same,
-            // copied: an empty `read_buf` still holds hyper's whole read buffer.
-            prefix = match (parts.read_buf.is_empty(), unread.is_empty()) {
-                (true, true) => Bytes::new(),
-                (false, true) => Bytes::copy_from_slice(&parts.read_buf),
-                (true, false) => Bytes::copy_from_slice(&unread),
-                (false, false) => [parts.read_buf, unread].concat().into(),
-            };
         }
+    }
+
+    /// Serves requests on `stream`, whose bytes begin with `prefix`, until the connection
+    /// ends (`None`) or parks: then the stream, the bytes of the next request already read,
+    /// and when the last byte moved.
+    async fn session(
+        self: &Arc<Self>,
+        stream: zero_copy::ZeroCopy,
+        prefix: Bytes,
+        activity: &Arc<idle::Activity>,
+        offers: &Arc<zero_copy::Offers>,
+        peer: SocketAddr,
+        stop: &CancellationToken,
+    ) -> Option<(zero_copy::ZeroCopy, Bytes, tokio::time::Instant)> {
+        let io = idle::IdleIo::new(
+            idle::Rewind::new(prefix, stream),
+            self.config.limits.idle_timeout,
+        )
+        .parking(PARK_AFTER, activity.clone());
+        let site = self.clone();
+        let requests = activity.clone();
+        let offered = offers.clone();
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let in_flight = requests.start(!http_body::Body::is_end_stream(req.body()));
+            let logged = site.logged(&req);
+            match site.answer_now(&req) {
+                // Most requests (cached files): answered here, nothing allocated.
+                Ok(res) => Either::Left(std::future::ready(Ok::<_, Infallible>(
+                    site.sent(res, logged, peer, &offered, in_flight),
+                ))),
+                Err(later) => {
+                    let site = site.clone();
+                    let offers = offered.clone();
+                    Either::Right(Box::pin(async move {
+                        let res = site.answer_later(req, later).await;
+                        Ok(site.sent(res, logged, peer, &offers, in_flight))
+                    }))
+                }
+            }
+        });
+        let mut conn = self.http.serve_connection(TokioIo::new(io), service);
+        let result = tokio::select! {
+            // The connection first: it is what wakes this task almost every time.
+            biased;
+            result = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => result,
+            _ = stop.cancelled() => {
+                std::pin::Pin::new(&mut conn).graceful_shutdown();
+                std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await
+            }
+        };
+        if let Err(error) = result {
+            debug!(%error, "connection ended with an error");
+            return None;
+        }
+        let parts = conn.into_parts();
+        let io = parts.io.into_inner();
+        let parked = io.parked() && !stop.is_cancelled();
+        let waited_since = io.last_progress();
+        let (unread, mut stream) = io.into_inner().into_parts();
+        offers.clear();
+        if !parked {
+            let _ = tokio::time::timeout(self.config.limits.idle_timeout, stream.shutdown()).await;
+            return None;
+        }
+        // Nothing is left over when parking; anything that is goes first all the same,
+        // copied: an empty `read_buf` still holds hyper's whole read buffer.
+        let prefix = match (parts.read_buf.is_empty(), unread.is_empty()) {
+            (true, true) => Bytes::new(),
+            (false, true) => Bytes::copy_from_slice(&parts.read_buf),
+            (true, false) => Bytes::copy_from_slice(&unread),
+            (false, false) => [parts.read_buf, unread].concat().into(),
+        };
+        Some((stream, prefix, waited_since))
     }
 
     /// Logs `res`, offers its body to the connection's stream (`offers`), and ties the end
