@@ -114,7 +114,9 @@ pub async fn secure(
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
     let stream = Traced::new(tcp, peer.to_string(), trace.clone());
-    let tls_stream = tokio::time::timeout(timeout, acceptor.accept(stream))
+    // Boxed: the handshake's state is large, and a connection task would otherwise keep
+    // room for it as long as the connection lives.
+    let tls_stream = Box::pin(tokio::time::timeout(timeout, acceptor.accept(stream)))
         .await
         .map_err(|_| NetError::Timeout {
             what: format!("TLS handshake with {peer}"),
