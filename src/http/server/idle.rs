@@ -43,6 +43,46 @@ impl Activity {
     }
 }
 
+/// Connections holding an HTTP session (and hyper's buffers) at once, server-wide. Past
+/// `crowd` of them, a quiet connection parks at once instead of after its pause: a burst of
+/// new connections then costs buffers for the ones being answered, not for all of them.
+#[derive(Debug)]
+pub(crate) struct Sessions {
+    live: AtomicUsize,
+    crowd: usize,
+}
+
+impl Sessions {
+    pub(crate) fn new(crowd: usize) -> Self {
+        Self {
+            live: AtomicUsize::new(0),
+            crowd,
+        }
+    }
+
+    /// One more session, until the returned guard drops.
+    pub(crate) fn enter(self: &Arc<Self>) -> Session {
+        self.live.fetch_add(1, Ordering::Relaxed);
+        Session(self.clone())
+    }
+}
+
+/// One connection's HTTP session; see [`Sessions::enter`].
+#[derive(Debug)]
+pub(crate) struct Session(Arc<Sessions>);
+
+impl Session {
+    fn crowded(&self) -> bool {
+        self.0.live.load(Ordering::Relaxed) > self.0.crowd
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// One request being answered; see [`Activity::start`].
 #[derive(Debug)]
 pub(crate) struct InFlight(Arc<Activity>);
@@ -96,6 +136,7 @@ impl http_body::Body for Tracked {
 struct Park {
     after: Duration,
     activity: Arc<Activity>,
+    session: Session,
     tail: [u8; 4],
     flushed: bool,
     parked: bool,
@@ -142,11 +183,18 @@ impl<S> IdleIo<S> {
     }
 
     /// Lets reads end (`Ok(0)`, as if the peer had finished) once the connection has been
-    /// quiet for `after`; [`IdleIo::parked`] then tells this apart from a real end.
-    pub(crate) fn parking(mut self, after: Duration, activity: Arc<Activity>) -> Self {
+    /// quiet for `after` (at once while sessions are crowded); [`IdleIo::parked`] then tells
+    /// this apart from a real end.
+    pub(crate) fn parking(
+        mut self,
+        after: Duration,
+        activity: Arc<Activity>,
+        session: Session,
+    ) -> Self {
         self.park = Some(Park {
             after,
             activity,
+            session,
             tail: [0; 4],
             flushed: true,
             parked: false,
@@ -169,10 +217,14 @@ impl<S> IdleIo<S> {
     }
 
     fn park_deadline(&self) -> Option<Instant> {
-        self.park
-            .as_ref()
-            .filter(|p| p.ready())
-            .map(|p| self.last_progress + p.after)
+        self.park.as_ref().filter(|p| p.ready()).map(|p| {
+            let after = if p.session.crowded() {
+                Duration::ZERO
+            } else {
+                p.after
+            };
+            self.last_progress + after
+        })
     }
 
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
@@ -395,8 +447,12 @@ mod tests {
     async fn quiet_connections_park_only_between_requests() {
         let (mut client, server) = tokio::io::duplex(256);
         let activity = Arc::new(Activity::default());
-        let mut io = IdleIo::new(server, Duration::from_secs(60))
-            .parking(Duration::from_millis(100), activity.clone());
+        let sessions = Arc::new(Sessions::new(8));
+        let mut io = IdleIo::new(server, Duration::from_secs(60)).parking(
+            Duration::from_millis(100),
+            activity.clone(),
+            sessions.enter(),
+        );
         let mut buf = [0u8; 64];
         // A request is being answered: no parking.
         client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
@@ -421,17 +477,51 @@ mod tests {
         assert_eq!(io.read(&mut buf).await.unwrap(), 0);
         assert!(io.parked());
         assert!(started.elapsed() <= Duration::from_millis(150));
+        drop(io);
+        assert_eq!(sessions.live.load(Ordering::Relaxed), 0);
 
         // Half a head read: never parks, whatever the pause.
         let (mut client, server) = tokio::io::duplex(256);
         let activity = Arc::new(Activity::default());
-        let mut io = IdleIo::new(server, Duration::from_secs(5))
-            .parking(Duration::from_millis(100), activity);
+        let mut io = IdleIo::new(server, Duration::from_secs(5)).parking(
+            Duration::from_millis(100),
+            activity,
+            sessions.enter(),
+        );
         client.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
         let _ = io.read(&mut buf).await.unwrap();
         let err = io.read(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert!(!io.parked());
+    }
+
+    /// How long a connection that was just answered takes to park, with `others` sessions
+    /// besides its own and room for `crowd`.
+    async fn park_wait(others: usize, crowd: usize) -> Duration {
+        let sessions = Arc::new(Sessions::new(crowd));
+        let _others: Vec<_> = (0..others).map(|_| sessions.enter()).collect();
+        let (mut client, server) = tokio::io::duplex(256);
+        let mut io = IdleIo::new(server, Duration::from_secs(60)).parking(
+            Duration::from_millis(100),
+            Arc::new(Activity::default()),
+            sessions.enter(),
+        );
+        let mut buf = [0u8; 64];
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let n = io.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"GET / HTTP/1.1\r\n\r\n");
+        io.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
+        io.flush().await.unwrap();
+        let started = Instant::now();
+        assert_eq!(io.read(&mut buf).await.unwrap(), 0);
+        assert!(io.parked());
+        started.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn crowded_sessions_park_without_waiting() {
+        assert_eq!(park_wait(2, 3).await, Duration::from_millis(100));
+        assert_eq!(park_wait(3, 3).await, Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]
