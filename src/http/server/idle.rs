@@ -38,8 +38,12 @@ impl Activity {
         InFlight(self.clone())
     }
 
+    fn answering(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) > 0
+    }
+
     fn quiet(&self) -> bool {
-        self.in_flight.load(Ordering::Relaxed) == 0 && !self.had_body.load(Ordering::Relaxed)
+        !self.answering() && !self.had_body.load(Ordering::Relaxed)
     }
 }
 
@@ -131,7 +135,8 @@ impl http_body::Body for Tracked {
 
 /// When a quiet connection parks: after `after` without a byte either way, once every
 /// request was answered and flushed and the bytes read so far end with a complete request
-/// head (so hyper holds no part of the next one).
+/// head (so hyper holds no part of the next one). And how long the next request's head may
+/// take: `head_timeout` from the moment the connection starts waiting for it.
 #[derive(Debug)]
 struct Park {
     after: Duration,
@@ -140,6 +145,10 @@ struct Park {
     tail: [u8; 4],
     flushed: bool,
     parked: bool,
+    head_timeout: Duration,
+    /// Since when the connection has been waiting for a request (every one before answered
+    /// and flushed); `None` while one is being answered.
+    waiting_since: Option<Instant>,
 }
 
 impl Park {
@@ -184,12 +193,15 @@ impl<S> IdleIo<S> {
 
     /// Lets reads end (`Ok(0)`, as if the peer had finished) once the connection has been
     /// quiet for `after` (at once while sessions are crowded); [`IdleIo::parked`] then tells
-    /// this apart from a real end.
+    /// this apart from a real end. Reads fail with `TimedOut` when a request head has not
+    /// arrived `head_timeout` after the connection started waiting for it (it has been
+    /// waiting since `waiting_since`).
     pub(crate) fn parking(
         mut self,
         after: Duration,
         activity: Arc<Activity>,
         session: Session,
+        (head_timeout, waiting_since): (Duration, Instant),
     ) -> Self {
         self.park = Some(Park {
             after,
@@ -198,6 +210,8 @@ impl<S> IdleIo<S> {
             tail: [0; 4],
             flushed: true,
             parked: false,
+            head_timeout,
+            waiting_since: Some(waiting_since),
         });
         self
     }
@@ -227,6 +241,11 @@ impl<S> IdleIo<S> {
         })
     }
 
+    fn head_deadline(&self) -> Option<Instant> {
+        let park = self.park.as_ref().filter(|p| !p.activity.answering())?;
+        Some(park.waiting_since? + park.head_timeout)
+    }
+
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         loop {
             if self.sleep.as_mut().poll(cx).is_pending() {
@@ -240,16 +259,22 @@ impl<S> IdleIo<S> {
                     "connection idle for too long",
                 ));
             }
-            let next = match self.park_deadline() {
-                Some(at) if at > now => at.min(idle_at),
-                Some(_) => {
+            let mut next = idle_at;
+            if let Some(at) = self.park_deadline() {
+                if at <= now {
                     // Time to park: the next read does it.
                     self.sleep.as_mut().reset(idle_at);
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
                 }
-                None => idle_at,
-            };
+                next = next.min(at);
+            }
+            if let Some(at) = self.head_deadline() {
+                if at <= now {
+                    return Poll::Ready(head_timed_out());
+                }
+                next = next.min(at);
+            }
             self.sleep.as_mut().reset(next);
         }
     }
@@ -258,6 +283,7 @@ impl<S> IdleIo<S> {
         self.last_progress = Instant::now();
         if let Some(park) = &mut self.park {
             park.flushed = false;
+            park.waiting_since = None;
         }
     }
 }
@@ -279,15 +305,23 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleIo<S> {
                 Poll::Ready(result)
             }
             Poll::Pending => {
-                if let Some(at) = this.park_deadline() {
-                    if Instant::now() >= at {
-                        if let Some(park) = &mut this.park {
+                let park_at = this.park_deadline();
+                let head_at = this.head_deadline();
+                if park_at.is_some() || head_at.is_some() {
+                    let now = Instant::now();
+                    if let (Some(at), Some(park)) = (park_at, &mut this.park) {
+                        if now >= at {
                             park.parked = true;
+                            return Poll::Ready(Ok(()));
                         }
-                        return Poll::Ready(Ok(()));
                     }
-                    if this.sleep.deadline() > at {
-                        this.sleep.as_mut().reset(at);
+                    if head_at.is_some_and(|at| now >= at) {
+                        return Poll::Ready(Err(head_timed_out()));
+                    }
+                    for at in [park_at, head_at].into_iter().flatten() {
+                        if this.sleep.deadline() > at {
+                            this.sleep.as_mut().reset(at);
+                        }
                     }
                 }
                 this.poll_idle(cx).map(Err)
@@ -337,6 +371,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleIo<S> {
             Poll::Ready(result) => {
                 if let (Ok(()), Some(park)) = (&result, &mut this.park) {
                     park.flushed = true;
+                    if !park.activity.answering() && park.waiting_since.is_none() {
+                        park.waiting_since = Some(this.last_progress);
+                    }
                 }
                 Poll::Ready(result)
             }
@@ -347,6 +384,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleIo<S> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
+}
+
+fn head_timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "request head not received in time")
 }
 
 /// `S` with bytes already read from it put back in front.
@@ -452,6 +493,7 @@ mod tests {
             Duration::from_millis(100),
             activity.clone(),
             sessions.enter(),
+            (Duration::from_secs(3600), Instant::now()),
         );
         let mut buf = [0u8; 64];
         // A request is being answered: no parking.
@@ -487,6 +529,7 @@ mod tests {
             Duration::from_millis(100),
             activity,
             sessions.enter(),
+            (Duration::from_secs(3600), Instant::now()),
         );
         client.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
         let _ = io.read(&mut buf).await.unwrap();
@@ -505,6 +548,7 @@ mod tests {
             Duration::from_millis(100),
             Arc::new(Activity::default()),
             sessions.enter(),
+            (Duration::from_secs(3600), Instant::now()),
         );
         let mut buf = [0u8; 64];
         client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
@@ -522,6 +566,56 @@ mod tests {
     async fn crowded_sessions_park_without_waiting() {
         assert_eq!(park_wait(2, 3).await, Duration::from_millis(100));
         assert_eq!(park_wait(3, 3).await, Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dribbled_head_times_out_but_a_slow_answer_does_not() {
+        let sessions = Arc::new(Sessions::new(8));
+        let activity = Arc::new(Activity::default());
+        let (mut client, server) = tokio::io::duplex(256);
+        let waiting_since = Instant::now();
+        let mut io = IdleIo::new(server, Duration::from_secs(60)).parking(
+            Duration::from_millis(100),
+            activity.clone(),
+            sessions.enter(),
+            (Duration::from_secs(10), waiting_since),
+        );
+        let mut buf = [0u8; 64];
+        // A whole request in time, then an answer that takes longer than a head may.
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        let n = io.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"GET / HTTP/1.1\r\n\r\n");
+        let in_flight = activity.start(false);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(30), io.read(&mut buf))
+                .await
+                .is_err()
+        );
+        io.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
+        drop(in_flight);
+        io.flush().await.unwrap();
+        // The next head comes a byte every second, from at once (so the connection does not
+        // park): each byte is progress, but the head as a whole is due 10 s after the answer
+        // went out.
+        let answered = Instant::now();
+        let dribble = tokio::spawn(async move {
+            for &b in b"GET /next HTTP/1.1\r\n" {
+                if client.write_all(&[b]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        let err = loop {
+            match io.read(&mut buf).await {
+                Ok(n) => assert!(n > 0, "ended before the head timed out"),
+                Err(err) => break err,
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(answered.elapsed(), Duration::from_secs(10));
+        dribble.abort();
     }
 
     #[tokio::test(start_paused = true)]

@@ -199,7 +199,9 @@ pub async fn serve(
         // Pipelined requests are answered in order either way; hyper's `pipeline_flush`
         // would batch their flushes but (hyper 1.x) loses its automatic 400/414/431 answers.
         .pipeline_flush(false)
-        .header_read_timeout(config.limits.header_timeout)
+        // The connection's stream times request heads out (`idle::IdleIo`): hyper's own
+        // timer would cost an allocation and a timer-wheel entry per request.
+        .header_read_timeout(None)
         .max_header_size(config.limits.max_header_bytes)
         .max_buf_size(config.limits.max_header_bytes.max(8192) + 256 * 1024);
     // Our limit answers 503; the accept loop's, a little higher, only closes.
@@ -281,31 +283,42 @@ impl Site {
             }
             // Boxed: a waiting connection then holds only what the lines above need, and
             // the session's state (hyper's connection) exists only while it talks.
-            let session = self.session(stream, prefix, &activity, &offers, peer, &stop);
+            let waiting = Waiting {
+                stream,
+                prefix,
+                since: waited_since,
+            };
+            let session = self.session(waiting, &activity, &offers, peer, &stop);
             match Box::pin(session).await {
-                Some(parked) => (stream, prefix, waited_since) = parked,
+                Some(parked) => {
+                    (stream, prefix, waited_since) = (parked.stream, parked.prefix, parked.since);
+                }
                 None => return,
             }
         }
     }
 
-    /// Serves requests on `stream`, whose bytes begin with `prefix`, until the connection
-    /// ends (`None`) or parks: then the stream, the bytes of the next request already read,
-    /// and when the last byte moved.
+    /// Serves requests on a connection that has started one, until the connection ends
+    /// (`None`) or parks.
     async fn session(
         self: &Arc<Self>,
-        stream: zero_copy::ZeroCopy,
-        prefix: Bytes,
+        waiting: Waiting,
         activity: &Arc<idle::Activity>,
         offers: &Arc<zero_copy::Offers>,
         peer: SocketAddr,
         stop: &CancellationToken,
-    ) -> Option<(zero_copy::ZeroCopy, Bytes, tokio::time::Instant)> {
+    ) -> Option<Waiting> {
+        let head_timeout = (self.config.limits.header_timeout, waiting.since);
         let io = idle::IdleIo::new(
-            idle::Rewind::new(prefix, stream),
+            idle::Rewind::new(waiting.prefix, waiting.stream),
             self.config.limits.idle_timeout,
         )
-        .parking(PARK_AFTER, activity.clone(), self.sessions.enter());
+        .parking(
+            PARK_AFTER,
+            activity.clone(),
+            self.sessions.enter(),
+            head_timeout,
+        );
         let site = self.clone();
         let requests = activity.clone();
         let offered = offers.clone();
@@ -344,7 +357,7 @@ impl Site {
         let parts = conn.into_parts();
         let io = parts.io.into_inner();
         let parked = io.parked() && !stop.is_cancelled();
-        let waited_since = io.last_progress();
+        let since = io.last_progress();
         let (unread, mut stream) = io.into_inner().into_parts();
         offers.clear();
         if !parked {
@@ -359,7 +372,11 @@ impl Site {
             (true, false) => Bytes::copy_from_slice(&unread),
             (false, false) => [parts.read_buf, unread].concat().into(),
         };
-        Some((stream, prefix, waited_since))
+        Some(Waiting {
+            stream,
+            prefix,
+            since,
+        })
     }
 
     /// Logs `res`, offers its body to the connection's stream (`offers`), and ties the end
@@ -818,6 +835,14 @@ fn upload_failed(error: &upload::UploadError) -> Response<Body> {
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     res
+}
+
+/// A connection between requests: its stream, the bytes of its next request already read,
+/// and since when it has waited for that request.
+struct Waiting {
+    stream: zero_copy::ZeroCopy,
+    prefix: Bytes,
+    since: tokio::time::Instant,
 }
 
 /// What is left to answer a request once [`Site::answer_now`] could not.
