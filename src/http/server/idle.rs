@@ -1,6 +1,7 @@
 //! Idle connections: a stream that fails with `TimedOut` once no byte has moved either way for
 //! a while (a client that stops reading a download, or stops sending an upload, lets go of its
-//! connection), that can end a quiet keep-alive connection's HTTP session (`parked`) so the
+//! connection) or once a request head is overdue however slowly it trickles in (slowloris),
+//! that can end a quiet keep-alive connection's HTTP session (`parked`) so the
 //! bare socket waits for the next request without hyper's buffers, and a stream with bytes
 //! already read put back in front, so a connection costs those buffers only while it talks.
 
