@@ -280,6 +280,22 @@ impl<S> IdleIo<S> {
         }
     }
 
+    /// Brings the timer forward to the park or head deadline, if one comes first, and
+    /// registers the task with it.
+    fn arm(&mut self, cx: &mut Context<'_>) {
+        for at in [self.park_deadline(), self.head_deadline()]
+            .into_iter()
+            .flatten()
+        {
+            if self.sleep.deadline() > at {
+                self.sleep.as_mut().reset(at);
+            }
+        }
+        if self.sleep.as_mut().poll(cx).is_ready() {
+            cx.waker().wake_by_ref();
+        }
+    }
+
     fn wrote(&mut self) {
         self.last_progress = Instant::now();
         if let Some(park) = &mut self.park {
@@ -375,6 +391,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleIo<S> {
                     if !park.activity.answering() && park.waiting_since.is_none() {
                         park.waiting_since = Some(this.last_progress);
                     }
+                    // hyper may not read again until woken (it tried before this flush): the
+                    // timer wakes it when it is time to park or the next head is overdue.
+                    this.arm(cx);
                 }
                 Poll::Ready(result)
             }
@@ -617,6 +636,54 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert_eq!(answered.elapsed(), Duration::from_secs(10));
         dribble.abort();
+    }
+
+    /// Serves one connection with hyper over `IdleIo` and says whether it parked once a
+    /// request had been answered and `quiet` had passed.
+    #[tokio::test(start_paused = true)]
+    async fn hyper_session_parks_after_an_answer() {
+        use hyper_util::rt::TokioIo;
+
+        let sessions = Arc::new(Sessions::new(8));
+        let activity = Arc::new(Activity::default());
+        let (mut client, server) = tokio::io::duplex(4096);
+        let io = IdleIo::new(server, Duration::from_secs(60)).parking(
+            Duration::from_millis(100),
+            activity.clone(),
+            sessions.enter(),
+            (Duration::from_secs(10), Instant::now()),
+        );
+        let service = hyper::service::service_fn(move |req: http::Request<_>| {
+            let in_flight = activity.start(!http_body::Body::is_end_stream(req.body()));
+            let body = Tracked::new(Body::bytes("hi"), in_flight);
+            std::future::ready(Ok::<_, std::convert::Infallible>(http::Response::new(body)))
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(None)
+            .serve_connection(TokioIo::new(io), service)
+            .without_shutdown();
+        let served = tokio::spawn(conn);
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        while !answer.ends_with(b"hi") {
+            let mut buf = [0u8; 256];
+            let n = client.read(&mut buf).await.unwrap();
+            assert!(n > 0);
+            answer.extend_from_slice(&buf[..n]);
+        }
+        let started = Instant::now();
+        let parts = tokio::time::timeout(Duration::from_secs(30), served)
+            .await
+            .expect("the connection never parked")
+            .unwrap()
+            .unwrap();
+        assert!(parts.io.into_inner().parked());
+        assert!(started.elapsed() <= Duration::from_millis(150));
+        assert_eq!(sessions.live.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test(start_paused = true)]
