@@ -261,38 +261,33 @@ impl Site {
         // only this wait (bounded like a request head), however many there are.
         let activity = Arc::new(idle::Activity::default());
         let offers = Arc::new(zero_copy::Offers::default());
-        let mut stream = zero_copy::ZeroCopy::new(stream, offers.clone());
-        let mut prefix = Bytes::new();
-        let mut waited_since = tokio::time::Instant::now();
+        let mut waiting = Waiting {
+            stream: zero_copy::ZeroCopy::new(stream, offers.clone()),
+            prefix: Bytes::new(),
+            since: tokio::time::Instant::now(),
+        };
         loop {
-            if prefix.is_empty() {
+            if waiting.prefix.is_empty() {
                 let wait = self
                     .config
                     .limits
                     .header_timeout
-                    .saturating_sub(waited_since.elapsed());
+                    .saturating_sub(waiting.since.elapsed());
                 let mut first = [0u8; 1];
                 let read = tokio::select! {
-                    read = tokio::time::timeout(wait, stream.read(&mut first)) => read,
+                    read = tokio::time::timeout(wait, waiting.stream.read(&mut first)) => read,
                     _ = stop.cancelled() => return,
                 };
                 if !matches!(read, Ok(Ok(1))) {
                     return; // closed, failed, or silent past the head timeout
                 }
-                prefix = Bytes::copy_from_slice(&first);
+                waiting.prefix = Bytes::copy_from_slice(&first);
             }
             // Boxed: a waiting connection then holds only what the lines above need, and
             // the session's state (hyper's connection) exists only while it talks.
-            let waiting = Waiting {
-                stream,
-                prefix,
-                since: waited_since,
-            };
             let session = self.session(waiting, &activity, &offers, peer, &stop);
             match Box::pin(session).await {
-                Some(parked) => {
-                    (stream, prefix, waited_since) = (parked.stream, parked.prefix, parked.since);
-                }
+                Some(parked) => waiting = parked,
                 None => return,
             }
         }
@@ -326,7 +321,7 @@ impl Site {
             let in_flight = requests.start(!http_body::Body::is_end_stream(req.body()));
             let logged = site.logged(&req);
             match site.answer_now(&req) {
-                // Most requests (cached files): answered here, nothing allocated.
+                // Most requests (cached files): answered here, with no future to allocate.
                 Ok(res) => Either::Left(std::future::ready(Ok::<_, Infallible>(
                     site.sent(res, logged, peer, &offered, in_flight),
                 ))),
