@@ -479,8 +479,8 @@ impl Site {
                 Ok(found) => self.found(req, path, found),
                 Err(uncached) => Err(Later::Lookup(path, uncached)),
             },
-            (&Method::PUT, Some(_)) => Err(Later::Put(path)),
-            (&Method::POST, Some(_)) => Err(Later::Post(path)),
+            (&Method::PUT, Some(upload)) => Err(Later::Put(path, upload.clone())),
+            (&Method::POST, Some(upload)) => Err(Later::Post(path, upload.clone())),
             (_, upload) => {
                 let allow = if upload.is_some() {
                     "GET, HEAD, PUT, POST"
@@ -516,14 +516,8 @@ impl Site {
                 }
                 Later::File(path, entry) => return self.file(&req, &path, entry).await,
                 Later::Open(open) => return open.finish().await,
-                Later::Put(path) => match &self.config.upload {
-                    Some(upload) => return self.put(req, &path, upload).await,
-                    None => return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
-                },
-                Later::Post(path) => match &self.config.upload {
-                    Some(upload) => return self.post(req, &path, upload).await,
-                    None => return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
-                },
+                Later::Put(path, upload) => return self.put(req, &path, &upload).await,
+                Later::Post(path, upload) => return self.post(req, &path, &upload).await,
             };
         }
     }
@@ -850,8 +844,9 @@ enum Later {
     File(RequestPath, Arc<FileEntry>),
     /// A response whose body is read from disk.
     Open(Box<OpenLater>),
-    Put(RequestPath),
-    Post(RequestPath),
+    /// An upload, allowed by this configuration.
+    Put(RequestPath, UploadConfig),
+    Post(RequestPath, UploadConfig),
 }
 
 /// A response but for its body, `count` bytes of the file at `path` from `start`.
