@@ -283,16 +283,18 @@ impl<S> IdleIo<S> {
     /// Brings the timer forward to the park or head deadline, if one comes first, and
     /// registers the task with it.
     fn arm(&mut self, cx: &mut Context<'_>) {
-        for at in [self.park_deadline(), self.head_deadline()]
-            .into_iter()
-            .flatten()
-        {
+        self.bring_forward([self.park_deadline(), self.head_deadline()]);
+        if self.sleep.as_mut().poll(cx).is_ready() {
+            cx.waker().wake_by_ref();
+        }
+    }
+
+    /// Moves the timer to the earliest of `deadlines` that comes before it.
+    fn bring_forward(&mut self, deadlines: [Option<Instant>; 2]) {
+        if let Some(at) = deadlines.into_iter().flatten().min() {
             if self.sleep.deadline() > at {
                 self.sleep.as_mut().reset(at);
             }
-        }
-        if self.sleep.as_mut().poll(cx).is_ready() {
-            cx.waker().wake_by_ref();
         }
     }
 
@@ -335,11 +337,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleIo<S> {
                     if head_at.is_some_and(|at| now >= at) {
                         return Poll::Ready(Err(head_timed_out()));
                     }
-                    for at in [park_at, head_at].into_iter().flatten() {
-                        if this.sleep.deadline() > at {
-                            this.sleep.as_mut().reset(at);
-                        }
-                    }
+                    this.bring_forward([park_at, head_at]);
                 }
                 this.poll_idle(cx).map(Err)
             }
