@@ -77,14 +77,15 @@ impl Credentials {
         &self.user
     }
 
-    /// Whether an `Authorization` header value carries these credentials.
+    /// Whether an `Authorization` header value carries these credentials. The scheme name
+    /// is matched without regard to case (RFC 9110 §11.1).
     pub fn accepts_header(&self, header: &str) -> bool {
-        let Some(encoded) = header
-            .strip_prefix("Basic ")
-            .or_else(|| header.strip_prefix("basic "))
-        else {
+        let Some((scheme, encoded)) = header.trim().split_once(' ') else {
             return false;
         };
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return false;
+        }
         let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
             return false;
         };
@@ -128,6 +129,10 @@ mod tests {
         );
         assert!(plain.accepts_header(&header));
         assert!(hashed.accepts_header(&header));
+        for scheme in ["basic", "BASIC", "Basic  "] {
+            assert!(plain.accepts_header(&header.replacen("Basic", scheme, 1)));
+        }
+        assert!(!plain.accepts_header(&header.replacen("Basic ", "Basic", 1)));
         assert!(!plain.accepts_header("Bearer x"));
         assert!(!plain.accepts_header("Basic !!!"));
         assert!("nocolon".parse::<Credentials>().is_err());
