@@ -17,7 +17,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Item::Header { name, value } = &item {
-        assert!(!value.contains(['\r', '\n', '\0']), "header injection: {value:?}");
+        assert!(
+            !value.contains(['\r', '\n', '\0']),
+            "header injection: {value:?}"
+        );
         assert!(!name.is_empty() && !name.contains([' ', ':', '\r', '\n']));
     }
     assert_eq!(parse(&item.to_string()), Ok(item));
