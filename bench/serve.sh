@@ -191,6 +191,9 @@ port_of() {
 # machine falls on every server alike.
 # Besides requests/s, each run records the server's CPU time per request: when wrk, not the
 # server, is the one at 100% (100 KiB), this shows what each server itself spends.
+# CPU time the host gave to its other guests (steal) and all CPU time, in ticks, all cores.
+steal_total() { awk '/^cpu / {t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t}' /proc/stat; }
+read -r STEAL_START TOTAL_START < <(steal_total)
 declare -A RPS P99 CPU RPS_RUNS P99_RUNS CPU_RUNS
 for file in small.txt 100k.bin; do
     for server in sockit nginx python; do
@@ -218,6 +221,12 @@ for file in small.txt 100k.bin; do
     done
 done
 
+read -r STEAL_END TOTAL_END < <(steal_total)
+STEAL_PCT=$(awk -v s="$((STEAL_END - STEAL_START))" -v t="$((TOTAL_END - TOTAL_START))" \
+    'BEGIN { if (t > 0) printf "%.1f", 100 * s / t; else print 0 }')
+# The spread of one server's p99 over the runs, "min to max".
+p99_spread() { tr ' ' '\n' <<<"${P99_RUNS[$1]}" | grep . | sort -g | awk 'NR == 1 {a = $1} {b = $1} END {print a " to " b}'; }
+
 # Silent ones first: memory freed by closed connections would otherwise be reused.
 read -r SS_BEFORE SS_AFTER SS_MS < <(idle_check "$SOCKIT_PORT" "$SOCKIT_PID" silent)
 read -r NS_BEFORE NS_AFTER NS_MS < <(idle_check "$NGINX_PORT" "$(nginx_worker)" silent)
@@ -232,7 +241,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
     echo
     echo "Run on $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))."
     echo "Server pinned to core 0, wrk to core 1; $CONNS keep-alive connections; median of $RUNS interleaved runs of $DURATION."
-    echo "Load average when the run ended: $(cut -d' ' -f1-3 /proc/loadavg) (10 000 idle connections were just opened and closed; absolute figures move between machines, so compare within the table)."
+    echo "Load average when the run ended: $(cut -d' ' -f1-3 /proc/loadavg) ($IDLE_CONNS idle connections were just opened and closed; absolute figures move between machines, so compare within the table)."
+    echo "Steal time during the wrk runs (CPU the host gave to its other guests): $STEAL_PCT% of all CPU time; above about 1%, a single run's p99 says more about the host than about the server."
     echo
     echo "Every run (requests/s):"
     echo
@@ -280,8 +290,9 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
     echo "  socket). sockit sends the response head with MSG_MORE so head and body share a"
     echo "  segment; nginx (tcp_nopush off) sends the head in a segment of its own. Here wrk, not"
     echo "  the server, is at 100% of its core, so the server CPU column is the steadier figure,"
-    echo "  and p99 moves with wrk's own batching (about 2.2 to 3.2 ms for both servers from run"
-    echo "  to run): the round-by-round count above says more than one median."
+    echo "  and p99 moves with wrk's own batching and the host's steal time (sockit $(p99_spread sockit/100k.bin) ms,"
+    echo "  nginx $(p99_spread nginx/100k.bin) ms from run to run): the round-by-round count above"
+    echo "  says more than one median."
     echo "- Idle connections: hyper keeps an 8 KiB read buffer and an 8 KiB write buffer per"
     echo "  connection while it serves it; a connection is handed to hyper only when a request"
     echo "  starts and handed back once it has been quiet for 50 ms (at once while more than"
