@@ -489,7 +489,27 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    /// A stream over an in-memory pipe that parks after 100 ms of quiet between requests,
+    /// with `head` as its head timeout and start: the client's end, the stream, and the
+    /// activity it watches.
+    fn parking_pipe(
+        sessions: &Arc<Sessions>,
+        idle: Duration,
+        head: (Duration, Instant),
+        capacity: usize,
+    ) -> (DuplexStream, IdleIo<DuplexStream>, Arc<Activity>) {
+        let (client, server) = tokio::io::duplex(capacity);
+        let activity = Arc::new(Activity::default());
+        let io = IdleIo::new(server, idle).parking(
+            Duration::from_millis(100),
+            activity.clone(),
+            sessions.enter(),
+            head,
+        );
+        (client, io, activity)
+    }
 
     #[tokio::test]
     async fn rewound_byte_comes_first() {
@@ -504,14 +524,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn quiet_connections_park_only_between_requests() {
-        let (mut client, server) = tokio::io::duplex(256);
-        let activity = Arc::new(Activity::default());
         let sessions = Arc::new(Sessions::new(8));
-        let mut io = IdleIo::new(server, Duration::from_secs(60)).parking(
-            Duration::from_millis(100),
-            activity.clone(),
-            sessions.enter(),
+        let (mut client, mut io, activity) = parking_pipe(
+            &sessions,
+            Duration::from_secs(60),
             (Duration::from_secs(3600), Instant::now()),
+            256,
         );
         let mut buf = [0u8; 64];
         // A request is being answered: no parking.
@@ -541,13 +559,11 @@ mod tests {
         assert_eq!(sessions.live.load(Ordering::Relaxed), 0);
 
         // Half a head read: never parks, whatever the pause.
-        let (mut client, server) = tokio::io::duplex(256);
-        let activity = Arc::new(Activity::default());
-        let mut io = IdleIo::new(server, Duration::from_secs(5)).parking(
-            Duration::from_millis(100),
-            activity,
-            sessions.enter(),
+        let (mut client, mut io, _) = parking_pipe(
+            &sessions,
+            Duration::from_secs(5),
             (Duration::from_secs(3600), Instant::now()),
+            256,
         );
         client.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
         let _ = io.read(&mut buf).await.unwrap();
@@ -561,12 +577,11 @@ mod tests {
     async fn park_wait(others: usize, crowd: usize) -> Duration {
         let sessions = Arc::new(Sessions::new(crowd));
         let _others: Vec<_> = (0..others).map(|_| sessions.enter()).collect();
-        let (mut client, server) = tokio::io::duplex(256);
-        let mut io = IdleIo::new(server, Duration::from_secs(60)).parking(
-            Duration::from_millis(100),
-            Arc::new(Activity::default()),
-            sessions.enter(),
+        let (mut client, mut io, _) = parking_pipe(
+            &sessions,
+            Duration::from_secs(60),
             (Duration::from_secs(3600), Instant::now()),
+            256,
         );
         let mut buf = [0u8; 64];
         client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
@@ -589,14 +604,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_dribbled_head_times_out_but_a_slow_answer_does_not() {
         let sessions = Arc::new(Sessions::new(8));
-        let activity = Arc::new(Activity::default());
-        let (mut client, server) = tokio::io::duplex(256);
         let waiting_since = Instant::now();
-        let mut io = IdleIo::new(server, Duration::from_secs(60)).parking(
-            Duration::from_millis(100),
-            activity.clone(),
-            sessions.enter(),
+        let (mut client, mut io, activity) = parking_pipe(
+            &sessions,
+            Duration::from_secs(60),
             (Duration::from_secs(10), waiting_since),
+            256,
         );
         let mut buf = [0u8; 64];
         // A whole request in time, then an answer that takes longer than a head may.
@@ -643,13 +656,11 @@ mod tests {
         use hyper_util::rt::TokioIo;
 
         let sessions = Arc::new(Sessions::new(8));
-        let activity = Arc::new(Activity::default());
-        let (mut client, server) = tokio::io::duplex(4096);
-        let io = IdleIo::new(server, Duration::from_secs(60)).parking(
-            Duration::from_millis(100),
-            activity.clone(),
-            sessions.enter(),
+        let (mut client, io, activity) = parking_pipe(
+            &sessions,
+            Duration::from_secs(60),
             (Duration::from_secs(10), Instant::now()),
+            4096,
         );
         let service = hyper::service::service_fn(move |req: http::Request<_>| {
             let in_flight = activity.start(!http_body::Body::is_end_stream(req.body()));
