@@ -649,8 +649,8 @@ mod tests {
         dribble.abort();
     }
 
-    /// Serves one connection with hyper over `IdleIo` and says whether it parked once a
-    /// request had been answered and `quiet` had passed.
+    /// hyper serving one connection over `IdleIo`: once a request has been answered and the
+    /// connection has been quiet for the pause, the session ends parked.
     #[tokio::test(start_paused = true)]
     async fn hyper_session_parks_after_an_answer() {
         use hyper_util::rt::TokioIo;
