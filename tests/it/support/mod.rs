@@ -173,3 +173,77 @@ pub fn require(program: &str) {
         "{program} is not installed; .ci/run installs it (apt-get)"
     );
 }
+
+/// `httpbin` on `gunicorn`, bound to 127.0.0.1 port 0; killed when dropped.
+pub struct Httpbin {
+    child: Child,
+    /// `http://127.0.0.1:PORT` (no trailing slash).
+    pub base: String,
+}
+
+impl Httpbin {
+    /// Starts gunicorn with httpbin and waits for its `Listening at:` line.
+    pub fn start() -> Httpbin {
+        require("gunicorn");
+        let mut child = Command::new("gunicorn")
+            .args(["--bind", "127.0.0.1:0", "--workers", "2", "--threads", "4"])
+            .args(["--log-level", "info", "httpbin:app"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn gunicorn");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some((_, url)) = line.split_once("Listening at: ") {
+                    let url = url.split_whitespace().next().unwrap_or_default().to_owned();
+                    if tx.send(url).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let base = rx.recv_timeout(WAIT).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("gunicorn did not announce its address in time (pip install gunicorn httpbin)")
+        });
+        // The workers boot after the listener: wait until one answers.
+        let addr: SocketAddr = base
+            .trim_start_matches("http://")
+            .parse()
+            .expect("gunicorn address");
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            use std::io::Write;
+            if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+                let _ = s.set_read_timeout(Some(WAIT));
+                let _ = s.write_all(b"GET /status/200 HTTP/1.0\r\n\r\n");
+                let mut head = [0u8; 12];
+                if s.read_exact(&mut head).is_ok() && &head[..] == b"HTTP/1.1 200" {
+                    break;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "httpbin never answered"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Httpbin { child, base }
+    }
+
+    /// `base` + `path` (which starts with `/`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for Httpbin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
