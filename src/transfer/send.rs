@@ -24,7 +24,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::http::server::{Body, RangeAnswer, resolve_range};
+use crate::http::server::heads::{self, HeadCheck, HeadLimits};
+use crate::http::server::{Body, RangeAnswer, conformance, resolve_range};
 use crate::net::{BoxStream, ServerConfig, serve};
 use crate::transfer::code::Token;
 use crate::transfer::manifest::{Digest, Entry, Manifest, ManifestError, shown};
@@ -311,6 +312,9 @@ pub async fn serve_offer(
     .await;
 }
 
+/// The methods the sender's routes answer.
+const ALLOW: &str = "GET, HEAD, POST, OPTIONS";
+
 async fn connection(
     stream: BoxStream,
     peer: SocketAddr,
@@ -328,33 +332,41 @@ async fn connection(
         let sender = sender.clone();
         hyper::service::service_fn(move |request| {
             let sender = sender.clone();
-            async move {
-                if admitted {
-                    Ok::<_, Infallible>(respond(&sender, request, peer.ip()).await)
+            // Boxed: `poll_without_shutdown` needs a connection that can move.
+            Box::pin(async move {
+                let mut response = if let Some(refused) = conformance::refuse(&request, ALLOW) {
+                    refused.map(Reply::plain)
+                } else if admitted {
+                    respond(&sender, request, peer.ip()).await
                 } else {
-                    Ok(text(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "too many receivers\n",
-                    ))
-                }
-            }
+                    text(StatusCode::SERVICE_UNAVAILABLE, "too many receivers\n")
+                };
+                conformance::finish(&mut response);
+                Ok::<_, Infallible>(response)
+            })
         })
     };
-    let conn = hyper::server::conn::http1::Builder::new()
+    let mut conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30))
-        .serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(conn);
+        // A receiver that sends its requests and then half-closes still gets every answer.
+        .half_close(true)
+        .serve_connection(
+            TokioIo::new(HeadCheck::new(stream, HeadLimits::default())),
+            service,
+        );
     let result = tokio::select! {
-        result = conn.as_mut() => result,
+        result = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => result,
         _ = stop.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+            Pin::new(&mut conn).graceful_shutdown();
+            std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await
         }
     };
     if let Err(error) = result {
         debug!(%error, "connection ended with an error");
     }
+    let (refusal, mut stream, _) = conn.into_parts().io.into_inner().into_parts();
+    heads::linger(&mut stream, refusal, &stop).await;
     if admitted {
         sender.leave(peer.ip());
     }
@@ -385,11 +397,9 @@ async fn respond(sender: &Arc<Sender>, request: Request<Incoming>, ip: IpAddr) -
         ("manifest", &Method::GET | &Method::HEAD) => {
             info!(%ip, "manifest fetched");
             sender.with_peer(ip, |p| p.started += 1);
-            let mut response = Response::new(Reply::plain(if method == Method::HEAD {
-                Body::empty()
-            } else {
-                Body::bytes(sender.offer.manifest.to_json())
-            }));
+            // The same body for HEAD: hyper sends its length and leaves it out.
+            let mut response =
+                Response::new(Reply::plain(Body::bytes(sender.offer.manifest.to_json())));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
@@ -412,7 +422,7 @@ async fn respond(sender: &Arc<Sender>, request: Request<Incoming>, ip: IpAddr) -
                 None => text(StatusCode::NOT_FOUND, "not found\n"),
             }
         }
-        _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+        _ => conformance::not_allowed(ALLOW).map(Reply::plain),
     }
 }
 

@@ -31,6 +31,8 @@
 mod auth;
 mod body;
 mod conditional;
+pub(crate) mod conformance;
+pub(crate) mod heads;
 mod idle;
 mod listing;
 mod log;
@@ -196,6 +198,8 @@ pub async fn serve(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .keep_alive(true)
+        // A client that sends its requests and then half-closes still gets every answer.
+        .half_close(true)
         // Pipelined requests are answered in order either way; hyper's `pipeline_flush`
         // would batch their flushes but (hyper 1.x) loses its automatic 400/414/431 answers.
         .pipeline_flush(false)
@@ -250,9 +254,9 @@ impl Site {
             tracing::warn!(%peer, limit = self.config.limits.max_conns, "connection limit reached; answering 503");
             let _ = tokio::time::timeout(Duration::from_secs(1), async {
                 let _ = stream.write_all(BUSY).await;
-                let _ = stream.shutdown().await;
             })
             .await;
+            heads::linger(&mut stream, None, &stop).await;
             return;
         };
         // hyper allocates its buffers up front and keeps them while a keep-alive connection
@@ -304,8 +308,12 @@ impl Site {
         stop: &CancellationToken,
     ) -> Option<Waiting> {
         let head_timeout = (self.config.limits.header_timeout, waiting.since);
+        let limits = heads::HeadLimits {
+            max_target_bytes: self.config.limits.max_uri_bytes,
+            max_head_bytes: self.config.limits.max_header_bytes,
+        };
         let io = idle::IdleIo::new(
-            idle::Rewind::new(waiting.prefix, waiting.stream),
+            heads::HeadCheck::new(idle::Rewind::new(waiting.prefix, waiting.stream), limits),
             self.config.limits.idle_timeout,
         )
         .parking(
@@ -345,27 +353,33 @@ impl Site {
                 std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await
             }
         };
-        if let Err(error) = result {
+        if let Err(error) = &result {
             debug!(%error, "connection ended with an error");
-            return None;
         }
         let parts = conn.into_parts();
         let io = parts.io.into_inner();
-        let parked = io.parked() && !stop.is_cancelled();
+        let parked = result.is_ok() && io.parked() && !stop.is_cancelled();
         let since = io.last_progress();
-        let (unread, mut stream) = io.into_inner().into_parts();
+        let (refusal, rewind, checking) = io.into_inner().into_parts();
+        let (unread, mut stream) = rewind.into_parts();
         offers.clear();
         if !parked {
-            let _ = tokio::time::timeout(self.config.limits.idle_timeout, stream.shutdown()).await;
+            heads::linger(&mut stream, refusal, stop).await;
             return None;
         }
         // Nothing is left over when parking; anything that is goes first all the same,
         // copied: an empty `read_buf` still holds hyper's whole read buffer.
-        let prefix = match (parts.read_buf.is_empty(), unread.is_empty()) {
-            (true, true) => Bytes::new(),
-            (false, true) => Bytes::copy_from_slice(&parts.read_buf),
-            (true, false) => Bytes::copy_from_slice(&unread),
-            (false, false) => [parts.read_buf, unread].concat().into(),
+        let prefix = match (
+            parts.read_buf.is_empty(),
+            checking.is_empty(),
+            unread.is_empty(),
+        ) {
+            (true, true, true) => Bytes::new(),
+            (false, true, true) => Bytes::copy_from_slice(&parts.read_buf),
+            (true, true, false) => Bytes::copy_from_slice(&unread),
+            _ => [&parts.read_buf[..], &checking[..], &unread[..]]
+                .concat()
+                .into(),
         };
         Some(Waiting {
             stream,
@@ -384,6 +398,8 @@ impl Site {
         offers: &zero_copy::Offers,
         in_flight: idle::InFlight,
     ) -> Response<idle::Tracked> {
+        let mut res = res;
+        conformance::finish(&mut res);
         if let (Some(log), Some(logged)) = (&self.config.access_log, logged) {
             let bytes = res
                 .headers()
@@ -404,6 +420,18 @@ impl Site {
             offers.offer(sendable);
         }
         res.map(|body| idle::Tracked::new(body, in_flight))
+    }
+
+    /// The methods this server answers.
+    fn allow(&self) -> &'static str {
+        if self.config.fixed.is_some() {
+            // A fixed answer is given to every method a client may send.
+            "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"
+        } else if self.config.upload.is_some() {
+            "GET, HEAD, PUT, POST, OPTIONS"
+        } else {
+            "GET, HEAD, OPTIONS"
+        }
     }
 
     /// What the access log needs to know of `req`, when there is an access log.
@@ -431,6 +459,9 @@ impl Site {
     /// The answer to `req` when it needs no waiting: a cached file, a redirect, a refusal.
     /// Otherwise what is left to do, for [`Site::answer_later`].
     fn answer_now(&self, req: &Request<Incoming>) -> Result<Response<Body>, Later> {
+        if let Some(res) = conformance::refuse(req, self.allow()) {
+            return Ok(res);
+        }
         let is_write = matches!(*req.method(), Method::PUT | Method::POST);
         if let Some(creds) = &self.config.auth {
             if is_write || !self.config.auth_writes_only {
@@ -461,10 +492,6 @@ impl Site {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(fixed.body.len()));
             return Ok(res);
         }
-        let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
-        if target_len > self.config.limits.max_uri_bytes {
-            return Ok(text(StatusCode::URI_TOO_LONG, "request target too long\n"));
-        }
         let path = match RequestPath::parse(req.uri().path()) {
             Ok(path) => path,
             Err(error) => {
@@ -481,17 +508,7 @@ impl Site {
             },
             (&Method::PUT, Some(upload)) => Err(Later::Put(path, upload.clone())),
             (&Method::POST, Some(upload)) => Err(Later::Post(path, upload.clone())),
-            (_, upload) => {
-                let allow = if upload.is_some() {
-                    "GET, HEAD, PUT, POST"
-                } else {
-                    "GET, HEAD"
-                };
-                let mut res = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-                res.headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static(allow));
-                Ok(res)
-            }
+            _ => Ok(conformance::not_allowed(self.allow())),
         }
     }
 
