@@ -334,6 +334,7 @@ async fn connection(
             let sender = sender.clone();
             // Boxed: `poll_without_shutdown` needs a connection that can move.
             Box::pin(async move {
+                let method = request.method().clone();
                 let mut response = if let Some(refused) = conformance::refuse(&request, ALLOW) {
                     refused.map(Reply::plain)
                 } else if admitted {
@@ -341,7 +342,7 @@ async fn connection(
                 } else {
                     text(StatusCode::SERVICE_UNAVAILABLE, "too many receivers\n")
                 };
-                conformance::finish(&mut response);
+                conformance::finish(&method, &mut response);
                 Ok::<_, Infallible>(response)
             })
         })

@@ -822,3 +822,397 @@ fn sigterm_stops_the_server_cleanly() {
     let (_, status) = server.wait_output();
     assert!(status.success(), "{status:?}");
 }
+
+/// Sends `request` on a new connection, half-closes it when `half_close`, and reads the
+/// answer until the server closes (bounded).
+fn exchange(addr: SocketAddr, request: &[u8], half_close: bool) -> String {
+    let mut stream = TcpStream::connect_timeout(&addr, WAIT).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream.write_all(request).unwrap();
+    if half_close {
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(error) => panic!(
+                "{error} after {:?}",
+                String::from_utf8_lossy(&out)
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
+            ),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status lines of every answer in `answers`, in order (the files whose bodies these
+/// answers carry hold no such line).
+fn statuses(answers: &str) -> Vec<String> {
+    answers
+        .split('\n')
+        .filter(|l| l.starts_with("HTTP/1."))
+        .map(|l| l.split(' ').take(2).collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+#[test]
+fn host_rules_of_rfc_9112_give_400() {
+    let fx = fixture();
+    let server = serve(&fx.root, &[]);
+    let get = |head: &str| {
+        let request = format!("GET /hello.txt {head}\r\nConnection: close\r\n\r\n");
+        statuses(&exchange(server.addr, request.as_bytes(), false))
+    };
+    assert_eq!(get("HTTP/1.1"), ["HTTP/1.1 400"], "no Host");
+    assert_eq!(get("HTTP/1.1\r\nHost: a\r\nHost: b"), ["HTTP/1.1 400"]);
+    assert_eq!(get("HTTP/1.1\r\nHost: a\r\nHost: a"), ["HTTP/1.1 400"]);
+    for invalid in ["a b", "user@host", "host:port", "[::1", ":80", "a/b"] {
+        assert_eq!(
+            get(&format!("HTTP/1.1\r\nHost: {invalid}")),
+            ["HTTP/1.1 400"],
+            "Host: {invalid}"
+        );
+    }
+    assert_eq!(get("HTTP/1.1\r\nHost: localhost:8000"), ["HTTP/1.1 200"]);
+    assert_eq!(get("HTTP/1.1\r\nHost: [::1]:8000"), ["HTTP/1.1 200"]);
+    assert_eq!(get("HTTP/1.0"), ["HTTP/1.0 200"], "HTTP/1.0 needs no Host");
+    assert_eq!(get("HTTP/1.0\r\nHost: a\r\nHost: b"), ["HTTP/1.0 400"]);
+    // Absolute form: the target's authority counts, but Host must still be there.
+    let absolute = |host: &str| {
+        let request =
+            format!("GET http://elsewhere/hello.txt HTTP/1.1\r\n{host}Connection: close\r\n\r\n");
+        statuses(&exchange(server.addr, request.as_bytes(), false))
+    };
+    assert_eq!(absolute("Host: whatever\r\n"), ["HTTP/1.1 200"]);
+    assert_eq!(absolute(""), ["HTTP/1.1 400"]);
+    // curl without its Host line.
+    let reply = curl(&["-H", "Host:", &url(&server, "/hello.txt")]);
+    assert_eq!(reply.status, 400);
+}
+
+#[test]
+fn a_target_of_any_length_gets_414_and_a_large_head_431_both_read_in_full() {
+    let fx = fixture();
+    let server = serve(&fx.root, &[]);
+    for len in [9_000, 20_000, 100_000, 1_000_000] {
+        let request = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(len));
+        let answer = exchange(server.addr, request.as_bytes(), false);
+        assert_eq!(statuses(&answer), ["HTTP/1.1 414"], "target of {len} bytes");
+        assert!(answer.contains("connection: close"), "{answer}");
+    }
+    let reply = curl(&[&url(&server, &format!("/{}", "b".repeat(50_000)))]);
+    assert_eq!(reply.status, 414);
+    for len in [20_000, 300_000] {
+        let request = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+            "b".repeat(len)
+        );
+        let answer = exchange(server.addr, request.as_bytes(), false);
+        assert_eq!(statuses(&answer), ["HTTP/1.1 431"], "field of {len} bytes");
+    }
+    // Requests before the oversized one on the same connection are answered first.
+    let request = format!(
+        "GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\nGET /{} HTTP/1.1\r\nHost: x\r\n\r\n",
+        "c".repeat(70_000)
+    );
+    let answer = exchange(server.addr, request.as_bytes(), false);
+    assert_eq!(statuses(&answer), ["HTTP/1.1 200", "HTTP/1.1 414"]);
+}
+
+#[test]
+fn half_closed_clients_get_every_answer_in_order() {
+    require("nc");
+    let fx = fixture();
+    let server = serve(&fx.root, &[]);
+    let one = b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n";
+    let answer = exchange(server.addr, one, true);
+    assert_eq!(statuses(&answer), ["HTTP/1.1 200"]);
+    assert!(answer.ends_with("hello world\n"), "{answer}");
+    let pipelined = b"GET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n\
+        HEAD /big.bin HTTP/1.1\r\nHost: x\r\n\r\n\
+        GET /missing HTTP/1.1\r\nHost: x\r\n\r\n\
+        GET /big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\n\r\n";
+    let answer = exchange(server.addr, pipelined, true);
+    assert_eq!(
+        statuses(&answer),
+        [
+            "HTTP/1.1 200",
+            "HTTP/1.1 200",
+            "HTTP/1.1 404",
+            "HTTP/1.1 206"
+        ]
+    );
+    // nc -N shuts its sending side down at the end of its input, as in the README.
+    let port = server.addr.port().to_string();
+    let (out, err, code) = run_cmd(
+        std::process::Command::new("nc").args(["-N", "127.0.0.1", &port]),
+        &pipelined[..],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        statuses(&String::from_utf8_lossy(&out)),
+        [
+            "HTTP/1.1 200",
+            "HTTP/1.1 200",
+            "HTTP/1.1 404",
+            "HTTP/1.1 206"
+        ]
+    );
+}
+
+#[test]
+fn answers_without_content_carry_no_length_and_head_carries_the_gets() {
+    let fx = fixture();
+    for status in ["204", "304"] {
+        let server = Server::start(&["serve", "--port", "0", "--status", status, "--quiet"]);
+        for method in ["GET", "HEAD"] {
+            let request = format!("{method} / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let answer = exchange(server.addr, request.as_bytes(), false);
+            assert!(
+                answer.starts_with(&format!("HTTP/1.1 {status}")),
+                "{answer}"
+            );
+            let lower = answer.to_ascii_lowercase();
+            assert!(!lower.contains("content-length"), "{answer}");
+            assert!(!lower.contains("transfer-encoding"), "{answer}");
+            assert!(answer.ends_with("\r\n\r\n"), "a body after {answer}");
+        }
+    }
+    let server = serve(&fx.root, &[]);
+    let get = curl(&[&url(&server, "/hello.txt")]);
+    let etag = get.header("etag").unwrap();
+    let not_modified = exchange(
+        server.addr,
+        format!("GET /hello.txt HTTP/1.1\r\nHost: x\r\nIf-None-Match: {etag}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+        false,
+    );
+    assert!(not_modified.starts_with("HTTP/1.1 304"), "{not_modified}");
+    assert!(!not_modified.to_ascii_lowercase().contains("content-length"));
+    assert!(not_modified.ends_with("\r\n\r\n"), "{not_modified}");
+    for path in ["/hello.txt", "/", "/missing", "/sub%20dir", "/style.css"] {
+        let get = curl(&["-H", "Accept-Encoding: gzip", &url(&server, path)]);
+        let head = curl(&["-I", "-H", "Accept-Encoding: gzip", &url(&server, path)]);
+        assert_eq!(get.status, head.status, "{path}");
+        assert_eq!(
+            head.header("content-length"),
+            Some(get.body.len().to_string()),
+            "HEAD {path}"
+        );
+    }
+}
+
+#[test]
+fn methods_expectations_smuggling_and_http_1_0() {
+    let fx = fixture();
+    let server = serve(&fx.root, &[]);
+    let answer = |request: &str| exchange(server.addr, request.as_bytes(), false);
+    let options = answer("OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(options.starts_with("HTTP/1.1 204"), "{options}");
+    assert!(options.contains("allow: GET, HEAD, OPTIONS"), "{options}");
+    let options = curl(&["-X", "OPTIONS", &url(&server, "/hello.txt")]);
+    assert_eq!(
+        options.header("allow").as_deref(),
+        Some("GET, HEAD, OPTIONS")
+    );
+    for (method, status) in [("TRACE", 405), ("DELETE", 405), ("PUT", 405), ("BREW", 501)] {
+        let reply = curl(&["-X", method, &url(&server, "/hello.txt")]);
+        assert_eq!(reply.status, status, "{method}");
+        if status == 405 {
+            assert_eq!(reply.header("allow").as_deref(), Some("GET, HEAD, OPTIONS"));
+        }
+    }
+    let star = answer("GET * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(star.starts_with("HTTP/1.1 400"), "{star}");
+    let expect = curl(&["-H", "Expect: teapot", &url(&server, "/hello.txt")]);
+    assert_eq!(expect.status, 417);
+    // Both framings: refused, and nothing after it on the connection is served.
+    let smuggled = answer(
+        "POST /hello.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\
+         Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /hello.txt HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert_eq!(statuses(&smuggled), ["HTTP/1.1 400"], "{smuggled}");
+    for malformed in [
+        "GET /hello.txt HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\n\r\n",
+        "GET /hello.txt HTTP/1.1\r\nHost : x\r\n\r\n",
+        "GET /hello world.txt HTTP/1.1\r\nHost: x\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        "GET /hello.txt HTTP/1.1\r\nHost: x\rX: y\r\n\r\n",
+    ] {
+        assert_eq!(
+            statuses(&answer(malformed)),
+            ["HTTP/1.1 400"],
+            "{malformed:?}"
+        );
+    }
+    // HTTP/1.0: closed after the answer unless the client asks for keep-alive.
+    let closed = answer("GET /hello.txt HTTP/1.0\r\n\r\n");
+    assert!(closed.starts_with("HTTP/1.0 200"), "{closed}");
+    let mut stream = TcpStream::connect_timeout(&server.addr, WAIT).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let keep = b"GET /hello.txt HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
+    stream.write_all(keep).unwrap();
+    let first = read_responses(&mut stream, 1);
+    assert!(
+        first[0]
+            .0
+            .to_ascii_lowercase()
+            .contains("connection: keep-alive"),
+        "{}",
+        first[0].0
+    );
+    stream.write_all(keep).unwrap();
+    assert_eq!(read_responses(&mut stream, 1)[0].1, b"hello world\n");
+}
+
+/// A PUT of `len` bytes with `head_extra` header lines, written while the answer is read.
+fn early_answer_to_upload(addr: SocketAddr, len: usize, head_extra: &str) -> String {
+    let mut stream = TcpStream::connect_timeout(&addr, WAIT).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let head =
+        format!("PUT /up.bin HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n{head_extra}\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let sending = std::thread::spawn(move || {
+        let chunk = vec![b'u'; 64 * 1024];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            if writer.write_all(&chunk[..n]).is_err() {
+                return false;
+            }
+            left -= n;
+        }
+        true
+    });
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(error) => panic!(
+                "{error} instead of the answer; got {:?}",
+                String::from_utf8_lossy(&out)
+            ),
+        }
+    }
+    let _ = sending.join();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn uploads_refused_early_get_their_status_not_a_reset() {
+    let fx = fixture();
+    let server = serve(&fx.root, &["--upload", "--max-upload", "1KiB"]);
+    let answer = early_answer_to_upload(server.addr, 8 << 20, "");
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    let big = fx.root.parent().unwrap().join("big-upload.bin");
+    std::fs::write(&big, vec![b'x'; 8 << 20]).unwrap();
+    let reply = curl(&["-T", big.to_str().unwrap(), &url(&server, "/up.bin")]);
+    assert_eq!(reply.status, 413);
+
+    let locked = serve(&fx.root, &["--upload", "--auth", "me:pw"]);
+    let answer = early_answer_to_upload(locked.addr, 8 << 20, "");
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    let reply = curl(&["-T", big.to_str().unwrap(), &url(&locked, "/up.bin")]);
+    assert_eq!(reply.status, 401);
+    // 100 Continue only when the body is going to be read.
+    let answer = early_answer_to_upload(locked.addr, 8 << 20, "Expect: 100-continue\r\n");
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    let open = serve(&fx.root, &["--upload"]);
+    let answer = early_answer_to_upload(
+        open.addr,
+        1000,
+        "Expect: 100-continue\r\nConnection: close\r\n",
+    );
+    assert_eq!(
+        statuses(&answer),
+        ["HTTP/1.1 100", "HTTP/1.1 201"],
+        "{answer}"
+    );
+}
+
+#[test]
+fn send_follows_the_same_request_rules() {
+    require("curl");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = tmp.path().join("offered.txt");
+    std::fs::write(&file, b"offered bytes\n").unwrap();
+    let server = Server::start(&[
+        "send",
+        "--port",
+        "0",
+        "--bind",
+        "127.0.0.1",
+        file.to_str().unwrap(),
+    ]);
+    let line = server.stderr_line_with("curl -k");
+    let file_url = line
+        .split('\'')
+        .nth(3)
+        .expect("URL in the curl line")
+        .to_owned();
+    let base = file_url
+        .rsplit_once("/f/")
+        .expect("a file URL")
+        .0
+        .to_owned();
+    let code = |args: &[&str]| {
+        let (out, err, status) = run_cmd(
+            std::process::Command::new("curl")
+                .args([
+                    "-ksS",
+                    "--max-time",
+                    "10",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                ])
+                .args(args),
+            b"",
+        );
+        assert_eq!(status, Some(0), "curl {args:?}: {err}");
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    assert_eq!(code(&[&file_url]), "200");
+    assert_eq!(code(&["-H", "Host:", &file_url]), "400");
+    assert_eq!(code(&["-H", "Host: a b", &file_url]), "400");
+    assert_eq!(
+        code(&[&format!("{file_url}{}", "x".repeat(100_000))]),
+        "414"
+    );
+    assert_eq!(code(&["-X", "BREW", &file_url]), "501");
+    assert_eq!(code(&["-X", "TRACE", &file_url]), "405");
+    assert_eq!(
+        code(&["-X", "OPTIONS", "--request-target", "*", &file_url]),
+        "204"
+    );
+    let manifest = format!("{base}/manifest");
+    let (get, _, _) = run_cmd(
+        std::process::Command::new("curl").args(["-ks", &manifest]),
+        b"",
+    );
+    let (head, _, _) = run_cmd(
+        std::process::Command::new("curl").args(["-ksI", &manifest]),
+        b"",
+    );
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(
+        head.contains(&format!("content-length: {}\r\n", get.len())),
+        "HEAD manifest {head}"
+    );
+    let (done, _, _) = run_cmd(
+        std::process::Command::new("curl").args(["-ksi", "-X", "POST", &format!("{base}/done")]),
+        b"",
+    );
+    let done = String::from_utf8_lossy(&done).to_ascii_lowercase();
+    assert!(done.starts_with("http/1.1 204"), "{done}");
+    assert!(!done.contains("content-length"), "{done}");
+}

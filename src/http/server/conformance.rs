@@ -78,10 +78,18 @@ pub(crate) fn not_allowed(allow: &'static str) -> Response<Body> {
     res
 }
 
-/// Makes `res` fit its status: 1xx, 204 and 304 carry neither content nor its length
-/// (hyper drops the body, but writes a `Content-Length` it was given).
-pub(crate) fn finish<B>(res: &mut Response<B>) {
+/// Makes `res`, the answer to a `method` request, fit its status: 1xx, 204 and 304 carry
+/// neither content nor its length (hyper drops the body, but writes a `Content-Length` it was
+/// given), and an answer to HEAD carries the length a GET would get (hyper writes none for
+/// an empty body).
+pub(crate) fn finish<B: http_body::Body>(method: &Method, res: &mut Response<B>) {
     let status = res.status();
+    if *method == Method::HEAD && !res.headers().contains_key(header::CONTENT_LENGTH) {
+        if let Some(len) = res.body().size_hint().exact() {
+            res.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        }
+    }
     if status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED

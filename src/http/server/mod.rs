@@ -328,17 +328,18 @@ impl Site {
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let in_flight = requests.start(!http_body::Body::is_end_stream(req.body()));
             let logged = site.logged(&req);
+            let method = req.method().clone();
             match site.answer_now(&req) {
                 // Most requests (cached files): answered here, with no future to allocate.
                 Ok(res) => Either::Left(std::future::ready(Ok::<_, Infallible>(
-                    site.sent(res, logged, peer, &offered, in_flight),
+                    site.sent(&method, res, logged, peer, &offered, in_flight),
                 ))),
                 Err(later) => {
                     let site = site.clone();
                     let offers = offered.clone();
                     Either::Right(Box::pin(async move {
                         let res = site.answer_later(req, later).await;
-                        Ok(site.sent(res, logged, peer, &offers, in_flight))
+                        Ok(site.sent(&method, res, logged, peer, &offers, in_flight))
                     }))
                 }
             }
@@ -388,10 +389,11 @@ impl Site {
         })
     }
 
-    /// Logs `res`, offers its body to the connection's stream (`offers`), and ties the end
+    /// Fits `res` to its status and `method` ([`conformance::finish`]), logs it, offers its body to the connection's stream (`offers`), and ties the end
     /// of the request to the end of its body.
     fn sent(
         &self,
+        method: &Method,
         res: Response<Body>,
         logged: Option<Logged>,
         peer: SocketAddr,
@@ -399,7 +401,7 @@ impl Site {
         in_flight: idle::InFlight,
     ) -> Response<idle::Tracked> {
         let mut res = res;
-        conformance::finish(&mut res);
+        conformance::finish(method, &mut res);
         if let (Some(log), Some(logged)) = (&self.config.access_log, logged) {
             let bytes = res
                 .headers()
