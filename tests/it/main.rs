@@ -9,5 +9,6 @@ mod bench;
 mod chat;
 mod http;
 mod net;
+mod redbot;
 mod serve;
 mod transfer;

@@ -606,7 +606,8 @@ impl Site {
         let headers = res.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        // Made anew for every request, with no validator to revalidate it by.
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         res
     }
 
@@ -653,10 +654,13 @@ impl Site {
         );
         let mut res = Response::new(Body::empty());
         // Room for every header set below, so the map never grows.
-        *res.headers_mut() = http::HeaderMap::with_capacity(8);
+        *res.headers_mut() = http::HeaderMap::with_capacity(10);
         let out = res.headers_mut();
         out.insert(header::ETAG, chosen.etag_header());
         out.insert(header::LAST_MODIFIED, entry.last_modified.clone());
+        // Files change under a file server: caches revalidate (a cheap 304) rather than
+        // guess a freshness lifetime from Last-Modified.
+        out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         if entry.compressible && (self.config.compress || chosen.coding.is_some()) {
             out.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
         }
@@ -1001,6 +1005,9 @@ fn text(status: StatusCode, body: &str) -> Response<Body> {
 
 fn redirect(status: StatusCode, location: &str) -> Response<Body> {
     let mut res = text(status, "");
+    // A directory may become a file: no cache keeps the redirect on a guess.
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Ok(v) = HeaderValue::from_str(location) {
         res.headers_mut().insert(header::LOCATION, v);
     }
