@@ -28,6 +28,9 @@ pub enum EchoLoad {
         round_trips: u64,
         /// Bytes per message.
         size: usize,
+        /// A round trip not back after this long counts as timed out and ends its
+        /// connection's part of the run.
+        timeout: Duration,
     },
     /// One connection that writes `bytes` while reading the echo, both at once.
     Stream {
@@ -85,7 +88,8 @@ pub async fn run(
                 connections,
                 round_trips,
                 size,
-            } => round_trip_load(addr, connections, round_trips, size, progress).await,
+                timeout,
+            } => round_trip_load(addr, connections, round_trips, size, timeout, progress).await,
             EchoLoad::Stream { bytes } => stream_load(addr, bytes, progress).await.map_err(io),
             EchoLoad::Udp {
                 datagrams,
@@ -144,6 +148,7 @@ async fn round_trip_load(
     connections: usize,
     round_trips: u64,
     size: usize,
+    timeout: Duration,
     progress: &Progress,
 ) -> Result<Report, EchoBenchError> {
     // Connect everyone first, with one unmeasured round trip each, so the server has
@@ -153,9 +158,9 @@ async fn round_trip_load(
         let mut pinger = Pinger::connect(addr, i, size)
             .await
             .map_err(|source| EchoBenchError::Io { addr, source })?;
-        pinger
-            .round_trip()
+        tokio::time::timeout(timeout, pinger.round_trip())
             .await
+            .map_err(|_| EchoBenchError::Stalled(timeout))?
             .map_err(|source| EchoBenchError::Io { addr, source })?;
         pingers.push(pinger);
     }
@@ -167,19 +172,27 @@ async fn round_trip_load(
             let mut latency = Latency::new();
             for _ in 0..round_trips {
                 let sent = Instant::now();
-                pinger.round_trip().await?;
+                match tokio::time::timeout(timeout, pinger.round_trip()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return (latency, Ending::Error),
+                    Err(_) => return (latency, Ending::Timeout),
+                }
                 latency.record(sent.elapsed());
                 progress.add(1);
             }
-            Ok::<Latency, std::io::Error>(latency)
+            (latency, Ending::Done)
         });
     }
     let mut latency = Latency::new();
-    let mut errors = 0;
+    let (mut errors, mut timeouts) = (0, 0);
     while let Some(joined) = tasks.join_next().await {
         match joined {
-            Ok(Ok(l)) => latency.merge(&l),
-            _ => errors += 1,
+            Ok((l, ending)) => {
+                latency.merge(&l);
+                errors += u64::from(ending == Ending::Error);
+                timeouts += u64::from(ending == Ending::Timeout);
+            }
+            Err(_) => errors += 1,
         }
     }
     let elapsed = start.elapsed();
@@ -191,7 +204,28 @@ async fn round_trip_load(
         ops * size as u64 * 2,
         Some(&latency),
     )
-    .with_counter("errors", errors))
+    .with_counter("errors", errors)
+    .with_counter("timeouts", timeouts)
+    .with_problem_if(errors, "connections failed (reset, closed or a wrong echo)")
+    .with_problem_if(
+        timeouts,
+        &format!("connections got no echo within {timeout:?} (timed out)"),
+    )
+    .with_problem_if(
+        (connections as u64 * round_trips).saturating_sub(ops),
+        &format!(
+            "of {} round trips never completed",
+            connections as u64 * round_trips
+        ),
+    ))
+}
+
+/// How one connection's part of a round-trip load ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Done,
+    Error,
+    Timeout,
 }
 
 async fn stream_load(addr: SocketAddr, bytes: u64, progress: &Progress) -> std::io::Result<Report> {
@@ -337,5 +371,7 @@ async fn udp_load(
         Some(&latency),
     )
     .with_counter("lost", lost)
-    .with_counter("wrong size", bad_size))
+    .with_counter("wrong size", bad_size)
+    .with_problem_if(lost, "datagrams lost (no echo within 200 ms)")
+    .with_problem_if(bad_size, "datagrams echoed with a different size"))
 }

@@ -186,6 +186,12 @@ pub struct Report {
     pub latency: Option<LatencySummary>,
     /// Named counters: errors, lost, duplicated, non-2xx…; zero counters are kept.
     pub counters: Vec<(String, u64)>,
+    /// Lines the server sent on its own (chat `* …` notices), each text with how often it
+    /// came; flood-control notices among them are also counted apart.
+    pub notices: Vec<(String, u64)>,
+    /// What went wrong, one sentence each (lost lines, timeouts, socket errors…). Empty
+    /// means the server did the whole job; otherwise the run failed.
+    pub problems: Vec<String>,
 }
 
 impl Report {
@@ -207,7 +213,22 @@ impl Report {
             mb_per_sec: bytes as f64 / seconds / 1e6,
             latency: latency.filter(|l| l.count() > 0).map(Latency::summary),
             counters: Vec::new(),
+            notices: Vec::new(),
+            problems: Vec::new(),
         }
+    }
+
+    /// Adds a problem when `count` is not zero: `"{count} {what}"`.
+    pub fn with_problem_if(mut self, count: u64, what: &str) -> Self {
+        if count > 0 {
+            self.problems.push(format!("{count} {what}"));
+        }
+        self
+    }
+
+    /// Whether the server did the whole job (no problem recorded).
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
     }
 
     /// Adds a named counter.
@@ -250,6 +271,12 @@ impl Report {
         }
         for (name, value) in &self.counters {
             let _ = writeln!(s, "  {name:<14} {value}");
+        }
+        for (text, count) in &self.notices {
+            let _ = writeln!(s, "  {:<14} {count} × {text}", "server notice");
+        }
+        for problem in &self.problems {
+            let _ = writeln!(s, "  {:<14} {problem}", "FAILED");
         }
         s
     }

@@ -70,6 +70,9 @@ struct HttpArgs {
     /// Give up after this long whatever -d or -n say
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
     limit: Duration,
+    /// A request without an answer after this long counts as timed out
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    timeout: Duration,
 }
 
 impl HttpArgs {
@@ -111,6 +114,7 @@ impl HttpArgs {
                 headers,
                 body: self.body.into(),
                 limit: self.limit,
+                timeout: self.timeout,
             },
             self.threads,
         ))
@@ -169,6 +173,9 @@ struct EchoArgs {
     /// Give up (and fail) if the run takes longer than this
     #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
     limit: Duration,
+    /// A round trip not echoed after this long counts as timed out
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    timeout: Duration,
 }
 
 pub(crate) async fn run(args: BenchArgs, stop: CancellationToken) -> anyhow::Result<()> {
@@ -192,6 +199,7 @@ pub(crate) async fn run(args: BenchArgs, stop: CancellationToken) -> anyhow::Res
                     connections: echo_args.connections,
                     round_trips: echo_args.round_trips,
                     size: echo_args.size,
+                    timeout: echo_args.timeout,
                 }
             };
             tokio::select! {
@@ -244,7 +252,12 @@ pub(crate) async fn run(args: BenchArgs, stop: CancellationToken) -> anyhow::Res
         ticker.abort();
         eprint!("\r\x1b[2K");
     }
-    print_report(&report, args.json)
+    print_report(&report, args.json)?;
+    // The report is out either way; the exit code says whether the server did the job.
+    if !report.is_clean() {
+        anyhow::bail!("the server failed the run: {}", report.problems.join("; "));
+    }
+    Ok(())
 }
 
 impl BenchMode {

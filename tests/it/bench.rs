@@ -1,6 +1,7 @@
 //! `sockit bench`: every mode runs a short, bounded load against a real server.
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -147,19 +148,264 @@ async fn http_load_counts_responses_and_non_2xx_apart_from_errors() {
     assert_eq!(counter(&ok, "non-2xx"), 0);
     assert_eq!(counter(&ok, "errors"), 0);
 
-    let missing = bench_json_async(vec![
-        "bench".into(),
-        "http".into(),
-        format!(":{}/missing", addr.port()),
-        "-c".into(),
-        "2".into(),
-        "-n".into(),
-        "50".into(),
-        "--json".into(),
-    ])
-    .await;
+    // Answers, but none of them a success: the report is there, and the exit code fails.
+    let port = addr.port();
+    let (missing, code) = tokio::task::spawn_blocking(move || {
+        bench_failing(&[
+            "bench",
+            "http",
+            &format!(":{port}/missing"),
+            "-c",
+            "2",
+            "-n",
+            "50",
+        ])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 1);
     assert_eq!(missing["ops"], 50);
     assert_eq!(counter(&missing, "non-2xx"), 50);
+    assert_eq!(counter(&missing, "errors"), 0);
+    assert!(
+        problems(&missing).contains("no request succeeded"),
+        "{missing}"
+    );
+}
+
+/// Runs a bench that must fail: its JSON report (still printed) and its exit code.
+fn bench_failing(args: &[&str]) -> (serde_json::Value, i32) {
+    let mut args = args.to_vec();
+    args.push("--json");
+    let (out, err, code) = run(&args, b"");
+    let code = code.expect("exited by itself");
+    assert_ne!(
+        code,
+        0,
+        "the run must fail: {}",
+        String::from_utf8_lossy(&out)
+    );
+    assert!(err.contains("the server failed the run"), "{err}");
+    let report = serde_json::from_slice(&out)
+        .unwrap_or_else(|e| panic!("{e}: {} / {err}", String::from_utf8_lossy(&out)));
+    (report, code)
+}
+
+fn problems(report: &serde_json::Value) -> String {
+    report["problems"].to_string()
+}
+
+/// A TCP server that accepts every connection and never answers (nor closes).
+fn stalled_server() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().take(256) {
+            held.push(stream);
+        }
+    });
+    addr
+}
+
+#[test]
+fn http_load_against_a_stalled_server_counts_timeouts_and_fails_in_bounded_time() {
+    let addr = stalled_server();
+    let url = format!("http://{addr}/");
+    let started = std::time::Instant::now();
+    let (r, code) = bench_failing(&[
+        "bench",
+        "http",
+        &url,
+        "-c",
+        "3",
+        "-d",
+        "1s",
+        "--timeout",
+        "1s",
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(r["ops"], 0);
+    assert_eq!(
+        counter(&r, "timeouts"),
+        3,
+        "each connection's one request: {r}"
+    );
+    assert!(problems(&r).contains("no request got an answer"), "{r}");
+    // A count of requests cannot keep it waiting either: the stall ends the run.
+    let (r, _) = bench_failing(&[
+        "bench",
+        "http",
+        &url,
+        "-c",
+        "2",
+        "-n",
+        "1000",
+        "--timeout",
+        "1s",
+    ]);
+    assert_eq!(counter(&r, "timeouts"), 2, "{r}");
+    assert!(problems(&r).contains("the server stalled"), "{r}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn echo_against_a_server_that_stops_answering_reports_timeouts_and_fails() {
+    // Echoes the first 3 messages of each connection (one is the unmeasured warm-up), then
+    // holds the connection open without a word.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(16) {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut message = [0u8; 8];
+                for _ in 0..3 {
+                    if stream.read_exact(&mut message).is_err()
+                        || stream.write_all(&message).is_err()
+                    {
+                        return;
+                    }
+                }
+                std::thread::sleep(WAIT);
+            });
+        }
+    });
+    let started = std::time::Instant::now();
+    let (r, code) = bench_failing(&[
+        "bench",
+        "echo",
+        &addr.to_string(),
+        "-c",
+        "2",
+        "-n",
+        "10",
+        "--size",
+        "8",
+        "--timeout",
+        "1s",
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(r["ops"], 4, "two round trips on each connection: {r}");
+    assert_eq!(counter(&r, "timeouts"), 2, "{r}");
+    assert!(
+        problems(&r).contains("16 of 20 round trips never completed"),
+        "{r}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// What a fake chat server does with each line it reads.
+#[derive(Clone, Copy)]
+enum FakeChat {
+    /// Delivers nothing; answers every line with a flood-control notice.
+    Flood,
+    /// Delivers every line to the others twice.
+    Twice,
+}
+
+/// A chat server of the test's own that misbehaves in one chosen way; clients are greeted.
+fn fake_chat(mode: FakeChat) -> std::net::SocketAddr {
+    use std::io::{BufRead, Write};
+    use std::sync::{Arc, Mutex};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let clients: Arc<Mutex<Vec<(usize, std::net::TcpStream)>>> = Arc::default();
+    std::thread::spawn(move || {
+        for (id, stream) in listener.incoming().take(64).enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.write_all(b"* welcome to #lobby\n");
+            clients
+                .lock()
+                .unwrap()
+                .push((id, stream.try_clone().unwrap()));
+            let clients = clients.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stream.try_clone().unwrap()).lines() {
+                    let Ok(line) = line else { return };
+                    match mode {
+                        FakeChat::Flood => {
+                            let _ = stream.write_all(b"* you are sending too fast: slow down\n");
+                        }
+                        FakeChat::Twice => {
+                            let text = format!("<guest{id}> {line}\n<guest{id}> {line}\n");
+                            for (other, peer) in clients.lock().unwrap().iter_mut() {
+                                if *other != id {
+                                    let _ = peer.write_all(text.as_bytes());
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn chat_load_names_flood_notices_and_fails_when_lines_are_lost() {
+    let addr = fake_chat(FakeChat::Flood).to_string();
+    let started = std::time::Instant::now();
+    let (r, code) = bench_failing(&[
+        "bench",
+        "chat",
+        &addr,
+        "--clients",
+        "3",
+        "--senders",
+        "1",
+        "--messages",
+        "50",
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(counter(&r, "lost"), 100, "{r}");
+    assert_eq!(counter(&r, "flood notices"), 50, "{r}");
+    let notices = r["notices"].to_string();
+    assert!(
+        notices.contains("* you are sending too fast: slow down"),
+        "{notices}"
+    );
+    let problems = problems(&r);
+    assert!(problems.contains("100 of 100 lines lost"), "{problems}");
+    assert!(
+        problems.contains("flood control answered 50 times"),
+        "{problems}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn chat_load_fails_when_lines_come_twice() {
+    let addr = fake_chat(FakeChat::Twice).to_string();
+    let (r, code) = bench_failing(&[
+        "bench",
+        "chat",
+        &addr,
+        "--clients",
+        "3",
+        "--senders",
+        "2",
+        "--messages",
+        "20",
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(counter(&r, "lost"), 0, "{r}");
+    assert_eq!(counter(&r, "duplicated"), 80, "{r}");
+    assert!(problems(&r).contains("80 lines duplicated"), "{r}");
 }
 
 #[test]
@@ -228,6 +474,7 @@ async fn live_progress_counts_what_the_report_counts() {
         connections: 8,
         round_trips: 25,
         size: 32,
+        timeout: WAIT,
     };
     let report = echo::run(addr, &load, WAIT, &progress).await.unwrap();
     assert_eq!(report.ops, 200);
