@@ -25,7 +25,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::bench::{Latency, Report};
+use crate::bench::Report;
+use crate::bench::timeline::{Pace, Recorder, Timeline};
 
 /// What to run against a chat server.
 #[derive(Debug, Clone)]
@@ -36,7 +37,8 @@ pub struct ChatLoad {
     pub senders: usize,
     /// Lines per sender.
     pub messages: u64,
-    /// Lines per second per sender; 0 sends flat out.
+    /// Lines per second from all senders together; 0 sends flat out. Paced lines carry the
+    /// time they were due, so their latency includes any wait to be written (open loop).
     pub rate: f64,
     /// Bytes per line, without the newline (at least the token's length).
     pub size: usize,
@@ -89,7 +91,6 @@ struct Tally {
     reordered: u64,
     malformed: u64,
     disconnected: bool,
-    latency: Latency,
     /// Flood-control notices (`* … slow down …`) received while the load ran.
     flood_notices: u64,
     /// Every server notice (`* …`) received while the load ran, by text, the first few texts.
@@ -378,6 +379,7 @@ pub async fn run(
         load.size.max(MIN_LINE_BYTES),
     ));
     let stop = CancellationToken::new();
+    let timeline = Timeline::new(epoch, load.rate > 0.0);
     let is_measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for index in 0..load.clients {
         let stream = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
@@ -408,6 +410,7 @@ pub async fn run(
             last_delivery: last_delivery.clone(),
             flow: flow.clone(),
             is_measuring: is_measuring.clone(),
+            recorder: Recorder::new(timeline.clone()),
         };
         readers.spawn(receiver.run(reader, stop.clone()));
     }
@@ -434,12 +437,18 @@ pub async fn run(
     let mut idle_writers = Vec::new();
     for (index, writer) in writers.into_iter().enumerate() {
         if index < senders {
+            let line = Stamp {
+                sender: index as u32,
+                run: run_id,
+                epoch,
+            };
+            let pace = (load.rate > 0.0).then(|| Pace::new(start, load.rate, senders, index));
             sending.spawn(send_lines(
                 writer,
-                index as u32,
-                run_id,
+                line,
+                pace,
+                Recorder::new(timeline.clone()),
                 load.clone(),
-                epoch,
                 flow.clone(),
             ));
         } else {
@@ -497,7 +506,6 @@ pub async fn run(
         total.reordered += tally.reordered;
         total.malformed += tally.malformed;
         disconnected += u64::from(tally.disconnected);
-        total.latency.merge(&tally.latency);
     }
     drop(idle_writers);
     let timed_out = Instant::now() >= deadline;
@@ -508,7 +516,7 @@ pub async fn run(
         end.saturating_duration_since(start)
     };
     let mode = if load.rate > 0.0 {
-        format!("{} lines/s per sender", load.rate)
+        format!("{} lines/s in all", load.rate)
     } else {
         "flat out".to_owned()
     };
@@ -522,8 +530,9 @@ pub async fn run(
         elapsed,
         total.delivered,
         total.delivered * (load.size as u64 + 1),
-        Some(&total.latency),
+        None,
     )
+    .with_timeline(&timeline, (load.rate > 0.0).then_some(load.rate))
     .with_counter("expected", expected)
     .with_counter("lost", lost)
     .with_counter("duplicated", total.duplicated)
@@ -562,29 +571,43 @@ const TOKEN_BYTES: usize = 43;
 /// The shortest line: start mark and token, no padding.
 pub const MIN_LINE_BYTES: usize = TOKEN_BYTES + START.len();
 
-async fn send_lines(
-    mut writer: OwnedWriteHalf,
+/// Who stamps a sender's lines, and the clock their times count from.
+struct Stamp {
     sender: u32,
     run: u32,
-    load: ChatLoad,
     epoch: Instant,
+}
+
+async fn send_lines(
+    mut writer: OwnedWriteHalf,
+    stamp: Stamp,
+    mut pace: Option<Pace>,
+    mut recorder: Recorder,
+    load: ChatLoad,
     flow: Arc<Flow>,
 ) -> OwnedWriteHalf {
+    let Stamp { sender, run, epoch } = stamp;
     let size = load.size.max(MIN_LINE_BYTES);
     let mut out = Vec::with_capacity(32 * (size + 1));
-    let period = (load.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / load.rate));
-    let start = Instant::now();
     let mut seq = 0;
+    let mut free_since = Instant::now();
     while seq < load.messages {
         out.clear();
         // Flat out: a batch per write, as a busy client would; paced: one line each time.
-        let most = if period.is_some() { 1 } else { 32 };
+        let most = if pace.is_some() { 1 } else { 32 };
         let batch = (load.messages - seq).min(most);
-        if let Some(period) = period {
-            tokio::time::sleep_until(start + period.mul_f64(seq as f64)).await;
-        }
+        let due = match &mut pace {
+            Some(pace) => {
+                let sent = pace.next(free_since).await;
+                recorder.sent(&sent);
+                sent.due
+            }
+            None => Instant::now(),
+        };
         flow.until_room(batch).await;
-        let micros = epoch.elapsed().as_micros() as u64;
+        // Paced, a line is stamped with when it was due: a write held up by the window or a
+        // slow socket counts in its latency, as the server's.
+        let micros = due.saturating_duration_since(epoch).as_micros() as u64;
         for _ in 0..batch {
             if seq == load.messages {
                 break;
@@ -605,6 +628,7 @@ async fn send_lines(
         if writer.write_all(&out).await.is_err() {
             break;
         }
+        free_since = Instant::now();
     }
     writer
 }
@@ -624,10 +648,11 @@ struct Receiver {
     flow: Arc<Flow>,
     /// Set once the senders start: notices before that (joins) are not the load's.
     is_measuring: Arc<std::sync::atomic::AtomicBool>,
+    recorder: Recorder,
 }
 
 impl Receiver {
-    async fn run(self, mut reader: OwnedReadHalf, stop: CancellationToken) -> Tally {
+    async fn run(mut self, mut reader: OwnedReadHalf, stop: CancellationToken) -> Tally {
         let mut tally = Tally::default();
         let mut seen = Seen::new(self.senders, self.messages);
         let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -680,7 +705,7 @@ impl Receiver {
         tally
     }
 
-    fn check(&self, line: &[u8], now: u64, tally: &mut Tally, seen: &mut Seen) {
+    fn check(&mut self, line: &[u8], now: u64, tally: &mut Tally, seen: &mut Seen) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let token = match find_token(line, self.pad) {
             Found::Nothing => {
@@ -719,9 +744,8 @@ impl Receiver {
         }
         *highest = Some(highest.map_or(token.seq, |h| h.max(token.seq)));
         tally.delivered += 1;
-        tally
-            .latency
-            .record(Duration::from_micros(now.saturating_sub(token.micros)));
+        self.recorder
+            .done_after(Duration::from_micros(now.saturating_sub(token.micros)));
     }
 }
 

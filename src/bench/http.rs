@@ -13,7 +13,8 @@ use hyper_util::rt::TokioIo;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::bench::{Latency, Progress, Report};
+use crate::bench::timeline::{Pace, Recorder, Timeline};
+use crate::bench::{Progress, Report};
 use crate::net::tls::{Verify, client_config};
 use crate::net::{ClientOptions, HostPort, NetError, open};
 
@@ -47,6 +48,9 @@ pub struct HttpLoad {
     /// connection is replaced. Requests in flight when the run ends get this long too, so a
     /// run ends at most this long after its duration.
     pub timeout: Duration,
+    /// Requests per second in all, spread over the connections (open loop, latency timed
+    /// from when each request was due); `None` sends back to back (closed loop, like wrk).
+    pub rate: Option<f64>,
 }
 
 /// The default of [`HttpLoad::timeout`].
@@ -102,8 +106,9 @@ pub async fn run(load: HttpLoad, progress: &Progress) -> Result<Report, HttpBenc
         Stop::After(_) => u64::MAX,
     };
     let load = Arc::new(load);
+    let timeline = Timeline::new(start, load.rate.is_some());
     let mut workers = JoinSet::new();
-    for _ in 0..load.connections {
+    for index in 0..load.connections {
         let (target, load, issued) = (target.clone(), load.clone(), issued.clone());
         workers.spawn(worker(
             target,
@@ -112,7 +117,11 @@ pub async fn run(load: HttpLoad, progress: &Progress) -> Result<Report, HttpBenc
             budget,
             deadline,
             shared.clone(),
-            progress.clone(),
+            Connection {
+                index,
+                recorder: Recorder::new(timeline.clone()),
+                progress: progress.clone(),
+            },
         ));
     }
     let mut total = Tally::default();
@@ -122,16 +131,21 @@ pub async fn run(load: HttpLoad, progress: &Progress) -> Result<Report, HttpBenc
         }
     }
     let elapsed = start.elapsed();
+    let mode = match load.rate {
+        Some(rate) => format!(", {rate} requests/s"),
+        None => String::new(),
+    };
     let mut report = Report::new(
         format!(
-            "http {} {}: {} connections",
+            "http {} {}: {} connections{mode}",
             load.method, load.url, load.connections
         ),
         elapsed,
         total.responses,
         total.bytes,
-        Some(&total.latency),
+        None,
     )
+    .with_timeline(&timeline, load.rate)
     .with_counter("non-2xx", total.non_2xx)
     .with_counter("5xx", total.server_errors)
     .with_counter("errors", total.errors)
@@ -235,7 +249,6 @@ struct Tally {
     server_errors: u64,
     errors: u64,
     timeouts: u64,
-    latency: Latency,
 }
 
 impl Tally {
@@ -247,7 +260,6 @@ impl Tally {
         self.server_errors += other.server_errors;
         self.errors += other.errors;
         self.timeouts += other.timeouts;
-        self.latency.merge(&other.latency);
     }
 
     /// Answers with a 2xx or 3xx status.
@@ -264,9 +276,13 @@ async fn worker(
     budget: u64,
     deadline: Instant,
     shared: Arc<Shared>,
-    progress: Progress,
+    mut connection: Connection,
 ) -> Tally {
     let mut tally = Tally::default();
+    let mut pace = load
+        .rate
+        .map(|rate| Pace::new(shared.start, rate, load.connections, connection.index));
+    let mut free_since = Instant::now();
     // One timer per worker, reset for each request, rather than one per request.
     let expiry = tokio::time::sleep_until(deadline);
     tokio::pin!(expiry);
@@ -296,15 +312,41 @@ async fn worker(
             }
         };
         let conn = tokio::spawn(conn);
-        while Instant::now() < deadline {
-            if issued.fetch_add(1, Ordering::Relaxed) >= budget
+        free_since = free_since.max(Instant::now());
+        loop {
+            let is_on = match &pace {
+                // Requests due before the end go out even when a busy connection made them
+                // late, but not past the grace of one timeout.
+                Some(pace) if pace.due() < deadline => {
+                    if Instant::now() >= deadline + load.timeout {
+                        tally.timeouts += pace.left_before(deadline);
+                        false
+                    } else {
+                        true
+                    }
+                }
+                Some(_) => false,
+                None => Instant::now() < deadline,
+            };
+            if !is_on
+                || issued.fetch_add(1, Ordering::Relaxed) >= budget
                 || shared.is_stalled.load(Ordering::Relaxed)
             {
                 conn.abort();
                 break 'connections;
             }
+            let (due, sent) = match &mut pace {
+                Some(pace) => {
+                    let sent = pace.next(free_since).await;
+                    connection.recorder.sent(&sent);
+                    (sent.due, sent.at)
+                }
+                None => {
+                    let now = Instant::now();
+                    (now, now)
+                }
+            };
             let request = build_request(&target, &load);
-            let sent = Instant::now();
             // A request in flight at the deadline still gets its whole timeout: it was sent,
             // so it is counted, answered or not.
             expiry.as_mut().reset(sent + load.timeout);
@@ -322,10 +364,11 @@ async fn worker(
             };
             match outcome {
                 Some(Ok((status, len, closes))) => {
-                    tally.latency.record(sent.elapsed());
+                    connection.recorder.done(due, sent);
+                    free_since = Instant::now();
                     shared.answered();
                     tally.responses += 1;
-                    progress.add(1);
+                    connection.progress.add(1);
                     tally.bytes += len as u64;
                     if !status.is_success() {
                         tally.non_2xx += 1;
@@ -346,20 +389,27 @@ async fn worker(
                 Some(Err(_)) => {
                     tally.errors += 1;
                     conn.abort();
+                    free_since = Instant::now();
                     continue 'connections;
                 }
                 None => {
                     tally.timeouts += 1;
                     conn.abort();
                     shared.check_stalled(load.timeout);
+                    free_since = Instant::now();
                     continue 'connections;
                 }
             }
         }
-        conn.abort();
-        break;
     }
     tally
+}
+
+/// What one connection of the load keeps across reconnects.
+struct Connection {
+    index: usize,
+    recorder: Recorder,
+    progress: Progress,
 }
 
 fn closes_connection<B>(response: &http::Response<B>) -> bool {

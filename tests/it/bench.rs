@@ -475,10 +475,230 @@ async fn live_progress_counts_what_the_report_counts() {
         round_trips: 25,
         size: 32,
         timeout: WAIT,
+        rate: None,
+        duration: None,
     };
     let report = echo::run(addr, &load, WAIT, &progress).await.unwrap();
     assert_eq!(report.ops, 200);
     assert_eq!(progress.get(), 200);
     stop.cancel();
     server.await.unwrap();
+}
+
+/// When an in-test server stops answering: from `after` past its start, for `length`.
+#[derive(Clone, Copy)]
+struct Pause {
+    from: tokio::time::Instant,
+    until: tokio::time::Instant,
+}
+
+impl Pause {
+    fn starting_in(after: Duration, length: Duration) -> Self {
+        let from = tokio::time::Instant::now() + after;
+        Self {
+            from,
+            until: from + length,
+        }
+    }
+
+    /// Holds the caller while the pause lasts.
+    async fn wait_out(&self) {
+        let now = tokio::time::Instant::now();
+        if now >= self.from && now < self.until {
+            tokio::time::sleep_until(self.until).await;
+        }
+    }
+}
+
+/// An HTTP/1.1 keep-alive server that answers 200 at once, except during `pause`.
+async fn pausing_http_server(pause: Option<Pause>) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service = service_fn(
+                    move |_req: hyper::Request<hyper::body::Incoming>| async move {
+                        if let Some(pause) = pause {
+                            pause.wait_out().await;
+                        }
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
+                            b"ok",
+                        ))))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// An echo server that stops echoing during `pause`.
+async fn pausing_echo_server(pause: Option<Pause>) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                loop {
+                    let n = match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    if let Some(pause) = pause {
+                        pause.wait_out().await;
+                    }
+                    if stream.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn p99s(report: &serde_json::Value) -> (f64, f64) {
+    (
+        report["latency"]["p99_ms"].as_f64().unwrap(),
+        report["uncorrected_latency"]["p99_ms"].as_f64().unwrap(),
+    )
+}
+
+/// Runs the same open-loop load against a server that pauses 1 s and one that does not, at
+/// once; returns (paused, steady) reports.
+async fn open_loop_pair(
+    args: &'static [&'static str],
+    paused: std::net::SocketAddr,
+    steady: std::net::SocketAddr,
+    target: fn(std::net::SocketAddr) -> String,
+) -> (serde_json::Value, serde_json::Value) {
+    let run_one = |addr: std::net::SocketAddr| {
+        let mut all: Vec<String> = vec!["bench".into()];
+        all.extend(args.iter().take(1).map(|a| a.to_string()));
+        all.push(target(addr));
+        all.extend(args.iter().skip(1).map(|a| a.to_string()));
+        all.push("--json".into());
+        bench_json_async(all)
+    };
+    tokio::join!(run_one(paused), run_one(steady))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_open_loop_shows_a_server_pause_that_a_closed_loop_hides() {
+    let pause = Pause::starting_in(Duration::from_secs(2), Duration::from_secs(1));
+    let paused = pausing_http_server(Some(pause)).await;
+    let steady = pausing_http_server(None).await;
+    let (p, s) = open_loop_pair(
+        &[
+            "http",
+            "-c",
+            "4",
+            "--rate",
+            "200",
+            "-d",
+            "5s",
+            "--percentiles",
+            "50,99",
+        ],
+        paused,
+        steady,
+        |addr| format!("http://{addr}/"),
+    )
+    .await;
+    let (corrected, uncorrected) = p99s(&p);
+    assert!(
+        corrected >= 800.0,
+        "the pause shows when timed from the due time: {p}"
+    );
+    assert!(
+        uncorrected < 200.0,
+        "and hides when timed from the send: {p}"
+    );
+    assert_eq!(p["percentiles"][1]["percentile"], 99.0);
+    let (corrected, uncorrected) = p99s(&s);
+    assert!(corrected < 100.0 && uncorrected < 100.0, "{s}");
+    assert!((corrected - uncorrected).abs() < 50.0, "{s}");
+    let schedule = &s["schedule"];
+    assert_eq!(schedule["target_per_sec"], 200.0);
+    let achieved = schedule["achieved_per_sec"].as_f64().unwrap();
+    assert!((150.0..=210.0).contains(&achieved), "{s}");
+    assert!(s["timeline"].as_array().unwrap().len() >= 5, "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_open_loop_shows_a_server_pause_that_a_closed_loop_hides() {
+    let pause = Pause::starting_in(Duration::from_secs(2), Duration::from_secs(1));
+    let paused = pausing_echo_server(Some(pause)).await;
+    let steady = pausing_echo_server(None).await;
+    let (p, s) = open_loop_pair(
+        &["echo", "-c", "4", "--rate", "200", "-d", "5s"],
+        paused,
+        steady,
+        |addr| addr.to_string(),
+    )
+    .await;
+    let (corrected, uncorrected) = p99s(&p);
+    assert!(corrected >= 800.0, "{p}");
+    assert!(uncorrected < 200.0, "{p}");
+    let (corrected, uncorrected) = p99s(&s);
+    assert!(
+        corrected < 100.0 && (corrected - uncorrected).abs() < 50.0,
+        "{s}"
+    );
+}
+
+#[test]
+fn hdr_log_and_plot_files_are_written() {
+    let server = Server::start(&["listen", "--port", "0", "--echo"]);
+    let dir = std::env::temp_dir().join(format!("sockit-bench-out-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (log, svg) = (dir.join("lat.hlog"), dir.join("lat.svg"));
+    let (out, err, code) = run(
+        &[
+            "bench",
+            "echo",
+            &server.addr.to_string(),
+            "-c",
+            "2",
+            "--rate",
+            "100",
+            "-d",
+            "2s",
+            "--hdr-log",
+            log.to_str().unwrap(),
+            "--plot",
+            svg.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let table = String::from_utf8(out).unwrap();
+    assert!(
+        table.contains("uncorrected") && table.contains("p99 per 1 s"),
+        "{table}"
+    );
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("#[StartTime: "), "{log}");
+    assert!(log.contains(
+        "\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\""
+    ));
+    assert!(log.lines().any(|l| l.starts_with("1.000,1.000,")), "{log}");
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("p99 uncorrected"),
+        "{svg}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
