@@ -4,8 +4,8 @@
 //! stalls also stalls the load and the stall never shows in the percentiles ("coordinated
 //! omission"). An open loop sends on a fixed schedule and times each request from when it was
 //! **due** (wrk2): a request that waited behind a busy connection carries that wait in its
-//! latency. This module holds the schedule ([`Pace`]) and what every connection records
-//! ([`Recorder`]) into one shared [`Timeline`]: corrected and uncorrected latency per second,
+//! latency. This module holds the schedule (`Pace`) and what every connection records
+//! (`Recorder`) into one shared [`Timeline`]: corrected and uncorrected latency per second,
 //! and how far the generator itself fell behind its schedule.
 
 use std::sync::{Arc, Mutex};
