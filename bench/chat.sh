@@ -15,7 +15,7 @@ RUNS=${RUNS:-3}
 NS=${NS:-"10 100 500 1000 5000"}
 NCAT_NS=${NCAT_NS:-"10 100 500"}
 SENDERS=10
-PACED_RATE=100
+PACED_RATE=100   # lines/s per sender (bench chat --rate takes the total)
 PACED_MESSAGES=300
 IDLE_CLIENTS=${IDLE_CLIENTS:-10000}
 OUT=bench/results/chat.md
@@ -53,7 +53,7 @@ stop_server() { kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/de
 one_run() {
     local kind=$1 n=$2 mode=$3 args
     if [[ $mode == flat ]]; then args="--messages $(flat_messages "$n") --rate 0"
-    else args="--messages $PACED_MESSAGES --rate $PACED_RATE"; fi
+    else args="--messages $PACED_MESSAGES --rate $((PACED_RATE * SENDERS))"; fi
     start_server "$kind"
     local json
     json=$(timeout 120 taskset -c 1 "$SOCKIT" bench chat "127.0.0.1:$PORT" --clients "$n" --senders $SENDERS $args --limit 60s --json 2>"$TMP/bench.err") || json=""

@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
 # Does `sockit bench http` agree with wrk? Both load the same nginx (one worker, core 0)
 # from core 1 with one thread and 64 keep-alive connections, runs interleaved.
-# Writes bench/results/http-load.md.
+# Then the open loop: at half of nginx's capacity, `sockit bench http --rate` vs
+# `oha -q RATE --latency-correction` vs wrk2 (when it can be built), with and without a 1 s
+# pause of nginx's worker (SIGSTOP/SIGCONT), corrected p50/p99/p99.9 from each; and the
+# highest rate each holds on one core. Writes bench/results/http-load.md.
 #
-#   bench/http-load.sh        # RUNS=5 DURATION=10s bench/http-load.sh for more
+#   bench/http-load.sh        # RUNS=5 DURATION=10s OPEN_DURATION=20s bench/http-load.sh for more
+#   SOCKIT=target/debug/sockit RUNS=1 DURATION=1s OPEN_DURATION=3s bench/http-load.sh   # a smoke run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-5s}
 CONNS=${CONNS:-64}
-OUT=bench/results/http-load.md
+OUT=${OUT:-bench/results/http-load.md}
 
 ensure_tools nginx=nginx-light wrk=wrk
 ulimit -n 65536 2>/dev/null || true
-SOCKIT=$(cargo_release)
+OPEN_DURATION=${OPEN_DURATION:-10s}
+PAUSE_AT=${PAUSE_AT:-3}          # seconds into an open-loop run when nginx stops for 1 s
+SOCKIT=${SOCKIT:-$(cargo_release)}
 tmp=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
@@ -31,14 +37,65 @@ url="http://127.0.0.1:$port/13b.txt"
 for i in $(seq "$RUNS"); do
   echo "run $i/$RUNS" >&2
   taskset -c 1 wrk -t 1 -c "$CONNS" -d "$DURATION" "$url" | awk '/Requests\/sec/ {print $2}' >>"$tmp/wrk"
-  taskset -c 1 "$SOCKIT" bench http "$url" -t 1 -c "$CONNS" -d "$DURATION" --json >>"$tmp/sockit"
+  taskset -c 1 "$SOCKIT" bench http "$url" -t 1 -c "$CONNS" -d "$DURATION" --json >>"$tmp/sockit" || true
+done
+
+# ---- Open loop -------------------------------------------------------------------------
+read -r -a gens <<<"${GENS:-sockit oha wrk2}"   # GENS="sockit oha" to leave one out
+[[ " ${gens[*]} " == *" oha "* ]] && ensure_oha
+WRK2=""
+if [[ " ${gens[*]} " == *" wrk2 "* ]]; then
+  WRK2=$(ensure_wrk2 "$tmp") || WRK2=""
+  [[ -n $WRK2 ]] || echo "note: wrk2 is not packaged by Debian and could not be built offline; its rows are skipped" >&2
+  [[ -n $WRK2 ]] || read -r -a gens <<<"${gens[*]/wrk2/}"
+fi
+capacity=$(python3 -c 'import json,statistics,sys; print(int(statistics.median(json.loads(l)["ops_per_sec"] for l in open(sys.argv[1]) if l.strip())))' "$tmp/sockit")
+RATE=${RATE:-$((capacity / 2))}
+master=${pids[0]}
+worker_pid() { pgrep -P "$master" | head -n 1; }
+secs=${OPEN_DURATION%s}
+
+# open_run GENERATOR RATE DURATION OUTFILE: one open-loop run, its raw output appended to OUTFILE.
+open_run() {
+  local gen=$1 rate=$2 dur=$3 out=$4
+  case $gen in
+    sockit) taskset -c 1 "$SOCKIT" bench http "$url" -t 1 -c "$CONNS" -d "$dur" --rate "$rate" --json >>"$out" || true ;;
+    oha) taskset -c 1 oha -z "$dur" -c "$CONNS" -q "$rate" --latency-correction --no-tui --output-format json "$url" | tr -d '\n' >>"$out"; echo >>"$out" ;;
+    wrk2) { taskset -c 1 "$WRK2" -t 1 -c "$CONNS" -d "$dur" -R "$rate" --latency "$url"; echo "@@"; } >>"$out" ;;
+  esac
+}
+
+for i in $(seq "$RUNS"); do
+  for pause in 0 1; do
+    for gen in "${gens[@]}"; do
+      echo "open loop run $i/$RUNS: $gen at $RATE/s, pause $pause" >&2
+      if ((pause)); then
+        w=$(worker_pid)
+        ( sleep "$PAUSE_AT"; kill -STOP "$w"; sleep 1; kill -CONT "$w" ) &
+        pauser=$!
+      fi
+      open_run "$gen" "$RATE" "$OPEN_DURATION" "$tmp/open-$gen-$pause"
+      if ((pause)); then wait "$pauser" || true; kill -CONT "$(worker_pid)" 2>/dev/null || true; fi
+    done
+  done
+done
+
+# The highest rate each generator holds on one core: fractions of nginx's capacity, short runs.
+HOLD_DURATION=${HOLD_DURATION:-5s}
+for frac in ${HOLD_FRACTIONS:-0.25 0.5 0.75 0.9 1.0}; do
+  r=$(python3 -c "print(int($capacity * $frac))")
+  for gen in "${gens[@]}"; do
+    echo "hold: $gen at $r/s" >&2
+    printf '##rate %s\n' "$r" >>"$tmp/hold-$gen"
+    open_run "$gen" "$r" "$HOLD_DURATION" "$tmp/hold-$gen"
+  done
 done
 
 mkdir -p bench/results
 python3 - "$tmp" "$RUNS" "$DURATION" "$CONNS" >"$OUT" <<'PY'
 import json, statistics, sys, os
 tmp, runs, duration, conns = sys.argv[1:]
-wrk = [float(l) for l in open(f"{tmp}/wrk") if l.strip()]
+wrk = [float(l) for l in open(f"{tmp}/wrk") if l.strip()] or [float("nan")]
 sk = [json.loads(l) for l in open(f"{tmp}/sockit") if l.strip()]
 s_rps = [r["ops_per_sec"] for r in sk]
 mw, ms = statistics.median(wrk), statistics.median(s_rps)
@@ -53,5 +110,86 @@ p99 = statistics.median([r["latency"]["p99_ms"] for r in sk])
 print(f"| sockit bench http | {ms:,.0f} | {min(s_rps):,.0f}–{max(s_rps):,.0f} | {p99:.2f} |")
 print(f"\nsockit / wrk = **{ms/mw:.2f}** (target: within ±15%, i.e. 0.85–1.15). "
       f"Errors: {sum(dict(r['counters'])['errors'] for r in sk)}, non-2xx: {sum(dict(r['counters'])['non-2xx'] for r in sk)}.")
+PY
+python3 - "$tmp" "$RUNS" "$OPEN_DURATION" "$CONNS" "$RATE" "$PAUSE_AT" "$HOLD_DURATION" "${gens[*]}" >>"$OUT" <<'PY'
+import json, os, re, statistics, sys
+tmp, runs, duration, conns, rate, pause_at, hold_duration, gens = sys.argv[1:]
+gens = gens.split()
+UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+def sockit(text):
+    r = json.loads(text)
+    l, sc = r["latency"] or {}, r.get("schedule") or {}
+    return dict(p50=l.get("p50_ms"), p99=l.get("p99_ms"), p999=l.get("p999_ms"),
+                rps=sc.get("achieved_per_sec"), lag=sc.get("lag_p99_ms"))
+
+def oha(text):
+    r = json.loads(text)
+    p = r.get("latencyPercentiles", {})
+    ms = lambda k: p[k] * 1000.0 if p.get(k) is not None else None
+    return dict(p50=ms("p50"), p99=ms("p99"), p999=ms("p99.9"),
+                rps=r.get("summary", {}).get("requestsPerSec"), lag=None)
+
+def wrk2(text):
+    def pct(q):
+        m = re.search(rf"^\s*{q}%\s+([\d.]+)(us|ms|s|m)\b", text, re.M)
+        return float(m.group(1)) * UNITS[m.group(2)] if m else None
+    m = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    return dict(p50=pct("50.000"), p99=pct("99.000"), p999=pct("99.900"),
+                rps=float(m.group(1)) if m else None, lag=None)
+
+PARSE = dict(sockit=sockit, oha=oha, wrk2=wrk2)
+
+def runs_of(gen, text):
+    chunks = text.split("@@") if gen == "wrk2" else text.splitlines()
+    out = []
+    for chunk in chunks:
+        if chunk.strip():
+            try:
+                out.append(PARSE[gen](chunk))
+            except (ValueError, KeyError, TypeError):
+                pass
+    return out
+
+def med(rows, key):
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return statistics.median(vals) if vals else None
+
+def fmt(v, d=2):
+    return "—" if v is None else f"{v:,.{d}f}"
+
+print(f"\n## Open loop at {int(rate):,} requests/s (half of nginx's capacity above)\n")
+print(f"{conns} connections, one thread on core 1, {duration} per run; nginx's worker stopped for 1 s "
+      f"(SIGSTOP/SIGCONT) {pause_at} s into the paused runs. Latency timed from when each request was due "
+      f"(sockit `--rate`, oha `--latency-correction`, wrk2 always). Medians of {runs} interleaved rounds.\n")
+print("| load generator | nginx pause | p50 ms | p99 ms | p99.9 ms | requests/s sent |\n|---|---|---|---|---|---|")
+for gen in gens:
+    for pause in ("0", "1"):
+        path = f"{tmp}/open-{gen}-{pause}"
+        rows = runs_of(gen, open(path).read()) if os.path.exists(path) else []
+        print(f"| {gen} | {'1 s' if pause == '1' else 'none'} | {fmt(med(rows, 'p50'))} | {fmt(med(rows, 'p99'))} | "
+              f"{fmt(med(rows, 'p999'))} | {fmt(med(rows, 'rps'), 0)} |")
+if "wrk2" not in gens:
+    print("\nwrk2: not packaged by Debian and not buildable offline here (set WRK2_SRC to a clone of giltene/wrk2); skipped.")
+
+print(f"\n### Highest rate held on one core ({hold_duration} runs)\n")
+print("Held: sent at least 99% of the rate asked for; for sockit also its own schedule lag p99 under 1 ms "
+      "(oha and wrk2 do not report their lag).\n")
+print("| load generator | highest rate held | at that rate: p99 ms |\n|---|---|---|")
+for gen in gens:
+    path = f"{tmp}/hold-{gen}"
+    best = None
+    if os.path.exists(path):
+        text = open(path).read()
+        parts = re.split(r"##rate (\d+)\n", text)
+        for asked, body in zip(parts[1::2], parts[2::2]):
+            rows = runs_of(gen, body)
+            if not rows or rows[0]["rps"] is None:
+                continue
+            r = rows[0]
+            held = r["rps"] >= 0.99 * int(asked) and (r["lag"] is None or r["lag"] < 1.0)
+            if held and (best is None or int(asked) > best[0]):
+                best = (int(asked), r["p99"])
+    print(f"| {gen} | {'—' if best is None else f'{best[0]:,}/s'} | {fmt(best[1]) if best else '—'} |")
 PY
 cat "$OUT"

@@ -59,3 +59,22 @@ cargo_release() {
   cargo build --release --quiet >&2
   echo "$PWD/target/release/sockit"
 }
+
+# ensure_oha: oha (an open-loop HTTP load generator with --latency-correction), from crates.io
+# when missing.
+ensure_oha() {
+  command -v oha >/dev/null 2>&1 && return 0
+  echo "installing oha (cargo install oha --locked; compiles for a few minutes)" >&2
+  cargo install oha --locked >&2
+}
+
+# ensure_wrk2 TMPDIR: prints the path of a wrk2 binary: on PATH, or built from a source tree
+# in $WRK2_SRC (a git clone of giltene/wrk2) when one is there. Debian has no package, and
+# nothing is downloaded here; fails when neither exists.
+ensure_wrk2() {
+  if command -v wrk2 >/dev/null 2>&1; then command -v wrk2; return 0; fi
+  local src=${WRK2_SRC:-}
+  [[ -n $src && -f $src/Makefile ]] || return 1
+  make -C "$src" -j 2 >"$1/wrk2-build.log" 2>&1 || { echo "wrk2 did not build: $1/wrk2-build.log" >&2; return 1; }
+  echo "$src/wrk"
+}

@@ -25,7 +25,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::bench::{Latency, Report};
+use crate::bench::Report;
+use crate::bench::timeline::{Pace, Recorder, Timeline};
 
 /// What to run against a chat server.
 #[derive(Debug, Clone)]
@@ -36,7 +37,8 @@ pub struct ChatLoad {
     pub senders: usize,
     /// Lines per sender.
     pub messages: u64,
-    /// Lines per second per sender; 0 sends flat out.
+    /// Lines per second from all senders together; 0 sends flat out. Paced lines carry the
+    /// time they were due, so their latency includes any wait to be written (open loop).
     pub rate: f64,
     /// Bytes per line, without the newline (at least the token's length).
     pub size: usize,
@@ -45,6 +47,9 @@ pub struct ChatLoad {
     /// After the last line is sent, how long to wait without progress before counting the
     /// missing lines as lost.
     pub settle: Duration,
+    /// While lines are still being sent, how long without a single delivery before the run
+    /// stops and counts the server as stalled.
+    pub stall: Duration,
 }
 
 impl Default for ChatLoad {
@@ -57,6 +62,7 @@ impl Default for ChatLoad {
             size: 64,
             greeting: None,
             settle: Duration::from_secs(2),
+            stall: Duration::from_secs(10),
         }
     }
 }
@@ -75,9 +81,6 @@ pub enum ChatBenchError {
         #[source]
         source: std::io::Error,
     },
-    /// Not one line was delivered and the run was bounded by `limit`.
-    #[error("nothing was delivered within {0:?}")]
-    Stalled(Duration),
 }
 
 /// Counts of one receiver.
@@ -88,7 +91,39 @@ struct Tally {
     reordered: u64,
     malformed: u64,
     disconnected: bool,
-    latency: Latency,
+    /// Flood-control notices (`* … slow down …`) received while the load ran.
+    flood_notices: u64,
+    /// Every server notice (`* …`) received while the load ran, by text, the first few texts.
+    notices: Vec<(String, u64)>,
+}
+
+/// Distinct notice texts a receiver keeps; more are counted under the last one.
+const NOTICE_TEXTS: usize = 6;
+
+impl Tally {
+    fn notice(&mut self, text: &str) {
+        if is_flood_notice(text) {
+            self.flood_notices += 1;
+        }
+        if let Some((_, count)) = self.notices.iter_mut().find(|(t, _)| t == text) {
+            *count += 1;
+        } else if self.notices.len() < NOTICE_TEXTS {
+            self.notices.push((text.to_owned(), 1));
+        } else if let Some((_, count)) = self.notices.last_mut() {
+            *count += 1;
+        }
+    }
+}
+
+/// A server's system line: `* ` then text.
+fn notice_text(line: &[u8]) -> Option<String> {
+    line.strip_prefix(b"* ")
+        .map(|text| format!("* {}", String::from_utf8_lossy(text)))
+}
+
+/// Flood control says so with a notice that contains `slow down`.
+fn is_flood_notice(text: &str) -> bool {
+    text.to_ascii_lowercase().contains("slow down")
 }
 
 /// A parsed token.
@@ -312,8 +347,9 @@ impl Flow {
 ///
 /// # Errors
 ///
-/// [`ChatBenchError::Connect`] when a client cannot connect, [`ChatBenchError::Stalled`]
-/// when nothing at all was delivered.
+/// [`ChatBenchError::Connect`] when a client cannot connect. Lines lost, duplicated or
+/// reordered, and a server that stalls, are not errors of the run: the report lists them
+/// in [`Report::problems`], next to the server's notices.
 pub async fn run(
     addr: SocketAddr,
     load: &ChatLoad,
@@ -343,6 +379,8 @@ pub async fn run(
         load.size.max(MIN_LINE_BYTES),
     ));
     let stop = CancellationToken::new();
+    let timeline = Timeline::new(epoch, load.rate > 0.0);
+    let is_measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for index in 0..load.clients {
         let stream = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
             .await
@@ -371,6 +409,8 @@ pub async fn run(
             greeted: greeted.clone(),
             last_delivery: last_delivery.clone(),
             flow: flow.clone(),
+            is_measuring: is_measuring.clone(),
+            recorder: Recorder::new(timeline.clone()),
         };
         readers.spawn(receiver.run(reader, stop.clone()));
     }
@@ -392,16 +432,23 @@ pub async fn run(
     }
 
     let start = Instant::now();
+    is_measuring.store(true, Ordering::Relaxed);
     let mut sending = JoinSet::new();
     let mut idle_writers = Vec::new();
     for (index, writer) in writers.into_iter().enumerate() {
         if index < senders {
+            let line = Stamp {
+                sender: index as u32,
+                run: run_id,
+                epoch,
+            };
+            let pace = (load.rate > 0.0).then(|| Pace::new(start, load.rate, senders, index));
             sending.spawn(send_lines(
                 writer,
-                index as u32,
-                run_id,
+                line,
+                pace,
+                Recorder::new(timeline.clone()),
                 load.clone(),
-                epoch,
                 flow.clone(),
             ));
         } else {
@@ -411,6 +458,7 @@ pub async fn run(
     let expected = senders as u64 * load.messages * (load.clients as u64 - 1);
     let mut senders_done_at = None;
     let mut last_progress = (Instant::now(), 0);
+    let mut is_stalled = false;
     loop {
         tokio::time::sleep(Duration::from_millis(20)).await;
         // Finished senders stay connected: closing would end their receiving side too.
@@ -432,6 +480,12 @@ pub async fn run(
         if senders_done_at.is_some() && last_progress.0.elapsed() >= load.settle {
             break;
         }
+        // Senders wait for the receivers (the window), so a server that stops delivering
+        // would hold the run until its limit: past `stall` without a delivery it is over.
+        if last_progress.0.elapsed() >= load.stall {
+            is_stalled = true;
+            break;
+        }
     }
     stop.cancel();
     sending.abort_all();
@@ -439,21 +493,30 @@ pub async fn run(
     let mut disconnected = 0;
     while let Some(tally) = readers.join_next().await {
         let Ok(tally) = tally else { continue };
+        total.flood_notices += tally.flood_notices;
+        for (text, count) in tally.notices {
+            match total.notices.iter().position(|(t, _)| *t == text) {
+                Some(at) => total.notices[at].1 += count,
+                None if total.notices.len() < NOTICE_TEXTS => total.notices.push((text, count)),
+                None => {}
+            }
+        }
         total.delivered += tally.delivered;
         total.duplicated += tally.duplicated;
         total.reordered += tally.reordered;
         total.malformed += tally.malformed;
         disconnected += u64::from(tally.disconnected);
-        total.latency.merge(&tally.latency);
     }
     drop(idle_writers);
-    if total.delivered == 0 && expected > 0 {
-        return Err(ChatBenchError::Stalled(limit));
-    }
+    let timed_out = Instant::now() >= deadline;
     let end = epoch + Duration::from_micros(last_delivery.load(Ordering::Relaxed));
-    let elapsed = end.saturating_duration_since(start);
+    let elapsed = if total.delivered == 0 {
+        start.elapsed()
+    } else {
+        end.saturating_duration_since(start)
+    };
     let mode = if load.rate > 0.0 {
-        format!("{} lines/s per sender", load.rate)
+        format!("{} lines/s in all", load.rate)
     } else {
         "flat out".to_owned()
     };
@@ -461,19 +524,46 @@ pub async fn run(
         "chat deliveries: {} clients, {} senders × {} lines, {mode}",
         load.clients, senders, load.messages
     );
-    Ok(Report::new(
+    let lost = expected.saturating_sub(total.delivered);
+    let mut report = Report::new(
         name,
         elapsed,
         total.delivered,
         total.delivered * (load.size as u64 + 1),
-        Some(&total.latency),
+        None,
     )
+    .with_timeline(&timeline, (load.rate > 0.0).then_some(load.rate))
     .with_counter("expected", expected)
-    .with_counter("lost", expected.saturating_sub(total.delivered))
+    .with_counter("lost", lost)
     .with_counter("duplicated", total.duplicated)
     .with_counter("reordered", total.reordered)
     .with_counter("malformed", total.malformed)
-    .with_counter("disconnected", disconnected))
+    .with_counter("disconnected", disconnected)
+    .with_counter("flood notices", total.flood_notices)
+    .with_problem_if(lost, &format!("of {expected} lines lost"))
+    .with_problem_if(total.duplicated, "lines duplicated")
+    .with_problem_if(total.reordered, "lines reordered")
+    .with_problem_if(total.malformed, "lines malformed (cut or spliced)")
+    .with_problem_if(disconnected, "clients disconnected by the server");
+    if is_stalled {
+        report.problems.push(format!(
+            "the server stalled: nothing delivered for {:?}",
+            load.stall
+        ));
+    } else if timed_out && lost > 0 {
+        report
+            .problems
+            .push(format!("the run hit its limit of {limit:?}"));
+    }
+    if total.flood_notices > 0 && !report.problems.is_empty() {
+        report.problems.push(format!(
+            "the server's flood control answered {} times (see its notices): \
+             pace the senders with --rate",
+            total.flood_notices
+        ));
+    }
+    report.notices = total.notices;
+    Ok(report)
 }
 
 /// Bytes of a token: its fields have fixed widths, so the padding of every line is the same.
@@ -481,29 +571,43 @@ const TOKEN_BYTES: usize = 43;
 /// The shortest line: start mark and token, no padding.
 pub const MIN_LINE_BYTES: usize = TOKEN_BYTES + START.len();
 
-async fn send_lines(
-    mut writer: OwnedWriteHalf,
+/// Who stamps a sender's lines, and the clock their times count from.
+struct Stamp {
     sender: u32,
     run: u32,
-    load: ChatLoad,
     epoch: Instant,
+}
+
+async fn send_lines(
+    mut writer: OwnedWriteHalf,
+    stamp: Stamp,
+    mut pace: Option<Pace>,
+    mut recorder: Recorder,
+    load: ChatLoad,
     flow: Arc<Flow>,
 ) -> OwnedWriteHalf {
+    let Stamp { sender, run, epoch } = stamp;
     let size = load.size.max(MIN_LINE_BYTES);
     let mut out = Vec::with_capacity(32 * (size + 1));
-    let period = (load.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / load.rate));
-    let start = Instant::now();
     let mut seq = 0;
+    let mut free_since = Instant::now();
     while seq < load.messages {
         out.clear();
         // Flat out: a batch per write, as a busy client would; paced: one line each time.
-        let most = if period.is_some() { 1 } else { 32 };
+        let most = if pace.is_some() { 1 } else { 32 };
         let batch = (load.messages - seq).min(most);
-        if let Some(period) = period {
-            tokio::time::sleep_until(start + period.mul_f64(seq as f64)).await;
-        }
+        let due = match &mut pace {
+            Some(pace) => {
+                let sent = pace.next(free_since).await;
+                recorder.sent(&sent);
+                sent.due
+            }
+            None => Instant::now(),
+        };
         flow.until_room(batch).await;
-        let micros = epoch.elapsed().as_micros() as u64;
+        // Paced, a line is stamped with when it was due: a write held up by the window or a
+        // slow socket counts in its latency, as the server's.
+        let micros = due.saturating_duration_since(epoch).as_micros() as u64;
         for _ in 0..batch {
             if seq == load.messages {
                 break;
@@ -524,6 +628,7 @@ async fn send_lines(
         if writer.write_all(&out).await.is_err() {
             break;
         }
+        free_since = Instant::now();
     }
     writer
 }
@@ -541,10 +646,13 @@ struct Receiver {
     greeted: Arc<std::sync::atomic::AtomicUsize>,
     last_delivery: Arc<AtomicU64>,
     flow: Arc<Flow>,
+    /// Set once the senders start: notices before that (joins) are not the load's.
+    is_measuring: Arc<std::sync::atomic::AtomicBool>,
+    recorder: Recorder,
 }
 
 impl Receiver {
-    async fn run(self, mut reader: OwnedReadHalf, stop: CancellationToken) -> Tally {
+    async fn run(mut self, mut reader: OwnedReadHalf, stop: CancellationToken) -> Tally {
         let mut tally = Tally::default();
         let mut seen = Seen::new(self.senders, self.messages);
         let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -597,10 +705,17 @@ impl Receiver {
         tally
     }
 
-    fn check(&self, line: &[u8], now: u64, tally: &mut Tally, seen: &mut Seen) {
+    fn check(&mut self, line: &[u8], now: u64, tally: &mut Tally, seen: &mut Seen) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let token = match find_token(line, self.pad) {
-            Found::Nothing => return,
+            Found::Nothing => {
+                if let Some(text) = notice_text(line)
+                    && self.is_measuring.load(Ordering::Relaxed)
+                {
+                    tally.notice(&text);
+                }
+                return;
+            }
             Found::Malformed => {
                 tally.malformed += 1;
                 return;
@@ -629,9 +744,8 @@ impl Receiver {
         }
         *highest = Some(highest.map_or(token.seq, |h| h.max(token.seq)));
         tally.delivered += 1;
-        tally
-            .latency
-            .record(Duration::from_micros(now.saturating_sub(token.micros)));
+        self.recorder
+            .done_after(Duration::from_micros(now.saturating_sub(token.micros)));
     }
 }
 

@@ -10,6 +10,7 @@ use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::bench::timeline::{Pace, Recorder, Timeline};
 use crate::bench::{Latency, Progress, Report};
 use crate::net::relay::COPY_BUFFER_BYTES;
 use crate::net::udp_batch::{RecvBatch, SendBatch};
@@ -28,6 +29,14 @@ pub enum EchoLoad {
         round_trips: u64,
         /// Bytes per message.
         size: usize,
+        /// A round trip not back after this long counts as timed out and ends its
+        /// connection's part of the run.
+        timeout: Duration,
+        /// Round trips per second in all, spread over the connections (open loop, latency
+        /// timed from when each was due); `None`: back to back (closed loop).
+        rate: Option<f64>,
+        /// Stop starting round trips after this long (then `round_trips` is only a cap).
+        duration: Option<Duration>,
     },
     /// One connection that writes `bytes` while reading the echo, both at once.
     Stream {
@@ -85,7 +94,20 @@ pub async fn run(
                 connections,
                 round_trips,
                 size,
-            } => round_trip_load(addr, connections, round_trips, size, progress).await,
+                timeout,
+                rate,
+                duration,
+            } => {
+                let shape = Shape {
+                    connections,
+                    round_trips,
+                    size,
+                    timeout,
+                    rate,
+                    duration,
+                };
+                round_trip_load(addr, &shape, progress).await
+            }
             EchoLoad::Stream { bytes } => stream_load(addr, bytes, progress).await.map_err(io),
             EchoLoad::Udp {
                 datagrams,
@@ -139,13 +161,29 @@ impl Pinger {
     }
 }
 
-async fn round_trip_load(
-    addr: SocketAddr,
+/// The parameters of a round-trip load.
+struct Shape {
     connections: usize,
     round_trips: u64,
     size: usize,
+    timeout: Duration,
+    rate: Option<f64>,
+    duration: Option<Duration>,
+}
+
+async fn round_trip_load(
+    addr: SocketAddr,
+    shape: &Shape,
     progress: &Progress,
 ) -> Result<Report, EchoBenchError> {
+    let Shape {
+        connections,
+        round_trips,
+        size,
+        timeout,
+        rate,
+        duration,
+    } = *shape;
     // Connect everyone first, with one unmeasured round trip each, so the server has
     // accepted every connection and the measured part is only round trips.
     let mut pingers = Vec::with_capacity(connections);
@@ -153,45 +191,103 @@ async fn round_trip_load(
         let mut pinger = Pinger::connect(addr, i, size)
             .await
             .map_err(|source| EchoBenchError::Io { addr, source })?;
-        pinger
-            .round_trip()
+        tokio::time::timeout(timeout, pinger.round_trip())
             .await
+            .map_err(|_| EchoBenchError::Stalled(timeout))?
             .map_err(|source| EchoBenchError::Io { addr, source })?;
         pingers.push(pinger);
     }
     let start = Instant::now();
+    let end = duration.map(|d| start + d);
+    let timeline = Timeline::new(start, rate.is_some());
     let mut tasks = JoinSet::new();
-    for mut pinger in pingers {
+    for (index, mut pinger) in pingers.into_iter().enumerate() {
         let progress = progress.clone();
+        let mut recorder = Recorder::new(timeline.clone());
+        let mut pace = rate.map(|rate| Pace::new(start, rate, connections, index));
         tasks.spawn(async move {
-            let mut latency = Latency::new();
+            let mut free_since = start;
             for _ in 0..round_trips {
-                let sent = Instant::now();
-                pinger.round_trip().await?;
-                latency.record(sent.elapsed());
+                let (due, sent) = match &mut pace {
+                    Some(pace) => {
+                        if end.is_some_and(|end| pace.due() >= end) {
+                            break;
+                        }
+                        let sent = pace.next(free_since).await;
+                        recorder.sent(&sent);
+                        (sent.due, sent.at)
+                    }
+                    None => {
+                        let now = Instant::now();
+                        if end.is_some_and(|end| now >= end) {
+                            break;
+                        }
+                        (now, now)
+                    }
+                };
+                match tokio::time::timeout(timeout, pinger.round_trip()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Ending::Error,
+                    Err(_) => return Ending::Timeout,
+                }
+                recorder.done(due, sent);
+                free_since = Instant::now();
                 progress.add(1);
             }
-            Ok::<Latency, std::io::Error>(latency)
+            Ending::Done
         });
     }
-    let mut latency = Latency::new();
-    let mut errors = 0;
+    let (mut errors, mut timeouts) = (0, 0);
     while let Some(joined) = tasks.join_next().await {
         match joined {
-            Ok(Ok(l)) => latency.merge(&l),
-            _ => errors += 1,
+            Ok(ending) => {
+                errors += u64::from(ending == Ending::Error);
+                timeouts += u64::from(ending == Ending::Timeout);
+            }
+            Err(_) => errors += 1,
         }
     }
     let elapsed = start.elapsed();
-    let ops = latency.count();
-    Ok(Report::new(
-        format!("echo round trips: {connections} connections × {round_trips} × {size} B"),
+    let mode = match rate {
+        Some(rate) => format!(", {rate} round trips/s"),
+        None => String::new(),
+    };
+    let mut report = Report::new(
+        format!("echo round trips: {connections} connections × {size} B{mode}"),
         elapsed,
-        ops,
-        ops * size as u64 * 2,
-        Some(&latency),
+        0,
+        0,
+        None,
     )
-    .with_counter("errors", errors))
+    .with_timeline(&timeline, rate);
+    let ops = report.timeline.iter().map(|s| s.ops).sum::<u64>();
+    report.set_totals(ops, ops * size as u64 * 2);
+    // With a duration, the count is only a cap: what was due is what the schedule held.
+    let expected = if duration.is_some() {
+        ops + timeouts
+    } else {
+        connections as u64 * round_trips
+    };
+    Ok(report
+        .with_counter("errors", errors)
+        .with_counter("timeouts", timeouts)
+        .with_problem_if(errors, "connections failed (reset, closed or a wrong echo)")
+        .with_problem_if(
+            timeouts,
+            &format!("connections got no echo within {timeout:?} (timed out)"),
+        )
+        .with_problem_if(
+            expected.saturating_sub(ops),
+            &format!("of {expected} round trips never completed"),
+        ))
+}
+
+/// How one connection's part of a round-trip load ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Done,
+    Error,
+    Timeout,
 }
 
 async fn stream_load(addr: SocketAddr, bytes: u64, progress: &Progress) -> std::io::Result<Report> {
@@ -337,5 +433,7 @@ async fn udp_load(
         Some(&latency),
     )
     .with_counter("lost", lost)
-    .with_counter("wrong size", bad_size))
+    .with_counter("wrong size", bad_size)
+    .with_problem_if(lost, "datagrams lost (no echo within 200 ms)")
+    .with_problem_if(bad_size, "datagrams echoed with a different size"))
 }

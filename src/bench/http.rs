@@ -13,7 +13,8 @@ use hyper_util::rt::TokioIo;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::bench::{Latency, Progress, Report};
+use crate::bench::timeline::{Pace, Recorder, Timeline};
+use crate::bench::{Progress, Report};
 use crate::net::tls::{Verify, client_config};
 use crate::net::{ClientOptions, HostPort, NetError, open};
 
@@ -43,7 +44,17 @@ pub struct HttpLoad {
     pub body: Bytes,
     /// Hard limit for the whole run, whatever `stop` says.
     pub limit: Duration,
+    /// A request without a whole answer after this long counts as timed out and its
+    /// connection is replaced. Requests in flight when the run ends get this long too, so a
+    /// run ends at most this long after its duration.
+    pub timeout: Duration,
+    /// Requests per second in all, spread over the connections (open loop, latency timed
+    /// from when each request was due); `None` sends back to back (closed loop, like wrk).
+    pub rate: Option<f64>,
 }
+
+/// The default of [`HttpLoad::timeout`].
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a load could not start.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +91,11 @@ pub async fn run(load: HttpLoad, progress: &Progress) -> Result<Report, HttpBenc
 
     let issued = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
+    let shared = Arc::new(Shared {
+        start,
+        last_answer_micros: AtomicU64::new(0),
+        is_stalled: std::sync::atomic::AtomicBool::new(false),
+    });
     let deadline = start
         + match load.stop {
             Stop::After(d) => d.min(load.limit),
@@ -90,8 +106,9 @@ pub async fn run(load: HttpLoad, progress: &Progress) -> Result<Report, HttpBenc
         Stop::After(_) => u64::MAX,
     };
     let load = Arc::new(load);
+    let timeline = Timeline::new(start, load.rate.is_some());
     let mut workers = JoinSet::new();
-    for _ in 0..load.connections {
+    for index in 0..load.connections {
         let (target, load, issued) = (target.clone(), load.clone(), issued.clone());
         workers.spawn(worker(
             target,
@@ -99,7 +116,12 @@ pub async fn run(load: HttpLoad, progress: &Progress) -> Result<Report, HttpBenc
             issued,
             budget,
             deadline,
-            progress.clone(),
+            shared.clone(),
+            Connection {
+                index,
+                recorder: Recorder::new(timeline.clone()),
+                progress: progress.clone(),
+            },
         ));
     }
     let mut total = Tally::default();
@@ -109,18 +131,76 @@ pub async fn run(load: HttpLoad, progress: &Progress) -> Result<Report, HttpBenc
         }
     }
     let elapsed = start.elapsed();
-    Ok(Report::new(
+    let mode = match load.rate {
+        Some(rate) => format!(", {rate} requests/s"),
+        None => String::new(),
+    };
+    let mut report = Report::new(
         format!(
-            "http {} {}: {} connections",
+            "http {} {}: {} connections{mode}",
             load.method, load.url, load.connections
         ),
         elapsed,
         total.responses,
         total.bytes,
-        Some(&total.latency),
+        None,
     )
+    .with_timeline(&timeline, load.rate)
     .with_counter("non-2xx", total.non_2xx)
-    .with_counter("errors", total.errors))
+    .with_counter("5xx", total.server_errors)
+    .with_counter("errors", total.errors)
+    .with_counter("timeouts", total.timeouts)
+    .with_problem_if(total.errors, "socket errors (connect, reset, bad response)")
+    .with_problem_if(
+        total.timeouts,
+        &format!(
+            "requests without an answer within {:?} (timed out)",
+            load.timeout
+        ),
+    )
+    .with_problem_if(total.server_errors, "responses with a 5xx status");
+    if shared.is_stalled.load(Ordering::Relaxed) {
+        report.problems.push(format!(
+            "the server stalled: no answer on any connection for {:?}",
+            load.timeout
+        ));
+    }
+    if total.succeeded() == 0 {
+        report.problems.push(if total.responses == 0 {
+            "no request got an answer".to_owned()
+        } else {
+            format!(
+                "no request succeeded: all {} answers were not 2xx or 3xx",
+                total.responses
+            )
+        });
+    }
+    Ok(report)
+}
+
+/// What the workers of one run share besides the request count.
+struct Shared {
+    start: Instant,
+    /// When any connection last got a whole answer, in µs since `start`.
+    last_answer_micros: AtomicU64,
+    /// Set when no connection got an answer for a whole timeout: nobody starts another request.
+    is_stalled: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    fn answered(&self) {
+        let micros = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.last_answer_micros.fetch_max(micros, Ordering::Relaxed);
+    }
+
+    /// After a timeout: whether the whole server went quiet for as long (then say so).
+    fn check_stalled(&self, timeout: Duration) -> bool {
+        let last = Duration::from_micros(self.last_answer_micros.load(Ordering::Relaxed));
+        if self.start.elapsed().saturating_sub(last) >= timeout {
+            self.is_stalled.store(true, Ordering::Relaxed);
+        }
+        self.is_stalled.load(Ordering::Relaxed)
+    }
 }
 
 fn target_of(url: &url::Url) -> Result<Target, HttpBenchError> {
@@ -164,8 +244,11 @@ struct Tally {
     responses: u64,
     bytes: u64,
     non_2xx: u64,
+    /// Answers that were neither 2xx nor 3xx.
+    failed_status: u64,
+    server_errors: u64,
     errors: u64,
-    latency: Latency,
+    timeouts: u64,
 }
 
 impl Tally {
@@ -173,8 +256,15 @@ impl Tally {
         self.responses += other.responses;
         self.bytes += other.bytes;
         self.non_2xx += other.non_2xx;
+        self.failed_status += other.failed_status;
+        self.server_errors += other.server_errors;
         self.errors += other.errors;
-        self.latency.merge(&other.latency);
+        self.timeouts += other.timeouts;
+    }
+
+    /// Answers with a 2xx or 3xx status.
+    fn succeeded(&self) -> u64 {
+        self.responses - self.failed_status
     }
 }
 
@@ -185,39 +275,81 @@ async fn worker(
     issued: Arc<AtomicU64>,
     budget: u64,
     deadline: Instant,
-    progress: Progress,
+    shared: Arc<Shared>,
+    mut connection: Connection,
 ) -> Tally {
     let mut tally = Tally::default();
-    // One timer per worker, not one per request: it is only polled on the hot path.
-    let end = tokio::time::sleep_until(deadline);
-    tokio::pin!(end);
-    'connections: while Instant::now() < deadline {
-        let connected =
-            tokio::time::timeout_at(deadline, open(&target.host_port, &target.options)).await;
-        let stream = match connected {
-            Ok(Ok((stream, _))) => stream,
-            Ok(Err(_)) => {
+    let mut pace = load
+        .rate
+        .map(|rate| Pace::new(shared.start, rate, load.connections, connection.index));
+    let mut free_since = Instant::now();
+    // One timer per worker, reset for each request, rather than one per request.
+    let expiry = tokio::time::sleep_until(deadline);
+    tokio::pin!(expiry);
+    'connections: while Instant::now() < deadline && !shared.is_stalled.load(Ordering::Relaxed) {
+        let connect_by = deadline.min(Instant::now() + load.timeout);
+        let connected = tokio::time::timeout_at(connect_by, async {
+            let (stream, _) = open(&target.host_port, &target.options)
+                .await
+                .map_err(|_| ())?;
+            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+                .await
+                .map_err(|_| ())
+        })
+        .await;
+        let (mut sender, conn) = match connected {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(())) => {
                 tally.errors += 1;
                 // A refused connection must not turn into a busy loop.
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
-            Err(_) => break,
-        };
-        let Ok((mut sender, conn)) =
-            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await
-        else {
-            tally.errors += 1;
-            continue;
+            Err(_) if Instant::now() >= deadline => break,
+            Err(_) => {
+                tally.timeouts += 1;
+                continue;
+            }
         };
         let conn = tokio::spawn(conn);
+        free_since = free_since.max(Instant::now());
         loop {
-            if issued.fetch_add(1, Ordering::Relaxed) >= budget {
+            let is_on = match &pace {
+                // Requests due before the end go out even when a busy connection made them
+                // late, but not past the grace of one timeout.
+                Some(pace) if pace.due() < deadline => {
+                    if Instant::now() >= deadline + load.timeout {
+                        tally.timeouts += pace.left_before(deadline);
+                        false
+                    } else {
+                        true
+                    }
+                }
+                Some(_) => false,
+                None => Instant::now() < deadline,
+            };
+            if !is_on
+                || issued.fetch_add(1, Ordering::Relaxed) >= budget
+                || shared.is_stalled.load(Ordering::Relaxed)
+            {
                 conn.abort();
                 break 'connections;
             }
+            let (due, sent) = match &mut pace {
+                Some(pace) => {
+                    let sent = pace.next(free_since).await;
+                    connection.recorder.sent(&sent);
+                    (sent.due, sent.at)
+                }
+                None => {
+                    let now = Instant::now();
+                    (now, now)
+                }
+            };
             let request = build_request(&target, &load);
-            let sent = Instant::now();
+            // A request in flight at the deadline still gets its whole timeout: it was sent,
+            // so it is counted, answered or not.
+            expiry.as_mut().reset(sent + load.timeout);
             let exchange = async {
                 let response = sender.send_request(request).await?;
                 let status = response.status();
@@ -227,38 +359,57 @@ async fn worker(
             };
             let outcome = tokio::select! {
                 biased;
-                outcome = exchange => Ok(outcome),
-                () = &mut end => Err(()),
+                outcome = exchange => Some(outcome),
+                () = &mut expiry => None,
             };
             match outcome {
-                Ok(Ok((status, len, closes))) => {
-                    tally.latency.record(sent.elapsed());
+                Some(Ok((status, len, closes))) => {
+                    connection.recorder.done(due, sent);
+                    free_since = Instant::now();
+                    shared.answered();
                     tally.responses += 1;
-                    progress.add(1);
+                    connection.progress.add(1);
                     tally.bytes += len as u64;
                     if !status.is_success() {
                         tally.non_2xx += 1;
                     }
+                    if !(status.is_success() || status.is_redirection()) {
+                        tally.failed_status += 1;
+                    }
+                    if status.is_server_error() {
+                        tally.server_errors += 1;
+                    }
                     // A server without keep-alive (HTTP/1.0, `Connection: close`) is not an
                     // error: open the next connection.
                     if closes {
+                        conn.abort();
                         continue 'connections;
                     }
                 }
-                Ok(Err(_)) => {
+                Some(Err(_)) => {
                     tally.errors += 1;
                     conn.abort();
+                    free_since = Instant::now();
                     continue 'connections;
                 }
-                // The deadline passed with this request in flight: it does not count.
-                Err(_) => {
+                None => {
+                    tally.timeouts += 1;
                     conn.abort();
-                    break 'connections;
+                    shared.check_stalled(load.timeout);
+                    free_since = Instant::now();
+                    continue 'connections;
                 }
             }
         }
     }
     tally
+}
+
+/// What one connection of the load keeps across reconnects.
+struct Connection {
+    index: usize,
+    recorder: Recorder,
+    progress: Progress,
 }
 
 fn closes_connection<B>(response: &http::Response<B>) -> bool {

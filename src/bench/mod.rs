@@ -6,6 +6,10 @@
 pub mod chat;
 pub mod echo;
 pub mod http;
+mod plot;
 mod report;
+pub mod timeline;
 
-pub use report::{Latency, LatencySummary, Progress, Report};
+pub use report::{
+    Latency, LatencySummary, PercentileRow, Progress, Report, ScheduleSummary, SecondSummary,
+};

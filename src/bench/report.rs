@@ -7,6 +7,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::bench::timeline::{Interval, LATE_SEND, Timeline};
+
 /// A live count of completed operations, shared between a load generator and whoever
 /// shows its progress. Cloning shares the count.
 #[derive(Debug, Clone, Default)]
@@ -119,7 +121,7 @@ impl Latency {
     }
 
     /// All samples in one histogram (built on the spot when only a list is kept).
-    fn histogram(&self) -> std::borrow::Cow<'_, Histogram<u64>> {
+    pub(crate) fn histogram(&self) -> std::borrow::Cow<'_, Histogram<u64>> {
         let mut histogram = match &self.histogram {
             Some(histogram) if self.samples.is_empty() => {
                 return std::borrow::Cow::Borrowed(&**histogram);
@@ -182,10 +184,91 @@ pub struct Report {
     pub bytes: u64,
     /// Payload megabytes (10^6) per second.
     pub mb_per_sec: f64,
-    /// Latency percentiles, when latencies were recorded.
+    /// Latency percentiles, when latencies were recorded; in an open loop (`--rate`) timed
+    /// from when each operation was due (corrected for coordinated omission).
     pub latency: Option<LatencySummary>,
+    /// In an open loop: the same latencies timed from when each operation was written, as a
+    /// closed loop would see them.
+    pub uncorrected_latency: Option<LatencySummary>,
+    /// In an open loop: the rate asked for and the rate kept, and the generator's own delays.
+    pub schedule: Option<ScheduleSummary>,
+    /// Percentiles asked for by name (`--percentiles`), corrected and uncorrected.
+    pub percentiles: Vec<PercentileRow>,
+    /// One entry per second of the run: latency over time.
+    pub timeline: Vec<SecondSummary>,
     /// Named counters: errors, lost, duplicated, non-2xx…; zero counters are kept.
     pub counters: Vec<(String, u64)>,
+    /// Lines the server sent on its own (chat `* …` notices), each text with how often it
+    /// came; flood-control notices among them are also counted apart.
+    pub notices: Vec<(String, u64)>,
+    /// What went wrong, one sentence each (lost lines, timeouts, socket errors…). Empty
+    /// means the server did the whole job; otherwise the run failed.
+    pub problems: Vec<String>,
+    /// What makes the measurement itself doubtful (the generator fell behind its schedule);
+    /// the server is not to blame, so these do not fail the run.
+    pub warnings: Vec<String>,
+    /// The recorded histograms, for percentiles on demand and the interval log.
+    #[serde(skip)]
+    recorded: Option<std::sync::Arc<Recorded>>,
+}
+
+#[derive(Debug)]
+struct Recorded {
+    corrected: Latency,
+    uncorrected: Option<Latency>,
+    intervals: Vec<Interval>,
+}
+
+/// How an open-loop run kept its schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ScheduleSummary {
+    /// Operations per second asked for (`--rate`).
+    pub target_per_sec: f64,
+    /// Operations per second sent.
+    pub achieved_per_sec: f64,
+    /// Operations sent.
+    pub sends: u64,
+    /// The generator's own delay in starting a send (its connection free): 99th percentile.
+    pub lag_p99_ms: f64,
+    /// The generator's largest delay.
+    pub lag_max_ms: f64,
+    /// Sends more than 1 ms late through the generator's own fault.
+    pub late_sends: u64,
+    /// Seconds of the run in which at least one send was more than 1 ms late.
+    pub late_seconds: u64,
+    /// Sends due while their connection still waited for the server; that wait is in the
+    /// corrected latency, as the server's.
+    pub behind_busy: u64,
+}
+
+/// One chosen percentile.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PercentileRow {
+    /// The percentile, e.g. 99.9.
+    pub percentile: f64,
+    /// Latency in ms (corrected in an open loop).
+    pub ms: f64,
+    /// Uncorrected latency in ms (open loop only).
+    pub uncorrected_ms: Option<f64>,
+}
+
+/// One second of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SecondSummary {
+    /// Seconds since the start.
+    pub second: u64,
+    /// Operations completed in this second.
+    pub ops: u64,
+    /// Median latency (corrected in an open loop).
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Slowest.
+    pub max_ms: f64,
+    /// Uncorrected 99th percentile (open loop only).
+    pub uncorrected_p99_ms: Option<f64>,
+    /// The generator's largest send delay in this second (open loop only).
+    pub max_lag_ms: Option<f64>,
 }
 
 impl Report {
@@ -207,7 +290,143 @@ impl Report {
             mb_per_sec: bytes as f64 / seconds / 1e6,
             latency: latency.filter(|l| l.count() > 0).map(Latency::summary),
             counters: Vec::new(),
+            notices: Vec::new(),
+            problems: Vec::new(),
+            uncorrected_latency: None,
+            schedule: None,
+            percentiles: Vec::new(),
+            timeline: Vec::new(),
+            warnings: Vec::new(),
+            recorded: None,
         }
+    }
+
+    /// Takes the latencies from `timeline` (corrected and uncorrected, per second, and the
+    /// schedule record when it was paced at `rate` per second).
+    pub fn with_timeline(mut self, timeline: &Timeline, rate: Option<f64>) -> Self {
+        let (intervals, schedule) = timeline.take();
+        let mut corrected = Latency::new();
+        let mut uncorrected = Latency::new();
+        for interval in &intervals {
+            corrected.merge(&interval.corrected);
+            uncorrected.merge(&interval.uncorrected);
+        }
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let is_paced = schedule.is_some();
+        self.latency = (corrected.count() > 0).then(|| corrected.summary());
+        self.uncorrected_latency =
+            (is_paced && uncorrected.count() > 0).then(|| uncorrected.summary());
+        self.timeline = intervals
+            .iter()
+            .enumerate()
+            .map(|(second, i)| SecondSummary {
+                second: second as u64,
+                ops: i.corrected.count(),
+                p50_ms: ms(i.corrected.quantile(0.5)),
+                p99_ms: ms(i.corrected.quantile(0.99)),
+                max_ms: ms(i.corrected.quantile(1.0)),
+                uncorrected_p99_ms: (is_paced && i.uncorrected.count() > 0)
+                    .then(|| ms(i.uncorrected.quantile(0.99))),
+                max_lag_ms: is_paced.then(|| i.max_lag_micros as f64 / 1000.0),
+            })
+            .collect();
+        if let (Some(schedule), Some(rate)) = (schedule, rate) {
+            let late_seconds = intervals
+                .iter()
+                .filter(|i| i.max_lag_micros > LATE_SEND.as_micros() as u64)
+                .count() as u64;
+            let summary = ScheduleSummary {
+                target_per_sec: rate,
+                achieved_per_sec: schedule.sends as f64 / self.seconds,
+                sends: schedule.sends,
+                lag_p99_ms: ms(schedule.lag.quantile(0.99)),
+                lag_max_ms: ms(schedule.lag.quantile(1.0)),
+                late_sends: schedule.late_sends,
+                late_seconds,
+                behind_busy: schedule.behind_busy,
+            };
+            if summary.late_sends > 0 {
+                self.warnings.push(format!(
+                    "the generator fell behind its schedule: {} sends more than 1 ms late \
+                     (by up to {:.1} ms) in {} of {} seconds; the latencies are not the \
+                     server's alone (fewer connections per core, or a lower --rate)",
+                    summary.late_sends,
+                    summary.lag_max_ms,
+                    late_seconds,
+                    intervals.len()
+                ));
+            }
+            if summary.achieved_per_sec < rate * 0.95 {
+                self.warnings.push(format!(
+                    "sent {:.0}/s of the {rate:.0}/s asked for",
+                    summary.achieved_per_sec
+                ));
+            }
+            self.schedule = Some(summary);
+        }
+        self.recorded = Some(std::sync::Arc::new(Recorded {
+            corrected,
+            uncorrected: is_paced.then_some(uncorrected),
+            intervals,
+        }));
+        self
+    }
+
+    /// Lists the chosen percentiles (e.g. `[50.0, 99.0, 99.9]`) in the report.
+    pub fn with_percentiles(mut self, percentiles: &[f64]) -> Self {
+        if let Some(recorded) = &self.recorded {
+            let ms = |l: &Latency, p: f64| l.quantile(p / 100.0).as_secs_f64() * 1000.0;
+            self.percentiles = percentiles
+                .iter()
+                .map(|&p| PercentileRow {
+                    percentile: p,
+                    ms: ms(&recorded.corrected, p),
+                    uncorrected_ms: recorded.uncorrected.as_ref().map(|u| ms(u, p)),
+                })
+                .collect();
+        }
+        self
+    }
+
+    /// Writes the corrected latencies as an HdrHistogram interval log, one interval per
+    /// second, values in microseconds (`Interval_Max` in milliseconds).
+    ///
+    /// # Errors
+    ///
+    /// Whatever writing to `out` returns.
+    pub fn write_hdr_log(
+        &self,
+        out: &mut dyn std::io::Write,
+        started: std::time::SystemTime,
+    ) -> std::io::Result<()> {
+        let intervals = self.recorded.as_ref().map_or(&[][..], |r| &r.intervals[..]);
+        crate::bench::plot::write_hdr_log(out, &self.name, started, intervals)
+    }
+
+    /// Latency over time as an SVG image.
+    pub fn svg(&self) -> String {
+        crate::bench::plot::svg(self)
+    }
+
+    /// Sets the operation and byte totals (and their rates) after the fact.
+    pub fn set_totals(&mut self, ops: u64, bytes: u64) {
+        self.ops = ops;
+        self.ops_per_sec = ops as f64 / self.seconds;
+        self.bytes = bytes;
+        self.mb_per_sec = bytes as f64 / self.seconds / 1e6;
+    }
+
+    /// Adds a problem when `count` is not zero: `"{count} {what}"`.
+    pub fn with_problem_if(mut self, count: u64, what: &str) -> Self {
+        if count > 0 {
+            self.problems.push(format!("{count} {what}"));
+        }
+        self
+    }
+
+    /// Whether the server did the whole job (no problem recorded).
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
     }
 
     /// Adds a named counter.
@@ -241,15 +460,59 @@ impl Report {
                 "bytes", self.bytes, self.mb_per_sec
             );
         }
-        if let Some(l) = &self.latency {
+        let line = |s: &mut String, name: &str, l: &LatencySummary| {
             let _ = writeln!(
                 s,
-                "  {:<14} p50 {:.3} · p90 {:.3} · p99 {:.3} · p99.9 {:.3} · max {:.3} ms",
-                "latency", l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms
+                "  {name:<14} p50 {:.3} · p90 {:.3} · p99 {:.3} · p99.9 {:.3} · max {:.3} ms",
+                l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms
+            );
+        };
+        if let Some(l) = &self.latency {
+            let name = if self.uncorrected_latency.is_some() {
+                "latency (due)"
+            } else {
+                "latency"
+            };
+            line(&mut s, name, l);
+        }
+        if let Some(l) = &self.uncorrected_latency {
+            line(&mut s, "  uncorrected", l);
+        }
+        for p in &self.percentiles {
+            let _ = write!(s, "  {:<14} {:.3} ms", format!("p{}", p.percentile), p.ms);
+            if let Some(u) = p.uncorrected_ms {
+                let _ = write!(s, " (uncorrected {u:.3} ms)");
+            }
+            s.push('\n');
+        }
+        if let Some(sc) = &self.schedule {
+            let _ = writeln!(
+                s,
+                "  {:<14} {:.0}/s of {:.0}/s asked; generator lag p99 {:.3} · max {:.3} ms, \
+                 {} sends late, {} waited for a busy connection",
+                "rate",
+                sc.achieved_per_sec,
+                sc.target_per_sec,
+                sc.lag_p99_ms,
+                sc.lag_max_ms,
+                sc.late_sends,
+                sc.behind_busy
             );
         }
         for (name, value) in &self.counters {
             let _ = writeln!(s, "  {name:<14} {value}");
+        }
+        for (text, count) in &self.notices {
+            let _ = writeln!(s, "  {:<14} {count} × {text}", "server notice");
+        }
+        if self.timeline.len() > 1 {
+            s.push_str(&crate::bench::plot::chart(self));
+        }
+        for warning in &self.warnings {
+            let _ = writeln!(s, "  {:<14} {warning}", "WARNING");
+        }
+        for problem in &self.problems {
+            let _ = writeln!(s, "  {:<14} {problem}", "FAILED");
         }
         s
     }

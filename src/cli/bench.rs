@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +19,31 @@ pub(crate) struct BenchArgs {
     /// Print the result as JSON (for scripts)
     #[arg(long, global = true)]
     json: bool,
+    /// Also list these latency percentiles, e.g. 50,90,99,99.9,99.99
+    #[arg(long, global = true, value_name = "LIST", value_delimiter = ',', value_parser = parse_percentile)]
+    percentiles: Vec<f64>,
+    /// Write the latencies as an HdrHistogram interval log (one interval per second)
+    #[arg(long, global = true, value_name = "FILE")]
+    hdr_log: Option<std::path::PathBuf>,
+    /// Write latency over time (p50, p99, max per second) as an SVG image
+    #[arg(long, global = true, value_name = "FILE.svg")]
+    plot: Option<std::path::PathBuf>,
+}
+
+fn parse_percentile(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(p) if p > 0.0 && p <= 100.0 => Ok(p),
+        _ => Err(format!("{text:?} is not a percentile between 0 and 100")),
+    }
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(r) if r > 0.0 && r.is_finite() => Ok(r),
+        _ => Err(format!(
+            "{text:?} is not a rate above 0 (operations per second)"
+        )),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -26,18 +52,20 @@ enum BenchMode {
     #[command(after_help = "Examples:
   sockit bench echo :9000 -c 1000 -n 100 --size 64     round trips/s, p50/p99
   sockit bench echo :9000 --stream 512MiB              full-duplex MB/s
-  sockit bench echo :9000 --udp -n 200000 --window 32  datagrams/s, lost, boundaries")]
+  sockit bench echo :9000 --udp -n 200000 --window 32  datagrams/s, lost, boundaries
+  sockit bench echo :9000 -c 10 --rate 5000 -d 10s      open loop: latency from due time")]
     Echo(EchoArgs),
     /// Load an HTTP server with keep-alive requests (like wrk)
     #[command(after_help = "Examples:
   sockit bench http http://127.0.0.1:8080/ -c 64 -d 10s      requests/s, latency, errors
   sockit bench http :8080/index.html -n 100000 -t 2          a fixed number of requests
-  sockit bench http :8080/api -H 'Authorization: Bearer x' --method POST --body '{}'")]
+  sockit bench http :8080/api -H 'Authorization: Bearer x' --method POST --body '{}'
+  sockit bench http :8080/ -c 16 --rate 2000 -d 30s --plot lat.svg   open loop, like wrk2")]
     Http(HttpArgs),
     /// Load a chat server: N clients in a room, K senders; lost, duplicated, reordered lines
     #[command(after_help = "Examples:
   sockit bench chat :7777 --clients 100 --senders 10 --messages 1000        flat out
-  sockit bench chat :7777 --clients 500 --rate 100 --messages 300           paced p50/p99
+  sockit bench chat :7777 --clients 500 --rate 1000 --messages 300          paced, 1000 lines/s
   sockit bench chat :7777 --json                                            for scripts")]
     Chat(ChatBenchArgs),
 }
@@ -70,6 +98,12 @@ struct HttpArgs {
     /// Give up after this long whatever -d or -n say
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
     limit: Duration,
+    /// A request without an answer after this long counts as timed out
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Requests per second in all (open loop: latency timed from when each was due)
+    #[arg(short = 'R', long, value_parser = parse_rate)]
+    rate: Option<f64>,
 }
 
 impl HttpArgs {
@@ -111,6 +145,8 @@ impl HttpArgs {
                 headers,
                 body: self.body.into(),
                 limit: self.limit,
+                timeout: self.timeout,
+                rate: self.rate,
             },
             self.threads,
         ))
@@ -130,7 +166,8 @@ struct ChatBenchArgs {
     /// Lines per sender
     #[arg(short = 'n', long, default_value_t = 1000)]
     messages: u64,
-    /// Lines per second per sender (0: flat out)
+    /// Lines per second from all senders together (0: flat out); paced lines carry their
+    /// due time, so latency is timed from it
     #[arg(short = 'r', long, default_value_t = 0.0)]
     rate: f64,
     /// Bytes per line (at least 46: start mark and token)
@@ -151,9 +188,17 @@ struct EchoArgs {
     /// Concurrent connections
     #[arg(short = 'c', long, default_value_t = 100)]
     connections: usize,
-    /// Round trips per connection (with --udp: datagrams in all)
-    #[arg(short = 'n', long, default_value_t = 100)]
-    round_trips: u64,
+    /// Round trips per connection (with --udp: datagrams in all); default 100, or no cap
+    /// with -d
+    #[arg(short = 'n', long)]
+    round_trips: Option<u64>,
+    /// Run round trips for this long
+    #[arg(short = 'd', long, value_name = "DURATION", value_parser = parse_duration, conflicts_with_all = ["stream", "udp"])]
+    duration: Option<Duration>,
+    /// Round trips per second in all (open loop: latency timed from when each was due);
+    /// runs for -d (default 10s)
+    #[arg(short = 'R', long, value_parser = parse_rate, conflicts_with_all = ["stream", "udp"])]
+    rate: Option<f64>,
     /// Bytes per message or datagram
     #[arg(long, default_value = "64", value_parser = parse_bytes)]
     size: usize,
@@ -169,10 +214,14 @@ struct EchoArgs {
     /// Give up (and fail) if the run takes longer than this
     #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
     limit: Duration,
+    /// A round trip not echoed after this long counts as timed out
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    timeout: Duration,
 }
 
 pub(crate) async fn run(args: BenchArgs, stop: CancellationToken) -> anyhow::Result<()> {
     let progress = Progress::new();
+    let started = std::time::SystemTime::now();
     let ticker = live_progress(progress.clone(), args.mode.unit());
     let report = match args.mode {
         BenchMode::Echo(echo_args) => {
@@ -183,15 +232,25 @@ pub(crate) async fn run(args: BenchArgs, stop: CancellationToken) -> anyhow::Res
                 }
             } else if echo_args.udp {
                 echo::EchoLoad::Udp {
-                    datagrams: echo_args.round_trips,
+                    datagrams: echo_args.round_trips.unwrap_or(100),
                     window: echo_args.window,
                     size: echo_args.size,
                 }
             } else {
+                let duration = match (echo_args.duration, echo_args.rate) {
+                    (None, Some(_)) if echo_args.round_trips.is_none() => {
+                        Some(Duration::from_secs(10))
+                    }
+                    (duration, _) => duration,
+                };
+                let cap = if duration.is_some() { u64::MAX } else { 100 };
                 echo::EchoLoad::RoundTrips {
                     connections: echo_args.connections,
-                    round_trips: echo_args.round_trips,
+                    round_trips: echo_args.round_trips.unwrap_or(cap),
                     size: echo_args.size,
+                    timeout: echo_args.timeout,
+                    rate: echo_args.rate,
+                    duration,
                 }
             };
             tokio::select! {
@@ -244,7 +303,26 @@ pub(crate) async fn run(args: BenchArgs, stop: CancellationToken) -> anyhow::Res
         ticker.abort();
         eprint!("\r\x1b[2K");
     }
-    print_report(&report, args.json)
+    let report = report.with_percentiles(&args.percentiles);
+    if let Some(path) = &args.hdr_log {
+        let mut file = std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        );
+        report
+            .write_hdr_log(&mut file, started)
+            .and_then(|()| std::io::Write::flush(&mut file))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.plot {
+        std::fs::write(path, report.svg())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    print_report(&report, args.json)?;
+    // The report is out either way; the exit code says whether the server did the job.
+    if !report.is_clean() {
+        anyhow::bail!("the server failed the run: {}", report.problems.join("; "));
+    }
+    Ok(())
 }
 
 impl BenchMode {

@@ -1,6 +1,7 @@
 //! `sockit bench`: every mode runs a short, bounded load against a real server.
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -147,19 +148,264 @@ async fn http_load_counts_responses_and_non_2xx_apart_from_errors() {
     assert_eq!(counter(&ok, "non-2xx"), 0);
     assert_eq!(counter(&ok, "errors"), 0);
 
-    let missing = bench_json_async(vec![
-        "bench".into(),
-        "http".into(),
-        format!(":{}/missing", addr.port()),
-        "-c".into(),
-        "2".into(),
-        "-n".into(),
-        "50".into(),
-        "--json".into(),
-    ])
-    .await;
+    // Answers, but none of them a success: the report is there, and the exit code fails.
+    let port = addr.port();
+    let (missing, code) = tokio::task::spawn_blocking(move || {
+        bench_failing(&[
+            "bench",
+            "http",
+            &format!(":{port}/missing"),
+            "-c",
+            "2",
+            "-n",
+            "50",
+        ])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 1);
     assert_eq!(missing["ops"], 50);
     assert_eq!(counter(&missing, "non-2xx"), 50);
+    assert_eq!(counter(&missing, "errors"), 0);
+    assert!(
+        problems(&missing).contains("no request succeeded"),
+        "{missing}"
+    );
+}
+
+/// Runs a bench that must fail: its JSON report (still printed) and its exit code.
+fn bench_failing(args: &[&str]) -> (serde_json::Value, i32) {
+    let mut args = args.to_vec();
+    args.push("--json");
+    let (out, err, code) = run(&args, b"");
+    let code = code.expect("exited by itself");
+    assert_ne!(
+        code,
+        0,
+        "the run must fail: {}",
+        String::from_utf8_lossy(&out)
+    );
+    assert!(err.contains("the server failed the run"), "{err}");
+    let report = serde_json::from_slice(&out)
+        .unwrap_or_else(|e| panic!("{e}: {} / {err}", String::from_utf8_lossy(&out)));
+    (report, code)
+}
+
+fn problems(report: &serde_json::Value) -> String {
+    report["problems"].to_string()
+}
+
+/// A TCP server that accepts every connection and never answers (nor closes).
+fn stalled_server() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().take(256) {
+            held.push(stream);
+        }
+    });
+    addr
+}
+
+#[test]
+fn http_load_against_a_stalled_server_counts_timeouts_and_fails_in_bounded_time() {
+    let addr = stalled_server();
+    let url = format!("http://{addr}/");
+    let started = std::time::Instant::now();
+    let (r, code) = bench_failing(&[
+        "bench",
+        "http",
+        &url,
+        "-c",
+        "3",
+        "-d",
+        "1s",
+        "--timeout",
+        "1s",
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(r["ops"], 0);
+    assert_eq!(
+        counter(&r, "timeouts"),
+        3,
+        "each connection's one request: {r}"
+    );
+    assert!(problems(&r).contains("no request got an answer"), "{r}");
+    // A count of requests cannot keep it waiting either: the stall ends the run.
+    let (r, _) = bench_failing(&[
+        "bench",
+        "http",
+        &url,
+        "-c",
+        "2",
+        "-n",
+        "1000",
+        "--timeout",
+        "1s",
+    ]);
+    assert_eq!(counter(&r, "timeouts"), 2, "{r}");
+    assert!(problems(&r).contains("the server stalled"), "{r}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn echo_against_a_server_that_stops_answering_reports_timeouts_and_fails() {
+    // Echoes the first 3 messages of each connection (one is the unmeasured warm-up), then
+    // holds the connection open without a word.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(16) {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut message = [0u8; 8];
+                for _ in 0..3 {
+                    if stream.read_exact(&mut message).is_err()
+                        || stream.write_all(&message).is_err()
+                    {
+                        return;
+                    }
+                }
+                std::thread::sleep(WAIT);
+            });
+        }
+    });
+    let started = std::time::Instant::now();
+    let (r, code) = bench_failing(&[
+        "bench",
+        "echo",
+        &addr.to_string(),
+        "-c",
+        "2",
+        "-n",
+        "10",
+        "--size",
+        "8",
+        "--timeout",
+        "1s",
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(r["ops"], 4, "two round trips on each connection: {r}");
+    assert_eq!(counter(&r, "timeouts"), 2, "{r}");
+    assert!(
+        problems(&r).contains("16 of 20 round trips never completed"),
+        "{r}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// What a fake chat server does with each line it reads.
+#[derive(Clone, Copy)]
+enum FakeChat {
+    /// Delivers nothing; answers every line with a flood-control notice.
+    Flood,
+    /// Delivers every line to the others twice.
+    Twice,
+}
+
+/// A chat server of the test's own that misbehaves in one chosen way; clients are greeted.
+fn fake_chat(mode: FakeChat) -> std::net::SocketAddr {
+    use std::io::{BufRead, Write};
+    use std::sync::{Arc, Mutex};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let clients: Arc<Mutex<Vec<(usize, std::net::TcpStream)>>> = Arc::default();
+    std::thread::spawn(move || {
+        for (id, stream) in listener.incoming().take(64).enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.write_all(b"* welcome to #lobby\n");
+            clients
+                .lock()
+                .unwrap()
+                .push((id, stream.try_clone().unwrap()));
+            let clients = clients.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stream.try_clone().unwrap()).lines() {
+                    let Ok(line) = line else { return };
+                    match mode {
+                        FakeChat::Flood => {
+                            let _ = stream.write_all(b"* you are sending too fast: slow down\n");
+                        }
+                        FakeChat::Twice => {
+                            let text = format!("<guest{id}> {line}\n<guest{id}> {line}\n");
+                            for (other, peer) in clients.lock().unwrap().iter_mut() {
+                                if *other != id {
+                                    let _ = peer.write_all(text.as_bytes());
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn chat_load_names_flood_notices_and_fails_when_lines_are_lost() {
+    let addr = fake_chat(FakeChat::Flood).to_string();
+    let started = std::time::Instant::now();
+    let (r, code) = bench_failing(&[
+        "bench",
+        "chat",
+        &addr,
+        "--clients",
+        "3",
+        "--senders",
+        "1",
+        "--messages",
+        "50",
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(counter(&r, "lost"), 100, "{r}");
+    assert_eq!(counter(&r, "flood notices"), 50, "{r}");
+    let notices = r["notices"].to_string();
+    assert!(
+        notices.contains("* you are sending too fast: slow down"),
+        "{notices}"
+    );
+    let problems = problems(&r);
+    assert!(problems.contains("100 of 100 lines lost"), "{problems}");
+    assert!(
+        problems.contains("flood control answered 50 times"),
+        "{problems}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn chat_load_fails_when_lines_come_twice() {
+    let addr = fake_chat(FakeChat::Twice).to_string();
+    let (r, code) = bench_failing(&[
+        "bench",
+        "chat",
+        &addr,
+        "--clients",
+        "3",
+        "--senders",
+        "2",
+        "--messages",
+        "20",
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(counter(&r, "lost"), 0, "{r}");
+    assert_eq!(counter(&r, "duplicated"), 80, "{r}");
+    assert!(problems(&r).contains("80 lines duplicated"), "{r}");
 }
 
 #[test]
@@ -228,10 +474,231 @@ async fn live_progress_counts_what_the_report_counts() {
         connections: 8,
         round_trips: 25,
         size: 32,
+        timeout: WAIT,
+        rate: None,
+        duration: None,
     };
     let report = echo::run(addr, &load, WAIT, &progress).await.unwrap();
     assert_eq!(report.ops, 200);
     assert_eq!(progress.get(), 200);
     stop.cancel();
     server.await.unwrap();
+}
+
+/// When an in-test server stops answering: from `after` past its start, for `length`.
+#[derive(Clone, Copy)]
+struct Pause {
+    from: tokio::time::Instant,
+    until: tokio::time::Instant,
+}
+
+impl Pause {
+    fn starting_in(after: Duration, length: Duration) -> Self {
+        let from = tokio::time::Instant::now() + after;
+        Self {
+            from,
+            until: from + length,
+        }
+    }
+
+    /// Holds the caller while the pause lasts.
+    async fn wait_out(&self) {
+        let now = tokio::time::Instant::now();
+        if now >= self.from && now < self.until {
+            tokio::time::sleep_until(self.until).await;
+        }
+    }
+}
+
+/// An HTTP/1.1 keep-alive server that answers 200 at once, except during `pause`.
+async fn pausing_http_server(pause: Option<Pause>) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service = service_fn(
+                    move |_req: hyper::Request<hyper::body::Incoming>| async move {
+                        if let Some(pause) = pause {
+                            pause.wait_out().await;
+                        }
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
+                            b"ok",
+                        ))))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// An echo server that stops echoing during `pause`.
+async fn pausing_echo_server(pause: Option<Pause>) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                loop {
+                    let n = match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    if let Some(pause) = pause {
+                        pause.wait_out().await;
+                    }
+                    if stream.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn p99s(report: &serde_json::Value) -> (f64, f64) {
+    (
+        report["latency"]["p99_ms"].as_f64().unwrap(),
+        report["uncorrected_latency"]["p99_ms"].as_f64().unwrap(),
+    )
+}
+
+/// Runs the same open-loop load against a server that pauses 1 s and one that does not, at
+/// once; returns (paused, steady) reports.
+async fn open_loop_pair(
+    args: &'static [&'static str],
+    paused: std::net::SocketAddr,
+    steady: std::net::SocketAddr,
+    target: fn(std::net::SocketAddr) -> String,
+) -> (serde_json::Value, serde_json::Value) {
+    let run_one = |addr: std::net::SocketAddr| {
+        let mut all: Vec<String> = vec!["bench".into()];
+        all.extend(args.iter().take(1).map(|a| a.to_string()));
+        all.push(target(addr));
+        all.extend(args.iter().skip(1).map(|a| a.to_string()));
+        all.push("--json".into());
+        bench_json_async(all)
+    };
+    tokio::join!(run_one(paused), run_one(steady))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_open_loop_shows_a_server_pause_that_a_closed_loop_hides() {
+    let pause = Pause::starting_in(Duration::from_secs(2), Duration::from_secs(1));
+    let paused = pausing_http_server(Some(pause)).await;
+    let steady = pausing_http_server(None).await;
+    let (p, s) = open_loop_pair(
+        &[
+            "http",
+            "-c",
+            "4",
+            "--rate",
+            "200",
+            "-d",
+            "5s",
+            "--percentiles",
+            "50,99",
+        ],
+        paused,
+        steady,
+        |addr| format!("http://{addr}/"),
+    )
+    .await;
+    let (corrected, uncorrected) = p99s(&p);
+    assert!(
+        corrected >= 800.0,
+        "the pause shows when timed from the due time: {p}"
+    );
+    assert!(
+        uncorrected < 200.0,
+        "and hides when timed from the send: {p}"
+    );
+    assert_eq!(p["percentiles"][1]["percentile"], 99.0);
+    let (corrected, uncorrected) = p99s(&s);
+    assert!(corrected < 100.0 && uncorrected < 100.0, "{s}");
+    assert!((corrected - uncorrected).abs() < 50.0, "{s}");
+    let schedule = &s["schedule"];
+    assert_eq!(schedule["target_per_sec"], 200.0);
+    let achieved = schedule["achieved_per_sec"].as_f64().unwrap();
+    assert!((150.0..=210.0).contains(&achieved), "{s}");
+    assert!(s["timeline"].as_array().unwrap().len() >= 5, "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_open_loop_shows_a_server_pause_that_a_closed_loop_hides() {
+    let pause = Pause::starting_in(Duration::from_secs(2), Duration::from_secs(1));
+    let paused = pausing_echo_server(Some(pause)).await;
+    let steady = pausing_echo_server(None).await;
+    let (p, s) = open_loop_pair(
+        &["echo", "-c", "4", "--rate", "200", "-d", "5s"],
+        paused,
+        steady,
+        |addr| addr.to_string(),
+    )
+    .await;
+    let (corrected, uncorrected) = p99s(&p);
+    assert!(corrected >= 800.0, "{p}");
+    assert!(uncorrected < 200.0, "{p}");
+    let (corrected, uncorrected) = p99s(&s);
+    assert!(
+        corrected < 100.0 && (corrected - uncorrected).abs() < 50.0,
+        "{s}"
+    );
+}
+
+#[test]
+fn hdr_log_and_plot_files_are_written() {
+    let server = Server::start(&["listen", "--port", "0", "--echo"]);
+    let dir = std::env::temp_dir().join(format!("sockit-bench-out-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (log, svg) = (dir.join("lat.hlog"), dir.join("lat.svg"));
+    let (out, err, code) = run(
+        &[
+            "bench",
+            "echo",
+            &server.addr.to_string(),
+            "-c",
+            "2",
+            "--rate",
+            "100",
+            "-d",
+            "2s",
+            "--hdr-log",
+            log.to_str().unwrap(),
+            "--plot",
+            svg.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let table = String::from_utf8(out).unwrap();
+    assert!(
+        table.contains("uncorrected") && table.contains("p99 per 1 s"),
+        "{table}"
+    );
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("#[StartTime: "), "{log}");
+    assert!(log.contains(
+        "\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\""
+    ));
+    assert!(log.lines().any(|l| l.starts_with("1.000,1.000,")), "{log}");
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("p99 uncorrected"),
+        "{svg}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
