@@ -59,9 +59,13 @@ struct ServeArgs {
     /// Most clients at once; more are closed on arrival
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     max_clients: usize,
-    /// Lines per second per client, on average, with bursts of twice that (0: unlimited)
-    #[arg(long, value_name = "MSGS/SEC", default_value_t = 20.0)]
+    /// Flood control: lines per second per client once its burst is spent (0: unlimited);
+    /// a faster client is slowed down (the server stops reading it), never cut short
+    #[arg(long, value_name = "MSGS/SEC", default_value_t = chat::DEFAULT_RATE)]
     rate: f64,
+    /// Flood control: lines a client may send at once before --rate applies
+    #[arg(long, value_name = "LINES", default_value_t = chat::DEFAULT_BURST)]
+    burst: f64,
     /// Bytes queued for one client before it is dropped as too slow (nobody waits for it);
     /// each queued read counts 64 bytes more, so many tiny lines count what they hold
     #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_bytes)]
@@ -114,6 +118,9 @@ impl TryFrom<&ServeArgs> for Config {
         if !(args.rate >= 0.0 && args.rate.is_finite()) {
             anyhow::bail!("--rate must be zero or a positive number");
         }
+        if !(args.burst >= 1.0 && args.burst.is_finite()) {
+            anyhow::bail!("--burst must be at least 1");
+        }
         if args.max_line == 0 {
             anyhow::bail!("--max-line must be at least 1");
         }
@@ -129,6 +136,7 @@ impl TryFrom<&ServeArgs> for Config {
             db: args.db.clone(),
             max_line_bytes: args.max_line,
             rate: args.rate,
+            burst: args.burst,
             queue: QueueLimits {
                 max_bytes: args.queue_bytes.max(args.max_line + 64),
             },

@@ -392,33 +392,121 @@ async fn nicknames_clash_without_regard_to_case() {
 }
 
 #[tokio::test]
-async fn flood_control_refuses_the_excess_with_a_notice() {
+async fn flood_control_slows_the_excess_loses_nothing_and_stalls_nobody() {
     let server = Running::start(chat::Config {
-        rate: 5.0,
+        rate: 100.0,
+        burst: 20.0,
         ..chat::Config::default()
     })
     .await;
     let mut flood = Peer::join(server.addr, "flood").await;
     let mut calm = Peer::join(server.addr, "calm").await;
-    let burst: String = (0..40).map(|i| format!("line {i}\n")).collect();
+    let mut other = Peer::join(server.addr, "other").await;
+    calm.expect("is now other").await;
+    let burst: String = (0..200).map(|i| format!("line {i}\n")).collect();
     flood.send_bytes(burst.as_bytes()).await;
-    flood.expect("slow down: at most 5 lines per second").await;
-    calm.send("/who").await; // a marker: everything before it has been fanned out
-    calm.send("//marker").await;
-    let mut delivered = 0;
-    loop {
-        let line = calm.line().await.unwrap();
-        if line.starts_with("<flood>") {
-            delivered += 1;
-        }
-        if line.contains("in #lobby") {
-            break;
+    flood.expect("slow down").await;
+    // While the flooder is held back, others talk at once.
+    let sent_at = std::time::Instant::now();
+    other.send("not stalled").await;
+    let mut next = 0;
+    let mut marker_seen_at = None;
+    while next < 200 {
+        let line = calm.line().await.expect("calm stays connected");
+        if line == "<other> not stalled" {
+            marker_seen_at = Some((next, sent_at.elapsed()));
+        } else if let Some(text) = line.strip_prefix("<flood> ") {
+            assert_eq!(text, format!("line {next}"), "lost or reordered");
+            next += 1;
         }
     }
+    let (position, delay) = marker_seen_at.expect("the other member's line arrived");
     assert!(
-        (10..40).contains(&delivered),
-        "{delivered} lines got through"
+        position < 150,
+        "the other line waited for the flood ({position})"
     );
+    assert!(delay < Duration::from_millis(500), "took {delay:?}");
+    // Told once per burst, and still connected.
+    flood.send("/quit").await;
+    let rest = flood.until_eof().await;
+    assert!(rest.iter().any(|l| l == "* bye"), "{rest:?}");
+    assert!(!rest.iter().any(|l| l.contains("slow down")), "{rest:?}");
+    server.shutdown().await;
+}
+
+#[test]
+fn a_thousand_piped_lines_all_arrive_in_order_with_default_limits() {
+    let server = Server::start(&["chat", "serve", "--port", "0", "--history", "0"]);
+    let stream = std::net::TcpStream::connect(server.addr).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut watcher = BufReader::new(stream.try_clone().unwrap());
+    let expect_lines = |watcher: &mut BufReader<std::net::TcpStream>, nick: &str| {
+        let started = std::time::Instant::now();
+        let mut next = 0;
+        while next < 1000 {
+            let mut line = String::new();
+            assert!(watcher.read_line(&mut line).unwrap() > 0, "EOF at {next}");
+            if let Some(text) = line.trim_end().strip_prefix(&format!("<{nick}> ")) {
+                assert_eq!(text, format!("n {next}"), "lost or reordered");
+                next += 1;
+            }
+        }
+        assert!(started.elapsed() < WAIT, "took {:?}", started.elapsed());
+    };
+    let lines: String = (0..1000).map(|i| format!("n {i}\n")).collect();
+    let addr = server.addr.to_string();
+    let piping = std::thread::spawn({
+        let lines = lines.clone();
+        move || {
+            run(
+                &["chat", "join", &addr, "--nick", "piped"],
+                lines.as_bytes(),
+            )
+        }
+    });
+    expect_lines(&mut watcher, "piped");
+    let (out, err, code) = piping.join().unwrap();
+    assert_eq!(code, Some(0), "{err}");
+    let out = String::from_utf8_lossy(&out);
+    assert_eq!(out.matches("slow down").count(), 1, "{out}");
+    assert!(out.contains("* bye"), "{out}");
+
+    // A raw socket client that writes everything at once is slowed, not dropped.
+    let mut raw = std::net::TcpStream::connect(server.addr).unwrap();
+    raw.set_read_timeout(Some(WAIT)).unwrap();
+    raw.write_all(format!("/nick raw\n{lines}/quit\n").as_bytes())
+        .unwrap();
+    expect_lines(&mut watcher, "raw");
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut raw, &mut said).unwrap();
+    assert!(said.contains("* slow down"), "{said}");
+    assert!(said.ends_with("* bye\n"), "{said}");
+}
+
+#[tokio::test]
+async fn a_message_without_newline_is_delivered_after_a_pause_or_at_eof() {
+    let server = Running::start(fast_config()).await;
+    let mut writer = Peer::join(server.addr, "writer").await;
+    let mut reader = Peer::join(server.addr, "reader").await;
+    writer.send_bytes(b"one message per send()").await;
+    let started = std::time::Instant::now();
+    assert_eq!(
+        reader.expect("<writer>").await,
+        "<writer> one message per send()"
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // A line written in pieces, each within the pause, stays whole.
+    for piece in ["a", "b", "c"] {
+        writer.send_bytes(piece.as_bytes()).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    writer.send_bytes(b"\n").await;
+    assert_eq!(reader.expect("<writer>").await, "<writer> abc");
+    // A partial line, then EOF: it is delivered, then the writer leaves.
+    writer.send_bytes(b"last words").await;
+    writer.writer.shutdown().await.unwrap();
+    assert_eq!(reader.expect("<writer>").await, "<writer> last words");
+    reader.expect("writer left").await;
     server.shutdown().await;
 }
 

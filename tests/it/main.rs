@@ -7,6 +7,7 @@ mod support;
 
 mod bench;
 mod chat;
+mod framing;
 mod http;
 mod net;
 mod serve;
