@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use sockit::chat::client::{self, JoinConfig};
+use sockit::chat::client::{self, JoinConfig, JoinError};
 use sockit::chat::{self, Config, Password, QueueLimits};
 use sockit::net::{HostPort, ServerConfig, bind_tcp, open};
 
@@ -178,7 +178,11 @@ async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<()> {
 
 async fn join(args: JoinArgs, stop: CancellationToken) -> anyhow::Result<()> {
     let options = args.tls.client_options(args.timeout, &args.trace)?;
-    let (stream, peer) = open(&args.addr, &options).await?;
+    // Ctrl-C ends the connect and the TLS handshake at once, not at --timeout.
+    let (stream, peer) = tokio::select! {
+        opened = open(&args.addr, &options) => opened?,
+        _ = stop.cancelled() => return Ok(()),
+    };
     tracing::info!(%peer, "connected");
     let is_tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let config = JoinConfig {
@@ -187,8 +191,8 @@ async fn join(args: JoinArgs, stop: CancellationToken) -> anyhow::Result<()> {
         colour: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
         room: args.room,
     };
-    if is_tty {
-        client::tty::run(stream, &config, stop).await?;
+    let outcome = if is_tty {
+        client::tty::run(stream, &config, stop).await
     } else {
         client::run_lines(
             stream,
@@ -197,9 +201,30 @@ async fn join(args: JoinArgs, stop: CancellationToken) -> anyhow::Result<()> {
             tokio::io::stdout(),
             stop,
         )
-        .await?;
+        .await
+    };
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(JoinError::Io(err)) => Err(err.into()),
+        Err(err) => refused(&args.addr, &err),
     }
-    Ok(())
+}
+
+/// Ends the process for a session the server refused or ended: one error line, a hint
+/// when there is one, and the exit code (curl's numbers where curl has one; README).
+fn refused(addr: &HostPort, err: &JoinError) -> ! {
+    let code = match err {
+        JoinError::SpeaksTls => 35,
+        JoinError::PasswordRequired | JoinError::WrongPassword => 67,
+        JoinError::NickTaken(_) => 73,
+        JoinError::NoGoodbye(_) => 28,
+        JoinError::Closed { .. } | JoinError::Io(_) => 56,
+    };
+    eprintln!("error: joining {addr}: {err}");
+    if let Some(hint) = err.hint() {
+        eprintln!("hint: {hint}");
+    }
+    std::process::exit(code)
 }
 
 #[cfg(test)]

@@ -700,3 +700,89 @@ fn console_posts_as_server_and_sees_the_rooms() {
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
 }
+
+/// Runs `sockit chat join ADDR ARGS…` with `input`; returns (stdout, stderr, exit code).
+fn join_with(addr: SocketAddr, args: &[&str], input: &[u8]) -> (String, String, Option<i32>) {
+    let addr = addr.to_string();
+    let mut all = vec!["chat", "join", addr.as_str()];
+    all.extend_from_slice(args);
+    let (out, err, code) = run(&all, input);
+    (String::from_utf8_lossy(&out).into_owned(), err, code)
+}
+
+#[test]
+fn join_refusals_are_errors_with_their_own_exit_codes_and_hints() {
+    let guarded = Server::start(&["chat", "serve", "--port", "0", "--password", "s3cret"]);
+    let (_, err, code) = join_with(guarded.addr, &["--password", "nope"], b"hi\n");
+    assert_eq!(code, Some(67), "{err}");
+    assert!(
+        err.contains("error: joining") && err.contains("wrong password"),
+        "{err}"
+    );
+    assert!(err.contains("hint: check --password"), "{err}");
+    let (_, err, code) = join_with(guarded.addr, &[], b"hi\n");
+    assert_eq!(code, Some(67), "{err}");
+    assert!(err.contains("the server requires a password"), "{err}");
+    assert!(err.contains("hint: add --password"), "{err}");
+
+    let open = Server::start(&["chat", "serve", "--port", "0"]);
+    let stream = std::net::TcpStream::connect(open.addr).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut ann = BufReader::new(stream.try_clone().unwrap());
+    (&stream).write_all(b"/nick ann\n").unwrap();
+    let mut line = String::new();
+    while !line.contains("is now ann") {
+        line.clear();
+        assert!(ann.read_line(&mut line).unwrap() > 0);
+    }
+    let (_, err, code) = join_with(open.addr, &["--nick", "ANN"], b"");
+    assert_eq!(code, Some(73), "{err}");
+    assert!(err.contains("the nickname ANN is taken"), "{err}");
+    assert!(err.contains("hint: pick another with --nick"), "{err}");
+    // `/quit` from a script is a normal end.
+    let (out, err, code) = join_with(open.addr, &["--nick", "bob"], b"/quit\nnot sent\n");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("* bye"), "{out}");
+}
+
+#[test]
+fn joining_a_tls_server_in_clear_says_so() {
+    let server = Server::start(&["chat", "serve", "--port", "0", "--tls"]);
+    let (out, err, code) = join_with(server.addr, &["--nick", "x"], b"hello\n");
+    assert_eq!(code, Some(35), "{err}");
+    assert!(err.contains("the server speaks TLS"), "{err}");
+    assert!(err.contains("hint: add --tls, or --pin sha256:"), "{err}");
+    assert!(out.is_empty(), "nothing printed as chat: {out:?}");
+}
+
+#[test]
+fn the_server_closing_the_session_is_an_error_for_the_client() {
+    let mut server = Server::start(&["chat", "serve", "--port", "0"]);
+    let mut client = sockit()
+        .args(["chat", "join", &server.addr.to_string(), "--nick", "kept"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(client.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("is now kept") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0);
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = wait_timeout(&mut client, WAIT).expect("the client ends with the server");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut client.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(56), "{err}");
+    assert!(
+        err.contains("the server closed the connection (server shutting down)"),
+        "{err}"
+    );
+    let _ = server.child.wait();
+}
