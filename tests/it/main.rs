@@ -12,3 +12,4 @@ mod http;
 mod net;
 mod serve;
 mod transfer;
+mod tty;
