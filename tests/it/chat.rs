@@ -786,3 +786,19 @@ fn the_server_closing_the_session_is_an_error_for_the_client() {
     );
     let _ = server.child.wait();
 }
+
+#[test]
+fn console_lines_piped_before_anyone_joined_are_kept_in_history() {
+    let mut server = Server::start_with_stdin(
+        &["chat", "serve", "--port", "0", "--console"],
+        std::process::Stdio::piped(),
+    );
+    let mut console = server.child.stdin.take().unwrap();
+    console.write_all(b"early news\nlast words").unwrap();
+    drop(console);
+    std::thread::sleep(Duration::from_millis(300));
+    let (out, err, code) = join_with(server.addr, &[], b"");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("<server> early news"), "{out}");
+    assert!(out.contains("<server> last words"), "{out}");
+}
