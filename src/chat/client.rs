@@ -5,6 +5,7 @@
 //! go out, server lines are printed, EOF on stdin quits), and a terminal editor that keeps
 //! the line being typed intact below arriving messages (see [`tty`]).
 
+mod keys;
 pub mod tty;
 
 use std::time::Duration;
@@ -18,8 +19,128 @@ use crate::chat::line::{Incoming, LineDecoder, neutralise};
 
 /// Longest line printed from the server (longer ones are cut and marked).
 const MAX_PRINTED_LINE_BYTES: usize = 64 * 1024;
-/// After stdin ends and `/quit` is sent, how long to wait for the server's last lines.
-const LINGER: Duration = Duration::from_secs(3);
+/// After `/quit` is sent, how long the server may stay silent before the client stops
+/// waiting for its goodbye. Generous: a server working through a long piped input under
+/// flood control says nothing until it reaches the `/quit`.
+const LINGER: Duration = Duration::from_secs(30);
+
+/// Why a session ended without the user quitting, or never started.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// The first byte from the server was a TLS record (a handshake or an alert).
+    #[error("the server speaks TLS")]
+    SpeaksTls,
+    /// The server asks for a password and none was given.
+    #[error("the server requires a password")]
+    PasswordRequired,
+    /// The server refused the password.
+    #[error("wrong password")]
+    WrongPassword,
+    /// The nickname asked for with `--nick` belongs to someone else.
+    #[error("the nickname {0} is taken")]
+    NickTaken(String),
+    /// The server closed the connection although the user did not quit; with its last
+    /// notice (`server shutting down`, `you were dropped: …`), if any.
+    #[error("the server closed the connection{}", .last_notice.as_deref().map(|n| format!(" ({n})")).unwrap_or_default())]
+    Closed {
+        /// The server's last system notice before it closed.
+        last_notice: Option<String>,
+    },
+    /// After `/quit`, the server neither said goodbye nor closed in time.
+    #[error("no goodbye from the server within {0:?} after /quit")]
+    NoGoodbye(Duration),
+    /// Reading or writing the connection or the terminal failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl JoinError {
+    /// What the user can do about it, when that is clear.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            JoinError::SpeaksTls => Some("add --tls, or --pin sha256:… for a self-signed server"),
+            JoinError::PasswordRequired => Some("add --password"),
+            JoinError::WrongPassword => Some("check --password"),
+            JoinError::NickTaken(_) => Some("pick another with --nick"),
+            _ => None,
+        }
+    }
+}
+
+/// Reads the server's notices for what matters to the client: a refused login, a taken
+/// nickname, a goodbye. History replays are skipped (old lines say nothing about now).
+#[derive(Debug, Default)]
+pub(crate) struct Watch {
+    has_password: bool,
+    /// The `--nick` asked for and not yet granted or refused.
+    pending_nick: Option<String>,
+    /// A taken `--nick` is an error (scripts) rather than a notice (a person can pick).
+    is_interactive: bool,
+    is_in_replay: bool,
+    /// The server said `bye`: the user's `/quit` was taken.
+    pub(crate) said_bye: bool,
+    last_notice: Option<String>,
+}
+
+impl Watch {
+    pub(crate) fn new(config: &JoinConfig, is_interactive: bool) -> Self {
+        Self {
+            has_password: config.password.is_some(),
+            pending_nick: config.nick.clone(),
+            is_interactive,
+            ..Self::default()
+        }
+    }
+
+    /// Looks at one cleaned server line; an error ends the session.
+    pub(crate) fn see(&mut self, line: &str) -> Result<(), JoinError> {
+        let Some(text) = line.strip_prefix("* ") else {
+            return Ok(());
+        };
+        if self.is_in_replay {
+            self.is_in_replay = text != "end of history";
+            return Ok(());
+        }
+        if text.starts_with("last ") && text.ends_with(':') && text.contains(" lines of #") {
+            self.is_in_replay = true;
+            return Ok(());
+        }
+        if text == "wrong password" {
+            return Err(JoinError::WrongPassword);
+        }
+        if text.starts_with("password required") && !self.has_password {
+            return Err(JoinError::PasswordRequired);
+        }
+        if let Some(nick) = &self.pending_nick {
+            if text == format!("the nickname {nick} is taken") {
+                let nick = self.pending_nick.take().unwrap_or_default();
+                if !self.is_interactive {
+                    return Err(JoinError::NickTaken(nick));
+                }
+            } else if text.ends_with(&format!(" is now {nick}"))
+                || text.ends_with(&format!(" as {nick}"))
+            {
+                self.pending_nick = None;
+            }
+        }
+        if text == "bye" {
+            self.said_bye = true;
+        }
+        self.last_notice = Some(text.to_owned());
+        Ok(())
+    }
+
+    /// The server closed the connection: fine after our `/quit`, an error otherwise.
+    pub(crate) fn closed(&self) -> Result<(), JoinError> {
+        if self.said_bye {
+            Ok(())
+        } else {
+            Err(JoinError::Closed {
+                last_notice: self.last_notice.clone(),
+            })
+        }
+    }
+}
 
 /// How the client introduces itself.
 #[derive(Debug, Clone, Default)]
@@ -84,15 +205,28 @@ fn nick_colour(nick: &str) -> u8 {
 }
 
 /// Reads server lines from `server`, cleans them and hands each to `print`, until EOF.
-pub(crate) async fn read_lines<R, F>(mut server: R, mut print: F) -> std::io::Result<()>
+///
+/// # Errors
+///
+/// [`JoinError::SpeaksTls`] when the first byte is a TLS record (a TLS server answering
+/// plain text), or an I/O error.
+pub(crate) async fn read_lines<R, F>(mut server: R, mut print: F) -> Result<(), JoinError>
 where
     R: AsyncRead + Unpin,
     F: FnMut(&str) -> std::io::Result<()>,
 {
     let mut decoder = LineDecoder::new(MAX_PRINTED_LINE_BYTES);
     let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut is_first = true;
     loop {
         let n = server.read_buf(&mut buf).await?;
+        // 0x15 is a TLS alert record, 0x16 a handshake record: no chat line starts so.
+        if is_first && n > 0 {
+            is_first = false;
+            if matches!(buf[0], 0x15 | 0x16) {
+                return Err(JoinError::SpeaksTls);
+            }
+        }
         loop {
             let line = if n == 0 {
                 decoder.decode_eof(&mut buf)
@@ -112,18 +246,20 @@ where
 }
 
 /// The plain line client: `input` lines go to the server, server lines (cleaned) to `output`.
-/// At the end of `input` it sends `/quit` and prints what the server still says (bounded).
+/// At the end of `input` it sends `/quit` and prints what the server still says until it
+/// closes (bounded by 30 s of silence).
 ///
 /// # Errors
 ///
-/// An I/O error on the connection or on `output`.
+/// A [`JoinError`]: a refused login, a taken `--nick`, a TLS server, the server closing
+/// before the user quit, or an I/O error on the connection or on `output`.
 pub async fn run_lines<S, I, O>(
     stream: S,
     config: &JoinConfig,
     input: I,
     mut output: O,
     stop: CancellationToken,
-) -> std::io::Result<()>
+) -> Result<(), JoinError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     I: AsyncRead + Unpin,
@@ -137,6 +273,7 @@ where
         Ok(())
     });
     tokio::pin!(reading);
+    let mut watch = Watch::new(config, false);
     let mut input = BufReader::new(input);
     let mut typed = Vec::new();
     let mut is_input_open = true;
@@ -145,14 +282,20 @@ where
     let mut is_read_done = false;
     loop {
         tokio::select! {
+            biased;
             _ = stop.cancelled() => {
                 let _ = server_out.write_all(b"/quit\n").await;
                 return Ok(());
             }
             Some(line) = lines_rx.recv() => {
+                let seen = watch.see(&line);
                 output.write_all(render(&line, config.colour).as_bytes()).await?;
                 output.write_all(b"\n").await?;
                 output.flush().await?;
+                seen?;
+                if !is_input_open {
+                    linger.as_mut().reset(tokio::time::Instant::now() + LINGER);
+                }
             }
             result = &mut reading, if !is_read_done => {
                 is_read_done = true;
@@ -174,11 +317,10 @@ where
                 server_out.write_all(clean.as_bytes()).await?;
                 server_out.write_all(b"\n").await?;
             }
-            _ = &mut linger, if !is_input_open => return Ok(()),
-            else => return Ok(()),
+            _ = &mut linger, if !is_input_open => return Err(JoinError::NoGoodbye(LINGER)),
         }
         if is_read_done && lines_rx.is_empty() {
-            return Ok(());
+            return watch.closed();
         }
     }
 }
@@ -202,6 +344,65 @@ mod tests {
     fn colours_are_stable_per_nick() {
         assert_eq!(nick_colour("alice"), nick_colour("alice"));
         assert_eq!(render("plain text", true), "plain text");
+    }
+
+    fn watch_of(lines: &[&str], nick: Option<&str>, is_interactive: bool) -> Result<(), JoinError> {
+        let config = JoinConfig {
+            nick: nick.map(str::to_owned),
+            ..JoinConfig::default()
+        };
+        let mut watch = Watch::new(&config, is_interactive);
+        for line in lines {
+            watch.see(line)?;
+        }
+        watch.closed()
+    }
+
+    #[test]
+    fn the_watch_tells_refusals_from_goodbyes() {
+        assert!(matches!(
+            watch_of(&["* password required: send PASS <password>"], None, false),
+            Err(JoinError::PasswordRequired)
+        ));
+        assert!(matches!(
+            watch_of(&["* wrong password"], None, false),
+            Err(JoinError::WrongPassword)
+        ));
+        let taken = [
+            "* you joined #lobby as guest-2",
+            "* the nickname ann is taken",
+        ];
+        assert!(matches!(
+            watch_of(&taken, Some("ann"), false),
+            Err(JoinError::NickTaken(n)) if n == "ann"
+        ));
+        // A person picks another name; the session goes on until the server closes.
+        assert!(matches!(
+            watch_of(&taken, Some("ann"), true),
+            Err(JoinError::Closed { .. })
+        ));
+        // Old lines in a replay say nothing about now.
+        let replay = [
+            "* last 2 lines of #lobby:",
+            "* the nickname ann is taken",
+            "* bye",
+            "* end of history",
+            "* guest-2 is now ann",
+            "* bye",
+        ];
+        assert!(watch_of(&replay, Some("ann"), false).is_ok());
+        let err = watch_of(&["* server shutting down"], None, false).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the server closed the connection (server shutting down)"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tls_record_first_is_recognised() {
+        let alert: &[u8] = b"\x15\x03\x01\x00\x02\x02\x50";
+        let got = read_lines(alert, |_| Ok(())).await;
+        assert!(matches!(got, Err(JoinError::SpeaksTls)), "{got:?}");
     }
 
     #[tokio::test]

@@ -256,7 +256,11 @@ impl Hub {
     pub fn say_as_server(&self, text: &str) {
         let line = Bytes::from(format!("<server> {text}\n"));
         let mut state = self.lock();
-        let rooms: Vec<String> = state.rooms.keys().cloned().collect();
+        let mut rooms: Vec<String> = state.rooms.keys().cloned().collect();
+        // Before anyone joined, the line still goes to the lobby's history, not nowhere.
+        if rooms.is_empty() {
+            rooms.push(DEFAULT_ROOM.to_owned());
+        }
         for room in rooms {
             self.remember(&mut state, &room, &line);
             self.fan_out(&mut state, &room, &line, None);

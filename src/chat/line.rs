@@ -63,6 +63,17 @@ impl LineDecoder {
     pub fn decode_eof(&mut self, buf: &mut BytesMut) -> Option<Incoming> {
         self.framer.decode_eof(buf).map(clean_frame)
     }
+
+    /// After a pause with a partial line in `buf`: that line counts (see
+    /// [`LineFramer::decode_pause`]).
+    pub fn decode_pause(&mut self, buf: &mut BytesMut) -> Option<Incoming> {
+        self.framer.decode_pause(buf).map(clean_frame)
+    }
+
+    /// Whether a pause would end a partial line now (the reader's cue to run its timer).
+    pub fn is_partial(&self, buf: &BytesMut) -> bool {
+        self.framer.is_partial(buf)
+    }
 }
 
 fn clean_frame(frame: Frame) -> Incoming {

@@ -60,6 +60,12 @@ pub use outbox::QueueLimits;
 /// Default chat port.
 pub const DEFAULT_PORT: u16 = 7777;
 
+/// Default flood-control rate, in lines per second per client (after the burst).
+pub const DEFAULT_RATE: f64 = 200.0;
+
+/// Default flood-control burst, in lines: 1,000 piped lines take about 2.5 s.
+pub const DEFAULT_BURST: f64 = 500.0;
+
 /// A password; its `Debug` form never shows it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Password(pub String);
@@ -83,8 +89,12 @@ pub struct Config {
     pub db: Option<PathBuf>,
     /// Longest line accepted, in bytes.
     pub max_line_bytes: usize,
-    /// Lines per second per client, on average (0: no flood control).
+    /// Lines per second per client, on average, once its burst is spent (0: no flood control).
+    /// Past it the server stops reading that client until its budget refills: the sender is
+    /// slowed by TCP back-pressure, and nothing it sent is lost.
     pub rate: f64,
+    /// Lines a client may send at once before the rate applies.
+    pub burst: f64,
     /// Each client's outbound queue: a client whose queue overflows is dropped; nobody ever
     /// waits for it.
     pub queue: QueueLimits,
@@ -104,19 +114,13 @@ impl Default for Config {
             history_lines: DEFAULT_HISTORY_LINES,
             db: None,
             max_line_bytes: line::DEFAULT_MAX_LINE_BYTES,
-            rate: 20.0,
+            rate: DEFAULT_RATE,
+            burst: DEFAULT_BURST,
             queue: QueueLimits::default(),
             show_addrs: false,
             announce_limit: hub::DEFAULT_ANNOUNCE_LIMIT,
             login_timeout: Duration::from_secs(30),
         }
-    }
-}
-
-impl Config {
-    /// Lines a client may send at once before the rate applies.
-    pub fn burst(&self) -> f64 {
-        (self.rate * 2.0).max(10.0)
     }
 }
 

@@ -18,6 +18,7 @@ use crate::chat::line::{Incoming, LineDecoder};
 use crate::chat::outbox::{Outbox, write_all_queued};
 use crate::chat::{Config, Password};
 use crate::net::BoxStream;
+use crate::net::line::MESSAGE_PAUSE;
 
 /// Bytes asked of a read while a client is quiet: idle clients cost little memory.
 const SMALL_READ_BYTES: usize = 1024;
@@ -47,14 +48,18 @@ impl TokenBucket {
         }
     }
 
-    /// Takes one token; `false` when the bucket is empty (the line is refused).
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = self.last.max(now);
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+    }
+
+    /// Takes one token; `false` when the bucket is empty (the line must wait).
     pub(crate) fn take(&mut self, now: Instant) -> bool {
         if self.rate <= 0.0 {
             return true;
         }
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.refill(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
@@ -62,6 +67,37 @@ impl TokenBucket {
             false
         }
     }
+}
+
+impl TokenBucket {
+    /// How long until a token is there (zero when one is).
+    pub(crate) fn time_to_token(&mut self, now: Instant) -> Duration {
+        if self.rate <= 0.0 {
+            return Duration::ZERO;
+        }
+        self.refill(now);
+        Duration::from_secs_f64(((1.0 - self.tokens) / self.rate).max(0.0))
+    }
+
+    /// Whether the bucket has refilled to its burst: the sender has been calm.
+    pub(crate) fn is_full(&mut self, now: Instant) -> bool {
+        if self.rate <= 0.0 {
+            return true;
+        }
+        self.refill(now);
+        self.tokens >= self.burst
+    }
+}
+
+/// Why the read loop looks at its buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// A read of this many bytes: whole lines only.
+    Read(usize),
+    /// A partial line and no byte for [`MESSAGE_PAUSE`]: it is a message.
+    Pause,
+    /// The client closed (or half-closed): whatever is left is a message.
+    Eof,
 }
 
 /// How the read side ended.
@@ -82,8 +118,8 @@ struct Session {
     /// Set once the client is in the hub (after `PASS` when a password is required).
     me: Option<(ClientId, String)>,
     bucket: TokenBucket,
-    /// When the last "slow down" notice went out (one per second at most).
-    last_flood_notice: Option<Instant>,
+    /// Held back by flood control since its bucket was last full (told once per burst).
+    is_throttled: bool,
     /// Chat lines of the current read, published together.
     pending: BytesMut,
 }
@@ -99,13 +135,13 @@ pub(crate) async fn run(
     let outbox = Arc::new(Outbox::new(config.queue));
     let now = Instant::now();
     let mut session = Session {
-        bucket: TokenBucket::new(config.rate, config.burst(), now),
+        bucket: TokenBucket::new(config.rate, config.burst, now),
         hub,
         config,
         outbox: outbox.clone(),
         peer,
         me: None,
-        last_flood_notice: None,
+        is_throttled: false,
         pending: BytesMut::new(),
     };
     let (mut reader, mut writer) = tokio::io::split(stream);
@@ -161,8 +197,10 @@ impl Session {
                 buf.reserve(read_bytes);
             }
             let spare = (buf.capacity() - buf.len()).min(read_bytes);
+            let is_partial = decoder.is_partial(&buf);
             let mut limited = (&mut buf).limit(read_bytes);
-            let read = tokio::select! {
+            let event = tokio::select! {
+                biased;
                 _ = stop.cancelled() => {
                     self.outbox.push_last(notice("server shutting down"));
                     return Ending::Leave(Departure::Shutdown);
@@ -172,42 +210,45 @@ impl Session {
                     return Ending::Refused;
                 }
                 // Bounded reads bound what one publish adds to every member's queue.
-                read = reader.read_buf(&mut limited) => read,
+                read = reader.read_buf(&mut limited) => match read {
+                    Ok(0) => End::Eof,
+                    Ok(n) => End::Read(n),
+                    Err(err) => {
+                        debug!(error = %err, "read failed");
+                        return Ending::Leave(Departure::Lost(describe(&err)));
+                    }
+                },
+                // Restarted by every read, so a line still arriving is never cut.
+                _ = tokio::time::sleep(MESSAGE_PAUSE), if is_partial => End::Pause,
             };
-            let got = match read {
-                Ok(n) => n,
-                Err(err) => {
-                    debug!(error = %err, "read failed");
-                    return Ending::Leave(Departure::Lost(describe(&err)));
-                }
-            };
-            let at_eof = got == 0;
             // A read that filled the buffer means more is waiting: read bigger.
-            if got == spare {
+            if event == End::Read(spare) {
                 read_bytes = BIG_READ_BYTES;
             }
-            let now = Instant::now();
             loop {
-                let line = if at_eof {
-                    decoder.decode_eof(&mut buf)
-                } else {
-                    decoder.decode(&mut buf)
+                let line = match event {
+                    End::Read(_) => decoder.decode(&mut buf),
+                    End::Pause => decoder.decode_pause(&mut buf),
+                    End::Eof => decoder.decode_eof(&mut buf),
                 };
                 let Some(line) = line else { break };
-                if let Some(ending) = self.handle(line, now) {
+                if let Some(ending) = self.handle(line, stop).await {
                     self.flush();
                     return ending;
                 }
             }
             self.flush();
-            if at_eof {
+            if event == End::Eof {
                 return Ending::Leave(Departure::Closed);
             }
             // One read per turn: a sender flat out takes its share of the thread, not all
             // of it, so every member's writer gets to drain between two reads.
             tokio::task::yield_now().await;
             // After a burst, an idle client goes back to a small buffer.
-            if buf.is_empty() && read_bytes == BIG_READ_BYTES && got < SMALL_READ_BYTES {
+            if buf.is_empty()
+                && read_bytes == BIG_READ_BYTES
+                && matches!(event, End::Read(n) if n < SMALL_READ_BYTES)
+            {
                 read_bytes = SMALL_READ_BYTES;
                 buf = BytesMut::new();
             }
@@ -234,8 +275,43 @@ impl Session {
         self.outbox.push(&notice(text));
     }
 
+    /// Flood control: takes a token, or stops reading (TCP back-pressure on the sender) until
+    /// one is there. The first wait of a burst tells the sender once; nothing is dropped and
+    /// the order stays. `Some` when the server stops meanwhile.
+    async fn wait_for_a_token(&mut self, stop: &CancellationToken) -> Option<Ending> {
+        let now = Instant::now();
+        if self.bucket.is_full(now) {
+            self.is_throttled = false;
+        }
+        if self.bucket.take(now) {
+            return None;
+        }
+        // What was gathered before this line goes out now, not after the wait.
+        self.flush();
+        if !self.is_throttled {
+            self.is_throttled = true;
+            self.tell(&format!(
+                "slow down: more than {} lines at once; the rest are taken at {} lines per second",
+                self.config.burst, self.config.rate
+            ));
+        }
+        loop {
+            let wait = self.bucket.time_to_token(Instant::now());
+            tokio::select! {
+                _ = stop.cancelled() => {
+                    self.outbox.push_last(notice("server shutting down"));
+                    return Some(Ending::Leave(Departure::Shutdown));
+                }
+                _ = tokio::time::sleep(wait) => {}
+            }
+            if self.bucket.take(Instant::now()) {
+                return None;
+            }
+        }
+    }
+
     /// Handles one line; `Some` ends the session.
-    fn handle(&mut self, line: Incoming, now: Instant) -> Option<Ending> {
+    async fn handle(&mut self, line: Incoming, stop: &CancellationToken) -> Option<Ending> {
         let Incoming::Line(text) = line else {
             warn!(peer = %self.peer, limit = self.config.max_line_bytes, "line too long");
             self.tell(&format!(
@@ -254,25 +330,13 @@ impl Session {
                 return None;
             }
         };
-        let is_flooding = match &input {
+        let is_costly = match &input {
             Input::Say(text) if text.trim().is_empty() => return None,
-            Input::Say(_) | Input::Command(Command::Me(_) | Command::Msg { .. }) => {
-                !self.bucket.take(now)
-            }
+            Input::Say(_) | Input::Command(Command::Me(_) | Command::Msg { .. }) => true,
             _ => false,
         };
-        if is_flooding {
-            let is_due = self
-                .last_flood_notice
-                .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1));
-            if is_due {
-                self.last_flood_notice = Some(now);
-                self.tell(&format!(
-                    "slow down: at most {} lines per second; line not sent",
-                    self.config.rate
-                ));
-            }
-            return None;
+        if is_costly && let Some(ending) = self.wait_for_a_token(stop).await {
+            return Some(ending);
         }
         let command = match input {
             Input::Say(text) => {
@@ -362,6 +426,8 @@ mod tests {
         assert!(!bucket.take(start));
         assert!(bucket.take(start + Duration::from_millis(100)));
         assert!(!bucket.take(start + Duration::from_millis(110)));
+        assert!(bucket.time_to_token(start + Duration::from_millis(110)) > Duration::ZERO);
+        assert!(!bucket.is_full(start + Duration::from_millis(110)));
         // Idle time refills up to the burst, not beyond.
         let later = start + Duration::from_secs(60);
         assert!((0..3).all(|_| bucket.take(later)));

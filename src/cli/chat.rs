@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use sockit::chat::client::{self, JoinConfig};
+use sockit::chat::client::{self, JoinConfig, JoinError};
 use sockit::chat::{self, Config, Password, QueueLimits};
 use sockit::net::{HostPort, ServerConfig, bind_tcp, open};
 
@@ -59,9 +59,13 @@ struct ServeArgs {
     /// Most clients at once; more are closed on arrival
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     max_clients: usize,
-    /// Lines per second per client, on average, with bursts of twice that (0: unlimited)
-    #[arg(long, value_name = "MSGS/SEC", default_value_t = 20.0)]
+    /// Flood control: lines per second per client once its burst is spent (0: unlimited);
+    /// a faster client is slowed down (the server stops reading it), never cut short
+    #[arg(long, value_name = "MSGS/SEC", default_value_t = chat::DEFAULT_RATE)]
     rate: f64,
+    /// Flood control: lines a client may send at once before --rate applies
+    #[arg(long, value_name = "LINES", default_value_t = chat::DEFAULT_BURST)]
+    burst: f64,
     /// Bytes queued for one client before it is dropped as too slow (nobody waits for it);
     /// each queued read counts 64 bytes more, so many tiny lines count what they hold
     #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_bytes)]
@@ -114,6 +118,9 @@ impl TryFrom<&ServeArgs> for Config {
         if !(args.rate >= 0.0 && args.rate.is_finite()) {
             anyhow::bail!("--rate must be zero or a positive number");
         }
+        if !(args.burst >= 1.0 && args.burst.is_finite()) {
+            anyhow::bail!("--burst must be at least 1");
+        }
         if args.max_line == 0 {
             anyhow::bail!("--max-line must be at least 1");
         }
@@ -129,6 +136,7 @@ impl TryFrom<&ServeArgs> for Config {
             db: args.db.clone(),
             max_line_bytes: args.max_line,
             rate: args.rate,
+            burst: args.burst,
             queue: QueueLimits {
                 max_bytes: args.queue_bytes.max(args.max_line + 64),
             },
@@ -170,7 +178,11 @@ async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<()> {
 
 async fn join(args: JoinArgs, stop: CancellationToken) -> anyhow::Result<()> {
     let options = args.tls.client_options(args.timeout, &args.trace)?;
-    let (stream, peer) = open(&args.addr, &options).await?;
+    // Ctrl-C ends the connect and the TLS handshake at once, not at --timeout.
+    let (stream, peer) = tokio::select! {
+        opened = open(&args.addr, &options) => opened?,
+        _ = stop.cancelled() => return Ok(()),
+    };
     tracing::info!(%peer, "connected");
     let is_tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let config = JoinConfig {
@@ -179,8 +191,8 @@ async fn join(args: JoinArgs, stop: CancellationToken) -> anyhow::Result<()> {
         colour: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
         room: args.room,
     };
-    if is_tty {
-        client::tty::run(stream, &config, stop).await?;
+    let outcome = if is_tty {
+        client::tty::run(stream, &config, stop).await
     } else {
         client::run_lines(
             stream,
@@ -189,9 +201,30 @@ async fn join(args: JoinArgs, stop: CancellationToken) -> anyhow::Result<()> {
             tokio::io::stdout(),
             stop,
         )
-        .await?;
+        .await
+    };
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(JoinError::Io(err)) => Err(err.into()),
+        Err(err) => refused(&args.addr, &err),
     }
-    Ok(())
+}
+
+/// Ends the process for a session the server refused or ended: one error line, a hint
+/// when there is one, and the exit code (curl's numbers where curl has one; README).
+fn refused(addr: &HostPort, err: &JoinError) -> ! {
+    let code = match err {
+        JoinError::SpeaksTls => 35,
+        JoinError::PasswordRequired | JoinError::WrongPassword => 67,
+        JoinError::NickTaken(_) => 73,
+        JoinError::NoGoodbye(_) => 28,
+        JoinError::Closed { .. } | JoinError::Io(_) => 56,
+    };
+    eprintln!("error: joining {addr}: {err}");
+    if let Some(hint) = err.hint() {
+        eprintln!("hint: {hint}");
+    }
+    std::process::exit(code)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::net::line::{Frame, LineFramer};
+use crate::net::line::{Frame, LineFramer, MESSAGE_PAUSE};
 use crate::net::relay::COPY_BUFFER_BYTES;
 use crate::net::udp_batch::{self, RecvBatch, SendBatch};
 use crate::net::{AsyncStream, NetError};
@@ -141,6 +141,10 @@ pub async fn echo<S: AsyncStream>(mut stream: S, config: &ServiceConfig, stop: C
 
 /// Answers every line with `template`; over-long lines get an error line and the connection
 /// stays open. All answers to one read go out in one write (pipelined clients are cheap).
+///
+/// A message ends at a newline, at EOF, or when a partial line is followed by a pause of
+/// [`MESSAGE_PAUSE`] (see [`crate::net::line`]), so a client that sends `zy` without a
+/// newline and waits in `recv` gets `hello zy`.
 pub async fn greet<S: AsyncStream>(
     mut stream: S,
     template: &Template,
@@ -151,18 +155,25 @@ pub async fn greet<S: AsyncStream>(
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut out = BytesMut::with_capacity(16 * 1024);
     loop {
-        let at_eof = match read_some(&mut stream, &mut buf, config.idle_timeout, &stop).await {
-            Ok(n) => n == 0,
-            Err(error) => {
-                debug!(%error, "read ended");
-                break;
-            }
+        let is_partial = framer.is_partial(&buf);
+        // The pause timer starts anew with every read: a line still arriving is never cut.
+        let end = tokio::select! {
+            biased;
+            read = read_some(&mut stream, &mut buf, config.idle_timeout, &stop) => match read {
+                Ok(0) => End::Eof,
+                Ok(_) => End::Read,
+                Err(error) => {
+                    debug!(%error, "read ended");
+                    break;
+                }
+            },
+            _ = tokio::time::sleep(MESSAGE_PAUSE), if is_partial => End::Pause,
         };
         loop {
-            let frame = if at_eof {
-                framer.decode_eof(&mut buf)
-            } else {
-                framer.decode(&mut buf)
+            let frame = match end {
+                End::Read => framer.decode(&mut buf),
+                End::Pause => framer.decode_pause(&mut buf),
+                End::Eof => framer.decode_eof(&mut buf),
             };
             match frame {
                 Some(Frame::Line(line)) => template.render(&line, &mut out),
@@ -186,11 +197,22 @@ pub async fn greet<S: AsyncStream>(
             }
             out.clear();
         }
-        if at_eof {
+        if end == End::Eof {
             break;
         }
     }
     let _ = stream.shutdown().await;
+}
+
+/// Why the greet loop looks at its buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// New bytes: whole lines only.
+    Read,
+    /// A partial line and no byte for [`MESSAGE_PAUSE`]: it is a message.
+    Pause,
+    /// The peer closed (or half-closed): whatever is left is a message.
+    Eof,
 }
 
 /// What a UDP service answers.

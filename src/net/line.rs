@@ -1,9 +1,24 @@
 //! Line framing with a length limit: bytes in, whole lines out. Pure: no I/O.
 //!
+//! A message ends at a newline, at the end of input ([`LineFramer::decode_eof`]), or when a
+//! partial line is followed by a pause of [`MESSAGE_PAUSE`] ([`LineFramer::decode_pause`]):
+//! programs that write one message per `send()` without a newline, then wait for the answer
+//! (the classic lessons' clients do), are answered too. The codec only says what a pause
+//! means; the I/O half (the reader) owns the timer, restarts it on every read, so a line
+//! that is still growing is never cut, and never runs it while it is not reading.
+//!
 //! A line over the limit is reported once and skipped up to its newline, so one bad line
 //! costs its sender that line and nothing more.
 
+use std::time::Duration;
+
 use bytes::BytesMut;
+
+/// How long a partial line may sit without a new byte before it counts as a whole message.
+///
+/// Long enough that a line written in pieces over a busy network stays whole, short enough
+/// that a person waiting for an answer does not notice it.
+pub const MESSAGE_PAUSE: Duration = Duration::from_millis(200);
 
 /// One result of [`LineFramer::decode`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +52,8 @@ pub struct LineFramer {
     scanned: usize,
     /// Inside an over-long line: drop everything up to the next newline.
     is_discarding: bool,
+    /// A pause cut a line that ended in `\r`: a `\n` arriving next belongs to it.
+    is_after_cut_cr: bool,
 }
 
 impl LineFramer {
@@ -46,6 +63,7 @@ impl LineFramer {
             max_line_bytes,
             scanned: 0,
             is_discarding: false,
+            is_after_cut_cr: false,
         }
     }
 
@@ -56,6 +74,12 @@ impl LineFramer {
 
     /// Takes the next frame from the front of `buf`; `None` means "need more bytes".
     pub fn decode(&mut self, buf: &mut BytesMut) -> Option<Frame> {
+        if self.is_after_cut_cr && !buf.is_empty() {
+            self.is_after_cut_cr = false;
+            if buf[0] == b'\n' {
+                let _ = buf.split_to(1);
+            }
+        }
         loop {
             match memchr(b'\n', &buf[self.scanned..]) {
                 Some(i) => {
@@ -97,6 +121,47 @@ impl LineFramer {
 
     /// Like [`decode`](Self::decode), but at end of input a last line without newline counts.
     pub fn decode_eof(&mut self, buf: &mut BytesMut) -> Option<Frame> {
+        self.decode_partial(buf)
+    }
+
+    /// Like [`decode_eof`](Self::decode_eof), after the peer paused for [`MESSAGE_PAUSE`]
+    /// with a partial line in `buf`: that line is a whole message. An over-long line being
+    /// skipped ends there too. More bytes may follow; a `\n` right after a cut `\r` is
+    /// taken as that line's end, not as an empty line.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use sockit::net::line::{Frame, LineFramer};
+    ///
+    /// let mut framer = LineFramer::new(64);
+    /// let mut buf = BytesMut::from(&b"zy"[..]);
+    /// assert_eq!(framer.decode(&mut buf), None);
+    /// assert!(framer.is_partial(&buf));
+    /// // ... no byte for MESSAGE_PAUSE:
+    /// assert_eq!(framer.decode_pause(&mut buf), Some(Frame::Line(BytesMut::from(&b"zy"[..]))));
+    /// assert!(!framer.is_partial(&buf));
+    /// ```
+    pub fn decode_pause(&mut self, buf: &mut BytesMut) -> Option<Frame> {
+        if let Some(frame) = self.decode(buf) {
+            return Some(frame);
+        }
+        let is_cut_at_cr = buf.last() == Some(&b'\r');
+        let frame = self.decode_partial(buf);
+        if frame.is_some() {
+            self.is_after_cut_cr = is_cut_at_cr;
+        }
+        frame
+    }
+
+    /// Whether `buf` holds the start of a line (or of an over-long line being skipped) that a
+    /// pause would end: the reader runs its pause timer only then.
+    pub fn is_partial(&self, buf: &BytesMut) -> bool {
+        !buf.is_empty() || self.is_discarding
+    }
+
+    fn decode_partial(&mut self, buf: &mut BytesMut) -> Option<Frame> {
         if let Some(frame) = self.decode(buf) {
             return Some(frame);
         }
@@ -165,6 +230,45 @@ mod tests {
     fn line_of_exactly_the_limit_passes_with_crlf() {
         let got = lines_of(&mut LineFramer::new(4), &[b"abcd\r", b"\nabcde\n"]);
         assert_eq!(got, vec![line(b"abcd"), Frame::TooLong]);
+    }
+
+    #[test]
+    fn a_pause_ends_a_partial_line_and_the_next_bytes_start_a_new_one() {
+        let mut framer = LineFramer::new(10);
+        let mut buf = BytesMut::from(&b"a\nzy"[..]);
+        assert_eq!(framer.decode(&mut buf), Some(line(b"a")));
+        assert_eq!(framer.decode(&mut buf), None);
+        assert!(framer.is_partial(&buf));
+        assert_eq!(framer.decode_pause(&mut buf), Some(line(b"zy")));
+        assert_eq!(framer.decode_pause(&mut buf), None);
+        buf.extend_from_slice(b"next\n");
+        assert_eq!(framer.decode(&mut buf), Some(line(b"next")));
+    }
+
+    #[test]
+    fn a_newline_after_a_cut_cr_is_not_an_empty_line() {
+        let mut framer = LineFramer::new(10);
+        let mut buf = BytesMut::from(&b"zy\r"[..]);
+        assert_eq!(framer.decode(&mut buf), None);
+        assert_eq!(framer.decode_pause(&mut buf), Some(line(b"zy")));
+        assert_eq!(framer.decode_pause(&mut buf), None);
+        buf.extend_from_slice(b"\nok\n\n");
+        assert_eq!(framer.decode(&mut buf), Some(line(b"ok")));
+        assert_eq!(framer.decode(&mut buf), Some(line(b"")));
+    }
+
+    #[test]
+    fn a_pause_ends_the_skipping_of_an_over_long_line() {
+        let mut framer = LineFramer::new(4);
+        let mut buf = BytesMut::from(&b"toolong"[..]);
+        assert_eq!(framer.decode(&mut buf), Some(Frame::TooLong));
+        buf.extend_from_slice(b"more");
+        assert_eq!(framer.decode(&mut buf), None);
+        assert!(framer.is_partial(&buf));
+        assert_eq!(framer.decode_pause(&mut buf), None);
+        assert!(!framer.is_partial(&buf));
+        buf.extend_from_slice(b"hi");
+        assert_eq!(framer.decode_pause(&mut buf), Some(line(b"hi")));
     }
 
     #[test]

@@ -392,33 +392,121 @@ async fn nicknames_clash_without_regard_to_case() {
 }
 
 #[tokio::test]
-async fn flood_control_refuses_the_excess_with_a_notice() {
+async fn flood_control_slows_the_excess_loses_nothing_and_stalls_nobody() {
     let server = Running::start(chat::Config {
-        rate: 5.0,
+        rate: 100.0,
+        burst: 20.0,
         ..chat::Config::default()
     })
     .await;
     let mut flood = Peer::join(server.addr, "flood").await;
     let mut calm = Peer::join(server.addr, "calm").await;
-    let burst: String = (0..40).map(|i| format!("line {i}\n")).collect();
+    let mut other = Peer::join(server.addr, "other").await;
+    calm.expect("is now other").await;
+    let burst: String = (0..200).map(|i| format!("line {i}\n")).collect();
     flood.send_bytes(burst.as_bytes()).await;
-    flood.expect("slow down: at most 5 lines per second").await;
-    calm.send("/who").await; // a marker: everything before it has been fanned out
-    calm.send("//marker").await;
-    let mut delivered = 0;
-    loop {
-        let line = calm.line().await.unwrap();
-        if line.starts_with("<flood>") {
-            delivered += 1;
-        }
-        if line.contains("in #lobby") {
-            break;
+    flood.expect("slow down").await;
+    // While the flooder is held back, others talk at once.
+    let sent_at = std::time::Instant::now();
+    other.send("not stalled").await;
+    let mut next = 0;
+    let mut marker_seen_at = None;
+    while next < 200 {
+        let line = calm.line().await.expect("calm stays connected");
+        if line == "<other> not stalled" {
+            marker_seen_at = Some((next, sent_at.elapsed()));
+        } else if let Some(text) = line.strip_prefix("<flood> ") {
+            assert_eq!(text, format!("line {next}"), "lost or reordered");
+            next += 1;
         }
     }
+    let (position, delay) = marker_seen_at.expect("the other member's line arrived");
     assert!(
-        (10..40).contains(&delivered),
-        "{delivered} lines got through"
+        position < 150,
+        "the other line waited for the flood ({position})"
     );
+    assert!(delay < Duration::from_millis(500), "took {delay:?}");
+    // Told once per burst, and still connected.
+    flood.send("/quit").await;
+    let rest = flood.until_eof().await;
+    assert!(rest.iter().any(|l| l == "* bye"), "{rest:?}");
+    assert!(!rest.iter().any(|l| l.contains("slow down")), "{rest:?}");
+    server.shutdown().await;
+}
+
+#[test]
+fn a_thousand_piped_lines_all_arrive_in_order_with_default_limits() {
+    let server = Server::start(&["chat", "serve", "--port", "0", "--history", "0"]);
+    let stream = std::net::TcpStream::connect(server.addr).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut watcher = BufReader::new(stream.try_clone().unwrap());
+    let expect_lines = |watcher: &mut BufReader<std::net::TcpStream>, nick: &str| {
+        let started = std::time::Instant::now();
+        let mut next = 0;
+        while next < 1000 {
+            let mut line = String::new();
+            assert!(watcher.read_line(&mut line).unwrap() > 0, "EOF at {next}");
+            if let Some(text) = line.trim_end().strip_prefix(&format!("<{nick}> ")) {
+                assert_eq!(text, format!("n {next}"), "lost or reordered");
+                next += 1;
+            }
+        }
+        assert!(started.elapsed() < WAIT, "took {:?}", started.elapsed());
+    };
+    let lines: String = (0..1000).map(|i| format!("n {i}\n")).collect();
+    let addr = server.addr.to_string();
+    let piping = std::thread::spawn({
+        let lines = lines.clone();
+        move || {
+            run(
+                &["chat", "join", &addr, "--nick", "piped"],
+                lines.as_bytes(),
+            )
+        }
+    });
+    expect_lines(&mut watcher, "piped");
+    let (out, err, code) = piping.join().unwrap();
+    assert_eq!(code, Some(0), "{err}");
+    let out = String::from_utf8_lossy(&out);
+    assert_eq!(out.matches("slow down").count(), 1, "{out}");
+    assert!(out.contains("* bye"), "{out}");
+
+    // A raw socket client that writes everything at once is slowed, not dropped.
+    let mut raw = std::net::TcpStream::connect(server.addr).unwrap();
+    raw.set_read_timeout(Some(WAIT)).unwrap();
+    raw.write_all(format!("/nick raw\n{lines}/quit\n").as_bytes())
+        .unwrap();
+    expect_lines(&mut watcher, "raw");
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut raw, &mut said).unwrap();
+    assert!(said.contains("* slow down"), "{said}");
+    assert!(said.ends_with("* bye\n"), "{said}");
+}
+
+#[tokio::test]
+async fn a_message_without_newline_is_delivered_after_a_pause_or_at_eof() {
+    let server = Running::start(fast_config()).await;
+    let mut writer = Peer::join(server.addr, "writer").await;
+    let mut reader = Peer::join(server.addr, "reader").await;
+    writer.send_bytes(b"one message per send()").await;
+    let started = std::time::Instant::now();
+    assert_eq!(
+        reader.expect("<writer>").await,
+        "<writer> one message per send()"
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // A line written in pieces, each within the pause, stays whole.
+    for piece in ["a", "b", "c"] {
+        writer.send_bytes(piece.as_bytes()).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    writer.send_bytes(b"\n").await;
+    assert_eq!(reader.expect("<writer>").await, "<writer> abc");
+    // A partial line, then EOF: it is delivered, then the writer leaves.
+    writer.send_bytes(b"last words").await;
+    writer.writer.shutdown().await.unwrap();
+    assert_eq!(reader.expect("<writer>").await, "<writer> last words");
+    reader.expect("writer left").await;
     server.shutdown().await;
 }
 
@@ -611,4 +699,106 @@ fn console_posts_as_server_and_sees_the_rooms() {
         assert!(n > 0, "console output ended early: {seen}");
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
+}
+
+/// Runs `sockit chat join ADDR ARGS…` with `input`; returns (stdout, stderr, exit code).
+fn join_with(addr: SocketAddr, args: &[&str], input: &[u8]) -> (String, String, Option<i32>) {
+    let addr = addr.to_string();
+    let mut all = vec!["chat", "join", addr.as_str()];
+    all.extend_from_slice(args);
+    let (out, err, code) = run(&all, input);
+    (String::from_utf8_lossy(&out).into_owned(), err, code)
+}
+
+#[test]
+fn join_refusals_are_errors_with_their_own_exit_codes_and_hints() {
+    let guarded = Server::start(&["chat", "serve", "--port", "0", "--password", "s3cret"]);
+    let (_, err, code) = join_with(guarded.addr, &["--password", "nope"], b"hi\n");
+    assert_eq!(code, Some(67), "{err}");
+    assert!(
+        err.contains("error: joining") && err.contains("wrong password"),
+        "{err}"
+    );
+    assert!(err.contains("hint: check --password"), "{err}");
+    let (_, err, code) = join_with(guarded.addr, &[], b"hi\n");
+    assert_eq!(code, Some(67), "{err}");
+    assert!(err.contains("the server requires a password"), "{err}");
+    assert!(err.contains("hint: add --password"), "{err}");
+
+    let open = Server::start(&["chat", "serve", "--port", "0"]);
+    let stream = std::net::TcpStream::connect(open.addr).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut ann = BufReader::new(stream.try_clone().unwrap());
+    (&stream).write_all(b"/nick ann\n").unwrap();
+    let mut line = String::new();
+    while !line.contains("is now ann") {
+        line.clear();
+        assert!(ann.read_line(&mut line).unwrap() > 0);
+    }
+    let (_, err, code) = join_with(open.addr, &["--nick", "ANN"], b"");
+    assert_eq!(code, Some(73), "{err}");
+    assert!(err.contains("the nickname ANN is taken"), "{err}");
+    assert!(err.contains("hint: pick another with --nick"), "{err}");
+    // `/quit` from a script is a normal end.
+    let (out, err, code) = join_with(open.addr, &["--nick", "bob"], b"/quit\nnot sent\n");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("* bye"), "{out}");
+}
+
+#[test]
+fn joining_a_tls_server_in_clear_says_so() {
+    let server = Server::start(&["chat", "serve", "--port", "0", "--tls"]);
+    let (out, err, code) = join_with(server.addr, &["--nick", "x"], b"hello\n");
+    assert_eq!(code, Some(35), "{err}");
+    assert!(err.contains("the server speaks TLS"), "{err}");
+    assert!(err.contains("hint: add --tls, or --pin sha256:"), "{err}");
+    assert!(out.is_empty(), "nothing printed as chat: {out:?}");
+}
+
+#[test]
+fn the_server_closing_the_session_is_an_error_for_the_client() {
+    let mut server = Server::start(&["chat", "serve", "--port", "0"]);
+    let mut client = sockit()
+        .args(["chat", "join", &server.addr.to_string(), "--nick", "kept"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(client.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("is now kept") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0);
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = wait_timeout(&mut client, WAIT).expect("the client ends with the server");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut client.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(56), "{err}");
+    assert!(
+        err.contains("the server closed the connection (server shutting down)"),
+        "{err}"
+    );
+    let _ = server.child.wait();
+}
+
+#[test]
+fn console_lines_piped_before_anyone_joined_are_kept_in_history() {
+    let mut server = Server::start_with_stdin(
+        &["chat", "serve", "--port", "0", "--console"],
+        std::process::Stdio::piped(),
+    );
+    let mut console = server.child.stdin.take().unwrap();
+    console.write_all(b"early news\nlast words").unwrap();
+    drop(console);
+    std::thread::sleep(Duration::from_millis(300));
+    let (out, err, code) = join_with(server.addr, &[], b"");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("<server> early news"), "{out}");
+    assert!(out.contains("<server> last words"), "{out}");
 }

@@ -7,8 +7,10 @@ mod support;
 
 mod bench;
 mod chat;
+mod framing;
 mod http;
 mod net;
 mod redbot;
 mod serve;
 mod transfer;
+mod tty;

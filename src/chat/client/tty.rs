@@ -3,32 +3,41 @@
 //! line being edited.
 //!
 //! Keys: Enter sends, Backspace, Ctrl-U clears, Ctrl-W deletes a word, Ctrl-C or Ctrl-D (on
-//! an empty line) quits; pasted text is inserted.
+//! an empty line) quits. Bracketed paste is on while the client runs: a paste of any size
+//! arrives whole; each of its lines is sent as a line, and a last line without newline
+//! stays in the editor. Keys are decoded by [`keys`](super::keys) from what the terminal
+//! gives at each read, so nothing waits for a later key press.
 
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 
-use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::chat::client::{JoinConfig, greeting, read_lines, render};
+use crate::chat::client::keys::{Key, KeyDecoder};
+use crate::chat::client::{JoinConfig, JoinError, Watch, greeting, read_lines, render};
 use crate::chat::line::neutralise;
 
 const PROMPT: &str = "> ";
 
-/// Puts the terminal back in cooked mode when dropped (also on error paths).
+/// Raw mode and bracketed paste; both undone when dropped (also on error paths).
 struct RawMode;
 
 impl RawMode {
     fn enable() -> std::io::Result<Self> {
         crossterm::terminal::enable_raw_mode()?;
+        let mut stdout = std::io::stdout();
+        stdout.write_all(b"\x1b[?2004h")?;
+        stdout.flush()?;
         Ok(Self)
     }
 }
 
 impl Drop for RawMode {
     fn drop(&mut self) {
+        let mut stdout = std::io::stdout();
+        let _ = stdout.write_all(b"\x1b[?2004l");
+        let _ = stdout.flush();
         let _ = crossterm::terminal::disable_raw_mode();
     }
 }
@@ -44,39 +53,52 @@ struct Editor {
 #[derive(Debug, PartialEq, Eq)]
 enum Action {
     Redraw,
-    Send(String),
+    /// Lines to send, in order.
+    Send(Vec<String>),
     Quit,
     Nothing,
 }
 
 impl Editor {
-    fn key(&mut self, key: KeyEvent) -> Action {
-        if key.kind == KeyEventKind::Release {
-            return Action::Nothing;
-        }
-        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
-        match key.code {
-            KeyCode::Char('c') if ctrl => Action::Quit,
-            KeyCode::Char('d') if ctrl && self.typed.is_empty() => Action::Quit,
-            KeyCode::Char('u') if ctrl => {
+    fn key(&mut self, key: Key) -> Action {
+        match key {
+            Key::Interrupt => Action::Quit,
+            Key::EndOfInput if self.typed.is_empty() => Action::Quit,
+            Key::EndOfInput => Action::Nothing,
+            Key::ClearLine => {
                 self.typed.clear();
                 Action::Redraw
             }
-            KeyCode::Char('w') if ctrl => {
+            Key::DeleteWord => {
                 let kept = self.typed.trim_end().rfind(' ').map_or(0, |i| i + 1);
                 self.typed.truncate(kept);
                 Action::Redraw
             }
-            KeyCode::Char(c) if !ctrl => {
+            Key::Char(c) => {
                 self.typed.push(c);
                 Action::Redraw
             }
-            KeyCode::Backspace => {
+            Key::Backspace => {
                 self.typed.pop();
                 Action::Redraw
             }
-            KeyCode::Enter => Action::Send(std::mem::take(&mut self.typed)),
-            _ => Action::Nothing,
+            Key::Enter => Action::Send(vec![std::mem::take(&mut self.typed)]),
+            Key::Paste(text) => {
+                let text = text.replace("\r\n", "\n").replace('\r', "\n");
+                let mut lines: Vec<&str> = text.split('\n').collect();
+                let last = lines.pop().unwrap_or_default();
+                let mut sent = Vec::with_capacity(lines.len());
+                for line in lines {
+                    self.typed.push_str(&neutralise(line.as_bytes()));
+                    sent.push(std::mem::take(&mut self.typed));
+                }
+                self.typed.push_str(&neutralise(last.as_bytes()));
+                if sent.is_empty() {
+                    Action::Redraw
+                } else {
+                    Action::Send(sent)
+                }
+            }
         }
     }
 
@@ -113,21 +135,29 @@ fn redraw(out: &mut Vec<u8>, editor: &Editor) {
 ///
 /// # Errors
 ///
-/// An I/O error on the connection or the terminal.
-pub async fn run<S>(stream: S, config: &JoinConfig, stop: CancellationToken) -> std::io::Result<()>
+/// A [`JoinError`]: a refused login, a TLS server, the server closing before the user quit,
+/// or an I/O error on the connection or the terminal. A taken `--nick` is shown as the
+/// server's notice; the user picks another with `/nick`.
+pub async fn run<S>(
+    stream: S,
+    config: &JoinConfig,
+    stop: CancellationToken,
+) -> Result<(), JoinError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (server_in, mut server_out) = tokio::io::split(stream);
     server_out.write_all(greeting(config).as_bytes()).await?;
     let _raw = RawMode::enable()?;
-    let (keys_tx, mut keys) = mpsc::channel::<Event>(64);
-    // crossterm reads the terminal with blocking calls: give them their own thread.
+    let (keys_tx, mut typed) = mpsc::channel::<Vec<u8>>(64);
+    // Terminal reads block: give them their own thread. Each read takes all that is there.
     std::thread::Builder::new()
         .name("chat-keys".into())
         .spawn(move || {
-            while let Ok(event) = crossterm::event::read() {
-                if keys_tx.blocking_send(event).is_err() {
+            let mut stdin = std::io::stdin().lock();
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n) = stdin.read(&mut buf) {
+                if n == 0 || keys_tx.blocking_send(buf[..n].to_vec()).is_err() {
                     break;
                 }
             }
@@ -138,52 +168,68 @@ where
         Ok(())
     });
     tokio::pin!(reading);
+    let mut watch = Watch::new(config, true);
     let mut editor = Editor::default();
+    let mut decoder = KeyDecoder::default();
+    let mut keys = Vec::new();
     let mut stdout = std::io::stdout();
     let mut screen = Vec::new();
     redraw(&mut screen, &editor);
     stdout.write_all(&screen)?;
     stdout.flush()?;
     let mut is_read_done = false;
-    loop {
+    let mut outcome = Ok(());
+    'session: loop {
         screen.clear();
         tokio::select! {
             _ = stop.cancelled() => break,
             Some(line) = lines.recv() => {
                 editor.learn(&line);
+                let seen = watch.see(&line);
                 screen.extend_from_slice(b"\r\x1b[2K");
                 screen.extend_from_slice(render(&line, config.colour).as_bytes());
                 screen.extend_from_slice(b"\r\n");
                 redraw(&mut screen, &editor);
+                if let Err(err) = seen {
+                    outcome = Err(err);
+                    stdout.write_all(&screen)?;
+                    break;
+                }
             }
             result = &mut reading, if !is_read_done => {
                 is_read_done = true;
-                result?;
+                if let Err(err) = result {
+                    outcome = Err(err);
+                    break;
+                }
             }
-            Some(event) = keys.recv() => {
-                let action = match event {
-                    Event::Key(key) => editor.key(key),
-                    Event::Paste(text) => {
-                        editor.typed.push_str(&neutralise(text.replace(['\r', '\n'], " ").as_bytes()));
-                        Action::Redraw
-                    }
-                    Event::Resize(..) => Action::Redraw,
-                    _ => Action::Nothing,
-                };
-                match action {
-                    Action::Nothing => {}
-                    Action::Redraw => redraw(&mut screen, &editor),
-                    Action::Quit => break,
-                    Action::Send(text) => {
-                        let clean = neutralise(text.as_bytes());
-                        server_out.write_all(format!("{clean}\n").as_bytes()).await?;
-                        if !clean.trim().is_empty() && !clean.starts_with('/') {
-                            let me = editor.nick.clone().unwrap_or_else(|| "me".into());
-                            screen.extend_from_slice(b"\r\x1b[2K");
-                            screen.extend_from_slice(render(&format!("<{me}> {clean}"), config.colour).as_bytes());
-                            screen.extend_from_slice(b"\r\n");
+            Some(bytes) = typed.recv() => {
+                keys.clear();
+                decoder.feed(&bytes, &mut keys);
+                for key in keys.drain(..) {
+                    match editor.key(key) {
+                        Action::Nothing => {}
+                        Action::Redraw => redraw(&mut screen, &editor),
+                        Action::Quit => {
+                            stdout.write_all(&screen)?;
+                            break 'session;
                         }
-                        redraw(&mut screen, &editor);
+                        Action::Send(texts) => {
+                            let mut out = String::new();
+                            for text in texts {
+                                let clean = neutralise(text.as_bytes());
+                                out.push_str(&clean);
+                                out.push('\n');
+                                if !clean.trim().is_empty() && !clean.starts_with('/') {
+                                    let me = editor.nick.clone().unwrap_or_else(|| "me".into());
+                                    screen.extend_from_slice(b"\r\x1b[2K");
+                                    screen.extend_from_slice(render(&format!("<{me}> {clean}"), config.colour).as_bytes());
+                                    screen.extend_from_slice(b"\r\n");
+                                }
+                            }
+                            server_out.write_all(out.as_bytes()).await?;
+                            redraw(&mut screen, &editor);
+                        }
                     }
                 }
             }
@@ -191,6 +237,7 @@ where
         stdout.write_all(&screen)?;
         stdout.flush()?;
         if is_read_done && lines.is_empty() {
+            outcome = watch.closed();
             break;
         }
     }
@@ -198,35 +245,36 @@ where
     let _ = server_out.shutdown().await;
     stdout.write_all(b"\r\x1b[2K")?;
     stdout.flush()?;
-    Ok(())
+    outcome
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn key(code: KeyCode, modifiers: KeyModifiers) -> KeyEvent {
-        KeyEvent::new(code, modifiers)
-    }
-
     #[test]
     fn editing_keys() {
         let mut e = Editor::default();
         for c in "hello big world".chars() {
-            e.key(key(KeyCode::Char(c), KeyModifiers::NONE));
+            e.key(Key::Char(c));
         }
-        e.key(key(KeyCode::Char('w'), KeyModifiers::CONTROL));
+        e.key(Key::DeleteWord);
         assert_eq!(e.typed, "hello big ");
-        e.key(key(KeyCode::Backspace, KeyModifiers::NONE));
+        e.key(Key::Backspace);
         assert_eq!(e.typed, "hello big");
-        assert_eq!(
-            e.key(key(KeyCode::Enter, KeyModifiers::NONE)),
-            Action::Send("hello big".into())
-        );
-        assert_eq!(
-            e.key(key(KeyCode::Char('d'), KeyModifiers::CONTROL)),
-            Action::Quit
-        );
+        assert_eq!(e.key(Key::Enter), Action::Send(vec!["hello big".into()]));
+        assert_eq!(e.key(Key::EndOfInput), Action::Quit);
+    }
+
+    #[test]
+    fn a_paste_sends_its_lines_and_keeps_the_last_partial_one() {
+        let mut e = Editor::default();
+        e.key(Key::Char('>'));
+        let action = e.key(Key::Paste("one\r\ntwo\x1b[31m\nthree".into()));
+        assert_eq!(action, Action::Send(vec![">one".into(), "two".into()]));
+        assert_eq!(e.typed, "three");
+        assert_eq!(e.key(Key::Paste(" more".into())), Action::Redraw);
+        assert_eq!(e.typed, "three more");
     }
 
     #[test]
