@@ -8,6 +8,7 @@ mod support;
 mod bench;
 mod chat;
 mod http;
+mod httpbin;
 mod net;
 mod serve;
 mod transfer;
