@@ -8,6 +8,10 @@
 //!   but the answer is already in the socket: the rest of the request is dropped, the
 //!   failure is kept for the caller, and reading goes on, so the status the server sent is
 //!   what the user sees (curl does the same).
+//! - A server that closes without reading the request makes the kernel send a reset
+//!   instead of a normal close. Once the response has started, a reset ends the stream
+//!   like a close: a body without a length (HTTP/1.0 style) is then complete, and one with
+//!   a `Content-Length` or chunks that stopped early is still reported as cut short.
 
 use std::io;
 use std::pin::Pin;
@@ -57,6 +61,8 @@ pub(crate) struct RequestFirst<S> {
     discarding: bool,
     /// The reader parked before the request started.
     parked: Option<Waker>,
+    /// Bytes of response read so far.
+    received: u64,
     state: Arc<SendState>,
 }
 
@@ -67,6 +73,7 @@ impl<S> RequestFirst<S> {
             started: false,
             discarding: false,
             parked: None,
+            received: 0,
             state,
         }
     }
@@ -112,7 +119,21 @@ impl<S: AsyncRead + Unpin> AsyncRead for RequestFirst<S> {
             this.parked = Some(cx.waker().clone());
             return Poll::Pending;
         }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        match std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf)) {
+            Ok(()) => {
+                this.received += (buf.filled().len() - before) as u64;
+                Poll::Ready(Ok(()))
+            }
+            Err(err) if err.kind() == io::ErrorKind::ConnectionReset && this.received > 0 => {
+                tracing::debug!(
+                    received = this.received,
+                    "reset by the server after its response began; read as its close"
+                );
+                Poll::Ready(Ok(()))
+            }
+            Err(err) => Poll::Ready(Err(err)),
+        }
     }
 }
 
