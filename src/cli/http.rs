@@ -626,22 +626,15 @@ async fn save(
     stop: &CancellationToken,
     started: Instant,
 ) -> anyhow::Result<()> {
-    let special = opts
-        .output
-        .as_ref()
-        .filter(|p| p.as_os_str() == "-" || std::fs::metadata(p).is_ok_and(|m| !m.is_file()));
+    let special = opts.output.as_ref().filter(|p| {
+        p.as_os_str() == "-" || std::fs::metadata(p).is_ok_and(|m| !m.is_file() && !m.is_dir())
+    });
     if let Some(path) = special {
         // `-o /dev/null`, a FIFO or `-`: nothing to rename or resume, just write.
         let to_stdout = path.as_os_str() == "-";
         let out = if to_stdout {
             Stdout::open("the response body")?.into_file()
         } else {
-            if path.is_dir() {
-                bail!(
-                    "cannot write the body to {}: it is a directory",
-                    path.display()
-                );
-            }
             // Opened before the request: a bad destination costs no traffic.
             std::fs::OpenOptions::new()
                 .write(true)
