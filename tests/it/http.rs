@@ -574,6 +574,7 @@ fn bad_input_gets_one_line_and_its_exit_code() {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("out");
     let o = out.to_str().expect("utf-8 path");
+    let dir_arg = dir.path().to_str().expect("utf-8 path");
     let refused = StdListener::bind("127.0.0.1:0").expect("bind");
     let closed = format!("http://{}/", refused.local_addr().expect("addr"));
     drop(refused);
@@ -594,6 +595,13 @@ fn bad_input_gets_one_line_and_its_exit_code() {
             "could not resolve",
         ),
         (&["get", &closed, "-o", o], 7, "connection refused"),
+        // Checked before connecting: the refused port is never reached.
+        (
+            &["get", &closed, "-o", "/no/such/dir/f"],
+            23,
+            "its directory does not exist",
+        ),
+        (&["get", &closed, "-o", dir_arg], 23, "it is a directory"),
     ];
     for (args, want, needle) in cases {
         let (_, err, code) = run(args, b"");
@@ -952,10 +960,11 @@ fn read_head(stream: &mut TcpStream) -> Vec<u8> {
 fn servers_that_answer_before_reading_the_request_are_understood() {
     use std::io::Write;
     // The lessons' server: the answer goes out on accept, the request is never read.
-    let lesson = raw_server(3, |mut s| {
+    // It ends with a reset or a close, whichever the timing gives: both end the body.
+    let lesson = raw_server(10, |mut s| {
         let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\nhello world");
     });
-    for _ in 0..3 {
+    for _ in 0..10 {
         let (out, err, code) = run(&["get", &lesson], b"");
         assert_eq!(
             (code, out.as_slice()),
@@ -1171,4 +1180,54 @@ fn bare_ports_and_shorthand_urls_mean_localhost() {
         !err.contains("ada") && err.contains("\"url\":\"http://localhost:"),
         "{err}"
     );
+}
+
+/// Runs `sockit ARGS…` with stdout on a terminal (`script` gives it a pty); returns what the
+/// terminal showed and the exit code.
+fn run_on_terminal(args: &[&str]) -> (Vec<u8>, String, Option<i32>) {
+    require("script");
+    let command = std::iter::once(env!("CARGO_BIN_EXE_sockit"))
+        .chain(args.iter().copied())
+        .map(|a| format!("'{a}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    run_cmd(
+        Command::new("script").args(["-qec", &command, "/dev/null"]),
+        b"",
+    )
+}
+
+#[test]
+fn a_terminal_gets_the_whole_text_body_and_no_binary_dump() {
+    // 20 MiB of text: more than the 16 MiB once held for pretty-printing; nothing is cut.
+    let big = raw_server(1, |mut s| {
+        use std::io::Write;
+        read_head(&mut s);
+        let _ = s.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n",
+        );
+        let line = [b'a'; 1023];
+        for _ in 0..(20 << 10) {
+            let _ = s.write_all(&line);
+            let _ = s.write_all(b"\n");
+        }
+    });
+    let (shown, err, code) = run_on_terminal(&["get", &big]);
+    assert_eq!(code, Some(0), "{err}");
+    let letters = shown.iter().filter(|&&b| b == b'a').count();
+    assert_eq!(letters, 1023 * (20 << 10));
+
+    let zeros = raw_server(1, |mut s| {
+        use std::io::Write;
+        read_head(&mut s);
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nab\0\0cd");
+    });
+    let (shown, _, code) = run_on_terminal(&["get", &zeros]);
+    let text = String::from_utf8_lossy(&shown);
+    assert_eq!(code, Some(23), "{text}");
+    assert!(
+        text.contains("binary body not shown on a terminal"),
+        "{text}"
+    );
+    assert!(!text.contains("ab"), "{text}");
 }
