@@ -99,25 +99,31 @@ pub(crate) fn say(line: std::fmt::Arguments<'_>) {
         .and_then(|()| stderr.write_all(b"\n"));
 }
 
-/// Whether stdout was closed when the process started. The Rust runtime puts `/dev/null`
-/// opened read-write on a closed stdio descriptor before `main`; a shell's `> /dev/null`
-/// opens it write-only. Output to a closed stdout must fail like a write to a bad
-/// descriptor (curl: exit 23), not vanish.
+/// Whether stdout was closed when the process started (`>&-`). Output to a closed stdout
+/// must fail like a write to a bad descriptor (curl: exit 23), not vanish.
+///
+/// The Rust runtime puts `/dev/null`, opened read-write, on a closed stdio descriptor
+/// before `main`; a shell's `> /dev/null` opens it write-only. A daemon that points all
+/// three descriptors at a read-write `/dev/null` (`daemon(3)`) meant them to be silent:
+/// so a stdout like that counts as closed only when stderr is not one too.
 pub(crate) fn was_closed_at_launch() -> bool {
     #[cfg(target_os = "linux")]
     {
-        const O_ACCMODE: u32 = 0o3;
-        const O_RDWR: u32 = 0o2;
-        let is_dev_null =
-            std::fs::read_link("/proc/self/fd/1").is_ok_and(|p| p.as_os_str() == "/dev/null");
-        let flags = std::fs::read_to_string("/proc/self/fdinfo/1")
-            .ok()
-            .and_then(|info| {
-                info.lines()
-                    .find_map(|l| l.strip_prefix("flags:"))
-                    .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
-            });
-        is_dev_null && flags.is_some_and(|f| f & O_ACCMODE == O_RDWR)
+        let null_read_write = |fd: u8| {
+            const O_ACCMODE: u32 = 0o3;
+            const O_RDWR: u32 = 0o2;
+            let is_dev_null = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                .is_ok_and(|p| p.as_os_str() == "/dev/null");
+            let flags = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+                .ok()
+                .and_then(|info| {
+                    info.lines()
+                        .find_map(|l| l.strip_prefix("flags:"))
+                        .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+                });
+            is_dev_null && flags.is_some_and(|f| f & O_ACCMODE == O_RDWR)
+        };
+        null_read_write(1) && !null_read_write(2)
     }
     #[cfg(not(target_os = "linux"))]
     {
