@@ -10,16 +10,25 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+use sockit::http::download::DownloadError;
 use sockit::net::relay::RelayError;
 use sockit::net::{FailureClass, classify, shutdown_signal};
 
+use crate::cli::output::{self, OutputError, say};
+
+/// curl's "failure writing output to destination".
+const EXIT_WRITE_FAILED: u8 = 23;
+
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return report_clap(&err),
+    };
     init_logging(cli.verbose);
     let runtime = match cli::runtime(cli::usable_cores()) {
         Ok(rt) => rt,
         Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
+            say(format_args!("error: cannot start the async runtime: {err}"));
             return ExitCode::FAILURE;
         }
     };
@@ -59,31 +68,72 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
+/// `--help` and `--version` go to stdout (exit 0), usage errors to stderr (exit 2); a help
+/// text that cannot be written is a write failure like any other.
+fn report_clap(err: &clap::Error) -> ExitCode {
+    let code = u8::try_from(err.exit_code()).unwrap_or(2);
+    if err.use_stderr() {
+        // A usage error: its exit code says it even if stderr is gone.
+        let _ = err.print();
+        return ExitCode::from(code);
+    }
+    if std::io::stdout().is_terminal() {
+        // Styled, as clap prints it.
+        let _ = err.print();
+        return ExitCode::from(code);
+    }
+    let text = err.render().to_string();
+    let what = match err.kind() {
+        clap::error::ErrorKind::DisplayVersion => "the version",
+        _ => "the help text",
+    };
+    match output::print(what, text.as_bytes()) {
+        Ok(()) => ExitCode::from(code),
+        Err(err) => report(&err.into()),
+    }
+}
+
 /// One line on stderr with the cause chain, and the exit code for the failure class.
 fn report(err: &anyhow::Error) -> ExitCode {
-    if is_output_closed(err) {
-        return ExitCode::SUCCESS;
+    if let Some(output) = find::<OutputError>(err) {
+        if output.is_closed_by_reader() {
+            // `sockit get … | head`: the reader has all it wanted.
+            return ExitCode::SUCCESS;
+        }
+        say(format_args!(
+            "error: {}",
+            sockit::net::error_chain(err.as_ref())
+        ));
+        return ExitCode::from(EXIT_WRITE_FAILED);
     }
     if let Some(status) = err.downcast_ref::<cli::StatusError>() {
-        eprintln!("error: {status}");
+        say(format_args!("error: {status}"));
         return ExitCode::from(status.exit_code());
     }
-    eprintln!("error: {}", sockit::net::error_chain(err.as_ref()));
+    if let Some(relay) = find::<RelayError>(err) {
+        if relay.is_output_closed() {
+            return ExitCode::SUCCESS;
+        }
+    }
+    say(format_args!(
+        "error: {}",
+        sockit::net::error_chain(err.as_ref())
+    ));
+    if matches!(find::<RelayError>(err), Some(RelayError::Output(_))) {
+        return ExitCode::from(EXIT_WRITE_FAILED);
+    }
+    if matches!(find::<DownloadError>(err), Some(DownloadError::File { .. })) {
+        return ExitCode::from(EXIT_WRITE_FAILED);
+    }
+    if find::<cli::UsageError>(err).is_some() {
+        return ExitCode::from(2);
+    }
     ExitCode::from(exit_code(classify(err.as_ref())))
 }
 
-/// Output piped into `head` and closed early is a normal end, not an error; a peer that
-/// went away is not.
-fn is_output_closed(err: &anyhow::Error) -> bool {
-    for cause in err.chain() {
-        if let Some(relay) = cause.downcast_ref::<RelayError>() {
-            return relay.is_output_closed();
-        }
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            return io.kind() == std::io::ErrorKind::BrokenPipe;
-        }
-    }
-    false
+/// The first error of type `E` in the chain.
+fn find<E: std::error::Error + 'static>(err: &anyhow::Error) -> Option<&E> {
+    err.chain().find_map(|cause| cause.downcast_ref::<E>())
 }
 
 /// Exit codes follow curl's numbers, which scripts already know.

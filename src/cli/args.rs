@@ -9,6 +9,8 @@ use sockit::net::tls::{self, Fingerprint, ServerIdentity, Verify};
 use sockit::net::trace::TraceSink;
 use sockit::net::{ClientOptions, DEFAULT_BIND_HOST, HostPort, NetError};
 
+use crate::cli::output::say;
+
 /// Parses `500ms`, `5s`, `2m`, `1h` or a bare number of seconds (`1.5`).
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -188,12 +190,17 @@ impl TraceArgs {
 
 /// Prints the line every server starts with (tests and scripts read it), then any notes.
 pub(crate) fn announce(mode: &str, addr: std::net::SocketAddr, identity: Option<&ServerIdentity>) {
-    eprintln!("sockit {mode} listening on {addr}");
+    say(format_args!("sockit {mode} listening on {addr}"));
     if let Some(identity) = identity {
-        eprintln!("sockit {mode} TLS certificate {}", identity.fingerprint);
+        say(format_args!(
+            "sockit {mode} TLS certificate {}",
+            identity.fingerprint
+        ));
     }
     if addr.ip().is_loopback() {
-        eprintln!("hint: only this machine can connect; add --bind 0.0.0.0 to accept others");
+        say(format_args!(
+            "hint: only this machine can connect; add --bind 0.0.0.0 to accept others"
+        ));
     }
 }
 

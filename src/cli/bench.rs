@@ -108,15 +108,7 @@ struct HttpArgs {
 
 impl HttpArgs {
     fn into_load(self) -> anyhow::Result<(http::HttpLoad, Option<usize>)> {
-        let text = if self.url.starts_with(':') {
-            format!("http://localhost{}", self.url)
-        } else if self.url.contains("://") {
-            self.url.clone()
-        } else {
-            format!("http://{}", self.url)
-        };
-        let url = url::Url::parse(&text)
-            .map_err(|e| anyhow::anyhow!("invalid URL {:?}: {e}", self.url))?;
+        let url = sockit::http::target_url(&self.url, "http")?;
         let mut headers = Vec::new();
         for h in &self.headers {
             let (name, value) = h

@@ -2,7 +2,7 @@
 //! [`sockit::http::Request`], then the response printed, saved or summarised.
 
 use std::collections::HashMap;
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -15,11 +15,13 @@ use tokio_util::sync::CancellationToken;
 use sockit::http::body::{self, BodyKind};
 use sockit::http::download::{self, DownloadError, Progress};
 use sockit::http::items::{self, Item};
-use sockit::http::{Client, ClientConfig, Request, Response, SentHead};
+use sockit::http::{Client, ClientConfig, Request, Response, SentHead, target_url};
 use sockit::net::tls::{Fingerprint, Verify};
 use sockit::net::trace::TraceSink;
 
+use crate::cli::UsageError;
 use crate::cli::args::parse_duration;
+use crate::cli::output::{OutputError, Stdout, say};
 
 const EXAMPLES: &str = "Examples:
   sockit get example.com                         GET http://example.com/
@@ -63,7 +65,7 @@ pub(crate) struct HttpArgs {
 /// `sockit get URL [ITEM…]` and `sockit post URL [ITEM…]`.
 #[derive(Debug, Args)]
 pub(crate) struct ShortcutArgs {
-    /// http(s)://HOST[:PORT]/PATH, HOST/PATH or :PORT/PATH (localhost)
+    /// http(s)://HOST[:PORT]/PATH, HOST/PATH, :PORT/PATH or PORT (localhost); USER:PW@ works
     #[arg(value_name = "URL")]
     url: String,
     /// Request items: Header:Value, key=value, key:=json, key==query, field@file, @file
@@ -116,7 +118,12 @@ pub(crate) struct HttpOptions {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     connect_timeout: Duration,
     /// Basic authentication: USER:PASSWORD
-    #[arg(short = 'u', long = "auth", value_name = "USER:PASSWORD")]
+    #[arg(
+        short = 'u',
+        visible_short_alias = 'a',
+        long = "auth",
+        value_name = "USER:PASSWORD"
+    )]
     auth: Option<String>,
     /// Exit 3, 4 or 5 when the status is 3xx, 4xx or 5xx
     #[arg(long)]
@@ -127,19 +134,19 @@ pub(crate) struct HttpOptions {
     /// Do not ask for compressed bodies
     #[arg(long)]
     no_decompress: bool,
-    /// Trust only the certificate with this SHA-256 fingerprint
+    /// Trust only the certificate with this SHA-256 fingerprint (https:// unless a scheme is given)
     #[arg(long, value_name = "sha256:HEX")]
     pin: Option<Fingerprint>,
-    /// Also trust the CA certificates in this PEM file
+    /// Also trust the CA certificates in this PEM file (https:// unless a scheme is given)
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
-    /// Do not verify the server's certificate (encrypted, not authenticated)
+    /// Do not verify the server's certificate (https:// unless a scheme is given)
     #[arg(short = 'k', long, conflicts_with_all = ["pin", "ca"])]
     insecure: bool,
     /// Print every byte of the HTTP exchange as a hexdump on stderr (secrets masked)
     #[arg(long)]
     trace: bool,
-    /// Show Authorization, Cookie and Proxy-Authorization values in --trace
+    /// Show Authorization, Cookie and Proxy-Authorization values in --trace and -v
     #[arg(long, requires = "trace")]
     trace_secrets: bool,
 }
@@ -181,12 +188,16 @@ pub(crate) async fn run(
         HttpCommand::Get(args) => (Some(Method::GET), args.url, args.items, args.opts),
         HttpCommand::Post(args) => (Some(Method::POST), args.url, args.items, args.opts),
     };
-    let url = normalize_url(&url);
+    // TLS options mean TLS: `--pin … :8443/x` is `https://localhost:8443/x`.
+    let tls_wanted = opts.pin.is_some() || opts.ca.is_some() || opts.insecure;
+    let url = target_url(&url, if tls_wanted { "https" } else { "http" })
+        .map_err(|e| UsageError(e.into()))?;
     let items = words
         .iter()
         .map(|w| items::parse(w))
-        .collect::<Result<Vec<Item>, _>>()?;
-    let request = build_request(method, &url, &items, &opts).await?;
+        .collect::<Result<Vec<Item>, _>>()
+        .map_err(|e| UsageError(e.into()))?;
+    let request = build_request(method, url.as_str(), &items, &opts).await?;
     let client = Client::new(ClientConfig {
         connect_timeout: opts.connect_timeout,
         read_timeout: Some(opts.timeout),
@@ -217,6 +228,7 @@ pub(crate) async fn run(
         request: verbose > 0,
         response: verbose > 0 || opts.include,
         typed,
+        secrets: opts.trace_secrets,
     };
     let started = Instant::now();
     if opts.output.is_some() || opts.download {
@@ -226,13 +238,19 @@ pub(crate) async fn run(
         _ = stop.cancelled() => bail!("interrupted"),
         r = client.send(request.clone()) => r?,
     };
-    let mut out = std::io::stdout();
     let heads = show.heads(&request, &response);
+    let mut out = Stdout::open(if heads.is_empty() {
+        "the response body"
+    } else {
+        "the response head"
+    })?;
     out.write_all(heads.as_bytes())?;
-    out.flush()?;
-    let body_bytes = print_body(&mut response, &stop).await?;
+    let body_bytes = print_body(&mut response, out.writing("the response body"), &stop).await?;
     if opts.json_meta {
-        eprintln!("{}", meta(&response, body_bytes, started.elapsed()));
+        say(format_args!(
+            "{}",
+            meta(&response, body_bytes, started.elapsed())
+        ));
     }
     check(&opts, response.status())
 }
@@ -246,21 +264,6 @@ fn check(opts: &HttpOptions, status: StatusCode) -> anyhow::Result<()> {
 
 fn looks_like_method(word: &str) -> bool {
     !word.is_empty() && word.len() <= 16 && word.bytes().all(|b| b.is_ascii_uppercase())
-}
-
-/// `:8080/x` → `http://localhost:8080/x`; `example.com` → `http://example.com`.
-fn normalize_url(url: &str) -> String {
-    if url.contains("://") {
-        url.to_owned()
-    } else if let Some(rest) = url.strip_prefix(':') {
-        if rest.starts_with('/') || rest.is_empty() {
-            format!("http://localhost{rest}")
-        } else {
-            format!("http://localhost:{rest}")
-        }
-    } else {
-        format!("http://{url}")
-    }
 }
 
 /// Whether stdin is a pipe or a file: then it may carry a body. A terminal or `/dev/null`
@@ -378,6 +381,8 @@ struct Show {
     response: bool,
     /// Header names as the user typed them, by lower-case name.
     typed: HashMap<String, String>,
+    /// Show credential and cookie values (`--trace-secrets`) instead of `*`s.
+    secrets: bool,
 }
 
 impl Show {
@@ -419,10 +424,13 @@ impl Show {
                 .get(name.as_str())
                 .cloned()
                 .unwrap_or_else(|| title_case(name.as_str()));
-            text.push_str(&format!(
-                "{shown}: {}\n",
-                String::from_utf8_lossy(value.as_bytes())
-            ));
+            let value = String::from_utf8_lossy(value.as_bytes());
+            let value = if self.secrets || !is_secret(name) {
+                value.into_owned()
+            } else {
+                mask(&value)
+            };
+            text.push_str(&format!("{shown}: {value}\n"));
         }
         text.push('\n');
         if let Some(body) = body.filter(|b| !b.is_empty()) {
@@ -453,6 +461,24 @@ fn response_head(version: Version, status: StatusCode, headers: &HeaderMap) -> S
     text
 }
 
+/// Headers whose values are credentials: masked in `-v` as in `--trace`.
+fn is_secret(name: &HeaderName) -> bool {
+    [
+        header::AUTHORIZATION,
+        header::PROXY_AUTHORIZATION,
+        header::COOKIE,
+    ]
+    .contains(name)
+}
+
+/// Every character but spaces turned into `*`: the shape stays, the secret goes.
+fn mask(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| if c == ' ' { ' ' } else { '*' })
+        .collect()
+}
+
 /// `content-type` → `Content-Type`, as hyper sends names with `title_case_headers`.
 fn title_case(name: &str) -> String {
     let mut upper = true;
@@ -465,56 +491,63 @@ fn title_case(name: &str) -> String {
         .collect()
 }
 
-/// Prints the body to stdout: JSON pretty and coloured on a terminal, raw otherwise.
-async fn print_body(response: &mut Response, stop: &CancellationToken) -> anyhow::Result<u64> {
-    let stdout = std::io::stdout();
-    let is_tty = stdout.is_terminal();
+/// Largest JSON body that is held to be indented on a terminal; a larger one is shown
+/// as it comes.
+const PRETTY_JSON_LIMIT: usize = 16 << 20;
+
+/// Writes the body to stdout as it arrives, in a pipe and on a terminal alike. On a
+/// terminal a JSON body (up to [`PRETTY_JSON_LIMIT`]) is indented and coloured, and a
+/// binary body is not dumped: like curl, sockit stops with an error (exit 23) at the
+/// first chunk with a NUL byte, before writing it.
+async fn print_body(
+    response: &mut Response,
+    mut out: Stdout,
+    stop: &CancellationToken,
+) -> anyhow::Result<u64> {
+    let is_tty = std::io::stdout().is_terminal();
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.contains("json"));
-    if is_tty {
-        // Read whole (bounded) so JSON can be formatted and binary noticed.
-        const LIMIT: usize = 16 << 20;
-        let mut all = Vec::new();
+    let mut total = 0u64;
+    let mut last = 0u8;
+    if is_tty && is_json {
+        let mut held = Vec::new();
+        let mut complete = true;
         while let Some(chunk) = next_chunk(response, stop).await? {
-            all.extend_from_slice(&chunk);
-            if all.len() > LIMIT {
+            held.extend_from_slice(&chunk);
+            if held.len() > PRETTY_JSON_LIMIT {
+                complete = false;
                 break;
             }
         }
-        let mut out = stdout.lock();
-        if all.contains(&0) {
-            writeln!(
-                out,
-                "[binary body, {} bytes, not shown on a terminal; use -o FILE]",
-                all.len()
-            )?;
-            return Ok(all.len() as u64);
-        }
-        let color = std::env::var_os("NO_COLOR").is_none();
-        match serde_json::from_slice::<serde_json::Value>(&all) {
-            Ok(value) if is_json => {
+        total = held.len() as u64;
+        if complete {
+            if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&held) {
                 let mut text = String::new();
-                pretty(&value, 0, color, &mut text);
-                writeln!(out, "{text}")?;
-            }
-            _ => {
-                out.write_all(&all)?;
-                if !all.ends_with(b"\n") && !all.is_empty() {
-                    writeln!(out)?;
-                }
+                pretty(&value, 0, std::env::var_os("NO_COLOR").is_none(), &mut text);
+                text.push('\n');
+                out.write_all(text.as_bytes())?;
+                return Ok(total);
             }
         }
-        return Ok(all.len() as u64);
+        if held.contains(&0) {
+            return Err(OutputError::BinaryOnTerminal.into());
+        }
+        out.write_all(&held)?;
+        last = held.last().copied().unwrap_or(b'\n');
     }
-    let writer = download::Writer::spawn(stdout);
-    let mut total = 0u64;
+    let what = "the response body";
+    let writer = download::Writer::spawn(out.into_file());
     let result = loop {
         match next_chunk(response, stop).await {
             Ok(Some(chunk)) => {
+                if is_tty && chunk.contains(&0) {
+                    break Err(OutputError::BinaryOnTerminal.into());
+                }
                 total += chunk.len() as u64;
+                last = chunk.last().copied().unwrap_or(last);
                 if !writer.send(chunk).await {
                     break Ok(());
                 }
@@ -524,8 +557,13 @@ async fn print_body(response: &mut Response, stop: &CancellationToken) -> anyhow
         }
     };
     let written = writer.finish().await;
+    written.map_err(|source| OutputError::Write { what, source })?;
     result?;
-    written.context("writing to stdout")?;
+    if is_tty && total > 0 && last != b'\n' {
+        // Keep the prompt on a line of its own.
+        let mut out = Stdout::open(what)?;
+        out.write_all(b"\n")?;
+    }
     Ok(total)
 }
 
@@ -588,27 +626,29 @@ async fn save(
     stop: &CancellationToken,
     started: Instant,
 ) -> anyhow::Result<()> {
-    let special = opts
-        .output
-        .as_ref()
-        .filter(|p| p.as_os_str() == "-" || std::fs::metadata(p).is_ok_and(|m| !m.is_file()));
+    let special = opts.output.as_ref().filter(|p| {
+        p.as_os_str() == "-" || std::fs::metadata(p).is_ok_and(|m| !m.is_file() && !m.is_dir())
+    });
     if let Some(path) = special {
         // `-o /dev/null`, a FIFO or `-`: nothing to rename or resume, just write.
+        let to_stdout = path.as_os_str() == "-";
+        let out = if to_stdout {
+            Stdout::open("the response body")?.into_file()
+        } else {
+            // Opened before the request: a bad destination costs no traffic.
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|source| DownloadError::File {
+                    path: path.clone(),
+                    source,
+                })?
+        };
         let mut response = client.send(request.clone()).await?;
-        eprint!("{}", show.heads(&request, &response));
+        eprint_heads(&show.heads(&request, &response));
         if !response.status().is_success() {
             return Err(StatusError(response.status()).into());
         }
-        let out: Box<dyn Write + Send> = if path.as_os_str() == "-" {
-            Box::new(std::io::stdout())
-        } else {
-            Box::new(
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .with_context(|| format!("opening {}", path.display()))?,
-            )
-        };
         let writer = download::Writer::spawn(out);
         let mut total = 0;
         let result = loop {
@@ -624,10 +664,27 @@ async fn save(
             }
         };
         let written = writer.finish().await;
+        written.map_err(|source| -> anyhow::Error {
+            if to_stdout {
+                OutputError::Write {
+                    what: "the response body",
+                    source,
+                }
+                .into()
+            } else {
+                DownloadError::File {
+                    path: path.clone(),
+                    source,
+                }
+                .into()
+            }
+        })?;
         result?;
-        written.with_context(|| format!("writing {}", path.display()))?;
         if opts.json_meta {
-            eprintln!("{}", meta(&response, total, started.elapsed()));
+            say(format_args!(
+                "{}",
+                meta(&response, total, started.elapsed())
+            ));
         }
         return Ok(());
     }
@@ -646,7 +703,7 @@ async fn save(
     let mut on_progress = |progress: Progress, response: &Response| {
         if !printed {
             printed = true;
-            eprint!("{}", show.heads(&request, response));
+            eprint_heads(&show.heads(&request, response));
             if let Some(bar) = &bar {
                 match progress.total {
                     Some(total) => bar.set_length(total),
@@ -681,10 +738,10 @@ async fn save(
             if let Some(mut line) = meta_line {
                 line["body_bytes"] = done.bytes.into();
                 line["timings_ms"]["total"] = (started.elapsed().as_secs_f64() * 1000.0).into();
-                eprintln!("{line}");
+                say(format_args!("{line}"));
             }
             if std::io::stderr().is_terminal() {
-                eprintln!(
+                say(format_args!(
                     "saved {} ({} bytes{})",
                     done.path.display(),
                     done.bytes,
@@ -693,7 +750,7 @@ async fn save(
                     } else {
                         String::new()
                     }
-                );
+                ));
             }
             Ok(())
         }
@@ -706,6 +763,13 @@ async fn save(
                 None => e.into(),
             })
         }
+    }
+}
+
+/// Heads on stderr (when the body goes to a file); they end with an empty line already.
+fn eprint_heads(heads: &str) {
+    if let Some(text) = heads.strip_suffix('\n') {
+        say(format_args!("{text}"));
     }
 }
 
@@ -746,10 +810,29 @@ mod tests {
 
     #[test]
     fn url_shorthands() {
-        assert_eq!(normalize_url(":8080/x"), "http://localhost:8080/x");
-        assert_eq!(normalize_url(":/x"), "http://localhost/x");
-        assert_eq!(normalize_url("example.com/a"), "http://example.com/a");
-        assert_eq!(normalize_url("https://a/"), "https://a/");
+        for (input, scheme, want) in [
+            (":8080/x", "http", "http://localhost:8080/x"),
+            (":/x", "http", "http://localhost/x"),
+            ("18000", "http", "http://localhost:18000/"),
+            ("example.com/a", "http", "http://example.com/a"),
+            ("https://a/", "http", "https://a/"),
+            (":8443/x", "https", "https://localhost:8443/x"),
+            (
+                "a.test?next=http://b/",
+                "http",
+                "http://a.test/?next=http://b/",
+            ),
+            ("u:p%40ss@a.test/", "http", "http://u:p%40ss@a.test/"),
+        ] {
+            assert_eq!(target_url(input, scheme).unwrap().as_str(), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_masked_in_heads() {
+        assert_eq!(mask("Basic dTpw"), "***** ****");
+        assert!(is_secret(&header::AUTHORIZATION));
+        assert!(!is_secret(&header::ACCEPT));
     }
 
     #[test]

@@ -7,9 +7,15 @@ mod chat;
 mod connect;
 mod http;
 mod listen;
+pub(crate) mod output;
 mod transfer;
 
 pub(crate) use http::StatusError;
+
+/// A command line that makes no sense (bad URL, bad request item): exit 2, like clap's own.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct UsageError(pub(crate) Box<dyn std::error::Error + Send + Sync + 'static>);
 mod serve;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -41,7 +47,7 @@ pub(crate) fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime
 #[command(name = "sockit", version, about, propagate_version = true)]
 #[command(
     after_help = "Exit codes: 0 ok · 1 error · 2 usage · 3/4/5 HTTP 3xx/4xx/5xx (--check-status) · 6 could not resolve host · \
-7 could not connect · 28 timed out · 35 TLS failure"
+7 could not connect · 23 cannot write the output · 28 timed out · 35 TLS failure"
 )]
 pub(crate) struct Cli {
     /// Say what goes over the wire (-v connections, -vv every message); RUST_LOG overrides
@@ -89,13 +95,10 @@ impl Cli {
             Command::Serve(args) => serve::run(args, stop).await,
             Command::Chat(args) => chat::run(args, stop).await,
             Command::Completions { shell } => {
-                clap_complete::generate(
-                    shell,
-                    &mut Cli::command(),
-                    "sockit",
-                    &mut std::io::stdout(),
-                );
-                Ok(())
+                // Into memory first: clap_complete panics when its writer fails.
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut Cli::command(), "sockit", &mut script);
+                Ok(output::print("the completion script", &script)?)
             }
         }
     }

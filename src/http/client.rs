@@ -18,13 +18,16 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tracing::debug;
+use tracing::{debug, info, warn};
 use url::Url;
 
+use crate::http::request_first::{RequestFirst, SendState};
 use crate::http::trace::HttpTraced;
 use crate::net::tls::{self, Verify};
 use crate::net::trace::TraceSink;
-use crate::net::{self, ClientOptions, HostPort, NetError};
+use crate::net::{
+    self, AddrError, ClientOptions, DEFAULT_CONNECT_HOST, HostPort, NetError, Target,
+};
 
 /// What went wrong with an HTTP exchange.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +54,15 @@ pub enum HttpError {
         /// hyper's reason.
         #[source]
         source: hyper::Error,
+    },
+    /// The server stopped taking the request (broken pipe, reset) and sent no answer.
+    #[error("sending the request to {origin} failed, and no response came")]
+    Send {
+        /// `scheme://host:port`.
+        origin: String,
+        /// The write error.
+        #[source]
+        source: io::Error,
     },
     /// Reading the body failed or it was cut short.
     #[error("reading the response body")]
@@ -159,7 +171,12 @@ impl fmt::Display for Origin {
     }
 }
 
-type Sender = SendRequest<Full<Bytes>>;
+/// One connection: hyper's handle and what became of the request bytes written on it.
+struct Sender {
+    hyper: SendRequest<Full<Bytes>>,
+    sent: Arc<SendState>,
+}
+
 type Pool = Arc<Mutex<HashMap<Origin, Vec<Sender>>>>;
 
 /// An HTTP/1.1 client with a keep-alive pool. Cloning is cheap and shares the pool.
@@ -303,6 +320,7 @@ impl Client {
         let started = Instant::now();
         let mut history = Vec::new();
         loop {
+            move_credentials_to_header(&mut request)?;
             let origin = Origin::of(&request.url)?;
             let head = self.prepare(&request, &origin);
             let (response, sender, connected) =
@@ -313,7 +331,8 @@ impl Client {
             };
             let (parts, incoming) = response.into_parts();
             debug!(status = %parts.status, url = %request.url, "response");
-            let reusable = !connection_closes(parts.version, &parts.headers);
+            let reusable =
+                !connection_closes(parts.version, &parts.headers) && !sender.sent.has_failed();
             let release = reusable.then(|| Release {
                 pool: self.pool.clone(),
                 origin: origin.clone(),
@@ -383,7 +402,9 @@ impl Client {
             } else {
                 self.sender(origin, started).await?
             };
-            let exchange = sender.send_request(build_hyper_request(request, head)?);
+            let exchange = sender
+                .hyper
+                .send_request(build_hyper_request(request, head)?);
             let result =
                 match self.config.read_timeout {
                     Some(limit) => tokio::time::timeout(limit, exchange).await.map_err(|_| {
@@ -394,20 +415,31 @@ impl Client {
                     })?,
                     None => exchange.await,
                 };
+            let cut_short = sender.sent.take_failure();
+            if let (Some(err), Ok(response)) = (&cut_short, &result) {
+                warn!(
+                    %origin,
+                    status = %response.status(),
+                    "the server answered before it took the whole request ({err})"
+                );
+            }
             match result {
                 Ok(response) => return Ok((response, sender, connected)),
                 Err(err)
                     if connected.is_none()
                         && replayable
-                        && (err.is_canceled() || err.is_incomplete_message()) =>
+                        && (err.is_canceled()
+                            || err.is_incomplete_message()
+                            || cut_short.is_some()) =>
                 {
                     debug!(%origin, %err, "kept-alive connection was closed; reconnecting");
                     fresh_only = true;
                 }
                 Err(source) => {
-                    return Err(HttpError::Protocol {
-                        origin: origin.to_string(),
-                        source,
+                    let origin = origin.to_string();
+                    return Err(match cut_short {
+                        Some(source) => HttpError::Send { origin, source },
+                        None => HttpError::Protocol { origin, source },
                     });
                 }
             }
@@ -421,7 +453,7 @@ impl Client {
         started: Instant,
     ) -> Result<(Sender, Option<Duration>), HttpError> {
         while let Some(mut sender) = self.take_pooled(origin) {
-            if sender.ready().await.is_ok() {
+            if sender.hyper.ready().await.is_ok() {
                 debug!(%origin, "reusing a kept-alive connection");
                 return Ok((sender, None));
             }
@@ -434,7 +466,7 @@ impl Client {
         let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
         let senders = pool.get_mut(origin)?;
         while let Some(sender) = senders.pop() {
-            if !sender.is_closed() {
+            if !sender.hyper.is_closed() {
                 return Some(sender);
             }
         }
@@ -464,7 +496,9 @@ impl Client {
             )),
             None => stream,
         };
-        let (sender, connection) = hyper::client::conn::http1::Builder::new()
+        let sent = Arc::new(SendState::default());
+        let stream = RequestFirst::new(stream, sent.clone());
+        let (hyper, connection) = hyper::client::conn::http1::Builder::new()
             .title_case_headers(true)
             .handshake(TokioIo::new(stream))
             .await
@@ -472,12 +506,18 @@ impl Client {
                 origin: origin.to_string(),
                 source,
             })?;
+        let origin = origin.to_string();
         tokio::spawn(async move {
             if let Err(err) = connection.await {
-                debug!(%err, "connection ended");
+                if err.to_string().contains("unexpected message") {
+                    // hyper stops at Content-Length; whatever follows is not this response.
+                    info!(%origin, "the server sent more bytes than the response declared; they were ignored");
+                } else {
+                    debug!(%err, "connection ended");
+                }
             }
         });
-        Ok(sender)
+        Ok(Sender { hyper, sent })
     }
 
     fn tls_config(&self) -> Result<Arc<rustls::ClientConfig>, NetError> {
@@ -534,12 +574,101 @@ impl Client {
 }
 
 fn parse_url(url: &str) -> Result<Url, HttpError> {
-    let parsed = Url::parse(url).map_err(|e| HttpError::InvalidUrl {
-        url: url.to_owned(),
-        reason: e.to_string(),
+    target_url(url, "http")
+}
+
+/// The URL for what the user typed, in any form every command accepts ([`Target`]):
+/// `https://x/a`, `x/a` (`default_scheme` is added), `:8080/a` and `8080` (localhost),
+/// `user:password@x/` (the credentials are sent as Basic authentication).
+///
+/// # Examples
+///
+/// ```
+/// use sockit::http::target_url;
+///
+/// assert_eq!(target_url("18000", "http").unwrap().as_str(), "http://localhost:18000/");
+/// assert_eq!(target_url(":8443/a?b=c", "https").unwrap().as_str(), "https://localhost:8443/a?b=c");
+/// assert_eq!(
+///     target_url("x.test/?next=http://y/", "http").unwrap().as_str(),
+///     "http://x.test/?next=http://y/"
+/// );
+/// ```
+///
+/// # Errors
+///
+/// [`HttpError::InvalidUrl`] for malformed text,
+/// [`HttpError::UnsupportedScheme`] for a scheme other than `http` and `https`.
+pub fn target_url(input: &str, default_scheme: &str) -> Result<Url, HttpError> {
+    let target = Target::parse(input).map_err(|e| match e {
+        AddrError::Invalid { reason, .. } => HttpError::InvalidUrl {
+            url: input.to_owned(),
+            reason: reason.to_owned(),
+        },
+        other => HttpError::Net(other.into()),
     })?;
-    Origin::of(&parsed)?;
-    Ok(parsed)
+    let scheme = target.scheme.as_deref().unwrap_or(default_scheme);
+    if !matches!(scheme, "http" | "https") {
+        return Err(HttpError::UnsupportedScheme(scheme.to_owned()));
+    }
+    let host = match target.host.as_deref() {
+        Some(host) if host.contains(':') => format!("[{host}]"),
+        Some(host) => host.to_owned(),
+        None => DEFAULT_CONNECT_HOST.to_owned(),
+    };
+    let mut text = format!("{scheme}://{host}");
+    if let Some(port) = target.port {
+        text.push_str(&format!(":{port}"));
+    }
+    if !target.rest.starts_with('/') {
+        text.push('/');
+    }
+    text.push_str(&target.rest);
+    let invalid = |reason: String| HttpError::InvalidUrl {
+        url: input.to_owned(),
+        reason,
+    };
+    let mut url = Url::parse(&text).map_err(|e| invalid(e.to_string()))?;
+    if let Some(userinfo) = &target.userinfo {
+        let (user, password) = match userinfo.split_once(':') {
+            Some((user, password)) => (user, Some(password)),
+            None => (userinfo.as_str(), None),
+        };
+        url.set_username(user)
+            .and_then(|()| url.set_password(password))
+            .map_err(|()| invalid("this URL cannot carry a user name".into()))?;
+    }
+    Origin::of(&url)?;
+    Ok(url)
+}
+
+/// `user:password@` in the URL becomes `Authorization: Basic …` (unless the request has
+/// its own) and leaves the URL, so it shows up in no log, redirect or `--json-meta` line.
+fn move_credentials_to_header(request: &mut Request) -> Result<(), HttpError> {
+    if request.url.username().is_empty() && request.url.password().is_none() {
+        return Ok(());
+    }
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let user = decode(request.url.username());
+    let password = decode(request.url.password().unwrap_or_default());
+    if !request.headers.contains_key(header::AUTHORIZATION) {
+        request
+            .headers
+            .insert(header::AUTHORIZATION, basic_auth_value(&user, &password)?);
+    }
+    // Cannot fail: the URL has a host (checked by `Origin::of`).
+    let _ = request.url.set_username("");
+    let _ = request.url.set_password(None);
+    Ok(())
+}
+
+fn basic_auth_value(user: &str, password: &str) -> Result<HeaderValue, HttpError> {
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    HeaderValue::from_str(&format!("Basic {token}"))
+        .map_err(|_| HttpError::InvalidHeader("Authorization".into()))
 }
 
 fn build_hyper_request(
@@ -1015,8 +1144,16 @@ mod tests {
             Err(HttpError::UnsupportedScheme(_))
         ));
         assert!(matches!(
-            parse_url("http//x"),
+            parse_url("http://[::1/"),
             Err(HttpError::InvalidUrl { .. })
+        ));
+        assert!(matches!(
+            parse_url("http://a<b/"),
+            Err(HttpError::InvalidUrl { .. })
+        ));
+        assert!(matches!(
+            parse_url("ftp.test/x?u=gopher://y/"),
+            Ok(url) if url.as_str() == "http://ftp.test/x?u=gopher://y/"
         ));
         assert!(parse_url("https://[::1]:8443/a?b=c").is_ok());
     }

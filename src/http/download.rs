@@ -91,6 +91,10 @@ pub async fn download(
     on_progress: &mut (dyn FnMut(Progress, &Response) + Send),
 ) -> Result<Downloaded, DownloadError> {
     let resume = resume && path.is_some();
+    if let Some(path) = path {
+        // A destination that cannot be written costs no request.
+        check_destination(path)?;
+    }
     let part = path.map(part_path).unwrap_or_default();
     // Byte ranges of a compressed body make no sense; ask for the file as it is.
     request.headers.insert(
@@ -224,6 +228,27 @@ pub async fn download(
         status,
         headers: response.headers().clone(),
     })
+}
+
+/// Fails early when `path` is a directory or its directory does not exist.
+fn check_destination(path: &Path) -> Result<(), DownloadError> {
+    let refuse = |kind, why: &str| {
+        Err(DownloadError::File {
+            path: path.to_owned(),
+            source: io::Error::new(kind, why.to_owned()),
+        })
+    };
+    if path.is_dir() {
+        return refuse(io::ErrorKind::IsADirectory, "it is a directory");
+    }
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return refuse(io::ErrorKind::NotFound, "its directory does not exist");
+    }
+    Ok(())
 }
 
 /// A `Last-Modified` kept in the `.part` file's mtime: whole seconds, in the past.

@@ -34,10 +34,11 @@ pub mod body;
 mod client;
 pub mod download;
 pub mod items;
+mod request_first;
 mod trace;
 
 pub use client::{
     Client, ClientConfig, Hop, HttpError, Request, RequestBuilder, Response, SentHead, Timings,
-    get, post,
+    get, post, target_url,
 };
 pub mod server;

@@ -144,6 +144,73 @@ impl FromStr for HostPort {
             input: input.to_owned(),
             reason,
         };
+        let target = Target::parse(input)?;
+        if target.scheme.is_some() {
+            return Err(invalid("URLs are not addresses; give HOST:PORT"));
+        }
+        if target.userinfo.is_some() || !target.rest.is_empty() {
+            return Err(invalid(
+                "an address has no user, path or query; give HOST:PORT",
+            ));
+        }
+        let port = target.port.ok_or_else(|| invalid("missing :PORT"))?;
+        if let Some(host) = &target.host {
+            if !host.contains(':') && !is_valid_host(host) {
+                return Err(invalid("the host has characters a host name cannot have"));
+            }
+        }
+        Ok(Self::new(target.host, port))
+    }
+}
+
+/// What a user typed to name a peer, before any defaults: an address (`HOST:PORT`,
+/// `[v6]:PORT`, `:PORT`, `PORT`) or a URL, with or without its scheme
+/// (`[SCHEME://][USER[:PASSWORD]@]ADDR[/PATH][?QUERY][#FRAGMENT]`).
+///
+/// Every command parses its target with this one parser, so the forms mean the same
+/// everywhere. A bare number is always a port on the default host, never an IPv4
+/// address in disguise (`18000` is `localhost:18000`, not `0.0.70.80`).
+///
+/// # Examples
+///
+/// ```
+/// use sockit::net::Target;
+///
+/// let t = Target::parse("18000").unwrap();
+/// assert_eq!((t.host.as_deref(), t.port), (None, Some(18000)));
+///
+/// let t = Target::parse("ada:pw@example.com:8080/a?next=http://b/").unwrap();
+/// assert_eq!(t.scheme, None);
+/// assert_eq!(t.userinfo.as_deref(), Some("ada:pw"));
+/// assert_eq!(t.host.as_deref(), Some("example.com"));
+/// assert_eq!(t.port, Some(8080));
+/// assert_eq!(t.rest, "/a?next=http://b/");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The scheme, lower case, when one was written (`https` in `https://x/`).
+    pub scheme: Option<String>,
+    /// `USER[:PASSWORD]` before `@`, as written (percent-escapes still in place).
+    pub userinfo: Option<String>,
+    /// The host without brackets; `None` when only a port (or nothing) was given.
+    pub host: Option<String>,
+    /// The port, when one was written.
+    pub port: Option<u16>,
+    /// Everything from the first `/`, `?` or `#` after the address; empty when none.
+    pub rest: String,
+}
+
+impl Target {
+    /// Splits `input` into its parts. No DNS, no defaults.
+    ///
+    /// # Errors
+    ///
+    /// [`AddrError::Invalid`] with the reason, for text that is none of the forms.
+    pub fn parse(input: &str) -> Result<Self, AddrError> {
+        let invalid = |reason| AddrError::Invalid {
+            input: input.to_owned(),
+            reason,
+        };
         let s = input.trim();
         if s.is_empty() {
             return Err(invalid("it is empty"));
@@ -151,39 +218,75 @@ impl FromStr for HostPort {
         if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(invalid("it contains spaces or control characters"));
         }
-        if s.contains("://") {
-            return Err(invalid("URLs are not addresses; give HOST:PORT"));
+        // A scheme only counts before the first `/`, `?` or `#`: `x/?next=http://y` has none.
+        let (scheme, s) = match s.split_once("://") {
+            Some((scheme, rest)) if is_scheme(scheme) => (Some(scheme.to_ascii_lowercase()), rest),
+            _ => (None, s),
+        };
+        let end = s.find(['/', '?', '#']).unwrap_or(s.len());
+        let (authority, rest) = s.split_at(end);
+        let (userinfo, address) = match authority.rsplit_once('@') {
+            Some((user, address)) => (Some(user.to_owned()), address),
+            None => (None, authority),
+        };
+        let (host, port) = split_host_port(address).map_err(invalid)?;
+        if host.is_none() && port.is_none() && scheme.is_some() {
+            return Err(invalid("the URL has no host"));
         }
-        if let Some(rest) = s.strip_prefix('[') {
-            let (ip, after) = rest
-                .split_once(']')
-                .ok_or_else(|| invalid("missing ']' after the IPv6 address"))?;
-            ip.parse::<std::net::Ipv6Addr>()
-                .map_err(|_| invalid("not an IPv6 address inside [ ]"))?;
-            let port = after
-                .strip_prefix(':')
-                .ok_or_else(|| invalid("missing :PORT after ']'"))?;
-            return Ok(Self::new(
-                Some(ip.to_owned()),
-                parse_port(port).map_err(invalid)?,
-            ));
-        }
-        if s.bytes().all(|b| b.is_ascii_digit()) {
-            return Ok(Self::new(None, parse_port(s).map_err(invalid)?));
-        }
-        let (host, port) = s.rsplit_once(':').ok_or_else(|| invalid("missing :PORT"))?;
-        if host.contains(':') {
-            return Err(invalid("an IPv6 address needs brackets, as in [::1]:80"));
-        }
-        let port = parse_port(port).map_err(invalid)?;
-        if host.is_empty() {
-            return Ok(Self::new(None, port));
-        }
-        if !is_valid_host(host) {
-            return Err(invalid("the host has characters a host name cannot have"));
-        }
-        Ok(Self::new(Some(host.to_owned()), port))
+        Ok(Self {
+            scheme,
+            userinfo,
+            host,
+            port,
+            rest: rest.to_owned(),
+        })
     }
+}
+
+/// `host`, `host:port`, `[v6]`, `[v6]:port`, `:port`, `port` or nothing.
+fn split_host_port(s: &str) -> Result<(Option<String>, Option<u16>), &'static str> {
+    if let Some(rest) = s.strip_prefix('[') {
+        let (ip, after) = rest
+            .split_once(']')
+            .ok_or("missing ']' after the IPv6 address")?;
+        ip.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| "not an IPv6 address inside [ ]")?;
+        let port = match after {
+            "" => None,
+            _ => Some(parse_port(
+                after.strip_prefix(':').ok_or("missing :PORT after ']'")?,
+            )?),
+        };
+        return Ok((Some(ip.to_owned()), port));
+    }
+    if s.is_empty() || s == ":" {
+        return Ok((None, None));
+    }
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok((None, Some(parse_port(s)?)));
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Ok((Some(s.to_owned()), None));
+    };
+    if host.contains(':') {
+        return Err("an IPv6 address needs brackets, as in [::1]:80");
+    }
+    let port = parse_port(port)?;
+    if host.is_empty() {
+        return Ok((None, Some(port)));
+    }
+    if host.bytes().all(|b| b.is_ascii_digit()) {
+        // `8080:80` is not a host; an all-digit host would be read as an IPv4 number.
+        return Err("a host of digits only is not a host name (did you mean :PORT?)");
+    }
+    Ok((Some(host.to_owned()), Some(port)))
+}
+
+/// RFC 3986: a letter, then letters, digits, `+`, `-` or `.`.
+fn is_scheme(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
 }
 
 fn parse_port(s: &str) -> Result<u16, &'static str> {
@@ -241,12 +344,83 @@ mod tests {
             ("[::1", "missing ']'"),
             ("[nothost]:80", "not an IPv6"),
             ("http://x:80", "URLs"),
+            ("x:80/path", "no user, path or query"),
+            ("ada@x:80", "no user, path or query"),
+            ("12:80", "digits only"),
             ("a b:80", "spaces"),
             ("ho$t:80", "characters"),
             ("99999999999999999999", "larger than 65535"),
         ];
         for (input, why) in cases {
             let err = input.parse::<HostPort>().expect_err(input).to_string();
+            assert!(err.contains(why), "{input:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn targets_split_into_their_parts() {
+        type Case<'a> = (
+            &'a str,
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<u16>,
+            &'a str,
+        );
+        let cases: &[Case] = &[
+            ("18000", None, None, None, Some(18000), ""),
+            (":18000/x", None, None, None, Some(18000), "/x"),
+            ("18000/x?y", None, None, None, Some(18000), "/x?y"),
+            (":/x", None, None, None, None, "/x"),
+            ("example.com", None, None, Some("example.com"), None, ""),
+            ("Example.com/a", None, None, Some("Example.com"), None, "/a"),
+            ("HTTPS://x:1/", Some("https"), None, Some("x"), Some(1), "/"),
+            ("http://8080/", Some("http"), None, None, Some(8080), "/"),
+            ("[::1]/a", None, None, Some("::1"), None, "/a"),
+            (
+                "https://[::1]:8443?q",
+                Some("https"),
+                None,
+                Some("::1"),
+                Some(8443),
+                "?q",
+            ),
+            (
+                "h/x?next=http://y/",
+                None,
+                None,
+                Some("h"),
+                None,
+                "/x?next=http://y/",
+            ),
+            (
+                "h?next=http://y/",
+                None,
+                None,
+                Some("h"),
+                None,
+                "?next=http://y/",
+            ),
+            ("h#http://y", None, None, Some("h"), None, "#http://y"),
+            ("u:p@h:1/x", None, Some("u:p"), Some("h"), Some(1), "/x"),
+            ("u:p@ss@h/x", None, Some("u:p@ss"), Some("h"), None, "/x"),
+            ("http://u@:9/", Some("http"), Some("u"), None, Some(9), "/"),
+        ];
+        for (input, scheme, user, host, port, rest) in cases {
+            let t = Target::parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));
+            assert_eq!(t.scheme.as_deref(), *scheme, "{input}");
+            assert_eq!(t.userinfo.as_deref(), *user, "{input}");
+            assert_eq!(t.host.as_deref(), *host, "{input}");
+            assert_eq!(t.port, *port, "{input}");
+            assert_eq!(t.rest, *rest, "{input}");
+        }
+        for (input, why) in [
+            ("http:///x", "no host"),
+            ("h:99999/", "larger than 65535"),
+            ("::1/x", "brackets"),
+            ("h x", "spaces"),
+        ] {
+            let err = Target::parse(input).expect_err(input).to_string();
             assert!(err.contains(why), "{input:?}: {err}");
         }
     }
@@ -286,6 +460,7 @@ mod tests {
         #[test]
         fn parsing_never_panics(s in "\\PC{0,40}") {
             let _ = s.parse::<HostPort>();
+            let _ = Target::parse(&s);
         }
 
         #[test]

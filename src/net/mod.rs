@@ -15,7 +15,7 @@ pub mod tls;
 pub mod trace;
 pub mod udp_batch;
 
-pub use addr::{AddrError, DEFAULT_BIND_HOST, DEFAULT_CONNECT_HOST, HostPort};
+pub use addr::{AddrError, DEFAULT_BIND_HOST, DEFAULT_CONNECT_HOST, HostPort, Target};
 pub use error::{FailureClass, NetError, classify};
 pub use server::{ServerConfig, serve, shutdown_signal};
 pub use stream::{AsyncStream, BoxStream, ClientOptions, open, secure};

@@ -574,14 +574,16 @@ fn bad_input_gets_one_line_and_its_exit_code() {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("out");
     let o = out.to_str().expect("utf-8 path");
+    let dir_arg = dir.path().to_str().expect("utf-8 path");
     let refused = StdListener::bind("127.0.0.1:0").expect("bind");
     let closed = format!("http://{}/", refused.local_addr().expect("addr"));
     drop(refused);
     let cases: &[(&[&str], i32, &str)] = &[
-        (&["get", "http://[::1/"], 1, "invalid URL"),
-        (&["get", "gopher://x/"], 1, "unsupported URL scheme"),
-        (&["get", ":1/", "X-A:1\r\nX-B: 2"], 1, "header injection"),
-        (&["post", ":1/", "n:={"], 1, "invalid JSON"),
+        (&["get", "http://[::1/"], 2, "invalid URL"),
+        (&["get", "gopher://x/"], 2, "unsupported URL scheme"),
+        (&["get", ":1/", "X-A:1\r\nX-B: 2"], 2, "header injection"),
+        (&["post", ":1/", "n:={"], 2, "invalid JSON"),
+        (&["get", "12:80/"], 2, "digits only"),
         (
             &["post", ":1/", "f@/no/such/file"],
             1,
@@ -593,6 +595,13 @@ fn bad_input_gets_one_line_and_its_exit_code() {
             "could not resolve",
         ),
         (&["get", &closed, "-o", o], 7, "connection refused"),
+        // Checked before connecting: the refused port is never reached.
+        (
+            &["get", &closed, "-o", "/no/such/dir/f"],
+            23,
+            "its directory does not exist",
+        ),
+        (&["get", &closed, "-o", dir_arg], 23, "it is a directory"),
     ];
     for (args, want, needle) in cases {
         let (_, err, code) = run(args, b"");
@@ -781,6 +790,11 @@ fn nginx_over_tls_with_pin_ca_and_name_checks() {
     assert!(got == data);
     let (_, _, code) = run(&["get", &by_ip, "-k", "-o", "/dev/null"], b"");
     assert_eq!(code, Some(0));
+    // TLS options mean https:// when no scheme is given.
+    let shorthand = format!(":{}/f.bin", nginx.port);
+    let (got, err, code) = run(&["get", &shorthand, "--pin", &pin], b"");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(got == data, "pinned shorthand download differs");
 
     let wrong_pin = format!("sha256:{}", "00".repeat(32));
     for args in [
@@ -909,4 +923,311 @@ fn an_interrupted_download_keeps_only_the_part_file() {
     assert!(err.contains("interrupted"), "{err}");
     assert_eq!(dir_entries(dir.path()), ["slow.txt.part"]);
     assert_eq!(std::fs::read(&part).expect("part"), b"first ");
+}
+
+/// A hand-written HTTP peer on 127.0.0.1:0: `handle` runs for each of the first `conns`
+/// connections, in a thread (the lessons' servers, and the odd ones real clients meet).
+fn raw_server(conns: usize, handle: fn(TcpStream)) -> String {
+    let listener = StdListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for _ in 0..conns {
+            let Ok((stream, _)) = listener.accept() else {
+                return;
+            };
+            let _ = stream.set_read_timeout(Some(WAIT));
+            handle(stream);
+        }
+    });
+    format!("http://{addr}/")
+}
+
+/// Reads a request head (up to the empty line), bounded.
+fn read_head(stream: &mut TcpStream) -> Vec<u8> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 65536 {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    head
+}
+
+#[test]
+fn servers_that_answer_before_reading_the_request_are_understood() {
+    use std::io::Write;
+    // The lessons' server: the answer goes out on accept, the request is never read.
+    // It ends with a reset or a close, whichever the timing gives: both end the body.
+    let lesson = raw_server(10, |mut s| {
+        let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\nhello world");
+    });
+    for _ in 0..10 {
+        let (out, err, code) = run(&["get", &lesson], b"");
+        assert_eq!(
+            (code, out.as_slice()),
+            (Some(0), &b"hello world"[..]),
+            "{err}"
+        );
+    }
+    // Answers first, then reads the request.
+    let answer_then_read = raw_server(1, |mut s| {
+        let _ =
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nfirst");
+        read_head(&mut s);
+    });
+    let (out, err, code) = run(&["get", &answer_then_read], b"");
+    assert_eq!((code, out.as_slice()), (Some(0), &b"first"[..]), "{err}");
+    // More bytes than Content-Length: the declared bytes are the body, and -v says so.
+    let too_long = raw_server(1, |mut s| {
+        read_head(&mut s);
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello world");
+    });
+    let (out, err, code) = run(&["get", &too_long, "-v"], b"");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.ends_with(b"\n\nhello"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    assert!(
+        err.contains("more bytes than the response declared"),
+        "{err}"
+    );
+    // No Content-Length: the body ends when the server closes, and is complete.
+    let close_delimited = raw_server(1, |mut s| {
+        read_head(&mut s);
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+        let _ = s.write_all(&random_bytes(300_000, 9));
+    });
+    let (out, err, code) = run(&["get", &close_delimited], b"");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out == random_bytes(300_000, 9),
+        "close-delimited body differs"
+    );
+    // An informational 100 before the answer, and a chunked body with trailers.
+    let continue_then_chunked = raw_server(1, |mut s| {
+        read_head(&mut s);
+        let _ = s.write_all(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+              3\r\none\r\n4\r\n two\r\n0\r\nX-Sum: 7\r\n\r\n",
+        );
+    });
+    let (out, err, code) = run(&["get", &continue_then_chunked], b"");
+    assert_eq!((code, out.as_slice()), (Some(0), &b"one two"[..]), "{err}");
+}
+
+#[test]
+fn an_upload_refused_early_reports_the_status_every_time() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, random_bytes(16 << 20, 4)).expect("write");
+    let body = format!("@{}", big.display());
+    // Reads the head only, answers 413 (or 401 every other time) and closes: the rest of
+    // the upload meets a closed socket (broken pipe or reset).
+    let refuse = raw_server(10, |mut s| {
+        read_head(&mut s);
+        static SERVED: AtomicUsize = AtomicUsize::new(0);
+        let status = if SERVED.fetch_add(1, Ordering::Relaxed) % 2 == 0 {
+            "413 Content Too Large"
+        } else {
+            "401 Unauthorized"
+        };
+        let _ = s.write_all(
+            format!("HTTP/1.1 {status}\r\nContent-Length: 8\r\nConnection: close\r\n\r\nrefused\n")
+                .as_bytes(),
+        );
+    });
+    for round in 0..10 {
+        let (out, err, code) = run(
+            &[
+                "http",
+                "PUT",
+                &refuse,
+                &body,
+                "--check-status",
+                "Expect:100-continue",
+            ],
+            b"",
+        );
+        assert_eq!(code, Some(4), "round {round}: {err}");
+        assert_eq!(out, b"refused\n", "round {round}: {err}");
+        assert!(err.contains("server answered 4"), "round {round}: {err}");
+    }
+}
+
+#[test]
+fn our_output_errors_have_exit_23_and_a_closed_pipe_is_a_normal_end() {
+    use std::io::Read;
+    let server = TestServer::start(random_bytes(4 << 20, 5).into(), None);
+    let url = server.url("/file");
+    let exe = env!("CARGO_BIN_EXE_sockit");
+    // stdout closed at launch (`>&-`), and stdout that is full.
+    for (redirect, needle) in [
+        (">&-", "Bad file descriptor"),
+        ("> /dev/full", "No space left"),
+    ] {
+        for args in [
+            format!("\"$0\" get {url} {redirect}"),
+            format!("\"$0\" completions bash {redirect}"),
+            format!("\"$0\" get --help {redirect}"),
+            format!("\"$0\" --version {redirect}"),
+        ] {
+            let (_, err, code) = run_cmd(Command::new("sh").args(["-c", &args, exe]), b"");
+            assert_eq!(code, Some(23), "{args}: {err}");
+            assert!(
+                err.starts_with("error: writing ") && err.contains(needle),
+                "{args}: {err}"
+            );
+            assert!(!err.contains("panicked"), "{args}: {err}");
+        }
+    }
+    // `| head -c 1`: the reader leaves early; that is not an error.
+    let mut child = sockit()
+        .args(["get", &url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 1];
+    stdout.read_exact(&mut first).expect("first byte");
+    drop(stdout);
+    let status = wait_timeout(&mut child, WAIT).expect("exits");
+    let mut err = String::new();
+    let _ = child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err);
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(err.is_empty(), "{err}");
+}
+
+#[test]
+fn body_bytes_reach_a_pipe_as_they_arrive() {
+    use std::io::{Read, Write};
+    // A line without its newline, then a pause: the bytes must not wait for the newline.
+    let url = raw_server(1, |mut s| {
+        read_head(&mut s);
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\ndata: 1");
+        std::thread::sleep(Duration::from_millis(1500));
+        let _ = s.write_all(b"\n");
+    });
+    let started = std::time::Instant::now();
+    let mut child = sockit()
+        .args(["get", &url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 7];
+    stdout.read_exact(&mut first).expect("first bytes");
+    let first_at = started.elapsed();
+    let mut rest = Vec::new();
+    stdout.read_to_end(&mut rest).expect("rest");
+    let end_at = started.elapsed();
+    let status = wait_timeout(&mut child, WAIT).expect("exits");
+    assert_eq!(status.code(), Some(0));
+    assert_eq!((&first[..], rest.as_slice()), (&b"data: 1"[..], &b"\n"[..]));
+    assert!(
+        end_at - first_at > Duration::from_millis(1000),
+        "the first bytes came at {first_at:?}, only just before the end at {end_at:?}"
+    );
+    let _ = std::io::stdout().flush();
+}
+
+#[test]
+fn bare_ports_and_shorthand_urls_mean_localhost() {
+    let server = TestServer::start(Bytes::new(), None);
+    let port = server
+        .url("/")
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('/')
+        .to_owned();
+    for target in [
+        port.clone(),
+        format!(":{port}"),
+        format!("{port}/echo?next=http://x/"),
+    ] {
+        let (out, err, code) = run(&["get", &target], b"");
+        assert_eq!(code, Some(0), "{target}: {err}");
+        if target.contains("echo") {
+            assert_eq!(stdout_json(&out)["query"], "next=http://x/", "{target}");
+        }
+    }
+    // Credentials in the URL are Basic auth, masked in -v and absent from --json-meta.
+    let target = format!("ada:p%40ss@localhost:{port}/echo");
+    let (out, err, code) = run(&["get", &target, "-v", "--json-meta"], b"");
+    assert_eq!(code, Some(0), "{err}");
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.contains("\nAuthorization: ***** ************\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"authorization\":\"Basic YWRhOnBAc3M=\""),
+        "{text}"
+    );
+    assert!(
+        !err.contains("ada") && err.contains("\"url\":\"http://localhost:"),
+        "{err}"
+    );
+}
+
+/// Runs `sockit ARGS…` with stdout on a terminal (`script` gives it a pty); returns what the
+/// terminal showed and the exit code.
+fn run_on_terminal(args: &[&str]) -> (Vec<u8>, String, Option<i32>) {
+    require("script");
+    let command = std::iter::once(env!("CARGO_BIN_EXE_sockit"))
+        .chain(args.iter().copied())
+        .map(|a| format!("'{a}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    run_cmd(
+        Command::new("script").args(["-qec", &command, "/dev/null"]),
+        b"",
+    )
+}
+
+#[test]
+fn a_terminal_gets_the_whole_text_body_and_no_binary_dump() {
+    // 20 MiB of text: more than the 16 MiB once held for pretty-printing; nothing is cut.
+    let big = raw_server(1, |mut s| {
+        use std::io::Write;
+        read_head(&mut s);
+        let _ = s.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n",
+        );
+        let line = [b'a'; 1023];
+        for _ in 0..(20 << 10) {
+            let _ = s.write_all(&line);
+            let _ = s.write_all(b"\n");
+        }
+    });
+    let (shown, err, code) = run_on_terminal(&["get", &big]);
+    assert_eq!(code, Some(0), "{err}");
+    let letters = shown.iter().filter(|&&b| b == b'a').count();
+    assert_eq!(letters, 1023 * (20 << 10));
+
+    let zeros = raw_server(1, |mut s| {
+        use std::io::Write;
+        read_head(&mut s);
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nab\0\0cd");
+    });
+    let (shown, _, code) = run_on_terminal(&["get", &zeros]);
+    let text = String::from_utf8_lossy(&shown);
+    assert_eq!(code, Some(23), "{text}");
+    assert!(
+        text.contains("binary body not shown on a terminal"),
+        "{text}"
+    );
+    assert!(!text.contains("ab"), "{text}");
 }

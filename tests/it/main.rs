@@ -9,6 +9,7 @@ mod bench;
 mod chat;
 mod framing;
 mod http;
+mod httpbin;
 mod net;
 mod redbot;
 mod serve;
