@@ -10,6 +10,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+use sockit::chat::client::JoinError;
 use sockit::http::download::DownloadError;
 use sockit::net::relay::RelayError;
 use sockit::net::{FailureClass, classify, shutdown_signal};
@@ -110,6 +111,16 @@ fn report(err: &anyhow::Error) -> ExitCode {
         say(format_args!("error: {status}"));
         return ExitCode::from(status.exit_code());
     }
+    if let Some(join) = find::<JoinError>(err) {
+        say(format_args!(
+            "error: {}",
+            sockit::net::error_chain(err.as_ref())
+        ));
+        if let Some(hint) = join.hint() {
+            say(format_args!("hint: {hint}"));
+        }
+        return ExitCode::from(join_exit_code(join));
+    }
     if let Some(relay) = find::<RelayError>(err) {
         if relay.is_output_closed() {
             return ExitCode::SUCCESS;
@@ -134,6 +145,17 @@ fn report(err: &anyhow::Error) -> ExitCode {
 /// The first error of type `E` in the chain.
 fn find<E: std::error::Error + 'static>(err: &anyhow::Error) -> Option<&E> {
     err.chain().find_map(|cause| cause.downcast_ref::<E>())
+}
+
+/// A chat session the server refused or ended: curl's numbers where curl has one (README).
+fn join_exit_code(err: &JoinError) -> u8 {
+    match err {
+        JoinError::SpeaksTls => 35,
+        JoinError::PasswordRequired | JoinError::WrongPassword => 67,
+        JoinError::NickTaken(_) => 73,
+        JoinError::NoGoodbye(_) => 28,
+        JoinError::Closed { .. } | JoinError::Io(_) => 56,
+    }
 }
 
 /// Exit codes follow curl's numbers, which scripts already know.

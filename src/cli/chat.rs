@@ -206,25 +206,9 @@ async fn join(args: JoinArgs, stop: CancellationToken) -> anyhow::Result<()> {
     match outcome {
         Ok(()) => Ok(()),
         Err(JoinError::Io(err)) => Err(err.into()),
-        Err(err) => refused(&args.addr, &err),
+        // The binary's error report gives each refusal its exit code and hint.
+        Err(err) => Err(anyhow::Error::new(err).context(format!("joining {}", args.addr))),
     }
-}
-
-/// Ends the process for a session the server refused or ended: one error line, a hint
-/// when there is one, and the exit code (curl's numbers where curl has one; README).
-fn refused(addr: &HostPort, err: &JoinError) -> ! {
-    let code = match err {
-        JoinError::SpeaksTls => 35,
-        JoinError::PasswordRequired | JoinError::WrongPassword => 67,
-        JoinError::NickTaken(_) => 73,
-        JoinError::NoGoodbye(_) => 28,
-        JoinError::Closed { .. } | JoinError::Io(_) => 56,
-    };
-    eprintln!("error: joining {addr}: {err}");
-    if let Some(hint) = err.hint() {
-        eprintln!("hint: {hint}");
-    }
-    std::process::exit(code)
 }
 
 #[cfg(test)]
