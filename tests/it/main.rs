@@ -9,5 +9,6 @@ mod bench;
 mod chat;
 mod http;
 mod net;
+mod peers_nc;
 mod serve;
 mod transfer;
