@@ -508,6 +508,41 @@ fn idle_connections_are_closed_after_the_idle_timeout() {
     assert!(started.elapsed() >= Duration::from_millis(250));
 }
 
+/// A server that accepts TCP and never answers the TLS handshake: Ctrl-C ends `connect` at
+/// once (not at the 10 s handshake timeout), with 130 like a client killed by SIGINT.
+#[test]
+fn ctrl_c_during_a_tls_handshake_exits_at_once_with_130() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (accepted_tx, accepted) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        accepted_tx.send(()).unwrap();
+        std::thread::sleep(WAIT * 2); // holds the connection, says nothing
+        drop(conn);
+    });
+    let mut child = sockit()
+        .args(["connect", "--insecure", &addr.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    accepted.recv_timeout(WAIT).expect("sockit connected");
+    std::thread::sleep(Duration::from_millis(200)); // now inside the handshake
+    let started = std::time::Instant::now();
+    let pid = child.id().to_string();
+    let (_, err, code) = run_cmd(std::process::Command::new("kill").args(["-INT", &pid]), b"");
+    assert_eq!(code, Some(0), "{err}");
+    let status = wait_timeout(&mut child, Duration::from_secs(2)).expect("exits on Ctrl-C");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(status.code(), Some(130), "{status:?}");
+}
+
 #[test]
 fn sigterm_stops_the_server_cleanly() {
     let mut server = Server::start(&["listen", "--port", "0", "--echo"]);

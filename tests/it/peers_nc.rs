@@ -404,3 +404,110 @@ fn hundred_mib_scripted_pipeline_is_byte_exact_both_ways() {
     listen.succeeds(limit);
     assert_same(&got, &big);
 }
+
+/// `sockit listen --tls` with one peer: the peer gets every byte, then `close_notify`, so a
+/// pinned `sockit connect` exits 0 — in both directions.
+#[test]
+fn listen_tls_one_peer_and_pinned_connect_move_everything_both_ways() {
+    let dir = Dir::new();
+    let sent = dir.random_file("sent", CELL_BYTES, 18);
+    for listen_sends in [true, false] {
+        let got = dir.path("got");
+        let mut cmd = sockit();
+        cmd.args(["listen", "--tls", "--port", "0"])
+            .stdin(input(listen_sends.then_some(sent.as_path())))
+            .stdout(if listen_sends {
+                Stdio::null()
+            } else {
+                output(&got)
+            })
+            .stderr(Stdio::piped());
+        let mut listen = Proc::spawn(&mut cmd, "sockit listen --tls");
+        let stderr = listen.child.stderr.take().expect("piped stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let first = lines.next().expect("announcement").expect("utf-8");
+        let addr = first
+            .rsplit_once(" listening on ")
+            .expect("address")
+            .1
+            .to_owned();
+        let pin_line = lines.next().expect("fingerprint line").expect("utf-8");
+        let pin = pin_line.rsplit_once(' ').expect("fingerprint").1.to_owned();
+        std::thread::spawn(move || for _ in lines {});
+        let mut connect = sockit();
+        connect
+            .args(["connect", "--pin", &pin, &addr])
+            .stdin(input((!listen_sends).then_some(sent.as_path())))
+            .stdout(if listen_sends {
+                output(&got)
+            } else {
+                Stdio::null()
+            });
+        Proc::spawn(&mut connect, "sockit connect --pin").succeeds(WAIT);
+        listen.succeeds(WAIT);
+        assert_same(&got, &sent);
+    }
+}
+
+/// socat's TLS client ends with `close_notify` like sockit does: all bytes, exit 0 on both sides.
+#[test]
+fn listen_tls_sends_all_to_socat_openssl() {
+    require("socat");
+    let dir = Dir::new();
+    let sent = dir.random_file("sent", CELL_BYTES, 19);
+    let got = dir.path("got");
+    let (listen, addr) = sockit_listen(&["--tls"], input(Some(&sent)), Stdio::null());
+    let mut socat = Command::new("socat");
+    socat
+        .args(["STDIO", &format!("OPENSSL:{addr},verify=0")])
+        .stdin(Stdio::null())
+        .stdout(output(&got))
+        .stderr(Stdio::null());
+    Proc::spawn(&mut socat, "socat").succeeds(WAIT);
+    listen.succeeds(WAIT);
+    assert_same(&got, &sent);
+}
+
+/// ncat --ssl closes without `close_notify`: every byte is still written out, but sockit
+/// cannot tell that from a cut connection, so it says so and exits 1 (as curl does).
+#[test]
+fn tls_end_without_close_notify_keeps_the_data_and_fails_loudly() {
+    require("ncat");
+    let dir = Dir::new();
+    let sent = dir.random_file("sent", CELL_BYTES, 20);
+    let got = dir.path("got");
+    let mut cmd = sockit();
+    cmd.args(["listen", "--tls", "--port", "0"])
+        .stdin(Stdio::null())
+        .stdout(output(&got))
+        .stderr(Stdio::piped());
+    let mut listen = Proc::spawn(&mut cmd, "sockit listen --tls");
+    let stderr = listen.child.stderr.take().expect("piped stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx.recv_timeout(WAIT).expect("announcement");
+    let addr: SocketAddr = first
+        .rsplit_once(" listening on ")
+        .expect("address")
+        .1
+        .parse()
+        .expect("address");
+    let mut ncat = Command::new("ncat");
+    ncat.args(["--ssl", "127.0.0.1", &addr.port().to_string()])
+        .stdin(input(Some(&sent)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    Proc::spawn(&mut ncat, "ncat --ssl").succeeds(WAIT);
+    let status = wait_timeout(&mut listen.child, WAIT).expect("listen ends");
+    assert_eq!(status.code(), Some(1));
+    let err: Vec<String> = rx.try_iter().collect();
+    assert!(
+        err.iter().any(|l| l.contains("without close_notify")),
+        "{err:#?}"
+    );
+    assert_same(&got, &sent);
+}
