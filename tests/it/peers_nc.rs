@@ -511,3 +511,75 @@ fn tls_end_without_close_notify_keeps_the_data_and_fails_loudly() {
     );
     assert_same(&got, &sent);
 }
+
+/// `sockit send --raw FILE` for the raw receive tests.
+fn raw_sender(dir: &Dir, len: usize) -> (Server, PathBuf) {
+    let file = dir.random_file("offered", len, 21);
+    let server = Server::start(&[
+        "send",
+        "--raw",
+        file.to_str().expect("utf-8 path"),
+        "--port",
+        "0",
+        "--bind",
+        "127.0.0.1",
+    ]);
+    (server, file)
+}
+
+fn mkfifo(path: &Path) {
+    require("mkfifo");
+    let status = Command::new("mkfifo").arg(path).status().expect("mkfifo");
+    assert!(status.success());
+}
+
+fn is_fifo(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::symlink_metadata(path)
+        .map(|m| m.file_type().is_fifo())
+        .unwrap_or(false)
+}
+
+#[test]
+fn recv_raw_writes_to_dev_null_in_place() {
+    let dir = Dir::new();
+    let (server, _) = raw_sender(&dir, CELL_BYTES);
+    let (_, err, code) = run(
+        &["recv", "--raw", &server.addr.to_string(), "-o", "/dev/null"],
+        b"",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains(&format!("{CELL_BYTES} bytes")), "{err}");
+    assert!(!Path::new("/dev/null.part").exists());
+}
+
+/// A FIFO with a reader gets the bytes whole, and stays a FIFO, with --overwrite or not.
+#[test]
+fn recv_raw_writes_into_a_fifo_and_never_replaces_it() {
+    let dir = Dir::new();
+    let (server, offered) = raw_sender(&dir, CELL_BYTES);
+    let fifo = dir.path("pipe");
+    mkfifo(&fifo);
+    for extra in [&[][..], &["--overwrite"][..]] {
+        let got = dir.path("from_fifo");
+        let reader = {
+            let (fifo, got) = (fifo.clone(), got.clone());
+            std::thread::spawn(move || {
+                let mut from = File::open(&fifo).expect("open fifo for reading");
+                let mut to = File::create(&got).expect("create copy");
+                std::io::copy(&mut from, &mut to).expect("copy from fifo")
+            })
+        };
+        let mut args = vec!["recv", "--raw"];
+        let addr = server.addr.to_string();
+        args.push(&addr);
+        args.extend(["-o", fifo.to_str().expect("utf-8 path")]);
+        args.extend_from_slice(extra);
+        let (_, err, code) = run(&args, b"");
+        assert_eq!(code, Some(0), "{extra:?}: {err}");
+        assert_eq!(reader.join().expect("reader"), CELL_BYTES as u64);
+        assert_same(&got, &offered);
+        assert!(is_fifo(&fifo), "{extra:?} replaced the FIFO");
+        assert!(!dir.path("pipe.part").exists());
+    }
+}
