@@ -1,5 +1,6 @@
 //! `sockit connect`: an interactive, full-duplex TCP/UDP/TLS client.
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -9,15 +10,17 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use sockit::net::echo::MAX_DATAGRAM_BYTES;
-use sockit::net::relay::{RelayEnd, relay};
+use sockit::net::relay::{RelayConfig, RelayEnd, relay};
 use sockit::net::{DEFAULT_CONNECT_HOST, HostPort, bind_udp, open};
 
 use crate::cli::args::{ClientTlsArgs, TraceArgs, parse_duration};
 
 /// Connect to ADDR; stdin goes to the peer and the peer's bytes to stdout, both at once.
 ///
-/// When stdin ends, sockit sends EOF to the peer (a TCP half-close) and keeps printing
-/// until the peer closes; when the peer closes first, sockit exits at once.
+/// Each direction runs until its own end: when stdin ends, sockit sends EOF to the peer (a
+/// TCP half-close, TLS close_notify) and keeps printing; when the peer closes first, the rest
+/// of stdin is still sent. sockit exits when both are done, or at the peer's close when stdin
+/// is a terminal. Ctrl-C exits 130.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   sockit connect example.com:80             talk to a server by hand
@@ -41,6 +44,10 @@ pub(crate) struct ConnectArgs {
     /// Quit when nothing moves in either direction for this long
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     idle_timeout: Option<Duration>,
+    /// At stdin's end, wait for the peer to close before sending EOF (for nc -l / ncat -l
+    /// peers, which quit at the first EOF and drop what they had left to send)
+    #[arg(long)]
+    no_shutdown: bool,
     /// UDP: after stdin ends, wait this long for more replies before exiting
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     linger: Duration,
@@ -53,22 +60,42 @@ pub(crate) async fn run(args: ConnectArgs, stop: CancellationToken) -> anyhow::R
         return run_udp(args, stop).await;
     }
     let options = args.tls.client_options(args.timeout, &args.trace)?;
-    let (stream, peer) = open(&args.addr, &options).await?;
+    // Resolve, connect and handshake all give way to Ctrl-C at once.
+    let (stream, peer) = tokio::select! {
+        opened = open(&args.addr, &options) => opened?,
+        _ = stop.cancelled() => exit_interrupted(),
+    };
     info!(%peer, "connected");
+    let config = RelayConfig {
+        idle_timeout: args.idle_timeout,
+        end_with_peer: std::io::stdin().is_terminal(),
+        keep_write_open: args.no_shutdown,
+    };
     let report = relay(
         stream,
         tokio::io::stdin(),
         tokio::io::stdout(),
-        args.idle_timeout,
+        config,
         stop,
     )
     .await
     .with_context(|| format!("connection to {peer}"))?;
     if report.end == RelayEnd::Stopped {
-        info!("interrupted");
+        exit_interrupted();
     }
     Ok(())
 }
+
+/// A client stopped by Ctrl-C or SIGTERM before its job was done exits 130, as nc and curl
+/// do when the signal kills them, so that `sockit connect … && next` does not go on. The
+/// relay has already flushed stdout and sent its goodbye to the peer.
+fn exit_interrupted() -> ! {
+    info!("interrupted");
+    std::process::exit(EXIT_INTERRUPTED)
+}
+
+/// 128 + SIGINT, what a shell reports for a program killed by Ctrl-C.
+const EXIT_INTERRUPTED: i32 = 130;
 
 async fn run_udp(args: ConnectArgs, stop: CancellationToken) -> anyhow::Result<()> {
     let peers = args.addr.resolve(DEFAULT_CONNECT_HOST).await?;

@@ -1,5 +1,6 @@
 //! `sockit listen`: a TCP/UDP server that prints, echoes, greets or keeps open.
 
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use tracing::info;
 
 use sockit::net::echo::{self, ServiceConfig, Template, UdpReply};
 use sockit::net::keep_open::keep_open;
-use sockit::net::relay::relay;
+use sockit::net::relay::{RelayConfig, relay};
 use sockit::net::{HostPort, ServerConfig, accept, bind_tcp, bind_udp, secure, serve};
 
 use crate::cli::args::{BindArgs, ServerTlsArgs, TraceArgs, announce, parse_bytes, parse_duration};
@@ -49,6 +50,10 @@ pub(crate) struct ListenArgs {
     /// Close a connection after this long without data
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     idle_timeout: Option<Duration>,
+    /// At stdin's end, wait for the peer to close before sending EOF (for nc -l / ncat -l
+    /// peers, which quit at the first EOF and drop what they had left to send)
+    #[arg(long)]
+    no_shutdown: bool,
     /// Longest line --greet answers; longer ones get an error line
     #[arg(long, value_name = "BYTES", default_value = "64KiB", value_parser = parse_bytes)]
     max_line: usize,
@@ -111,26 +116,34 @@ pub(crate) async fn run(args: ListenArgs, stop: CancellationToken) -> anyhow::Re
         )
         .await?;
     } else {
-        // One peer, like `nc -l`: accept, stop listening, relay until the peer closes.
+        // One peer, like `nc -l`: accept, stop listening, relay until both sides are done.
         let (tcp, peer) = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
             conn = accept(&listener) => conn,
         };
         drop(listener);
         info!(%peer, "peer connected");
-        let stream = secure(
+        let handshake = secure(
             tcp,
             peer,
             server.tls.as_ref(),
             &server.trace,
             server.handshake_timeout,
-        )
-        .await?;
+        );
+        let stream = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            stream = handshake => stream?,
+        };
+        let config = RelayConfig {
+            idle_timeout: args.idle_timeout,
+            end_with_peer: std::io::stdin().is_terminal(),
+            keep_write_open: args.no_shutdown,
+        };
         relay(
             stream,
             tokio::io::stdin(),
             tokio::io::stdout(),
-            args.idle_timeout,
+            config,
             stop,
         )
         .await

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -54,10 +54,14 @@ pub async fn serve_raw(
 /// Connects to `addr` and reads to EOF into `out` (through `out.part`, renamed at the end), or
 /// to stdout when `out` is `None`. Returns the byte count.
 ///
+/// An `out` that exists and is not a regular file or a directory — `/dev/null`, a FIFO, a
+/// terminal — is written in place, never replaced, `overwrite` or not.
+///
 /// # Errors
 ///
-/// [`RecvError`] for connect failures, an existing `out` without `overwrite`, and I/O errors;
-/// on an error the `.part` file stays for inspection.
+/// [`RecvError`] for connect failures, an existing regular `out` without `overwrite`, and I/O
+/// errors; [`RecvError::Interrupted`] when `stop` fires in any phase. On an error the
+/// `.part` file stays for inspection.
 pub async fn receive_raw(
     addr: &HostPort,
     out: Option<&Path>,
@@ -70,17 +74,39 @@ pub async fn receive_raw(
         let path = path.to_owned();
         move |source| RecvError::Io { path, source }
     };
-    if let Some(out) = out {
-        if !overwrite && std::fs::symlink_metadata(out).is_ok() {
-            return Err(RecvError::Exists {
-                path: out.display().to_string(),
-            });
-        }
-    }
-    let mut tcp = connect(addr, connect_timeout).await?;
+    let in_place = match out {
+        Some(out) => match std::fs::metadata(out) {
+            // Devices and FIFOs take bytes as they come; a `.part` and a rename would
+            // replace the node with a regular file.
+            Ok(meta) if !meta.is_file() && !meta.is_dir() => true,
+            _ if !overwrite && std::fs::symlink_metadata(out).is_ok() => {
+                return Err(RecvError::Exists {
+                    path: out.display().to_string(),
+                });
+            }
+            _ => false,
+        },
+        None => true,
+    };
+    let mut tcp = tokio::select! {
+        tcp = connect(addr, connect_timeout) => tcp?,
+        _ = stop.cancelled() => return Err(RecvError::Interrupted),
+    };
     let mut buf = BytesMut::with_capacity(RAW_BUFFER_BYTES);
-    let Some(out) = out else {
-        let mut stdout = tokio::io::stdout();
+    let Some(out) = out.filter(|_| !in_place) else {
+        let (mut sink, name): (Box<dyn AsyncWrite + Unpin + Send>, &Path) = match out {
+            None => (Box::new(tokio::io::stdout()), Path::new("-")),
+            Some(out) => {
+                // Opening a FIFO waits for its reader: Ctrl-C must still end that wait.
+                let mut options = tokio::fs::OpenOptions::new();
+                options.write(true);
+                let file = tokio::select! {
+                    file = options.open(out) => file.map_err(io_error(out))?,
+                    _ = stop.cancelled() => return Err(RecvError::Interrupted),
+                };
+                (Box::new(file), out)
+            }
+        };
         let copy = async {
             loop {
                 buf.reserve(RAW_BUFFER_BYTES);
@@ -89,13 +115,13 @@ pub async fn receive_raw(
                     break;
                 }
                 progress.add_fetched(n as u64);
-                stdout.write_all(&buf).await?;
+                sink.write_all(&buf).await?;
                 buf.clear();
             }
-            stdout.flush().await
+            sink.flush().await
         };
         tokio::select! {
-            result = copy => result.map_err(io_error(Path::new("-")))?,
+            result = copy => result.map_err(io_error(name))?,
             _ = stop.cancelled() => return Err(RecvError::Interrupted),
         }
         return Ok(progress.fetched());

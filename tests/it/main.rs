@@ -11,6 +11,7 @@ mod framing;
 mod http;
 mod httpbin;
 mod net;
+mod peers_nc;
 mod redbot;
 mod serve;
 mod transfer;
