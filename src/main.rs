@@ -14,8 +14,12 @@ use sockit::chat::client::JoinError;
 use sockit::http::download::DownloadError;
 use sockit::net::relay::RelayError;
 use sockit::net::{FailureClass, classify, shutdown_signal};
+use sockit::transfer::RecvError;
 
 use crate::cli::output::{self, OutputError, say};
+
+/// 128 + SIGINT, what a shell reports for a program killed by Ctrl-C.
+const EXIT_INTERRUPTED: u8 = 130;
 
 /// curl's "failure writing output to destination".
 const EXIT_WRITE_FAILED: u8 = 23;
@@ -110,6 +114,14 @@ fn report(err: &anyhow::Error) -> ExitCode {
     if let Some(status) = err.downcast_ref::<cli::StatusError>() {
         say(format_args!("error: {status}"));
         return ExitCode::from(status.exit_code());
+    }
+    if find::<cli::Interrupted>(err).is_some() {
+        // Ctrl-C needs no message; the shell shows it.
+        return ExitCode::from(EXIT_INTERRUPTED);
+    }
+    if matches!(find::<RecvError>(err), Some(RecvError::Interrupted)) {
+        say(format_args!("{}", sockit::net::error_chain(err.as_ref())));
+        return ExitCode::from(EXIT_INTERRUPTED);
     }
     if let Some(join) = find::<JoinError>(err) {
         say(format_args!(

@@ -13,6 +13,8 @@ use sockit::net::echo::MAX_DATAGRAM_BYTES;
 use sockit::net::relay::{RelayConfig, RelayEnd, relay};
 use sockit::net::{DEFAULT_CONNECT_HOST, HostPort, bind_udp, open};
 
+use crate::cli::Interrupted;
+
 use crate::cli::args::{ClientTlsArgs, TraceArgs, parse_duration};
 
 /// Connect to ADDR; stdin goes to the peer and the peer's bytes to stdout, both at once.
@@ -63,7 +65,7 @@ pub(crate) async fn run(args: ConnectArgs, stop: CancellationToken) -> anyhow::R
     // Resolve, connect and handshake all give way to Ctrl-C at once.
     let (stream, peer) = tokio::select! {
         opened = open(&args.addr, &options) => opened?,
-        _ = stop.cancelled() => exit_interrupted(),
+        _ = stop.cancelled() => return Err(Interrupted.into()),
     };
     info!(%peer, "connected");
     let config = RelayConfig {
@@ -81,21 +83,11 @@ pub(crate) async fn run(args: ConnectArgs, stop: CancellationToken) -> anyhow::R
     .await
     .with_context(|| format!("connection to {peer}"))?;
     if report.end == RelayEnd::Stopped {
-        exit_interrupted();
+        // The relay has already flushed stdout and sent its goodbye to the peer.
+        return Err(Interrupted.into());
     }
     Ok(())
 }
-
-/// A client stopped by Ctrl-C or SIGTERM before its job was done exits 130, as nc and curl
-/// do when the signal kills them, so that `sockit connect … && next` does not go on. The
-/// relay has already flushed stdout and sent its goodbye to the peer.
-fn exit_interrupted() -> ! {
-    info!("interrupted");
-    std::process::exit(EXIT_INTERRUPTED)
-}
-
-/// 128 + SIGINT, what a shell reports for a program killed by Ctrl-C.
-const EXIT_INTERRUPTED: i32 = 130;
 
 async fn run_udp(args: ConnectArgs, stop: CancellationToken) -> anyhow::Result<()> {
     let peers = args.addr.resolve(DEFAULT_CONNECT_HOST).await?;

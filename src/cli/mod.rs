@@ -18,6 +18,12 @@ pub(crate) use http::StatusError;
 pub(crate) struct UsageError(pub(crate) Box<dyn std::error::Error + Send + Sync + 'static>);
 mod serve;
 
+/// A client stopped by Ctrl-C or SIGTERM before its job was done: exit 130, as a shell
+/// reports for nc or curl killed by the signal, so that `sockit connect … && next` stops.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+pub(crate) struct Interrupted;
+
 use clap::{CommandFactory, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
