@@ -5,7 +5,7 @@
 //! Keys: Enter sends, Backspace, Ctrl-U clears, Ctrl-W deletes a word, Ctrl-C or Ctrl-D (on
 //! an empty line) quits. Bracketed paste is on while the client runs: a paste of any size
 //! arrives whole; each of its lines is sent as a line, and a last line without newline
-//! stays in the editor. Keys are decoded by [`keys`](super::keys) from what the terminal
+//! stays in the editor. Keys are decoded by the sibling `keys` module from what the terminal
 //! gives at each read, so nothing waits for a later key press.
 
 use std::io::{Read as _, Write as _};
