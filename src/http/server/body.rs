@@ -11,7 +11,8 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use tokio::io::AsyncRead;
 
-use crate::http::server::zero_copy::FileBytes;
+use crate::http::server::connection::SendfileBody;
+use crate::http::server::http1_sendfile::FileBytes;
 
 /// Biggest chunk read from a file at once: few trips to the blocking pool, bounded memory.
 const FILE_CHUNK_BYTES: usize = 256 * 1024;
@@ -69,19 +70,6 @@ impl Body {
         }
     }
 
-    /// The bytes still to go and the open file that holds them, for a body made with
-    /// [`Body::cached`].
-    pub(crate) fn sendable(&self) -> Option<FileBytes> {
-        match &self.kind {
-            Kind::Cached {
-                bytes: Some(bytes),
-                file,
-                offset,
-            } => Some(FileBytes::new(bytes.clone(), file.clone(), *offset)),
-            _ => None,
-        }
-    }
-
     /// The next `len` bytes of `file` (already positioned).
     pub fn file(file: tokio::fs::File, len: u64) -> Self {
         Self {
@@ -90,6 +78,21 @@ impl Body {
                 remaining: len,
                 buf: BytesMut::new(),
             })),
+        }
+    }
+}
+
+impl SendfileBody for Body {
+    /// The bytes still to go and the open file that holds them, for a body made with
+    /// [`Body::cached`].
+    fn sendable(&self) -> Option<FileBytes> {
+        match &self.kind {
+            Kind::Cached {
+                bytes: Some(bytes),
+                file,
+                offset,
+            } => Some(FileBytes::new(bytes.clone(), file.clone(), *offset)),
+            _ => None,
         }
     }
 }

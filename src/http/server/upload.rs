@@ -12,7 +12,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::io::AsyncWriteExt;
 
-use crate::http::server::RequestPath;
+use crate::http::server::path::RequestPath;
 use crate::http::server::path::is_plain_name;
 use crate::http::server::static_files::{Files, Inside};
 
