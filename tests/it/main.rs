@@ -11,4 +11,5 @@ mod http;
 mod net;
 mod redbot;
 mod serve;
+mod serve_h2;
 mod transfer;

@@ -59,7 +59,7 @@ impl Body {
         }
     }
 
-    /// `bytes`, which `file` holds at `offset`: see [`Body::sendable`].
+    /// `bytes`, which `file` holds at `offset`: see [`SendfileBody::sendable`].
     pub(crate) fn cached(bytes: Bytes, file: Arc<File>, offset: u64) -> Self {
         Self {
             kind: Kind::Cached {

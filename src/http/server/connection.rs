@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use http::{Request, Response, header};
+use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -202,11 +202,21 @@ impl<H: Handler> Driver<H> {
     ) {
         let handler = self.handler.clone();
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            handler.answer(req, peer).map(|mut res| {
+            let is_head = req.method() == Method::HEAD;
+            handler.answer(req, peer).map(move |mut res| {
                 // Connection-specific fields have no meaning in HTTP/2 (RFC 9113 §8.2.2):
                 // a stream ends alone, and only a GOAWAY ends the connection.
                 res.headers_mut().remove(header::CONNECTION);
-                Ok::<_, std::convert::Infallible>(res)
+                // HTTP/1 framing leaves out these bodies by itself; in HTTP/2 a DATA frame
+                // after them is a protocol error (RFC 9113 §8.1.1).
+                let status = res.status();
+                let has_content = !(is_head
+                    || status.is_informational()
+                    || status == StatusCode::NO_CONTENT
+                    || status == StatusCode::NOT_MODIFIED);
+                Ok::<_, std::convert::Infallible>(
+                    res.map(|body| Http2Body(has_content.then_some(body))),
+                )
             })
         });
         let io = IdleIo::new(stream, self.limits.idle_timeout);
@@ -222,6 +232,37 @@ impl<H: Handler> Driver<H> {
         if let Err(error) = result {
             debug!(%error, "HTTP/2 connection ended with an error");
         }
+    }
+}
+
+/// A response body as HTTP/2 sends it: none at all for answers without content.
+struct Http2Body<B>(Option<B>);
+
+impl<B> http_body::Body for Http2Body<B>
+where
+    B: http_body::Body<Data = Bytes, Error = io::Error> + Unpin,
+{
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, io::Error>>> {
+        match &mut self.get_mut().0 {
+            Some(body) => std::pin::Pin::new(body).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0
+            .as_ref()
+            .map_or_else(|| http_body::SizeHint::with_exact(0), |b| b.size_hint())
     }
 }
 

@@ -84,7 +84,7 @@ pub(crate) async fn put(
     config: &UploadConfig,
     path: &RequestPath,
     declared_len: Option<u64>,
-    mut body: Incoming,
+    body: &mut Incoming,
 ) -> Result<Saved, UploadError> {
     let name = path
         .file_name()
@@ -114,7 +114,7 @@ pub(crate) async fn post(
     config: &UploadConfig,
     dir: &RequestPath,
     content_type: &str,
-    body: Incoming,
+    body: &mut Incoming,
 ) -> Result<Vec<Saved>, UploadError> {
     let boundary =
         multer::parse_boundary(content_type).map_err(|e| UploadError::Body(e.to_string()))?;

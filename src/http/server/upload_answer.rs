@@ -1,7 +1,10 @@
 //! Upload answers: PUT of raw bytes and multipart POST, over `upload`'s safe writes.
 
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode};
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tracing::debug;
 
@@ -22,7 +25,9 @@ impl Site {
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse().ok());
-        match upload::put(&self.files, config, path, declared, req.into_body()).await {
+        let version = req.version();
+        let mut body = req.into_body();
+        match upload::put(&self.files, config, path, declared, &mut body).await {
             Ok(saved) => {
                 let status = if saved.replaced {
                     StatusCode::OK
@@ -36,7 +41,10 @@ impl Site {
                 }
                 res
             }
-            Err(error) => upload_failed(&error),
+            Err(error) => {
+                read_refused_body(version, &mut body).await;
+                upload_failed(&error)
+            }
         }
     }
 
@@ -52,7 +60,9 @@ impl Site {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
+        let version = req.version();
         if !content_type.starts_with("multipart/form-data") {
+            read_refused_body(version, &mut req.into_body()).await;
             return text(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "POST expects multipart/form-data; use PUT for raw bytes\n",
@@ -63,7 +73,8 @@ impl Site {
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|a| a.contains("text/html"));
-        match upload::post(&self.files, config, path, &content_type, req.into_body()).await {
+        let mut body = req.into_body();
+        match upload::post(&self.files, config, path, &content_type, &mut body).await {
             Ok(saved) if wants_html => {
                 // Back to the listing, which now shows the new files.
                 debug!(files = saved.len(), "form upload saved");
@@ -78,9 +89,32 @@ impl Site {
                 }
                 text(StatusCode::CREATED, &body)
             }
-            Err(error) => upload_failed(&error),
+            Err(error) => {
+                read_refused_body(version, &mut body).await;
+                upload_failed(&error)
+            }
         }
     }
+}
+
+/// HTTP/2: the rest of a refused upload's body is read (within bounds) before the refusal
+/// goes out, so that a client still sending reads the answer rather than a reset of its
+/// stream. HTTP/1 does this for the whole connection (lingering close, `http1_heads`).
+async fn read_refused_body(version: Version, body: &mut Incoming) {
+    if version != Version::HTTP_2 {
+        return;
+    }
+    let mut left: usize = 64 << 20;
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(frame)) = body.frame().await {
+            let len = frame.data_ref().map_or(0, |d| d.len());
+            left = left.saturating_sub(len);
+            if left == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 fn upload_failed(error: &upload::UploadError) -> Response<Body> {
