@@ -1,7 +1,6 @@
 //! `sockit serve` driven by curl and by raw sockets, over a fixture directory full of hostile
 //! names and symlinks.
 
-use std::cell::Cell;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -105,68 +104,6 @@ impl Reply {
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
-}
-
-/// The protocol curl speaks to the server: the tests listed in `over_both_protocols!` run
-/// once with each; the others speak HTTP/1.1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Proto {
-    Http1,
-    Http2,
-}
-
-thread_local! {
-    // Every test runs on its own thread.
-    static PROTO: Cell<Proto> = const { Cell::new(Proto::Http1) };
-}
-
-fn proto() -> Proto {
-    PROTO.with(Cell::get)
-}
-
-impl Proto {
-    fn run(self, test: fn()) {
-        PROTO.with(|p| p.set(self));
-        test();
-    }
-
-    /// curl's option for this protocol: HTTP/2 by ALPN over TLS, with prior knowledge on
-    /// cleartext.
-    fn curl_option(self, https: bool) -> &'static str {
-        match (self, https) {
-            (Proto::Http1, _) => "--http1.1",
-            (Proto::Http2, true) => "--http2",
-            (Proto::Http2, false) => "--http2-prior-knowledge",
-        }
-    }
-
-    /// The start of a status line curl writes for this protocol.
-    fn status_line(self) -> &'static str {
-        match self {
-            Proto::Http1 => "HTTP/1.1 ",
-            Proto::Http2 => "HTTP/2 ",
-        }
-    }
-
-    /// The protocol as the access log shows it.
-    fn in_log(self) -> &'static str {
-        match self {
-            Proto::Http1 => "HTTP/1.1",
-            Proto::Http2 => "HTTP/2.0",
-        }
-    }
-}
-
-/// Runs each named test (a plain `fn()`) once over HTTP/1.1 and once over HTTP/2.
-macro_rules! over_both_protocols {
-    ($($name:ident),* $(,)?) => {
-        mod over_http1 {
-            $(#[test] fn $name() { super::Proto::Http1.run(super::$name) })*
-        }
-        mod over_http2 {
-            $(#[test] fn $name() { super::Proto::Http2.run(super::$name) })*
-        }
-    };
 }
 
 over_both_protocols!(
