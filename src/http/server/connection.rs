@@ -26,7 +26,8 @@ use tracing::debug;
 use crate::http::server::http1::Http1Driver;
 use crate::http::server::http1_heads;
 use crate::http::server::http1_sendfile::FileBytes;
-use crate::http::server::idle::{IdleIo, Rewind};
+use crate::http::server::idle::IdleIo;
+use crate::http::server::rewind::Rewind;
 use crate::net::BoxStream;
 
 /// Limits every connection lives within, whatever its protocol.

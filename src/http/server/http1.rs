@@ -22,7 +22,8 @@ use tracing::debug;
 use crate::http::server::connection::{Handler, Limits, SendfileBody};
 use crate::http::server::http1_heads::{self, Http1HeadCheck, Http1HeadLimits};
 use crate::http::server::http1_sendfile::{Http1Sendfile, Offers};
-use crate::http::server::idle::{Activity, Http1Sessions, IdleIo, Rewind, Tracked};
+use crate::http::server::idle::{Activity, Http1Sessions, IdleIo, Tracked};
+use crate::http::server::rewind::Rewind;
 use crate::net::BoxStream;
 
 /// A keep-alive connection quiet for this long hands its socket back from hyper (see

@@ -12,8 +12,8 @@
 //! and an HTTP/1 keep-alive connection between requests holds no HTTP buffers.
 //!
 //! The parts, each in its own file: `connection` (the one connection driver, for `send` too:
-//! HTTP/1.1 or HTTP/2), `http1` with `http1_heads`, `http1_sendfile` and `idle` (what only
-//! holds for HTTP/1), `conformance` (what every request is checked for, either protocol),
+//! HTTP/1.1 or HTTP/2), `rewind`, `idle`, and `http1` with `http1_heads` and `http1_sendfile`
+//! (what only holds for HTTP/1), `conformance` (what every request is checked for, either protocol),
 //! `site` (routing), `file_answer`, `upload_answer`, `range`, `conditional` and `response`
 //! (answers), `static_files`, `listing`, `upload` and `path` (the disk), `config`, `auth`,
 //! `log`.
@@ -52,6 +52,7 @@ mod log;
 mod path;
 mod range;
 pub(crate) mod response;
+mod rewind;
 mod site;
 mod static_files;
 mod upload;
