@@ -1,24 +1,30 @@
 #!/usr/bin/env bash
 # Benchmark `sockit serve` against nginx and `python3 -m http.server` on this machine, in one
-# run: server pinned to core 0, wrk pinned to core 1, 64 keep-alive connections, a 13-byte
-# and a 100 KiB file, medians of RUNS runs; then the memory of 10 000 idle keep-alive
-# connections. Loopback only; every loop is bounded. Writes bench/results/serve.md.
+# run: server pinned to core 0, load pinned to core 1, a 13-byte and a 100 KiB file, medians
+# of RUNS runs. HTTP/1.1 with wrk (64 keep-alive connections), and HTTP/2 with h2load (64
+# connections, 10 streams each) against sockit and nginx over TLS (ALPN h2, the same
+# self-signed certificate) and over cleartext with prior knowledge, all interleaved in the
+# same pass; then the memory of 10 000 idle keep-alive connections. Loopback only; every
+# loop is bounded. Writes bench/results/serve.md.
 #
 #   bench/serve.sh                 # RUNS=5 DURATION=5s by default
 #   RUNS=5 DURATION=10s bench/serve.sh
 #   MODE=idle bench/serve.sh       # only the idle-connection memory of sockit, no table file
 #   SERVE_ARGS="--threads 1" bench/serve.sh   # extra options for `sockit serve`
+#   SOCKIT=target/debug/sockit OUT=/tmp/serve.md RUNS=1 DURATION=1s IDLE_CONNS=100 bench/serve.sh
+#                                  # smoke test of the script itself: no release build
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-5}
 DURATION=${DURATION:-5s}
 CONNS=${CONNS:-64}
+STREAMS=${STREAMS:-10}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 MODE=${MODE:-all}
 SERVE_ARGS=${SERVE_ARGS:-}
-OUT=bench/results/serve.md
-mkdir -p bench/results
+OUT=${OUT:-bench/results/serve.md}
+mkdir -p "$(dirname "$OUT")"
 
 need() {
     command -v "$1" >/dev/null 2>&1 && return
@@ -26,6 +32,8 @@ need() {
     apt-get install -y "$2" >/dev/null
 }
 need wrk wrk
+need h2load nghttp2-client
+need openssl openssl
 need nginx nginx
 need taskset util-linux
 need python3 python3
@@ -37,8 +45,10 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((IDLE_CONNS + 512))
     echo "open file limit $(ulimit -n): idle check uses $IDLE_CONNS connections" >&2
 fi
 
-cargo build --release --quiet
-SOCKIT=$PWD/target/release/sockit
+if [ -z "${SOCKIT:-}" ]; then
+    cargo build --release --quiet
+    SOCKIT=$PWD/target/release/sockit
+fi
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -67,6 +77,11 @@ wait_port() { # bounded: 10 s
     echo "server on port $1 did not start" >&2
     return 1
 }
+
+# One self-signed certificate for both TLS servers.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+    -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
 
 SOCKIT_PORT=$(free_port)
 taskset -c 0 "$SOCKIT" serve "$WORK/www" --port "$SOCKIT_PORT" --quiet \
@@ -116,7 +131,16 @@ if [ "$MODE" = idle ]; then
     exit 0
 fi
 
+SOCKIT_TLS_PORT=$(free_port)
+taskset -c 0 "$SOCKIT" serve "$WORK/www" --port "$SOCKIT_TLS_PORT" --quiet \
+    --cert "$WORK/cert.pem" --key "$WORK/key.pem" \
+    --header-timeout 300s --idle-timeout 300s --max-conns 20000 $SERVE_ARGS 2>"$WORK/sockit-tls.err" &
+SOCKIT_TLS_PID=$!
+PIDS+=("$SOCKIT_TLS_PID")
+
 NGINX_PORT=$(free_port)
+NGINX_H2C_PORT=$(free_port)
+NGINX_TLS_PORT=$(free_port)
 cat >"$WORK/nginx/nginx.conf" <<EOF
 worker_processes 1;
 daemon off;
@@ -134,8 +158,19 @@ http {
     fastcgi_temp_path $WORK/nginx;
     uwsgi_temp_path $WORK/nginx;
     scgi_temp_path $WORK/nginx;
+    http2_max_requests 1000000;
     server {
         listen 127.0.0.1:$NGINX_PORT;
+        root $WORK/www;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_H2C_PORT http2;
+        root $WORK/www;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_TLS_PORT ssl http2;
+        ssl_certificate $WORK/cert.pem;
+        ssl_certificate_key $WORK/key.pem;
         root $WORK/www;
     }
 }
@@ -151,7 +186,10 @@ PYTHON_PID=$!
 PIDS+=("$PYTHON_PID")
 
 wait_port "$SOCKIT_PORT"
+wait_port "$SOCKIT_TLS_PORT"
 wait_port "$NGINX_PORT"
+wait_port "$NGINX_H2C_PORT"
+wait_port "$NGINX_TLS_PORT"
 wait_port "$PYTHON_PORT"
 
 # One wrk run: prints "requests_per_second p99_ms".
@@ -164,6 +202,28 @@ run_wrk() {
     echo "${rps:-0} ${p99:-0}"
 }
 
+# One h2load run (HTTP/2, CONNS connections of STREAMS streams each): prints
+# "requests_per_second p99_ms"; p99 from its per-request log.
+run_h2load() {
+    local out log="$WORK/h2load.log"
+    rm -f "$log"
+    out=$(timeout 60 taskset -c 1 h2load -t1 -c"$CONNS" -m"$STREAMS" -D"${DURATION%s}" \
+        --log-file="$log" "$1")
+    local rps p99
+    rps=$(awk '/^finished in/ {for (i = 1; i <= NF; i++) if ($(i + 1) ~ /^req\/s/) print $i}' <<<"$out")
+    p99=$(awk -F'\t' '{print $3 / 1000}' "$log" 2>/dev/null | sort -g |
+        awk '{a[NR] = $1} END {if (NR) print a[int(NR * 0.99 + 0.999)]; else print 0}')
+    echo "${rps:-0} ${p99:-0}"
+}
+
+# One run against `server` (a row of the table): prints "requests_per_second p99_ms".
+run_load() {
+    case $1 in
+        *-h2*) run_h2load "$2" ;;
+        *) run_wrk "$2" ;;
+    esac
+}
+
 # CPU time a process has used, in clock ticks (user + system, every thread).
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
@@ -171,19 +231,43 @@ SECONDS_PER_RUN=${DURATION%s}
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
+# The rows: HTTP/1.1 (wrk), then HTTP/2 with prior knowledge (h2c) and over TLS (h2load).
+SERVERS="sockit nginx python sockit-h2c nginx-h2c sockit-h2tls nginx-h2tls"
+
 pid_of() {
     case $1 in
-        sockit) echo "$SOCKIT_PID" ;;
-        nginx) nginx_worker ;;
+        sockit | sockit-h2c) echo "$SOCKIT_PID" ;;
+        sockit-h2tls) echo "$SOCKIT_TLS_PID" ;;
+        nginx*) nginx_worker ;;
         python) echo "$PYTHON_PID" ;;
     esac
 }
 
-port_of() {
+url_of() { # server file
     case $1 in
-        sockit) echo "$SOCKIT_PORT" ;;
-        nginx) echo "$NGINX_PORT" ;;
-        python) echo "$PYTHON_PORT" ;;
+        sockit | sockit-h2c) echo "http://127.0.0.1:$SOCKIT_PORT/$2" ;;
+        sockit-h2tls) echo "https://127.0.0.1:$SOCKIT_TLS_PORT/$2" ;;
+        nginx) echo "http://127.0.0.1:$NGINX_PORT/$2" ;;
+        nginx-h2c) echo "http://127.0.0.1:$NGINX_H2C_PORT/$2" ;;
+        nginx-h2tls) echo "https://127.0.0.1:$NGINX_TLS_PORT/$2" ;;
+        python) echo "http://127.0.0.1:$PYTHON_PORT/$2" ;;
+    esac
+}
+
+# The nginx row a row compares with: the same protocol.
+nginx_of() {
+    case $1 in
+        *-h2c) echo nginx-h2c ;;
+        *-h2tls) echo nginx-h2tls ;;
+        *) echo nginx ;;
+    esac
+}
+
+curl_option() {
+    case $1 in
+        *-h2c) echo --http2-prior-knowledge ;;
+        *-h2tls) echo --http2 ;;
+        *) echo --http1.1 ;;
     esac
 }
 
@@ -196,16 +280,17 @@ steal_total() { awk '/^cpu / {t = 0; for (i = 2; i <= 9; i++) t += $i; print $9,
 read -r STEAL_START TOTAL_START < <(steal_total)
 declare -A RPS P99 CPU RPS_RUNS P99_RUNS CPU_RUNS
 for file in small.txt 100k.bin; do
-    for server in sockit nginx python; do
-        url="http://127.0.0.1:$(port_of $server)/$file"
-        curl -sf -o /dev/null "$url" || { echo "$server does not serve $url" >&2; exit 1; }
+    for server in $SERVERS; do
+        url=$(url_of $server $file)
+        curl -ksf "$(curl_option $server)" -o /dev/null "$url" ||
+            { echo "$server does not serve $url" >&2; exit 1; }
         RPS_RUNS[$server/$file]="" P99_RUNS[$server/$file]="" CPU_RUNS[$server/$file]=""
     done
     for run in $(seq "$RUNS"); do
-        for server in sockit nginx python; do
+        for server in $SERVERS; do
             pid=$(pid_of $server)
             ticks=$(cpu_ticks "$pid")
-            read -r rps p99 < <(run_wrk "http://127.0.0.1:$(port_of $server)/$file")
+            read -r rps p99 < <(run_load $server "$(url_of $server $file)")
             cpu=$(awk -v t="$(($(cpu_ticks "$pid") - ticks))" -v us="$TICK_US" -v r="$rps" -v s="$SECONDS_PER_RUN" \
                 'BEGIN { if (r > 0) printf "%.1f", t * us / (r * s); else print 0 }')
             RPS_RUNS[$server/$file]+="$rps "
@@ -214,7 +299,7 @@ for file in small.txt 100k.bin; do
             echo "run $run $server $file: $rps req/s, p99 $p99 ms, server CPU $cpu us/request" >&2
         done
     done
-    for server in sockit nginx python; do
+    for server in $SERVERS; do
         RPS[$server/$file]=$(tr ' ' '\n' <<<"${RPS_RUNS[$server/$file]}" | grep . | median)
         P99[$server/$file]=$(tr ' ' '\n' <<<"${P99_RUNS[$server/$file]}" | grep . | median)
         CPU[$server/$file]=$(tr ' ' '\n' <<<"${CPU_RUNS[$server/$file]}" | grep . | median)
@@ -240,14 +325,15 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
     echo "# sockit serve: benchmark"
     echo
     echo "Run on $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))."
-    echo "Server pinned to core 0, wrk to core 1; $CONNS keep-alive connections; median of $RUNS interleaved runs of $DURATION."
+    echo "Server pinned to core 0, load to core 1; $CONNS keep-alive connections (HTTP/1.1: wrk; HTTP/2: h2load with $STREAMS streams per connection); median of $RUNS interleaved runs of $DURATION."
+    echo "Rows: \`sockit\`, \`nginx\`, \`python\` speak HTTP/1.1; \`-h2c\` is HTTP/2 with prior knowledge on cleartext, \`-h2tls\` HTTP/2 over TLS (ALPN h2, the same self-signed P-256 certificate)."
     echo "Load average when the run ended: $(cut -d' ' -f1-3 /proc/loadavg) ($IDLE_CONNS idle connections were just opened and closed; absolute figures move between machines, so compare within the table)."
     echo "Steal time during the wrk runs (CPU the host gave to its other guests): $STEAL_PCT% of all CPU time; above about 1%, a single run's p99 says more about the host than about the server."
     echo
     echo "Every run (requests/s):"
     echo
     for file in small.txt 100k.bin; do
-        for server in sockit nginx python; do
+        for server in $SERVERS; do
             echo "- $server $file: ${RPS_RUNS[$server/$file]}"
         done
     done
@@ -256,22 +342,25 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
     echo "back to back in each round):"
     echo
     for file in small.txt 100k.bin; do
-        for server in sockit nginx; do
-            echo "- $server $file: ${P99_RUNS[$server/$file]}"
+        for ours in sockit sockit-h2c sockit-h2tls; do
+            theirs=$(nginx_of $ours)
+            echo "- $ours $file: ${P99_RUNS[$ours/$file]}"
+            echo "- $theirs $file: ${P99_RUNS[$theirs/$file]}"
+            wins=$(paste <(tr ' ' '\n' <<<"${P99_RUNS[$ours/$file]}" | grep .) \
+                <(tr ' ' '\n' <<<"${P99_RUNS[$theirs/$file]}" | grep .) | awk '$1 <= $2 {n++} END {print n+0}')
+            echo "- $file: $ours's p99 at most $theirs's in $wins of $RUNS rounds"
         done
-        wins=$(paste <(tr ' ' '\n' <<<"${P99_RUNS[sockit/$file]}" | grep .) \
-            <(tr ' ' '\n' <<<"${P99_RUNS[nginx/$file]}" | grep .) | awk '$1 <= $2 {n++} END {print n+0}')
-        echo "- $file: sockit's p99 at most nginx's in $wins of $RUNS rounds"
     done
     echo
-    echo "| file | server | requests/s | p99 (ms) | vs nginx (req/s) | server CPU per request (µs) |"
-    echo "|---|---|---:|---:|---:|---:|"
+    echo "| file | server | requests/s | p99 (ms) | vs nginx (req/s) | vs nginx (p99) | server CPU per request (µs) |"
+    echo "|---|---|---:|---:|---:|---:|---:|"
     for file in small.txt 100k.bin; do
         label=$file
         [ "$file" = small.txt ] && label="13 B"
         [ "$file" = 100k.bin ] && label="100 KiB"
-        for server in sockit nginx python; do
-            echo "| $label | $server | ${RPS[$server/$file]} | ${P99[$server/$file]} | $(ratio "${RPS[$server/$file]}" "${RPS[nginx/$file]}") | ${CPU[$server/$file]} |"
+        for server in $SERVERS; do
+            base=$(nginx_of $server)
+            echo "| $label | $server | ${RPS[$server/$file]} | ${P99[$server/$file]} | $(ratio "${RPS[$server/$file]}" "${RPS[$base/$file]}") | $(ratio "${P99[$server/$file]}" "${P99[$base/$file]}") | ${CPU[$server/$file]} |"
         done
     done
     echo
@@ -305,6 +394,9 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
     echo "taskset -c 0 nginx -c nginx.conf   # worker_processes 1; sendfile on; access_log off; keepalive_requests 1000000"
     echo "taskset -c 0 python3 -m http.server --bind 127.0.0.1 --directory WWW P"
     echo "taskset -c 1 wrk -t1 -c$CONNS -d$DURATION --latency http://127.0.0.1:P/small.txt   # and /100k.bin"
+    echo "taskset -c 0 target/release/sockit serve WWW --port P2 --cert cert.pem --key key.pem ...   # HTTP/2 over TLS"
+    echo "# nginx: listen P3 http2; (prior knowledge) and listen P4 ssl http2; with the same certificate"
+    echo "taskset -c 1 h2load -t1 -c$CONNS -m$STREAMS -D${DURATION%s} --log-file=LOG http://127.0.0.1:P/small.txt   # and https://…:P2/, nginx alike"
     echo '```'
 } >"$OUT.tmp"
 mv "$OUT.tmp" "$OUT"

@@ -165,7 +165,7 @@ async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<()> {
     if config.fixed.is_none() && !args.dir.is_dir() {
         anyhow::bail!("not a directory: {}", args.dir.display());
     }
-    let identity = args.tls.identity(addr, &[b"http/1.1"])?;
+    let identity = args.tls.identity(addr, sockit::http::server::ALPN)?;
     let listener = bind_tcp(addr)?;
     let local = listener.local_addr()?;
     let scheme = if identity.is_some() { "https" } else { "http" };

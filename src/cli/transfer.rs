@@ -96,7 +96,8 @@ pub(crate) async fn send(args: SendArgs, stop: CancellationToken) -> anyhow::Res
         .host
         .clone()
         .unwrap_or_else(|| advertised_ip(local).to_string());
-    let identity = ServerIdentity::self_signed(std::slice::from_ref(&host), &[b"http/1.1"])?;
+    let identity =
+        ServerIdentity::self_signed(std::slice::from_ref(&host), sockit::http::server::ALPN)?;
     let code = Code {
         addr: HostPort::new(Some(host), local.port()),
         token: Token::random()?,

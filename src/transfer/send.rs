@@ -4,7 +4,6 @@
 //! response bodies from the file server (`http::server`); this module keeps only its routes.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::future::Future;
 use std::io::{self, Seek};
 use std::net::{IpAddr, SocketAddr};
@@ -18,14 +17,13 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::http::server::heads::{self, HeadCheck, HeadLimits};
-use crate::http::server::{Body, RangeAnswer, conformance, resolve_range};
+use crate::http::server::connection::{Driver, Handler, SendfileBody};
+use crate::http::server::{Body, Limits, RangeAnswer, conformance, resolve_range};
 use crate::net::{BoxStream, ServerConfig, serve};
 use crate::transfer::code::Token;
 use crate::transfer::manifest::{Digest, Entry, Manifest, ManifestError, shown};
@@ -286,6 +284,11 @@ impl Sender {
         true
     }
 
+    /// Whether a connection from `ip` was admitted (and is still open).
+    fn is_admitted(&self, ip: IpAddr) -> bool {
+        self.with_peer(ip, |p| p.connections > 0)
+    }
+
     fn leave(&self, ip: IpAddr) {
         self.with_peer(ip, |p| p.connections = p.connections.saturating_sub(1));
     }
@@ -305,9 +308,15 @@ pub async fn serve_offer(
     config: ServerConfig,
     stop: CancellationToken,
 ) {
+    let limits = Limits {
+        // Receivers may be slow to send a head; the receiver limit, not this, turns them away.
+        header_timeout: Duration::from_secs(30),
+        max_conns: usize::MAX,
+        ..Limits::default()
+    };
+    let driver = Arc::new(Driver::new(Routes { sender }, limits));
     serve(listener, config, stop, move |stream, peer, stop| {
-        let sender = sender.clone();
-        async move { connection(stream, peer, sender, stop).await }
+        connection(driver.clone(), stream, peer, stop)
     })
     .await;
 }
@@ -315,12 +324,39 @@ pub async fn serve_offer(
 /// The methods the sender's routes answer.
 const ALLOW: &str = "GET, HEAD, POST, OPTIONS";
 
+/// The sender's routes, served by the file server's connection driver (HTTP/1.1 or HTTP/2).
+struct Routes {
+    sender: Arc<Sender>,
+}
+
+impl Handler for Routes {
+    type Body = Reply;
+    type Answer = Pin<Box<dyn Future<Output = Response<Reply>> + Send>>;
+
+    fn answer(self: &Arc<Self>, request: Request<Incoming>, peer: SocketAddr) -> Self::Answer {
+        let sender = self.sender.clone();
+        Box::pin(async move {
+            let method = request.method().clone();
+            let mut response = if let Some(refused) = conformance::refuse(&request, ALLOW) {
+                refused.map(Reply::plain)
+            } else if sender.is_admitted(peer.ip()) {
+                respond(&sender, request, peer.ip()).await
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "too many receivers\n")
+            };
+            conformance::finish(&method, &mut response);
+            response
+        })
+    }
+}
+
 async fn connection(
+    driver: Arc<Driver<Routes>>,
     stream: BoxStream,
     peer: SocketAddr,
-    sender: Arc<Sender>,
     stop: CancellationToken,
 ) {
+    let sender = driver.handler().sender.clone();
     let admitted = sender.admit(peer.ip());
     if !admitted {
         warn!(
@@ -328,46 +364,7 @@ async fn connection(
             "receiver limit reached; answering 503"
         );
     }
-    let service = {
-        let sender = sender.clone();
-        hyper::service::service_fn(move |request| {
-            let sender = sender.clone();
-            // Boxed: `poll_without_shutdown` needs a connection that can move.
-            Box::pin(async move {
-                let method = request.method().clone();
-                let mut response = if let Some(refused) = conformance::refuse(&request, ALLOW) {
-                    refused.map(Reply::plain)
-                } else if admitted {
-                    respond(&sender, request, peer.ip()).await
-                } else {
-                    text(StatusCode::SERVICE_UNAVAILABLE, "too many receivers\n")
-                };
-                conformance::finish(&method, &mut response);
-                Ok::<_, Infallible>(response)
-            })
-        })
-    };
-    let mut conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
-        // A receiver that sends its requests and then half-closes still gets every answer.
-        .half_close(true)
-        .serve_connection(
-            TokioIo::new(HeadCheck::new(stream, HeadLimits::default())),
-            service,
-        );
-    let result = tokio::select! {
-        result = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => result,
-        _ = stop.cancelled() => {
-            Pin::new(&mut conn).graceful_shutdown();
-            std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await
-        }
-    };
-    if let Err(error) = result {
-        debug!(%error, "connection ended with an error");
-    }
-    let (refusal, mut stream, _) = conn.into_parts().io.into_inner().into_parts();
-    heads::linger(&mut stream, refusal, &stop).await;
+    driver.serve(stream, peer, stop).await;
     if admitted {
         sender.leave(peer.ip());
     }
@@ -441,18 +438,10 @@ async fn file_response(
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .map_or(RangeAnswer::Full, |v| resolve_range(v, size));
-    let (status, start, len) = match range {
-        RangeAnswer::Full => (StatusCode::OK, 0, size),
-        RangeAnswer::Partial { start, end } => {
-            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
-        }
-        RangeAnswer::Unsatisfiable => {
-            let mut response = text(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable\n");
-            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
-                response.headers_mut().insert(header::CONTENT_RANGE, value);
-            }
-            return response;
-        }
+    let mut response = Response::new(Reply::plain(Body::empty()));
+    let (start, len) = match range.apply(size, &mut response) {
+        Ok(part) => part,
+        Err(refused) => return (*refused).map(Reply::plain),
     };
     let opened = tokio::task::spawn_blocking(move || -> io::Result<std::fs::File> {
         let mut file = std::fs::File::open(&path)?;
@@ -476,17 +465,13 @@ async fn file_response(
             );
         }
     };
-    let body = if request.method() == Method::HEAD {
-        Reply::plain(Body::empty())
-    } else {
-        Reply::metered(
+    if request.method() != Method::HEAD {
+        *response.body_mut() = Reply::metered(
             Body::file(tokio::fs::File::from_std(file), len),
             sender.clone(),
             ip,
-        )
-    };
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
+        );
+    }
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -500,13 +485,6 @@ async fn file_response(
         percent_encode(name)
     )) {
         headers.insert(header::CONTENT_DISPOSITION, value);
-    }
-    if status == StatusCode::PARTIAL_CONTENT {
-        if let Ok(value) =
-            HeaderValue::from_str(&format!("bytes {start}-{}/{size}", start + len - 1))
-        {
-            headers.insert(header::CONTENT_RANGE, value);
-        }
     }
     response
 }
@@ -530,6 +508,9 @@ struct Reply {
     body: Body,
     meter: Option<Meter>,
 }
+
+// Files are sent through `Body::file`, never from the cache `sendfile` knows.
+impl SendfileBody for Reply {}
 
 struct Meter {
     sender: Arc<Sender>,

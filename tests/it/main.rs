@@ -14,5 +14,6 @@ mod net;
 mod peers_nc;
 mod redbot;
 mod serve;
+mod serve_h2;
 mod transfer;
 mod tty;

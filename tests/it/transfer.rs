@@ -387,7 +387,8 @@ fn malicious_manifest_writes_nothing_outside_the_output_directory() {
     }
 }
 
-#[test]
+over_both_protocols!(curl_downloads_with_the_printed_command_and_a_wrong_token_gets_404);
+
 fn curl_downloads_with_the_printed_command_and_a_wrong_token_gets_404() {
     require("curl");
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -408,7 +409,7 @@ fn curl_downloads_with_the_printed_command_and_a_wrong_token_gets_404() {
     let (_, err, status) = run_cmd(
         Command::new("sh")
             .arg("-c")
-            .arg(format!("{curl_line} -sS"))
+            .arg(format!("{curl_line} -sS {}", proto().curl_option(true)))
             .current_dir(&into),
         b"",
     );
@@ -421,7 +422,7 @@ fn curl_downloads_with_the_printed_command_and_a_wrong_token_gets_404() {
         .expect("URL in the curl line")
         .to_owned();
     let (part, _, _) = run_cmd(
-        Command::new("curl").args(["-ksS", "-r", "100-199", &url]),
+        Command::new("curl").args([proto().curl_option(true), "-ksS", "-r", "100-199", &url]),
         b"",
     );
     assert_eq!(part, &data[100..200]);
@@ -429,10 +430,22 @@ fn curl_downloads_with_the_printed_command_and_a_wrong_token_gets_404() {
     let token = url.split('/').nth(3).expect("token").to_owned();
     let wrong = url.replace(&token, &"0".repeat(32));
     let (out, _, _) = run_cmd(
-        Command::new("curl").args(["-ks", "-o", "/dev/null", "-w", "%{http_code}", &wrong]),
+        Command::new("curl").args([
+            proto().curl_option(true),
+            "-ks",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{http_version}",
+            &wrong,
+        ]),
         b"",
     );
-    assert_eq!(String::from_utf8_lossy(&out), "404");
+    let version = match proto() {
+        Proto::Http1 => "1.1",
+        Proto::Http2 => "2",
+    };
+    assert_eq!(String::from_utf8_lossy(&out), format!("404 {version}"));
     let _ = server.child.kill();
 }
 

@@ -11,7 +11,8 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use tokio::io::AsyncRead;
 
-use crate::http::server::zero_copy::FileBytes;
+use crate::http::server::connection::SendfileBody;
+use crate::http::server::http1_sendfile::FileBytes;
 
 /// Biggest chunk read from a file at once: few trips to the blocking pool, bounded memory.
 const FILE_CHUNK_BYTES: usize = 256 * 1024;
@@ -58,7 +59,7 @@ impl Body {
         }
     }
 
-    /// `bytes`, which `file` holds at `offset`: see [`Body::sendable`].
+    /// `bytes`, which `file` holds at `offset`: see [`SendfileBody::sendable`].
     pub(crate) fn cached(bytes: Bytes, file: Arc<File>, offset: u64) -> Self {
         Self {
             kind: Kind::Cached {
@@ -66,19 +67,6 @@ impl Body {
                 file,
                 offset,
             },
-        }
-    }
-
-    /// The bytes still to go and the open file that holds them, for a body made with
-    /// [`Body::cached`].
-    pub(crate) fn sendable(&self) -> Option<FileBytes> {
-        match &self.kind {
-            Kind::Cached {
-                bytes: Some(bytes),
-                file,
-                offset,
-            } => Some(FileBytes::new(bytes.clone(), file.clone(), *offset)),
-            _ => None,
         }
     }
 
@@ -90,6 +78,21 @@ impl Body {
                 remaining: len,
                 buf: BytesMut::new(),
             })),
+        }
+    }
+}
+
+impl SendfileBody for Body {
+    /// The bytes still to go and the open file that holds them, for a body made with
+    /// [`Body::cached`].
+    fn sendable(&self) -> Option<FileBytes> {
+        match &self.kind {
+            Kind::Cached {
+                bytes: Some(bytes),
+                file,
+                offset,
+            } => Some(FileBytes::new(bytes.clone(), file.clone(), *offset)),
+            _ => None,
         }
     }
 }

@@ -7,13 +7,14 @@
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 
-use crate::http::server::Body;
+use crate::http::server::body::Body;
+use crate::http::server::response::text;
 
 /// An answer to `req` that no route gets to give, if it needs one; `allow` lists the
 /// methods the server's routes answer (for `Allow` on 405 and `OPTIONS`).
 pub(crate) fn refuse<B>(req: &Request<B>, allow: &'static str) -> Option<Response<Body>> {
     if let Err(why) = check_host(req) {
-        return Some(plain(
+        return Some(text(
             StatusCode::BAD_REQUEST,
             &format!("bad request: {why}\n"),
         ));
@@ -23,13 +24,13 @@ pub(crate) fn refuse<B>(req: &Request<B>, allow: &'static str) -> Option<Respons
         .iter()
         .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
     {
-        return Some(plain(
+        return Some(text(
             StatusCode::EXPECTATION_FAILED,
             "expectation failed: only 100-continue is supported\n",
         ));
     }
-    let allowed = |status: StatusCode, text: &str| {
-        let mut res = plain(status, text);
+    let allowed = |status: StatusCode, why: &str| {
+        let mut res = text(status, why);
         res.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static(allow));
         Some(res)
@@ -42,7 +43,7 @@ pub(crate) fn refuse<B>(req: &Request<B>, allow: &'static str) -> Option<Respons
         return Some(res);
     }
     if req.uri() == "*" {
-        return Some(plain(
+        return Some(text(
             StatusCode::BAD_REQUEST,
             "bad request: the target * is only for OPTIONS\n",
         ));
@@ -58,7 +59,7 @@ pub(crate) fn refuse<B>(req: &Request<B>, allow: &'static str) -> Option<Respons
         Method::PATCH,
     ];
     if !known.contains(method) {
-        return Some(plain(
+        return Some(text(
             StatusCode::NOT_IMPLEMENTED,
             "method not implemented\n",
         ));
@@ -72,7 +73,7 @@ pub(crate) fn refuse<B>(req: &Request<B>, allow: &'static str) -> Option<Respons
 
 /// A 405 for a method the route does not take, with the server's `Allow`.
 pub(crate) fn not_allowed(allow: &'static str) -> Response<Body> {
-    let mut res = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    let mut res = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     res.headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static(allow));
     res
@@ -103,7 +104,8 @@ pub(crate) fn finish<B: http_body::Body>(method: &Method, res: &mut Response<B>)
     }
 }
 
-/// RFC 9112 §3.2: an HTTP/1.1 request has exactly one `Host`, any request at most one, and
+/// RFC 9112 §3.2: an HTTP/1.1 request has exactly one `Host`, an HTTP/2 one `:authority` or
+/// `Host` (RFC 9113 §8.3.1), any request at most one `Host`, and
 /// its value is a valid `uri-host [":" port]` (empty when the target has no authority). With
 /// an absolute-form target the target's authority counts (§3.2.2), but the field must still
 /// be there and valid.
@@ -116,6 +118,9 @@ fn check_host<B>(req: &Request<B>) -> Result<(), &'static str> {
     let Some(host) = host else {
         return match req.version() {
             Version::HTTP_09 | Version::HTTP_10 => Ok(()),
+            // RFC 9113 §8.3.1: `:authority` stands for Host (hyper puts it in the target).
+            Version::HTTP_2 | Version::HTTP_3 if req.uri().authority().is_some() => Ok(()),
+            Version::HTTP_2 | Version::HTTP_3 => Err("no :authority or Host header field"),
             _ => Err("no Host header field"),
         };
     };
@@ -145,16 +150,6 @@ fn valid_host(value: &HeaderValue) -> bool {
         }
         Err(_) => false,
     }
-}
-
-fn plain(status: StatusCode, text: &str) -> Response<Body> {
-    let mut res = Response::new(Body::bytes(text.as_bytes().to_vec()));
-    *res.status_mut() = status;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    res
 }
 
 #[cfg(test)]
@@ -192,5 +187,9 @@ mod tests {
             None
         );
         assert_eq!(status(Version::HTTP_11, "http://other/x", &[]), bad);
+        // HTTP/2: `:authority` (the target's) stands for Host.
+        assert_eq!(status(Version::HTTP_2, "https://example.com/x", &[]), None);
+        assert_eq!(status(Version::HTTP_2, "/x", &[]), bad);
+        assert_eq!(status(Version::HTTP_2, "/x", &["example.com"]), None);
     }
 }

@@ -1,9 +1,11 @@
 //! Idle connections: a stream that fails with `TimedOut` once no byte has moved either way for
 //! a while (a client that stops reading a download, or stops sending an upload, lets go of its
-//! connection) or once a request head is overdue however slowly it trickles in (slowloris),
-//! that can end a quiet keep-alive connection's HTTP session (`parked`) so the
-//! bare socket waits for the next request without hyper's buffers, and a stream with bytes
-//! already read put back in front, so a connection costs those buffers only while it talks.
+//! connection), used by both protocols. For HTTP/1 only ([`IdleIo::parking_http1`]), the
+//! same stream also fails once a request head is overdue however slowly it trickles in
+//! (slowloris), and can end a quiet keep-alive connection's HTTP session (`parked`) so the
+//! bare socket waits for the next request without hyper's buffers: it knows a request head
+//! by the `\r\n\r\n` that ends it, which is HTTP/1 framing. With `rewind`, a connection
+//! costs those buffers only while it talks.
 
 use std::io;
 use std::pin::Pin;
@@ -16,8 +18,6 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
-
-use crate::http::server::Body;
 
 /// Requests of one connection, as its service sees them; the IO parks only when none is
 /// being answered.
@@ -52,12 +52,12 @@ impl Activity {
 /// `crowd` of them, a quiet connection parks at once instead of after its pause: a burst of
 /// new connections then costs buffers for the ones being answered, not for all of them.
 #[derive(Debug)]
-pub(crate) struct Sessions {
+pub(crate) struct Http1Sessions {
     live: AtomicUsize,
     crowd: usize,
 }
 
-impl Sessions {
+impl Http1Sessions {
     pub(crate) fn new(crowd: usize) -> Self {
         Self {
             live: AtomicUsize::new(0),
@@ -66,23 +66,23 @@ impl Sessions {
     }
 
     /// One more session, until the returned guard drops.
-    pub(crate) fn enter(self: &Arc<Self>) -> Session {
+    pub(crate) fn enter(self: &Arc<Self>) -> Http1Session {
         self.live.fetch_add(1, Ordering::Relaxed);
-        Session(self.clone())
+        Http1Session(self.clone())
     }
 }
 
-/// One connection's HTTP session; see [`Sessions::enter`].
+/// One connection's HTTP session; see [`Http1Sessions::enter`].
 #[derive(Debug)]
-pub(crate) struct Session(Arc<Sessions>);
+pub(crate) struct Http1Session(Arc<Http1Sessions>);
 
-impl Session {
+impl Http1Session {
     fn crowded(&self) -> bool {
         self.0.live.load(Ordering::Relaxed) > self.0.crowd
     }
 }
 
-impl Drop for Session {
+impl Drop for Http1Session {
     fn drop(&mut self) {
         self.0.live.fetch_sub(1, Ordering::Relaxed);
     }
@@ -100,13 +100,13 @@ impl Drop for InFlight {
 
 /// A response body that ends its request's [`InFlight`] when hyper is done with it.
 #[derive(Debug)]
-pub(crate) struct Tracked {
-    body: Body,
+pub(crate) struct Tracked<B> {
+    body: B,
     _in_flight: InFlight,
 }
 
-impl Tracked {
-    pub(crate) fn new(body: Body, in_flight: InFlight) -> Self {
+impl<B> Tracked<B> {
+    pub(crate) fn new(body: B, in_flight: InFlight) -> Self {
         Self {
             body,
             _in_flight: in_flight,
@@ -114,7 +114,10 @@ impl Tracked {
     }
 }
 
-impl http_body::Body for Tracked {
+impl<B> http_body::Body for Tracked<B>
+where
+    B: http_body::Body<Data = Bytes, Error = io::Error> + Unpin,
+{
     type Data = Bytes;
     type Error = io::Error;
 
@@ -142,7 +145,7 @@ impl http_body::Body for Tracked {
 struct Park {
     after: Duration,
     activity: Arc<Activity>,
-    session: Session,
+    session: Http1Session,
     tail: [u8; 4],
     flushed: bool,
     parked: bool,
@@ -197,11 +200,11 @@ impl<S> IdleIo<S> {
     /// this apart from a real end. Reads fail with `TimedOut` when a request head has not
     /// arrived `head_timeout` after the connection started waiting for it (it has been
     /// waiting since `waiting_since`).
-    pub(crate) fn parking(
+    pub(crate) fn parking_http1(
         mut self,
         after: Duration,
         activity: Arc<Activity>,
-        session: Session,
+        session: Http1Session,
         (head_timeout, waiting_since): (Duration, Instant),
     ) -> Self {
         self.park = Some(Park {
@@ -408,101 +411,25 @@ fn head_timed_out() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "request head not received in time")
 }
 
-/// `S` with bytes already read from it put back in front.
-#[derive(Debug)]
-pub(crate) struct Rewind<S> {
-    prefix: Bytes,
-    inner: S,
-}
-
-impl<S> Rewind<S> {
-    pub(crate) fn new(prefix: Bytes, inner: S) -> Self {
-        Self { prefix, inner }
-    }
-
-    /// The stream and whatever of the prefix was not read.
-    pub(crate) fn into_parts(self) -> (Bytes, S) {
-        (self.prefix, self.inner)
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if buf.remaining() > 0 && !this.prefix.is_empty() {
-            let n = buf.remaining().min(this.prefix.len());
-            buf.put_slice(&this.prefix.split_to(n));
-            if this.prefix.is_empty() {
-                // What follows comes in the same call, so hyper sees the whole head at once
-                // and keeps its first buffer instead of growing it for one byte.
-                let mut more = [0u8; 4096];
-                let room = buf.remaining().min(more.len());
-                if room > 0 {
-                    let mut rest = ReadBuf::new(&mut more[..room]);
-                    // Pending or an error here: the prefix goes up now, the rest next time.
-                    if let Poll::Ready(Ok(())) = Pin::new(&mut this.inner).poll_read(cx, &mut rest)
-                    {
-                        buf.put_slice(rest.filled());
-                    }
-                }
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::server::body::Body;
+    use crate::http::server::rewind::Rewind;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
     /// A stream over an in-memory pipe that parks after 100 ms of quiet between requests,
     /// with `head` as its head timeout and start: the client's end, the stream, and the
     /// activity it watches.
     fn parking_pipe(
-        sessions: &Arc<Sessions>,
+        sessions: &Arc<Http1Sessions>,
         idle: Duration,
         head: (Duration, Instant),
         capacity: usize,
     ) -> (DuplexStream, IdleIo<DuplexStream>, Arc<Activity>) {
         let (client, server) = tokio::io::duplex(capacity);
         let activity = Arc::new(Activity::default());
-        let io = IdleIo::new(server, idle).parking(
+        let io = IdleIo::new(server, idle).parking_http1(
             Duration::from_millis(100),
             activity.clone(),
             sessions.enter(),
@@ -524,7 +451,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn quiet_connections_park_only_between_requests() {
-        let sessions = Arc::new(Sessions::new(8));
+        let sessions = Arc::new(Http1Sessions::new(8));
         let (mut client, mut io, activity) = parking_pipe(
             &sessions,
             Duration::from_secs(60),
@@ -575,7 +502,7 @@ mod tests {
     /// How long a connection that was just answered takes to park, with `others` sessions
     /// besides its own and room for `crowd`.
     async fn park_wait(others: usize, crowd: usize) -> Duration {
-        let sessions = Arc::new(Sessions::new(crowd));
+        let sessions = Arc::new(Http1Sessions::new(crowd));
         let _others: Vec<_> = (0..others).map(|_| sessions.enter()).collect();
         let (mut client, mut io, _) = parking_pipe(
             &sessions,
@@ -603,7 +530,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_dribbled_head_times_out_but_a_slow_answer_does_not() {
-        let sessions = Arc::new(Sessions::new(8));
+        let sessions = Arc::new(Http1Sessions::new(8));
         let waiting_since = Instant::now();
         let (mut client, mut io, activity) = parking_pipe(
             &sessions,
@@ -655,7 +582,7 @@ mod tests {
     async fn hyper_session_parks_after_an_answer() {
         use hyper_util::rt::TokioIo;
 
-        let sessions = Arc::new(Sessions::new(8));
+        let sessions = Arc::new(Http1Sessions::new(8));
         let (mut client, io, activity) = parking_pipe(
             &sessions,
             Duration::from_secs(60),

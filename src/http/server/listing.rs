@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::http::server::RequestPath;
+use crate::http::server::path::RequestPath;
 use crate::http::server::path::encode_segment;
 use crate::http::server::static_files::{Files, Inside};
 

@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use crate::http::server::auth::Credentials;
+
 /// Where access log lines go. Cloning shares the writer.
 #[derive(Clone)]
 pub struct AccessLog {
@@ -28,10 +30,68 @@ impl AccessLog {
     }
 
     /// Writes one line; a failing writer loses the line, never the request.
-    pub(crate) fn record(&self, entry: &Entry<'_>) {
+    fn record(&self, entry: &Entry<'_>) {
         let line = entry.format(SystemTime::now());
         let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let _ = writer.write_all(line.as_bytes());
+    }
+}
+
+/// What the access log says of a request, taken before the request is answered (the
+/// request itself goes to its answer).
+#[derive(Debug)]
+pub(crate) struct Logged {
+    method: http::Method,
+    version: http::Version,
+    target: String,
+    user: Option<String>,
+}
+
+impl Logged {
+    /// What to log of `req`; its user when `auth` accepts its credentials.
+    pub(crate) fn of<B>(req: &http::Request<B>, auth: Option<&Credentials>) -> Self {
+        let target = req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| req.uri().to_string(), |pq| pq.as_str().to_owned());
+        let user = auth.and_then(|creds| {
+            req.headers()
+                .get(http::header::AUTHORIZATION)
+                .and_then(|h| h.to_str().ok())
+                .filter(|h| creds.accepts_header(h))
+                .map(|_| creds.user().to_owned())
+        });
+        Self {
+            method: req.method().clone(),
+            version: req.version(),
+            target,
+            user,
+        }
+    }
+}
+
+impl AccessLog {
+    /// Logs `res`, the answer to the request `logged` from `peer`.
+    pub(crate) fn record_answer<B: http_body::Body>(
+        &self,
+        logged: &Logged,
+        peer: SocketAddr,
+        res: &http::Response<B>,
+    ) {
+        let bytes = res
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .or_else(|| res.body().size_hint().exact());
+        self.record(&Entry {
+            peer,
+            user: logged.user.as_deref(),
+            method: logged.method.as_str(),
+            target: &logged.target,
+            version: logged.version,
+            status: res.status().as_u16(),
+            bytes,
+        });
     }
 }
 

@@ -1,4 +1,11 @@
-//! `Range: bytes=…` parsing and resolution against a file length (RFC 9110 §14). Pure.
+//! `Range: bytes=…` parsing and resolution against a file length (RFC 9110 §14), and the
+//! one place the server's range answers (206 with `Content-Range`, 416) are made.
+
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+
+use crate::http::server::body::Body;
+use crate::http::server::response::text;
 
 /// What to send for a `Range` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +61,35 @@ pub fn resolve_range(header: &str, len: u64) -> RangeAnswer {
             end: *end,
         },
         _ => RangeAnswer::Full,
+    }
+}
+
+impl RangeAnswer {
+    /// Fits `res`, the whole answer for a representation of `len` bytes, to this range: for
+    /// a partial answer its status becomes 206 with a `Content-Range`. Returns the first byte
+    /// and the number of bytes to send, or the 416 answer to give instead.
+    pub(crate) fn apply<B>(
+        self,
+        len: u64,
+        res: &mut Response<B>,
+    ) -> Result<(u64, u64), Box<Response<Body>>> {
+        match self {
+            Self::Full => Ok((0, len)),
+            Self::Partial { start, end } => {
+                *res.status_mut() = StatusCode::PARTIAL_CONTENT;
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")) {
+                    res.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+                Ok((start, end - start + 1))
+            }
+            Self::Unsatisfiable => {
+                let mut res = text(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable\n");
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                    res.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+                Err(Box::new(res))
+            }
+        }
     }
 }
 

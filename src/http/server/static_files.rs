@@ -7,7 +7,7 @@
 //! is keyed by path and checked against device, inode, length, mtime and ctime on
 //! every hit, so a changed, replaced or re-pointed file is never served stale. Cached files
 //! of `SENDFILE_MIN_BYTES` or more also stay open, so their bodies can be sent with
-//! `sendfile` (see `zero_copy`).
+//! `sendfile` (see `http1_sendfile`).
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -20,7 +20,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use http::HeaderValue;
 
-use crate::http::server::RequestPath;
+use crate::http::server::path::RequestPath;
 
 /// Files up to this size are kept in memory (and compressed once, when asked for).
 const CACHE_FILE_MAX_BYTES: u64 = 512 * 1024;

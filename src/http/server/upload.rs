@@ -12,7 +12,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::io::AsyncWriteExt;
 
-use crate::http::server::RequestPath;
+use crate::http::server::path::RequestPath;
 use crate::http::server::path::is_plain_name;
 use crate::http::server::static_files::{Files, Inside};
 
@@ -84,7 +84,7 @@ pub(crate) async fn put(
     config: &UploadConfig,
     path: &RequestPath,
     declared_len: Option<u64>,
-    mut body: Incoming,
+    body: &mut Incoming,
 ) -> Result<Saved, UploadError> {
     let name = path
         .file_name()
@@ -114,7 +114,7 @@ pub(crate) async fn post(
     config: &UploadConfig,
     dir: &RequestPath,
     content_type: &str,
-    body: Incoming,
+    body: &mut Incoming,
 ) -> Result<Vec<Saved>, UploadError> {
     let boundary =
         multer::parse_boundary(content_type).map_err(|e| UploadError::Body(e.to_string()))?;

@@ -2,6 +2,7 @@
 
 #![allow(dead_code, unreachable_pub)] // each test module uses its own subset; `pub` for them
 
+use std::cell::Cell;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -251,3 +252,66 @@ impl Drop for Httpbin {
         let _ = self.child.wait();
     }
 }
+
+/// The protocol curl speaks to a server: the tests listed in `over_both_protocols!` run once
+/// with each; the others speak HTTP/1.1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Http1,
+    Http2,
+}
+
+thread_local! {
+    // Every test runs on its own thread.
+    static PROTO: Cell<Proto> = const { Cell::new(Proto::Http1) };
+}
+
+pub fn proto() -> Proto {
+    PROTO.with(Cell::get)
+}
+
+impl Proto {
+    pub fn run(self, test: fn()) {
+        PROTO.with(|p| p.set(self));
+        test();
+    }
+
+    /// curl's option for this protocol: HTTP/2 by ALPN over TLS, with prior knowledge on
+    /// cleartext.
+    pub fn curl_option(self, https: bool) -> &'static str {
+        match (self, https) {
+            (Proto::Http1, _) => "--http1.1",
+            (Proto::Http2, true) => "--http2",
+            (Proto::Http2, false) => "--http2-prior-knowledge",
+        }
+    }
+
+    /// The start of a status line curl writes for this protocol.
+    pub fn status_line(self) -> &'static str {
+        match self {
+            Proto::Http1 => "HTTP/1.1 ",
+            Proto::Http2 => "HTTP/2 ",
+        }
+    }
+
+    /// The protocol as the access log shows it.
+    pub fn in_log(self) -> &'static str {
+        match self {
+            Proto::Http1 => "HTTP/1.1",
+            Proto::Http2 => "HTTP/2.0",
+        }
+    }
+}
+
+/// Runs each named test (a plain `fn()`) once over HTTP/1.1 and once over HTTP/2.
+macro_rules! over_both_protocols {
+    ($($name:ident),* $(,)?) => {
+        mod over_http1 {
+            $(#[test] fn $name() { super::Proto::Http1.run(super::$name) })*
+        }
+        mod over_http2 {
+            $(#[test] fn $name() { super::Proto::Http2.run(super::$name) })*
+        }
+    };
+}
+pub(crate) use over_both_protocols;

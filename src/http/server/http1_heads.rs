@@ -4,7 +4,7 @@
 //! asks for a close), a request target longer than the limit however long (414, even past
 //! hyper's buffer), a head larger than the limit (431). Such a head never reaches hyper:
 //! the requests before it are answered, hyper sees the end of the stream, and the
-//! connection's owner then sends the refusal ([`HeadCheck::into_parts`]) and closes with
+//! connection's owner then sends the refusal ([`Http1HeadCheck::into_parts`]) and closes with
 //! [`linger`], so that the answer is read rather than destroyed by a reset.
 //!
 //! Parsing is httparse's, as in hyper; bodies are stepped over by their framing (length or
@@ -34,14 +34,14 @@ const LINGER_BYTES: u64 = 256 << 20;
 
 /// The sizes a request head must keep to.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct HeadLimits {
+pub(crate) struct Http1HeadLimits {
     /// Longest request target; longer gets 414.
     pub(crate) max_target_bytes: usize,
     /// Largest head (request line and header fields); larger gets 431.
     pub(crate) max_head_bytes: usize,
 }
 
-impl Default for HeadLimits {
+impl Default for Http1HeadLimits {
     fn default() -> Self {
         Self {
             max_target_bytes: 8 * 1024,
@@ -109,9 +109,9 @@ enum Chunk {
 
 /// `S` whose request heads are checked before they are read; see the module docs.
 #[derive(Debug)]
-pub(crate) struct HeadCheck<S> {
+pub(crate) struct Http1HeadCheck<S> {
     inner: S,
-    limits: HeadLimits,
+    limits: Http1HeadLimits,
     framing: Framing,
     /// Bytes read whose meaning is not known yet (an unfinished head or chunk line): they
     /// are passed on once complete and checked.
@@ -122,8 +122,8 @@ pub(crate) struct HeadCheck<S> {
     ended: bool,
 }
 
-impl<S> HeadCheck<S> {
-    pub(crate) fn new(inner: S, limits: HeadLimits) -> Self {
+impl<S> Http1HeadCheck<S> {
+    pub(crate) fn new(inner: S, limits: Http1HeadLimits) -> Self {
         Self {
             inner,
             limits,
@@ -288,7 +288,7 @@ impl<S> HeadCheck<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for HeadCheck<S> {
+impl<S: AsyncRead + Unpin> AsyncRead for Http1HeadCheck<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -344,7 +344,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for HeadCheck<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for HeadCheck<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Http1HeadCheck<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -413,14 +413,18 @@ pub(crate) async fn linger<S: AsyncRead + AsyncWrite + Unpin>(
 mod tests {
     use super::*;
 
-    /// What passes through `HeadCheck` when `input` arrives in pieces of `piece` bytes.
-    async fn passed(input: &[u8], piece: usize, limits: HeadLimits) -> (Vec<u8>, Option<Refusal>) {
+    /// What passes through `Http1HeadCheck` when `input` arrives in pieces of `piece` bytes.
+    async fn passed(
+        input: &[u8],
+        piece: usize,
+        limits: Http1HeadLimits,
+    ) -> (Vec<u8>, Option<Refusal>) {
         let (mut client, server) = tokio::io::duplex(1 << 20);
         for chunk in input.chunks(piece) {
             client.write_all(chunk).await.unwrap();
         }
         drop(client);
-        let mut check = HeadCheck::new(server, limits);
+        let mut check = Http1HeadCheck::new(server, limits);
         let mut out = Vec::new();
         check.read_to_end(&mut out).await.unwrap();
         (out, check.into_parts().0)
@@ -433,7 +437,7 @@ mod tests {
             3;ext=1\r\nabc\r\n0\r\nTrailer: t\r\n\r\n\
             GET /c HTTP/1.1\r\nHost: x\r\n\r\n";
         for piece in [1, 2, 7, 64, input.len()] {
-            let (out, refusal) = passed(input, piece, HeadLimits::default()).await;
+            let (out, refusal) = passed(input, piece, Http1HeadLimits::default()).await;
             assert_eq!(out, input, "in pieces of {piece}");
             assert_eq!(refusal, None);
         }
@@ -448,24 +452,24 @@ mod tests {
         ]
         .concat();
         for piece in [1, 5, smuggled.len()] {
-            let (out, refusal) = passed(&smuggled, piece, HeadLimits::default()).await;
+            let (out, refusal) = passed(&smuggled, piece, Http1HeadLimits::default()).await;
             assert_eq!((out.as_slice(), refusal), (first, Some(Refusal::Smuggling)));
         }
         let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(100_000));
-        let (out, refusal) = passed(long.as_bytes(), 1000, HeadLimits::default()).await;
+        let (out, refusal) = passed(long.as_bytes(), 1000, Http1HeadLimits::default()).await;
         assert_eq!((out.len(), refusal), (0, Some(Refusal::TargetTooLong)));
         let big = format!(
             "GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n",
             "b".repeat(20_000)
         );
-        let (out, refusal) = passed(big.as_bytes(), 1000, HeadLimits::default()).await;
+        let (out, refusal) = passed(big.as_bytes(), 1000, Http1HeadLimits::default()).await;
         assert_eq!((out.len(), refusal), (0, Some(Refusal::HeadTooLarge)));
     }
 
     #[tokio::test]
     async fn what_httparse_rejects_is_left_to_hyper() {
         let input: &[u8] = b"GET / HTTP/1.1\r\nHost : x\r\n\r\nGET / HTTP/1.1\r\n\r\n";
-        let (out, refusal) = passed(input, 3, HeadLimits::default()).await;
+        let (out, refusal) = passed(input, 3, Http1HeadLimits::default()).await;
         assert_eq!((out.as_slice(), refusal), (input, None));
     }
 }

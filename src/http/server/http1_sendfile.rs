@@ -94,18 +94,18 @@ impl Offers {
 }
 
 /// A connection's stream, writing offered file slices with `sendfile`; see the module docs.
-pub(crate) struct ZeroCopy {
+pub(crate) struct Http1Sendfile {
     inner: BoxStream,
     offers: Arc<Offers>,
 }
 
-impl std::fmt::Debug for ZeroCopy {
+impl std::fmt::Debug for Http1Sendfile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ZeroCopy").finish_non_exhaustive()
+        f.debug_struct("Http1Sendfile").finish_non_exhaustive()
     }
 }
 
-impl ZeroCopy {
+impl Http1Sendfile {
     pub(crate) fn new(inner: BoxStream, offers: Arc<Offers>) -> Self {
         Self { inner, offers }
     }
@@ -187,7 +187,7 @@ mod linux {
     }
 }
 
-impl AsyncRead for ZeroCopy {
+impl AsyncRead for Http1Sendfile {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -197,7 +197,7 @@ impl AsyncRead for ZeroCopy {
     }
 }
 
-impl AsyncWrite for ZeroCopy {
+impl AsyncWrite for Http1Sendfile {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
