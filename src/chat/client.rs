@@ -265,8 +265,9 @@ where
     I: AsyncRead + Unpin,
     O: AsyncWrite + Unpin,
 {
-    let (server_in, mut server_out) = tokio::io::split(stream);
-    server_out.write_all(greeting(config).as_bytes()).await?;
+    let (server_in, server_out) = tokio::io::split(stream);
+    let mut server_out = ServerWriter::new(server_out);
+    server_out.send(greeting(config).as_bytes()).await?;
     let (lines_tx, mut lines_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let reading = read_lines(server_in, move |line| {
         let _ = lines_tx.send(line.to_owned());
@@ -284,7 +285,7 @@ where
         tokio::select! {
             biased;
             _ = stop.cancelled() => {
-                let _ = server_out.write_all(b"/quit\n").await;
+                let _ = server_out.send(b"/quit\n").await;
                 return Ok(());
             }
             Some(line) = lines_rx.recv() => {
@@ -304,7 +305,7 @@ where
             read = input.read_until(b'\n', &mut typed), if is_input_open => {
                 if read? == 0 {
                     is_input_open = false;
-                    server_out.write_all(b"/quit\n").await?;
+                    server_out.send(b"/quit\n").await?;
                     linger.as_mut().reset(tokio::time::Instant::now() + LINGER);
                     continue;
                 }
@@ -314,14 +315,65 @@ where
                 // What goes out is cleaned too: the server would do it anyway.
                 let clean = neutralise(&typed[..typed.len() - 1]);
                 typed.clear();
-                server_out.write_all(clean.as_bytes()).await?;
-                server_out.write_all(b"\n").await?;
+                server_out.send(clean.as_bytes()).await?;
+                server_out.send(b"\n").await?;
+                if server_out.is_closed {
+                    // What the server said before it closed tells why; nothing more goes out.
+                    is_input_open = false;
+                    linger.as_mut().reset(tokio::time::Instant::now() + LINGER);
+                }
             }
             _ = &mut linger, if !is_input_open => return Err(JoinError::NoGoodbye(LINGER)),
         }
         if is_read_done && lines_rx.is_empty() {
             return watch.closed();
         }
+    }
+}
+
+/// The sending half of the connection. A server that closed (a refused login, a TLS
+/// server answering plain text) makes writes fail with a broken pipe or a reset before its
+/// last words are read; those failures only mark the half closed, so that the reading side
+/// can still say why the session ended.
+pub(crate) struct ServerWriter<W> {
+    out: W,
+    /// A write found the connection closed by the server.
+    pub(crate) is_closed: bool,
+}
+
+impl<W: AsyncWrite + Unpin> ServerWriter<W> {
+    pub(crate) fn new(out: W) -> Self {
+        Self {
+            out,
+            is_closed: false,
+        }
+    }
+
+    /// Writes all of `bytes`, or nothing once the server has closed.
+    pub(crate) async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if self.is_closed {
+            return Ok(());
+        }
+        match self.out.write_all(bytes).await {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                self.is_closed = true;
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Sends our EOF (a no-op once the server has closed).
+    pub(crate) async fn shutdown(&mut self) -> std::io::Result<()> {
+        if self.is_closed {
+            return Ok(());
+        }
+        self.out.shutdown().await
     }
 }
 
@@ -344,6 +396,31 @@ mod tests {
     fn colours_are_stable_per_nick() {
         assert_eq!(nick_colour("alice"), nick_colour("alice"));
         assert_eq!(render("plain text", true), "plain text");
+    }
+
+    /// A server that answered and closed before our first write: the write fails, and
+    /// what it said still decides the outcome (here: a TLS alert, not a broken pipe).
+    #[tokio::test]
+    async fn a_server_that_closed_before_our_write_is_still_heard() {
+        let (client, mut server) = tokio::io::duplex(1024);
+        server
+            .write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32])
+            .await
+            .unwrap();
+        drop(server);
+        let config = JoinConfig {
+            nick: Some("x".into()),
+            ..JoinConfig::default()
+        };
+        let got = run_lines(
+            client,
+            &config,
+            &b"hello\n"[..],
+            tokio::io::sink(),
+            CancellationToken::new(),
+        )
+        .await;
+        assert!(matches!(got, Err(JoinError::SpeaksTls)), "{got:?}");
     }
 
     fn watch_of(lines: &[&str], nick: Option<&str>, is_interactive: bool) -> Result<(), JoinError> {

@@ -10,12 +10,14 @@
 
 use std::io::{Read as _, Write as _};
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::chat::client::keys::{Key, KeyDecoder};
-use crate::chat::client::{JoinConfig, JoinError, Watch, greeting, read_lines, render};
+use crate::chat::client::{
+    JoinConfig, JoinError, ServerWriter, Watch, greeting, read_lines, render,
+};
 use crate::chat::line::neutralise;
 
 const PROMPT: &str = "> ";
@@ -146,8 +148,9 @@ pub async fn run<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (server_in, mut server_out) = tokio::io::split(stream);
-    server_out.write_all(greeting(config).as_bytes()).await?;
+    let (server_in, server_out) = tokio::io::split(stream);
+    let mut server_out = ServerWriter::new(server_out);
+    server_out.send(greeting(config).as_bytes()).await?;
     let _raw = RawMode::enable()?;
     let (keys_tx, mut typed) = mpsc::channel::<Vec<u8>>(64);
     // Terminal reads block: give them their own thread. Each read takes all that is there.
@@ -227,7 +230,7 @@ where
                                     screen.extend_from_slice(b"\r\n");
                                 }
                             }
-                            server_out.write_all(out.as_bytes()).await?;
+                            server_out.send(out.as_bytes()).await?;
                             redraw(&mut screen, &editor);
                         }
                     }
@@ -241,7 +244,7 @@ where
             break;
         }
     }
-    let _ = server_out.write_all(b"/quit\n").await;
+    let _ = server_out.send(b"/quit\n").await;
     let _ = server_out.shutdown().await;
     stdout.write_all(b"\r\x1b[2K")?;
     stdout.flush()?;
