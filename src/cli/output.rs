@@ -99,6 +99,13 @@ pub(crate) fn say(line: std::fmt::Arguments<'_>) {
         .and_then(|()| stderr.write_all(b"\n"));
 }
 
+/// Writes `text` to stderr with no newline (a progress line redrawn in place); like [`say`],
+/// a failure is ignored rather than a panic.
+pub(crate) fn say_partial(text: std::fmt::Arguments<'_>) {
+    let mut stderr = io::stderr().lock();
+    let _ = stderr.write_fmt(text).and_then(|()| stderr.flush());
+}
+
 /// Whether stdout was closed when the process started (`>&-`). Output to a closed stdout
 /// must fail like a write to a bad descriptor (curl: exit 23), not vanish.
 ///
