@@ -15,6 +15,8 @@ use sockit::net::relay::{RelayConfig, relay};
 use sockit::net::{HostPort, ServerConfig, accept, bind_tcp, bind_udp, secure, serve};
 
 use crate::cli::args::{BindArgs, ServerTlsArgs, TraceArgs, announce, parse_bytes, parse_duration};
+use crate::cli::connect::send_datagram;
+use crate::cli::output::OutputError;
 
 /// Listen for connections. By default: one peer, stdin to it and its bytes to stdout (nc -l).
 #[derive(Debug, Args)]
@@ -153,6 +155,8 @@ pub(crate) async fn run(args: ListenArgs, stop: CancellationToken) -> anyhow::Re
 }
 
 /// UDP without --echo/--greet: print every datagram; stdin lines go to the latest sender.
+/// Stdin is not read before a peer has sent something, so lines wait (in the pipe or the
+/// terminal) for someone to receive them instead of being dropped.
 async fn udp_print(socket: tokio::net::UdpSocket, stop: CancellationToken) -> anyhow::Result<()> {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
@@ -161,6 +165,10 @@ async fn udp_print(socket: tokio::net::UdpSocket, stop: CancellationToken) -> an
     let mut line = Vec::new();
     let mut latest = None;
     let mut stdin_open = true;
+    let printed = |source| OutputError::Write {
+        what: "the datagrams received",
+        source,
+    };
     loop {
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
@@ -170,22 +178,17 @@ async fn udp_print(socket: tokio::net::UdpSocket, stop: CancellationToken) -> an
                     info!(%peer, "datagrams from a new peer");
                     latest = Some(peer);
                 }
-                stdout.write_all(&buf[..n]).await?;
-                stdout.flush().await?;
+                stdout.write_all(&buf[..n]).await.map_err(printed)?;
+                stdout.flush().await.map_err(printed)?;
             }
-            read = stdin.read_until(b'\n', &mut line), if stdin_open => {
-                if read? == 0 {
+            read = stdin.read_until(b'\n', &mut line), if stdin_open && latest.is_some() => {
+                if read.context("reading stdin")? == 0 {
                     stdin_open = false;
+                    info!("stdin ended; still printing datagrams");
                     continue;
                 }
-                match latest {
-                    Some(peer) => {
-                        if let Err(error) = socket.send_to(&line, peer).await {
-                            tracing::warn!(%peer, %error, "datagram not sent");
-                        }
-                    }
-                    None => tracing::warn!("no peer has sent anything yet; line dropped"),
-                }
+                let peer = latest.expect("stdin is read only once a peer is known");
+                send_datagram(&line, peer, socket.send_to(&line, peer).await)?;
                 line.clear();
             }
         }
