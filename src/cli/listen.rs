@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use sockit::net::echo::{self, ServiceConfig, Template, UdpReply};
-use sockit::net::keep_open::keep_open;
+use sockit::net::keep_open::{KeepOpenConfig, keep_open};
 use sockit::net::relay::{RelayConfig, relay};
 use sockit::net::{HostPort, ServerConfig, accept, bind_tcp, bind_udp, secure, serve};
 
@@ -34,7 +34,8 @@ pub(crate) struct ListenArgs {
     addr: Option<HostPort>,
     #[command(flatten)]
     bind: BindArgs,
-    /// Keep accepting peers; their data is printed tagged with their address when several are connected
+    /// Keep accepting peers; their data is printed tagged with their address when several are
+    /// connected; stdin goes to every peer (read only while one is connected), then EOF
     #[arg(short, long)]
     keep_open: bool,
     /// Echo every byte back to its sender (many peers at once)
@@ -109,9 +110,14 @@ pub(crate) async fn run(args: ListenArgs, stop: CancellationToken) -> anyhow::Re
         })
         .await;
     } else if args.keep_open {
+        let config = KeepOpenConfig {
+            end_with_peer: std::io::stdin().is_terminal(),
+            keep_write_open: args.no_shutdown,
+        };
         keep_open(
             listener,
             server,
+            config,
             tokio::io::stdin(),
             tokio::io::stdout(),
             stop,
