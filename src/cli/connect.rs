@@ -15,7 +15,7 @@ use sockit::net::relay::{RelayConfig, RelayEnd, relay};
 use sockit::net::{DEFAULT_CONNECT_HOST, HostPort, bind_udp, open};
 
 use crate::cli::Interrupted;
-use crate::cli::output::OutputError;
+use crate::cli::output::{ClosingStdout, OutputError};
 
 use crate::cli::args::{ClientTlsArgs, TraceArgs, parse_duration};
 
@@ -78,7 +78,7 @@ pub(crate) async fn run(args: ConnectArgs, stop: CancellationToken) -> anyhow::R
     let report = relay(
         stream,
         tokio::io::stdin(),
-        tokio::io::stdout(),
+        ClosingStdout::new(),
         config,
         stop,
     )

@@ -16,7 +16,7 @@ use sockit::net::{HostPort, ServerConfig, accept, bind_tcp, bind_udp, secure, se
 
 use crate::cli::args::{BindArgs, ServerTlsArgs, TraceArgs, announce, parse_bytes, parse_duration};
 use crate::cli::connect::send_datagram;
-use crate::cli::output::OutputError;
+use crate::cli::output::{ClosingStdout, OutputError};
 
 /// Listen for connections. By default: one peer, stdin to it and its bytes to stdout (nc -l).
 #[derive(Debug, Args)]
@@ -150,7 +150,7 @@ pub(crate) async fn run(args: ListenArgs, stop: CancellationToken) -> anyhow::Re
         relay(
             stream,
             tokio::io::stdin(),
-            tokio::io::stdout(),
+            ClosingStdout::new(),
             config,
             stop,
         )

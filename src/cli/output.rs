@@ -90,6 +90,65 @@ pub(crate) fn print(what: &'static str, bytes: &[u8]) -> Result<(), OutputError>
     Stdout::open(what)?.write_all(bytes)
 }
 
+/// Stdout for a relay's received bytes: shutting it down closes our stdout for its reader,
+/// so `sockit connect … | consumer` lets the consumer see EOF as soon as the peer is done,
+/// even while our stdin is still being sent. (Rust keeps fd 1 open for the whole process:
+/// closing means putting `/dev/null` over it, after everything written was flushed.)
+#[derive(Debug)]
+pub(crate) struct ClosingStdout {
+    inner: tokio::io::Stdout,
+    is_closed: bool,
+}
+
+impl ClosingStdout {
+    /// Our stdout, not yet closed.
+    pub(crate) fn new() -> Self {
+        Self {
+            inner: tokio::io::stdout(),
+            is_closed: false,
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for ClosingStdout {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::ready!(std::pin::Pin::new(&mut self.inner).poll_flush(cx))?;
+        if !self.is_closed {
+            close_stdout()?;
+            self.is_closed = true;
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// Closes fd 1 for its reader, keeping the descriptor itself valid (on `/dev/null`).
+fn close_stdout() -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let null = std::fs::File::options().write(true).open("/dev/null")?;
+        nix::unistd::dup2_stdout(&null).map_err(io::Error::from)?;
+    }
+    Ok(())
+}
+
 /// Writes one line to stderr; a failure to do so has nowhere to be reported, and must not
 /// panic as `eprintln!` would.
 pub(crate) fn say(line: std::fmt::Arguments<'_>) {

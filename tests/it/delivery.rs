@@ -268,3 +268,32 @@ fn connect_closes_stdout_when_the_peer_is_done_while_stdin_stays_open() {
     assert!(status.success());
     assert_eq!(server.join().unwrap(), b"still sent\n");
 }
+
+/// The same for `listen` with one peer: its EOF closes our stdout while stdin stays open.
+#[test]
+fn listen_closes_stdout_when_the_peer_is_done_while_stdin_stays_open() {
+    let mut server = Server::start_with_stdin(&["listen", "--port", "0"], Stdio::piped());
+    let mut stdin = server.child.stdin.take().unwrap();
+    let mut stdout = server.child.stdout.take().unwrap();
+    let mut peer = TcpStream::connect(server.addr).unwrap();
+    peer.set_read_timeout(Some(WAIT)).unwrap();
+    peer.write_all(b"from the peer\n").unwrap();
+    peer.shutdown(std::net::Shutdown::Write).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let _ = stdout.read_to_end(&mut got);
+        let _ = tx.send(got);
+    });
+    let got = rx
+        .recv_timeout(Duration::from_secs(3))
+        .expect("stdout reaches EOF while stdin is still open");
+    assert_eq!(got, b"from the peer\n");
+    stdin.write_all(b"still sent\n").unwrap();
+    drop(stdin);
+    let mut rest = Vec::new();
+    peer.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, b"still sent\n");
+    let status = wait_timeout(&mut server.child, WAIT).expect("exits at stdin's end");
+    assert!(status.success());
+}
