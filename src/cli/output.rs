@@ -90,6 +90,79 @@ pub(crate) fn print(what: &'static str, bytes: &[u8]) -> Result<(), OutputError>
     Stdout::open(what)?.write_all(bytes)
 }
 
+/// Async stdout whose write errors carry an [`OutputError`] naming `what` (inside the
+/// `io::Error`, same kind), for library code that only passes `io::Error`s up: the command
+/// gets it back with [`OutputError::from_io`] and reports a failed output as such.
+#[derive(Debug)]
+pub(crate) struct TaggedStdout {
+    inner: tokio::io::Stdout,
+    what: &'static str,
+}
+
+impl TaggedStdout {
+    /// Stdout, for writing `what`.
+    pub(crate) fn new(what: &'static str) -> Self {
+        Self {
+            inner: tokio::io::stdout(),
+            what,
+        }
+    }
+
+    fn tag<T>(&self, result: io::Result<T>) -> io::Result<T> {
+        result.map_err(|source| {
+            io::Error::new(
+                source.kind(),
+                OutputError::Write {
+                    what: self.what,
+                    source,
+                },
+            )
+        })
+    }
+}
+
+impl tokio::io::AsyncWrite for TaggedStdout {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let result = std::task::ready!(std::pin::Pin::new(&mut self.inner).poll_write(cx, buf));
+        std::task::Poll::Ready(self.tag(result))
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let result = std::task::ready!(std::pin::Pin::new(&mut self.inner).poll_flush(cx));
+        std::task::Poll::Ready(self.tag(result))
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let result = std::task::ready!(std::pin::Pin::new(&mut self.inner).poll_shutdown(cx));
+        std::task::Poll::Ready(self.tag(result))
+    }
+}
+
+impl OutputError {
+    /// The [`OutputError`] a [`TaggedStdout`] put into `err`, or `err` unchanged.
+    pub(crate) fn from_io(err: io::Error) -> Result<OutputError, io::Error> {
+        if !err.get_ref().is_some_and(|e| e.is::<OutputError>()) {
+            return Err(err);
+        }
+        let kind = err.kind();
+        let inner = err.into_inner().expect("a custom error, checked above");
+        inner
+            .downcast::<OutputError>()
+            .map(|output| *output)
+            .map_err(|other| io::Error::new(kind, other))
+    }
+}
+
 /// Stdout for a relay's received bytes: shutting it down closes our stdout for its reader,
 /// so `sockit connect … | consumer` lets the consumer see EOF as soon as the peer is done,
 /// even while our stdin is still being sent. (Rust keeps fd 1 open for the whole process:

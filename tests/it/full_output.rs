@@ -255,3 +255,34 @@ fn listen_udp_to_a_full_stdout_exits_23() {
         socket.send_to(b"to a full stdout\n", addr).unwrap();
     });
 }
+
+#[test]
+fn recv_raw_to_a_full_stdout_exits_23_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f.bin");
+    std::fs::write(&file, crate::support::random_bytes(200_000, 3)).unwrap();
+    let port = free_port();
+    let mut sender = sockit()
+        .args(["send", "--raw", "--bind", "127.0.0.1", "--port"])
+        .arg(port.to_string())
+        .arg(&file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_listening(port);
+    let addr = format!("127.0.0.1:{port}");
+    let (code, stderr) = run_with_full_stdout(&["recv", "--raw", &addr], b"");
+    let _ = sender.kill();
+    let _ = sender.wait();
+    assert_write_failure(code, &stderr, "writing the received bytes to stdout");
+}
+
+#[test]
+fn chat_join_to_a_full_stdout_exits_23_and_says_so() {
+    let server = Server::start(&["chat", "serve", "--port", "0"]);
+    let addr = server.addr.to_string();
+    let (code, stderr) = run_with_full_stdout(&["chat", "join", &addr, "--nick", "ann"], b"hi\n");
+    assert_write_failure(code, &stderr, "writing the chat to stdout");
+}
