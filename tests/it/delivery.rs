@@ -297,3 +297,29 @@ fn listen_closes_stdout_when_the_peer_is_done_while_stdin_stays_open() {
     let status = wait_timeout(&mut server.child, WAIT).expect("exits at stdin's end");
     assert!(status.success());
 }
+
+/// After stdin's end, a new peer gets EOF at once, and what it sends is still printed.
+#[test]
+fn keep_open_peer_arriving_after_stdin_ended_gets_eof_and_is_heard() {
+    require("nc");
+    let server = Server::start(&["listen", "--port", "0", "--keep-open"]);
+    let port = server.addr.port().to_string();
+    // Let stdin's end be seen: it is read once a first peer is there.
+    let first = TcpStream::connect(server.addr).unwrap();
+    first.set_read_timeout(Some(WAIT)).unwrap();
+    let mut rest = Vec::new();
+    (&first).read_to_end(&mut rest).unwrap();
+    drop(first);
+    std::thread::sleep(Duration::from_millis(200));
+    let (out, err, code) = run_cmd(
+        Command::new("nc").args(["-N", "127.0.0.1", &port]),
+        b"late\n",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, b"");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut server = server;
+    server.child.kill().unwrap();
+    let (printed, _) = server.wait_output();
+    assert_eq!(printed, b"late\n");
+}
