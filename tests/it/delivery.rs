@@ -323,3 +323,45 @@ fn keep_open_peer_arriving_after_stdin_ended_gets_eof_and_is_heard() {
     let (printed, _) = server.wait_output();
     assert_eq!(printed, b"late\n");
 }
+
+/// `--keep-open --no-shutdown`: at stdin's end a peer gets all the data but no EOF until it
+/// closes itself (for peers that quit at the first EOF, dropping what they had to send).
+#[test]
+fn keep_open_no_shutdown_holds_each_peers_eof_until_it_closes() {
+    let data = random_bytes(300_000, 17);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("in.bin");
+    std::fs::write(&path, &data).unwrap();
+    let server = Server::start_with_stdin(
+        &["listen", "--port", "0", "--keep-open", "--no-shutdown"],
+        Stdio::from(std::fs::File::open(&path).unwrap()),
+    );
+    let mut peer = TcpStream::connect(server.addr).unwrap();
+    peer.set_read_timeout(Some(WAIT)).unwrap();
+    let mut got = vec![0u8; data.len()];
+    peer.read_exact(&mut got).unwrap();
+    assert!(got == data, "the data came whole");
+    peer.set_read_timeout(Some(Duration::from_millis(400)))
+        .unwrap();
+    let mut one = [0u8; 1];
+    let early = peer.read(&mut one);
+    assert!(
+        early
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+        "no EOF before the peer closes: {early:?}"
+    );
+    peer.write_all(b"last words\n").unwrap();
+    peer.shutdown(std::net::Shutdown::Write).unwrap();
+    peer.set_read_timeout(Some(WAIT)).unwrap();
+    assert_eq!(
+        peer.read(&mut one).unwrap(),
+        0,
+        "EOF once the peer has closed"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let mut server = server;
+    server.child.kill().unwrap();
+    let (printed, _) = server.wait_output();
+    assert_eq!(printed, b"last words\n");
+}
