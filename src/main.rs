@@ -119,6 +119,16 @@ fn report(err: &anyhow::Error) -> ExitCode {
         // Ctrl-C needs no message; the shell shows it.
         return ExitCode::from(EXIT_INTERRUPTED);
     }
+    if let Some(RecvError::Stdout(source)) = find::<RecvError>(err) {
+        if source.kind() == std::io::ErrorKind::BrokenPipe {
+            return ExitCode::SUCCESS;
+        }
+        say(format_args!(
+            "error: {}",
+            sockit::net::error_chain(err.as_ref())
+        ));
+        return ExitCode::from(EXIT_WRITE_FAILED);
+    }
     if matches!(find::<RecvError>(err), Some(RecvError::Interrupted)) {
         say(format_args!("{}", sockit::net::error_chain(err.as_ref())));
         return ExitCode::from(EXIT_INTERRUPTED);

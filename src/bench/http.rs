@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use crate::bench::timeline::{Pace, Recorder, Timeline};
 use crate::bench::{Progress, Report};
+use crate::http::{RequestFirst, SendState};
 use crate::net::tls::{Verify, client_config};
 use crate::net::{ClientOptions, HostPort, NetError, open};
 
@@ -288,10 +289,15 @@ async fn worker(
     tokio::pin!(expiry);
     'connections: while Instant::now() < deadline && !shared.is_stalled.load(Ordering::Relaxed) {
         let connect_by = deadline.min(Instant::now() + load.timeout);
+        // The client's stream wrapper: a server may answer before the request is read
+        // (or written), or answer and close while the body is still going out; either way
+        // its answer is counted, not a hyper error or a broken pipe.
+        let request_state = Arc::new(SendState::default());
         let connected = tokio::time::timeout_at(connect_by, async {
             let (stream, _) = open(&target.host_port, &target.options)
                 .await
                 .map_err(|_| ())?;
+            let stream = RequestFirst::new(stream, request_state.clone());
             hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
                 .await
                 .map_err(|_| ())
@@ -380,8 +386,9 @@ async fn worker(
                         tally.server_errors += 1;
                     }
                     // A server without keep-alive (HTTP/1.0, `Connection: close`) is not an
-                    // error: open the next connection.
-                    if closes {
+                    // error: open the next connection. Nor is one that answered before it
+                    // took the whole request, but its connection cannot carry another.
+                    if closes || request_state.has_failed() {
                         conn.abort();
                         continue 'connections;
                     }

@@ -10,6 +10,7 @@ use sockit::bench::{Progress, Report, chat, echo, http};
 use sockit::net::{DEFAULT_CONNECT_HOST, HostPort};
 
 use crate::cli::args::{parse_bytes, parse_duration};
+use crate::cli::output::{self, say_partial};
 
 /// Measure a server: requests or round trips per second, latency percentiles, errors.
 #[derive(Debug, Args)]
@@ -293,7 +294,7 @@ pub(crate) async fn run(args: BenchArgs, stop: CancellationToken) -> anyhow::Res
     };
     if let Some(ticker) = ticker {
         ticker.abort();
-        eprint!("\r\x1b[2K");
+        say_partial(format_args!("\r\x1b[2K"));
     }
     let report = report.with_percentiles(&args.percentiles);
     if let Some(path) = &args.hdr_log {
@@ -343,21 +344,19 @@ fn live_progress(progress: Progress, unit: &'static str) -> Option<tokio::task::
             tick.tick().await;
             let secs = start.elapsed().as_secs_f64();
             let done = progress.get();
-            eprint!(
+            say_partial(format_args!(
                 "\r\x1b[2K{secs:6.1} s  {done} {unit}  ({:.0}/s)",
                 done as f64 / secs.max(1e-3)
-            );
+            ));
         }
     }))
 }
 
 fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
-    use std::io::Write;
     let text = if json {
         serde_json::to_string(report)? + "\n"
     } else {
         report.table()
     };
-    std::io::stdout().lock().write_all(text.as_bytes())?;
-    Ok(())
+    Ok(output::print("the report", text.as_bytes())?)
 }

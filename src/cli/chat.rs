@@ -14,6 +14,7 @@ use sockit::net::{HostPort, ServerConfig, bind_tcp, open};
 use crate::cli::args::{
     BindArgs, ClientTlsArgs, ServerTlsArgs, TraceArgs, announce, parse_bytes, parse_duration,
 };
+use crate::cli::output::{OutputError, TaggedStdout};
 
 /// Multi-user chat: a server that nc and telnet can join, and a terminal client.
 #[derive(Debug, Args)]
@@ -198,14 +199,17 @@ async fn join(args: JoinArgs, stop: CancellationToken) -> anyhow::Result<()> {
             stream,
             &config,
             tokio::io::stdin(),
-            tokio::io::stdout(),
+            TaggedStdout::new("the chat"),
             stop,
         )
         .await
     };
     match outcome {
         Ok(()) => Ok(()),
-        Err(JoinError::Io(err)) => Err(err.into()),
+        Err(JoinError::Io(err)) => match OutputError::from_io(err) {
+            Ok(output) => Err(output.into()),
+            Err(err) => Err(err.into()),
+        },
         // The binary's error report gives each refusal its exit code and hint.
         Err(err) => Err(anyhow::Error::new(err).context(format!("joining {}", args.addr))),
     }

@@ -1,19 +1,21 @@
 //! `sockit connect`: an interactive, full-duplex TCP/UDP/TLS client.
 
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use sockit::net::echo::MAX_DATAGRAM_BYTES;
 use sockit::net::relay::{RelayConfig, RelayEnd, relay};
 use sockit::net::{DEFAULT_CONNECT_HOST, HostPort, bind_udp, open};
 
 use crate::cli::Interrupted;
+use crate::cli::output::{ClosingStdout, OutputError};
 
 use crate::cli::args::{ClientTlsArgs, TraceArgs, parse_duration};
 
@@ -76,7 +78,7 @@ pub(crate) async fn run(args: ConnectArgs, stop: CancellationToken) -> anyhow::R
     let report = relay(
         stream,
         tokio::io::stdin(),
-        tokio::io::stdout(),
+        ClosingStdout::new(),
         config,
         stop,
     )
@@ -111,35 +113,64 @@ async fn run_udp(args: ConnectArgs, stop: CancellationToken) -> anyhow::Result<(
     let mut stdin_open = true;
     let linger = tokio::time::sleep(Duration::MAX);
     tokio::pin!(linger);
+    let printed = |source| OutputError::Write {
+        what: "the replies",
+        source,
+    };
     loop {
         tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
+            _ = stop.cancelled() => return Err(Interrupted.into()),
             read = stdin.read_until(b'\n', &mut line), if stdin_open => {
-                if read? == 0 {
+                if read.context("reading stdin")? == 0 {
                     stdin_open = false;
                     info!(linger = ?args.linger, "stdin ended; waiting for late replies");
                     linger.as_mut().reset(tokio::time::Instant::now() + args.linger);
                     continue;
                 }
-                if let Err(error) = socket.send(&line).await {
-                    warn!(%error, bytes = line.len(), "datagram not sent");
-                }
+                send_datagram(&line, peer, socket.send(&line).await)?;
                 line.clear();
             }
             received = socket.recv(&mut reply) => {
-                match received {
-                    Ok(n) => {
-                        stdout.write_all(&reply[..n]).await?;
-                        stdout.flush().await?;
-                    }
-                    // An ICMP "port unreachable" from the peer: say so, as nc does not.
-                    Err(error) => warn!(%peer, %error, "no UDP service answered"),
-                }
+                let n = received.map_err(|e| refused(e, peer))?;
+                stdout.write_all(&reply[..n]).await.map_err(printed)?;
+                stdout.flush().await.map_err(printed)?;
                 if !stdin_open {
                     linger.as_mut().reset(tokio::time::Instant::now() + args.linger);
                 }
             }
             _ = &mut linger, if !stdin_open => return Ok(()),
         }
+    }
+}
+
+/// Checks that one stdin line went out whole as one datagram: a line that cannot be sent
+/// is an error, never a warning the script does not see.
+pub(crate) fn send_datagram(
+    line: &[u8],
+    peer: SocketAddr,
+    sent: std::io::Result<usize>,
+) -> anyhow::Result<()> {
+    if line.len() > MAX_DATAGRAM_BYTES {
+        anyhow::bail!(
+            "a line of {} bytes does not fit in one UDP datagram (at most {MAX_DATAGRAM_BYTES} \
+             bytes); nothing of it was sent to {peer}",
+            line.len()
+        );
+    }
+    match sent {
+        Ok(n) if n == line.len() => Ok(()),
+        Ok(n) => anyhow::bail!("only {n} of {} bytes went out to {peer}", line.len()),
+        Err(e) => Err(refused(e, peer)).with_context(|| format!("sending {} bytes", line.len())),
+    }
+}
+
+/// An ICMP "port unreachable" reported on a connected UDP socket, named for what it means.
+fn refused(error: std::io::Error, peer: SocketAddr) -> anyhow::Error {
+    if error.kind() == std::io::ErrorKind::ConnectionRefused {
+        anyhow::Error::new(error).context(format!(
+            "no UDP service at {peer} (ICMP port unreachable); the datagrams were not delivered"
+        ))
+    } else {
+        anyhow::Error::new(error).context(format!("UDP to {peer}"))
     }
 }

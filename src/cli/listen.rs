@@ -10,11 +10,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use sockit::net::echo::{self, ServiceConfig, Template, UdpReply};
-use sockit::net::keep_open::keep_open;
+use sockit::net::keep_open::{KeepOpenConfig, keep_open};
 use sockit::net::relay::{RelayConfig, relay};
 use sockit::net::{HostPort, ServerConfig, accept, bind_tcp, bind_udp, secure, serve};
 
 use crate::cli::args::{BindArgs, ServerTlsArgs, TraceArgs, announce, parse_bytes, parse_duration};
+use crate::cli::connect::send_datagram;
+use crate::cli::output::{ClosingStdout, OutputError};
 
 /// Listen for connections. By default: one peer, stdin to it and its bytes to stdout (nc -l).
 #[derive(Debug, Args)]
@@ -32,7 +34,8 @@ pub(crate) struct ListenArgs {
     addr: Option<HostPort>,
     #[command(flatten)]
     bind: BindArgs,
-    /// Keep accepting peers; their data is printed tagged with their address when several are connected
+    /// Keep accepting peers; their data is printed tagged with their address when several are
+    /// connected; stdin goes to every peer (read only while one is connected), then EOF
     #[arg(short, long)]
     keep_open: bool,
     /// Echo every byte back to its sender (many peers at once)
@@ -107,9 +110,14 @@ pub(crate) async fn run(args: ListenArgs, stop: CancellationToken) -> anyhow::Re
         })
         .await;
     } else if args.keep_open {
+        let config = KeepOpenConfig {
+            end_with_peer: std::io::stdin().is_terminal(),
+            keep_write_open: args.no_shutdown,
+        };
         keep_open(
             listener,
             server,
+            config,
             tokio::io::stdin(),
             tokio::io::stdout(),
             stop,
@@ -142,7 +150,7 @@ pub(crate) async fn run(args: ListenArgs, stop: CancellationToken) -> anyhow::Re
         relay(
             stream,
             tokio::io::stdin(),
-            tokio::io::stdout(),
+            ClosingStdout::new(),
             config,
             stop,
         )
@@ -153,6 +161,8 @@ pub(crate) async fn run(args: ListenArgs, stop: CancellationToken) -> anyhow::Re
 }
 
 /// UDP without --echo/--greet: print every datagram; stdin lines go to the latest sender.
+/// Stdin is not read before a peer has sent something, so lines wait (in the pipe or the
+/// terminal) for someone to receive them instead of being dropped.
 async fn udp_print(socket: tokio::net::UdpSocket, stop: CancellationToken) -> anyhow::Result<()> {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
@@ -161,6 +171,10 @@ async fn udp_print(socket: tokio::net::UdpSocket, stop: CancellationToken) -> an
     let mut line = Vec::new();
     let mut latest = None;
     let mut stdin_open = true;
+    let printed = |source| OutputError::Write {
+        what: "the datagrams received",
+        source,
+    };
     loop {
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
@@ -170,22 +184,17 @@ async fn udp_print(socket: tokio::net::UdpSocket, stop: CancellationToken) -> an
                     info!(%peer, "datagrams from a new peer");
                     latest = Some(peer);
                 }
-                stdout.write_all(&buf[..n]).await?;
-                stdout.flush().await?;
+                stdout.write_all(&buf[..n]).await.map_err(printed)?;
+                stdout.flush().await.map_err(printed)?;
             }
-            read = stdin.read_until(b'\n', &mut line), if stdin_open => {
-                if read? == 0 {
+            read = stdin.read_until(b'\n', &mut line), if stdin_open && latest.is_some() => {
+                if read.context("reading stdin")? == 0 {
                     stdin_open = false;
+                    info!("stdin ended; still printing datagrams");
                     continue;
                 }
-                match latest {
-                    Some(peer) => {
-                        if let Err(error) = socket.send_to(&line, peer).await {
-                            tracing::warn!(%peer, %error, "datagram not sent");
-                        }
-                    }
-                    None => tracing::warn!("no peer has sent anything yet; line dropped"),
-                }
+                let peer = latest.expect("stdin is read only once a peer is known");
+                send_datagram(&line, peer, socket.send_to(&line, peer).await)?;
                 line.clear();
             }
         }

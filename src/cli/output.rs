@@ -90,6 +90,138 @@ pub(crate) fn print(what: &'static str, bytes: &[u8]) -> Result<(), OutputError>
     Stdout::open(what)?.write_all(bytes)
 }
 
+/// Async stdout whose write errors carry an [`OutputError`] naming `what` (inside the
+/// `io::Error`, same kind), for library code that only passes `io::Error`s up: the command
+/// gets it back with [`OutputError::from_io`] and reports a failed output as such.
+#[derive(Debug)]
+pub(crate) struct TaggedStdout {
+    inner: tokio::io::Stdout,
+    what: &'static str,
+}
+
+impl TaggedStdout {
+    /// Stdout, for writing `what`.
+    pub(crate) fn new(what: &'static str) -> Self {
+        Self {
+            inner: tokio::io::stdout(),
+            what,
+        }
+    }
+
+    fn tag<T>(&self, result: io::Result<T>) -> io::Result<T> {
+        result.map_err(|source| {
+            io::Error::new(
+                source.kind(),
+                OutputError::Write {
+                    what: self.what,
+                    source,
+                },
+            )
+        })
+    }
+}
+
+impl tokio::io::AsyncWrite for TaggedStdout {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let result = std::task::ready!(std::pin::Pin::new(&mut self.inner).poll_write(cx, buf));
+        std::task::Poll::Ready(self.tag(result))
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let result = std::task::ready!(std::pin::Pin::new(&mut self.inner).poll_flush(cx));
+        std::task::Poll::Ready(self.tag(result))
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let result = std::task::ready!(std::pin::Pin::new(&mut self.inner).poll_shutdown(cx));
+        std::task::Poll::Ready(self.tag(result))
+    }
+}
+
+impl OutputError {
+    /// The [`OutputError`] a [`TaggedStdout`] put into `err`, or `err` unchanged.
+    pub(crate) fn from_io(err: io::Error) -> Result<OutputError, io::Error> {
+        if !err.get_ref().is_some_and(|e| e.is::<OutputError>()) {
+            return Err(err);
+        }
+        let kind = err.kind();
+        let inner = err.into_inner().expect("a custom error, checked above");
+        inner
+            .downcast::<OutputError>()
+            .map(|output| *output)
+            .map_err(|other| io::Error::new(kind, other))
+    }
+}
+
+/// Stdout for a relay's received bytes: shutting it down closes our stdout for its reader,
+/// so `sockit connect … | consumer` lets the consumer see EOF as soon as the peer is done,
+/// even while our stdin is still being sent. (Rust keeps fd 1 open for the whole process:
+/// closing means putting `/dev/null` over it, after everything written was flushed.)
+#[derive(Debug)]
+pub(crate) struct ClosingStdout {
+    inner: tokio::io::Stdout,
+    is_closed: bool,
+}
+
+impl ClosingStdout {
+    /// Our stdout, not yet closed.
+    pub(crate) fn new() -> Self {
+        Self {
+            inner: tokio::io::stdout(),
+            is_closed: false,
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for ClosingStdout {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::ready!(std::pin::Pin::new(&mut self.inner).poll_flush(cx))?;
+        if !self.is_closed {
+            close_stdout()?;
+            self.is_closed = true;
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// Closes fd 1 for its reader, keeping the descriptor itself valid (on `/dev/null`).
+fn close_stdout() -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let null = std::fs::File::options().write(true).open("/dev/null")?;
+        nix::unistd::dup2_stdout(&null).map_err(io::Error::from)?;
+    }
+    Ok(())
+}
+
 /// Writes one line to stderr; a failure to do so has nowhere to be reported, and must not
 /// panic as `eprintln!` would.
 pub(crate) fn say(line: std::fmt::Arguments<'_>) {
@@ -97,6 +229,13 @@ pub(crate) fn say(line: std::fmt::Arguments<'_>) {
     let _ = stderr
         .write_fmt(line)
         .and_then(|()| stderr.write_all(b"\n"));
+}
+
+/// Writes `text` to stderr with no newline (a progress line redrawn in place); like [`say`],
+/// a failure is ignored rather than a panic.
+pub(crate) fn say_partial(text: std::fmt::Arguments<'_>) {
+    let mut stderr = io::stderr().lock();
+    let _ = stderr.write_fmt(text).and_then(|()| stderr.flush());
 }
 
 /// Whether stdout was closed when the process started (`>&-`). Output to a closed stdout

@@ -14,6 +14,7 @@ use sockit::http::server::{
 use sockit::net::{ServerConfig, bind_tcp};
 
 use crate::cli::args::{BindArgs, ServerTlsArgs, TraceArgs, announce, parse_bytes, parse_duration};
+use crate::cli::output::say;
 
 /// Serve a directory over HTTP: listings, ranges, caching headers, optional uploads.
 #[derive(Debug, Args)]
@@ -175,7 +176,7 @@ async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<()> {
     } else {
         local
     };
-    eprintln!("open {scheme}://{shown}/");
+    say(format_args!("open {scheme}://{shown}/"));
     let net = ServerConfig {
         tls: identity.map(|id| id.config),
         trace: args.trace.sink(),

@@ -19,6 +19,7 @@ use sockit::transfer::{
 };
 
 use crate::cli::args::{announce, parse_bytes, parse_duration};
+use crate::cli::output;
 
 /// Offer files and directories over HTTPS with a pinned certificate; prints the recv command.
 #[derive(Debug, Args)]
@@ -104,28 +105,28 @@ pub(crate) async fn send(args: SendArgs, stop: CancellationToken) -> anyhow::Res
         fingerprint: identity.fingerprint,
     };
     announce("send", local, None);
-    eprintln!("sockit recv '{code}'");
+    output::say(format_args!("sockit recv '{code}'"));
     let manifest = &offer.manifest;
     match manifest.files.as_slice() {
         [only] => {
             let name = only.path.rsplit('/').next().unwrap_or(&only.path);
-            eprintln!(
+            output::say(format_args!(
                 "curl -k -o {} {}",
                 quoted(name),
                 quoted(&code.https_url("f/0"))
-            );
+            ));
         }
-        files => eprintln!(
+        files => output::say(format_args!(
             "curl -k {}   (lists {} files; file N is at …/f/N)",
             quoted(&code.https_url("manifest")),
             files.len()
-        ),
+        )),
     }
-    eprintln!(
+    output::say(format_args!(
         "offering {} file(s), {} bytes",
         manifest.files.len(),
         manifest.total_bytes()
-    );
+    ));
     let config = SendConfig {
         max_receivers: args.max_receivers,
         limit_rate: args.limit_rate.map(|r| r as u64),
@@ -164,17 +165,17 @@ async fn send_raw(args: SendArgs, bind: SocketAddr, stop: CancellationToken) -> 
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "file".into());
-    eprintln!(
+    output::say(format_args!(
         "sockit recv --raw {target} -o {}   (or: nc {} {} > {})",
         quoted(&name),
         target.host().unwrap_or_default(),
         target.port(),
         quoted(&name)
-    );
-    eprintln!(
+    ));
+    output::say(format_args!(
         "raw mode: {} bytes to every client, no encryption, no verification",
         meta.len()
-    );
+    ));
     let (served, mut count) = tokio::sync::watch::channel(0u32);
     let serving = stop.child_token();
     if args.once {
@@ -299,7 +300,7 @@ fn say(bars: &Option<MultiProgress>, line: String) {
         Some(bars) => {
             let _ = bars.println(line);
         }
-        None => eprintln!("{line}"),
+        None => output::say(format_args!("{line}")),
     }
 }
 
@@ -320,11 +321,11 @@ pub(crate) async fn recv(args: RecvArgs, stop: CancellationToken) -> anyhow::Res
         .await;
         display.finish();
         let bytes = result?;
-        eprintln!(
+        output::say(format_args!(
             "sockit recv: {bytes} bytes in {:.2}s ({})",
             began.elapsed().as_secs_f64(),
             rate(bytes, began.elapsed())
-        );
+        ));
         return Ok(());
     }
     let code: Code = args.code.parse()?;
@@ -339,7 +340,7 @@ pub(crate) async fn recv(args: RecvArgs, stop: CancellationToken) -> anyhow::Res
     let result = receive(&code, &config, &progress, stop).await;
     display.finish();
     let outcome = result.with_context(|| format!("receiving from {}", code.addr))?;
-    eprintln!(
+    output::say(format_args!(
         "sockit recv: {} file(s), {} bytes into {} — fetched {} bytes, {} resumed, {} skipped, verified, in {:.2}s ({})",
         outcome.files,
         outcome.bytes,
@@ -349,7 +350,7 @@ pub(crate) async fn recv(args: RecvArgs, stop: CancellationToken) -> anyhow::Res
         outcome.skipped,
         began.elapsed().as_secs_f64(),
         rate(outcome.fetched, began.elapsed())
-    );
+    ));
     Ok(())
 }
 

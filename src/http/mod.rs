@@ -41,4 +41,5 @@ pub use client::{
     Client, ClientConfig, Hop, HttpError, Request, RequestBuilder, Response, SentHead, Timings,
     get, post, target_url,
 };
+pub(crate) use request_first::{RequestFirst, SendState};
 pub mod server;

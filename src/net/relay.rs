@@ -6,7 +6,7 @@
 //! | event | what the relay does |
 //! |---|---|
 //! | local input ends (EOF) | the rest is sent, then the stream's write side is shut down (TCP FIN, TLS `close_notify` first); the peer's bytes keep coming. With [`RelayConfig::keep_write_open`] the shutdown waits for the peer's close |
-//! | the peer half-closes (FIN, or TLS `close_notify`) | the output is flushed; the local input keeps being sent until it ends |
+//! | the peer half-closes (FIN, or TLS `close_notify`) | the output is flushed and shut down (its reader sees EOF); the local input keeps being sent until it ends |
 //! | both directions ended | the relay returns [`RelayEnd::Finished`] |
 //! | the peer closes and [`RelayConfig::end_with_peer`] is set (a person typing at a terminal) | the write side is shut down and the relay returns [`RelayEnd::PeerClosed`] |
 //! | the peer resets, or TLS ends without `close_notify` | an error: the data may be incomplete |
@@ -173,6 +173,9 @@ where
                     PumpError::Read(e) => RelayError::Receive(e),
                     PumpError::Write(e) => RelayError::Output(e),
                 })?;
+            // Our output is done too: its reader (`| consumer`) sees EOF now, not at the
+            // end of the input.
+            output.shutdown().await.map_err(RelayError::Output)?;
             info!(
                 received = received.load(Ordering::Relaxed),
                 "peer closed its side"

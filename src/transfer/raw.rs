@@ -107,21 +107,27 @@ pub async fn receive_raw(
                 (Box::new(file), out)
             }
         };
+        let is_stdout = out.is_none();
+        // A failed write names its destination: our stdout, or the device or FIFO.
+        let written = |source: std::io::Error| match is_stdout {
+            true => RecvError::Stdout(source),
+            false => io_error(name)(source),
+        };
         let copy = async {
             loop {
                 buf.reserve(RAW_BUFFER_BYTES);
-                let n = tcp.read_buf(&mut buf).await?;
+                let n = tcp.read_buf(&mut buf).await.map_err(RecvError::Receive)?;
                 if n == 0 {
                     break;
                 }
                 progress.add_fetched(n as u64);
-                sink.write_all(&buf).await?;
+                sink.write_all(&buf).await.map_err(written)?;
                 buf.clear();
             }
-            sink.flush().await
+            sink.flush().await.map_err(written)
         };
         tokio::select! {
-            result = copy => result.map_err(io_error(name))?,
+            result = copy => result?,
             _ = stop.cancelled() => return Err(RecvError::Interrupted),
         }
         return Ok(progress.fetched());

@@ -133,6 +133,12 @@ pub enum RecvError {
         #[source]
         source: io::Error,
     },
+    /// Writing the received bytes to our stdout failed (`recv --raw` without `-o`).
+    #[error("writing the received bytes to stdout")]
+    Stdout(#[source] io::Error),
+    /// Reading from the sender failed (the connection broke).
+    #[error("receiving from the sender")]
+    Receive(#[source] io::Error),
     /// A symlink or another non-directory is in the way of a path.
     #[error("refusing to write {path}: {reason}")]
     Unsafe {

@@ -702,3 +702,43 @@ fn hdr_log_and_plot_files_are_written() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A server that answers on accept, before it reads (or the client writes) the request, and
+/// then closes: every answer counts as a response, none as an error (the HTTP client's
+/// stream wrapper, shared with `sockit get`).
+#[test]
+fn http_load_counts_answers_sent_before_the_request() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in listener.incoming().take(64) {
+            let Ok(mut stream) = stream else { break };
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nearly",
+            );
+            // Then the request, read to its blank line, and the close.
+            stream
+                .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                .unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
+                head.push(byte[0]);
+            }
+        }
+    });
+    let r = bench_json(&[
+        "bench",
+        "http",
+        &format!("http://{addr}/"),
+        "-c",
+        "2",
+        "-n",
+        "30",
+        "--json",
+    ]);
+    assert_eq!(counter(&r, "errors"), 0, "{r}");
+    assert_eq!(r["ops"], 30, "{r}");
+    assert_eq!(r["bytes"], 30 * 5, "{r}");
+}

@@ -7,7 +7,9 @@ mod support;
 
 mod bench;
 mod chat;
+mod delivery;
 mod framing;
+mod full_output;
 mod http;
 mod httpbin;
 mod net;
