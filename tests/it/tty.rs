@@ -53,16 +53,32 @@ impl Tmux {
     }
 
     /// `None` while the pane's command runs, then its exit status.
+    ///
+    /// tmux marks a pane dead only once it has reaped the command, and a tmux server
+    /// started from the test harness sometimes leaves it a zombie for seconds; so the
+    /// command's own `/proc` entry is read too (a zombie's exit status is its last field).
     fn exit_status(&self) -> Option<String> {
         let out = self.run(&[
             "display-message",
             "-p",
             "-t",
             "t",
-            "#{pane_dead} #{pane_dead_status}",
+            "#{pane_dead} #{pane_dead_status} #{pane_pid}",
         ]);
         let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        text.strip_prefix("1 ").map(str::to_owned)
+        let mut fields = text.split_whitespace();
+        if fields.next() == Some("1") {
+            return fields.next().map(str::to_owned);
+        }
+        let pid = fields.last()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The state follows the parenthesised command name.
+        let after_name = &stat[stat.rfind(')')? + 2..];
+        if !after_name.starts_with('Z') {
+            return None;
+        }
+        let wait_status: i32 = after_name.split_whitespace().last()?.parse().ok()?;
+        Some(((wait_status >> 8) & 0xff).to_string())
     }
 
     fn screen(&self) -> String {
