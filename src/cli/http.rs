@@ -626,11 +626,10 @@ async fn save(
     stop: &CancellationToken,
     started: Instant,
 ) -> anyhow::Result<()> {
-    let special = opts.output.as_ref().filter(|p| {
-        p.as_os_str() == "-" || std::fs::metadata(p).is_ok_and(|m| !m.is_file() && !m.is_dir())
-    });
+    // `-o /dev/null` and FIFOs go through `download`, which writes them in place.
+    let special = opts.output.as_ref().filter(|p| p.as_os_str() == "-");
     if let Some(path) = special {
-        // `-o /dev/null`, a FIFO or `-`: nothing to rename or resume, just write.
+        // `-`: nothing to rename or resume, just write.
         let to_stdout = path.as_os_str() == "-";
         let out = if to_stdout {
             Stdout::open("the response body")?.into_file()

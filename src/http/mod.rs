@@ -34,6 +34,7 @@ pub mod body;
 mod client;
 pub mod download;
 pub mod items;
+pub(crate) mod part_file;
 mod request_first;
 mod trace;
 

@@ -539,6 +539,57 @@ fn interrupted_download_resumes_to_the_exact_bytes() {
 }
 
 #[test]
+fn downloads_into_a_fifo_write_in_place_and_never_replace_it() {
+    use std::os::unix::fs::FileTypeExt;
+    require("mkfifo");
+    let data = Bytes::from(random_bytes(1 << 20, 11));
+    let server = TestServer::start(data.clone(), None);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fifo = dir.path().join("pipe");
+    let status = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(status.success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).expect("read the fifo"))
+    };
+    let fifo_arg = fifo.to_str().expect("utf-8 path");
+    let (_, err, code) = run(&["get", &server.url("/file"), "-o", fifo_arg], b"");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(reader.join().expect("reader") == data, "bytes differ");
+    let kind = std::fs::symlink_metadata(&fifo).expect("fifo").file_type();
+    assert!(kind.is_fifo(), "the fifo was replaced");
+    assert_eq!(dir_entries(dir.path()), ["pipe"]);
+
+    // The library's download does the same.
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).expect("read the fifo"))
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let done = runtime.block_on(async {
+        let client = sockit::http::Client::default();
+        let request = client.get(&server.url("/file")).build().expect("request");
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut on_progress = |_, _: &sockit::http::Response| {};
+        let download = sockit::http::download::download(
+            &client,
+            request,
+            Some(&fifo),
+            true,
+            &stop,
+            &mut on_progress,
+        );
+        tokio::time::timeout(WAIT, download).await
+    });
+    let done = done.expect("in time").expect("download");
+    assert_eq!(done.bytes, data.len() as u64);
+    assert!(reader.join().expect("reader") == data, "bytes differ");
+    let kind = std::fs::symlink_metadata(&fifo).expect("fifo").file_type();
+    assert!(kind.is_fifo(), "the library replaced the fifo");
+    assert_eq!(dir_entries(dir.path()), ["pipe"]);
+}
+
+#[test]
 fn download_names_come_from_the_server_and_are_sanitised() {
     let server = TestServer::start(Bytes::new(), None);
     let dir = tempfile::tempdir().expect("temp dir");
