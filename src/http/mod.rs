@@ -39,7 +39,7 @@ mod request_first;
 mod trace;
 
 pub use client::{
-    Client, ClientConfig, Hop, HttpError, Request, RequestBuilder, Response, SentHead, Timings,
-    get, post, target_url,
+    Client, ClientConfig, Hop, HttpError, HttpVersions, Request, RequestBuilder, Response,
+    SentHead, Timings, get, post, target_url,
 };
 pub mod server;

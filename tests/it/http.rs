@@ -738,76 +738,6 @@ fn python_http_server_downloads_are_byte_exact() {
     assert_eq!(out, br#"{"k": [1, 2]}"#);
 }
 
-/// nginx serving `www` over TLS with `cert`/`key`, on a port picked by binding port 0.
-struct Nginx {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_nginx(dir: &Path, www: &Path, cert: &Path, key: &Path) -> Nginx {
-    require("nginx");
-    for _attempt in 0..5 {
-        let port = StdListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("probe a free port")
-            .port();
-        let d = dir.display();
-        let conf = format!(
-            "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid;
-error_log {d}/error.log;
-events {{ worker_connections 64; }}
-http {{
-  access_log off;
-  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;
-  uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
-  server {{
-    listen 127.0.0.1:{port} ssl;
-    ssl_certificate {}; ssl_certificate_key {};
-    root {};
-  }}
-}}
-",
-            cert.display(),
-            key.display(),
-            www.display()
-        );
-        let conf_path = dir.join("nginx.conf");
-        std::fs::write(&conf_path, conf).expect("write nginx.conf");
-        let mut child = Command::new("nginx")
-            .arg("-p")
-            .arg(dir)
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn nginx");
-        let deadline = std::time::Instant::now() + WAIT;
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                break; // most likely the port was taken meanwhile: try another
-            }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Nginx { child, port };
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
-    panic!("nginx did not start: {log}");
-}
-
 #[test]
 fn nginx_over_tls_with_pin_ca_and_name_checks() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -822,7 +752,7 @@ fn nginx_over_tls_with_pin_ca_and_name_checks() {
     std::fs::write(&cert, generated.cert.pem()).expect("cert");
     std::fs::write(&key, generated.key_pair.serialize_pem()).expect("key");
     let pin = sockit::net::tls::Fingerprint::of(generated.cert.der()).to_string();
-    let nginx = start_nginx(dir.path(), &www, &cert, &key);
+    let nginx = start_nginx(dir.path(), &www, "ssl", &tls_directives(&cert, &key));
     let by_ip = format!("https://127.0.0.1:{}/f.bin", nginx.port);
     let by_name = format!("https://localhost:{}/f.bin", nginx.port);
     let out = dir.path().join("out.bin");

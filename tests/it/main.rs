@@ -9,6 +9,7 @@ mod bench;
 mod chat;
 mod framing;
 mod http;
+mod http2;
 mod httpbin;
 mod net;
 mod peers_nc;

@@ -41,6 +41,12 @@ pub enum HttpError {
         #[source]
         source: io::Error,
     },
+    /// `--http2` on `https://`, and the server did not agree to `h2` by ALPN.
+    #[error("{origin} does not speak HTTP/2 over TLS (it did not accept ALPN h2)")]
+    NoHttp2 {
+        /// `scheme://host:port`.
+        origin: String,
+    },
     /// Reading the body failed or it was cut short.
     #[error("reading the response body")]
     Body(#[source] io::Error),

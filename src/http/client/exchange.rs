@@ -44,6 +44,21 @@ pub struct ClientConfig {
     pub trace_secrets: bool,
     /// The `User-Agent` header sent unless a request sets its own.
     pub user_agent: String,
+    /// Which HTTP versions to speak.
+    pub versions: HttpVersions,
+}
+
+/// Which HTTP versions a [`Client`] speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HttpVersions {
+    /// `https://`: HTTP/2 or HTTP/1.1, as the server picks by ALPN (curl's default);
+    /// `http://`: HTTP/1.1.
+    #[default]
+    Negotiate,
+    /// HTTP/1.1 only (`--http1.1`).
+    Http1,
+    /// HTTP/2 only (`--http2`): ALPN `h2` alone on `https://`, prior knowledge on `http://`.
+    Http2,
 }
 
 impl Default for ClientConfig {
@@ -58,6 +73,7 @@ impl Default for ClientConfig {
             trace: None,
             trace_secrets: false,
             user_agent: concat!("sockit/", env!("CARGO_PKG_VERSION")).to_owned(),
+            versions: HttpVersions::Negotiate,
         }
     }
 }
@@ -167,8 +183,10 @@ impl Client {
             let (parts, incoming) = response.into_parts();
             debug!(status = %parts.status, url = %request.url, "response");
             let reusable =
-                !connection_closes(parts.version, &parts.headers) && !sender.sent.has_failed();
-            let release = reusable.then(|| self.pool.release(origin.clone(), sender));
+                !connection_closes(parts.version, &parts.headers) && !sender.has_failed();
+            let release = reusable
+                .then(|| self.pool.release(origin.clone(), sender))
+                .flatten();
             let raw = RawBody {
                 incoming,
                 release,
@@ -205,6 +223,7 @@ impl Client {
             raw.drain(64 * 1024).await;
             history.push(Hop {
                 request: head,
+                version: parts.version,
                 status: parts.status,
                 headers: parts.headers,
             });
@@ -233,9 +252,8 @@ impl Client {
             } else {
                 self.pool.sender(origin, started).await?
             };
-            let exchange = sender
-                .hyper
-                .send_request(build_hyper_request(request, head)?);
+            let exchange =
+                sender.send_request(build_hyper_request(request, head, sender.is_http2())?);
             let result =
                 match self.config.read_timeout {
                     Some(limit) => tokio::time::timeout(limit, exchange).await.map_err(|_| {
@@ -246,7 +264,7 @@ impl Client {
                     })?,
                     None => exchange.await,
                 };
-            let cut_short = sender.sent.take_failure();
+            let cut_short = sender.take_failure();
             if let (Some(err), Ok(response)) = (&cut_short, &result) {
                 warn!(
                     %origin,

@@ -21,7 +21,7 @@ mod request;
 mod response;
 
 pub use errors::HttpError;
-pub use exchange::{Client, ClientConfig, get, post};
+pub use exchange::{Client, ClientConfig, HttpVersions, get, post};
 pub use origin::target_url;
 pub use redirects::Hop;
 pub use request::{Request, RequestBuilder, SentHead};

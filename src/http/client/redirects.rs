@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap};
-use http::{Method, StatusCode};
+use http::{Method, StatusCode, Version};
 use url::Url;
 
 use crate::http::client::errors::HttpError;
@@ -15,6 +15,8 @@ use crate::http::client::request::{Request, SentHead};
 pub struct Hop {
     /// The request.
     pub request: SentHead,
+    /// The HTTP version of the exchange.
+    pub version: Version,
     /// The redirect status.
     pub status: StatusCode,
     /// The redirect response's headers.

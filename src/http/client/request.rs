@@ -73,16 +73,32 @@ fn basic_auth_value(user: &str, password: &str) -> Result<HeaderValue, HttpError
 pub(crate) fn build_hyper_request(
     request: &Request,
     head: &SentHead,
+    http2: bool,
 ) -> Result<hyper::Request<Full<Bytes>>, HttpError> {
     let path = match request.url.query() {
         Some(q) => format!("{}?{q}", request.url.path()),
         None => request.url.path().to_owned(),
     };
+    let mut headers = head.headers.clone();
+    let uri = if http2 {
+        // HTTP/2 carries the host as `:authority` (from `Host`, which a user may have set),
+        // and the scheme as `:scheme`: both come from an absolute URI.
+        let authority = headers
+            .remove(header::HOST)
+            .and_then(|v| v.to_str().ok().map(str::to_owned))
+            .unwrap_or_default();
+        format!("{}://{authority}{path}", request.url.scheme())
+    } else {
+        path
+    };
     let mut builder = hyper::Request::builder()
         .method(request.method.clone())
-        .uri(path);
-    if let Some(headers) = builder.headers_mut() {
-        *headers = head.headers.clone();
+        .uri(uri);
+    if http2 {
+        builder = builder.version(http::Version::HTTP_2);
+    }
+    if let Some(slot) = builder.headers_mut() {
+        *slot = headers;
     }
     builder
         .body(Full::new(request.body.clone()))
