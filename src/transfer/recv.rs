@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::http::part_file::{PartFile, part_path};
-use crate::http::{Client, ClientConfig, HttpError, Response};
+use crate::http::{Client, ClientConfig, HttpError, HttpVersions, Response};
 use crate::net::NetError;
 use crate::net::tls::Verify;
 use crate::transfer::code::Code;
@@ -34,7 +34,8 @@ pub struct RecvConfig {
     pub out_dir: PathBuf,
     /// Replace existing files whose content differs, instead of refusing.
     pub overwrite: bool,
-    /// Files fetched at once, each on its own connection.
+    /// Files fetched at once: streams of one HTTP/2 connection when the sender speaks
+    /// HTTP/2 (ALPN `h2`), else one HTTP/1.1 connection each.
     pub parallel: usize,
     /// Limit for connecting and the TLS handshake.
     pub connect_timeout: Duration,
@@ -212,7 +213,8 @@ fn http_error(what: String, idle: Duration) -> impl FnOnce(HttpError) -> RecvErr
     }
 }
 
-/// The sender's routes below its token, over one keep-alive client that pins its certificate.
+/// The sender's routes below its token, over one client that pins its certificate and
+/// offers HTTP/2 and HTTP/1.1: with HTTP/2, every file is a stream of one connection.
 #[derive(Clone)]
 struct Remote {
     client: Client,
@@ -228,6 +230,7 @@ impl Remote {
             verify: Verify::Pin(code.fingerprint),
             follow_redirects: false,
             decompress: false,
+            versions: HttpVersions::Negotiate,
             ..ClientConfig::default()
         });
         Self {

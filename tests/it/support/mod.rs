@@ -253,7 +253,8 @@ impl Drop for Httpbin {
 }
 
 /// nginx serving a directory, on a port picked by binding port 0; killed when dropped.
-/// Its access log (`access_log()`) has one line per request: `CONNECTION PROTOCOL REQUEST`,
+/// Its access log (`access_log()`) has one line per request:
+/// `CONNECTION PROTOCOL METHOD TARGET VERSION STATUS range=RANGE`,
 /// so tests can count the TCP connections that carried their requests.
 pub struct Nginx {
     child: Child,
@@ -306,7 +307,7 @@ pub fn start_nginx(
 error_log {d}/error.log;
 events {{ worker_connections 64; }}
 http {{
-  log_format conn '$connection $server_protocol $request';
+  log_format conn '$connection $server_protocol $request $status range=$http_range';
   access_log {d}/access.log conn;
   client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;
   uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
