@@ -51,7 +51,8 @@ impl Site {
         let d = self.dir.path();
         let server = format!(
             "{} types {{ application/octet-stream bin; text/plain txt; }}
-    gzip on; gzip_types text/plain; gzip_min_length 1;",
+    gzip on; gzip_types text/plain; gzip_min_length 1;
+    location = /old {{ return 302 /t.txt; }}",
             tls_directives(&d.join("cert.pem"), &d.join("key.pem"))
         );
         let run_dir = d.join(listen.replace(' ', "-"));
@@ -123,7 +124,41 @@ fn https_negotiates_http2_by_alpn_and_downloads_byte_exact() {
     assert!(!out.contains("HTTP/2"), "{out}");
     assert!(out.ends_with(&format!("\n\n{}", site.text)), "{out}");
 
-    let log = nginx.access_log();
+    // A redirect to the same origin goes over the same HTTP/2 connection.
+    let (out, err, code) = run(
+        &[
+            "get",
+            &format!("{base}/old"),
+            "--pin",
+            &pin,
+            "-i",
+            "--follow",
+        ],
+        b"",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/2 302 Found\n"), "{out}");
+    assert!(out.contains("\nHTTP/2 200 OK\n"), "{out}");
+    assert!(out.ends_with(&format!("\n\n{}", site.text)), "{out}");
+
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut log = nginx.access_log();
+    while !log.contains("GET /old") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        log = nginx.access_log();
+    }
+    let lines: Vec<&str> = log.lines().collect();
+    let old = lines
+        .iter()
+        .position(|l| l.contains(" GET /old "))
+        .expect("/old logged");
+    let connection = |line: &str| line.split_whitespace().next().map(str::to_owned);
+    let followed = lines[old + 1..]
+        .iter()
+        .find(|l| l.contains(" GET /t.txt "))
+        .expect("the redirect was followed");
+    assert_eq!(connection(lines[old]), connection(followed), "{log}");
     assert!(log.contains("HTTP/2.0 GET /big.bin"), "{log}");
     assert!(log.contains("HTTP/1.1 GET /t.txt"), "{log}");
 }

@@ -21,7 +21,7 @@ use tracing::{debug, info};
 use crate::http::client::errors::HttpError;
 use crate::http::client::exchange::{ClientConfig, HttpVersions};
 use crate::http::client::origin::Origin;
-use crate::http::request_first::{RequestFirst, SendState};
+use crate::http::request_first::{Http1RequestFirst, SendState};
 use crate::http::trace::HttpTraced;
 use crate::net::tls;
 use crate::net::trace::Traced;
@@ -263,7 +263,7 @@ impl Pool {
             self.slots().http1_only.insert(origin.clone());
         }
         let sent = Arc::new(SendState::default());
-        let stream = RequestFirst::new(stream, sent.clone());
+        let stream = Http1RequestFirst::new(stream, sent.clone());
         let (hyper, connection) = http1::Builder::new()
             .title_case_headers(true)
             .handshake(TokioIo::new(stream))
