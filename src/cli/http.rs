@@ -657,23 +657,10 @@ async fn save(
     stop: &CancellationToken,
     started: Instant,
 ) -> anyhow::Result<()> {
-    // `-o /dev/null` and FIFOs go through `download`, which writes them in place.
-    let special = opts.output.as_ref().filter(|p| p.as_os_str() == "-");
-    if let Some(path) = special {
-        // `-`: nothing to rename or resume, just write.
-        let to_stdout = path.as_os_str() == "-";
-        let out = if to_stdout {
-            Stdout::open("the response body")?.into_file()
-        } else {
-            // Opened before the request: a bad destination costs no traffic.
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(|source| DownloadError::File {
-                    path: path.clone(),
-                    source,
-                })?
-        };
+    // `-o -` writes to stdout: nothing to rename or resume. `-o /dev/null` and FIFOs go
+    // through `download`, which writes them in place.
+    if opts.output.as_ref().is_some_and(|p| p.as_os_str() == "-") {
+        let out = Stdout::open("the response body")?.into_file();
         let mut response = client.send(request.clone()).await?;
         eprint_heads(&show.heads(&request, &response));
         if !response.status().is_success() {
@@ -693,21 +680,9 @@ async fn save(
                 Err(e) => break Err(e),
             }
         };
-        let written = writer.finish().await;
-        written.map_err(|source| -> anyhow::Error {
-            if to_stdout {
-                OutputError::Write {
-                    what: "the response body",
-                    source,
-                }
-                .into()
-            } else {
-                DownloadError::File {
-                    path: path.clone(),
-                    source,
-                }
-                .into()
-            }
+        writer.finish().await.map_err(|source| OutputError::Write {
+            what: "the response body",
+            source,
         })?;
         result?;
         if opts.json_meta {
