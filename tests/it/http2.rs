@@ -177,6 +177,35 @@ fn http2_only_refuses_a_server_without_h2_and_http1_still_works() {
     let (_, err, code) = run(&["get", &url, "--pin", &pin, "--http2"], b"");
     assert_ne!(code, Some(0), "{err}");
     assert!(err.contains("does not speak HTTP/2"), "{err}");
+
+    // Concurrent requests to a server that picks HTTP/1.1 all get through, on connections
+    // of their own.
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let client = sockit::http::Client::new(sockit::http::ClientConfig {
+        verify: sockit::net::tls::Verify::Pin(site.pin),
+        ..Default::default()
+    });
+    let versions = runtime.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..5 {
+            let (client, url) = (client.clone(), url.clone());
+            tasks.spawn(async move {
+                let response = client.get(&url).send().await.expect("response");
+                let version = response.version();
+                assert_eq!(response.text().await.expect("body").len(), 21500);
+                version
+            });
+        }
+        let mut versions = Vec::new();
+        let all = async {
+            while let Some(version) = tasks.join_next().await {
+                versions.push(version.expect("task"));
+            }
+        };
+        tokio::time::timeout(WAIT, all).await.expect("in time");
+        versions
+    });
+    assert_eq!(versions, [http::Version::HTTP_11; 5]);
 }
 
 #[test]

@@ -145,9 +145,13 @@ impl Pool {
             .entry(origin.clone())
             .or_default()
             .clone();
-        let _turn = opening.lock().await;
+        let turn = opening.lock().await;
         if let Some(sender) = self.reuse(origin).await {
             return Ok((sender, None));
+        }
+        if self.slots().http1_only.contains(origin) {
+            // The first connection turned out HTTP/1.1: the others need not wait in line.
+            drop(turn);
         }
         Ok((self.connect(origin).await?, Some(started.elapsed())))
     }
