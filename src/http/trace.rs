@@ -144,6 +144,17 @@ impl Frames {
     }
 }
 
+impl Frames {
+    /// Bytes of a frame the connection ended in the middle of, if any.
+    pub(crate) fn rest(&mut self) -> Option<Frame> {
+        (!self.buf.is_empty()).then(|| Frame {
+            description: "incomplete frame".to_owned(),
+            offset: self.offset,
+            bytes: std::mem::take(&mut self.buf),
+        })
+    }
+}
+
 /// `TYPE stream N flags 0xFF (NAMES) length L` for a frame header.
 fn describe(kind: u8, flags: u8, stream: u32, length: u32) -> String {
     let (name, flag_names): (&str, &[(u8, &str)]) = match kind {
@@ -262,6 +273,22 @@ impl<S> HttpTraced<S> {
         match direction {
             Direction::Sent => self.sent += bytes.len() as u64,
             Direction::Received => self.received += bytes.len() as u64,
+        }
+    }
+}
+
+impl<S> Drop for HttpTraced<S> {
+    fn drop(&mut self) {
+        // A connection that ended inside a frame still shows every byte that moved.
+        if let View::Framed(frames) = &mut self.view {
+            let (sent, received) = &mut **frames;
+            for (direction, frames) in [(Direction::Sent, sent), (Direction::Received, received)] {
+                if let Some(frame) = frames.rest() {
+                    let label = format!("{} h2 {}", self.label, frame.description);
+                    self.sink
+                        .record(&label, direction, frame.offset, &frame.bytes);
+                }
+            }
         }
     }
 }
