@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::bench::timeline::{Pace, Recorder, Timeline};
 use crate::bench::{Progress, Report};
-use crate::http::{RequestFirst, SendState};
+use crate::http::{Http1RequestFirst, SendState};
 use crate::net::tls::{Verify, client_config};
 use crate::net::{ClientOptions, HostPort, NetError, open};
 
@@ -297,7 +297,7 @@ async fn worker(
             let (stream, _) = open(&target.host_port, &target.options)
                 .await
                 .map_err(|_| ())?;
-            let stream = RequestFirst::new(stream, request_state.clone());
+            let stream = Http1RequestFirst::new(stream, request_state.clone());
             hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
                 .await
                 .map_err(|_| ())

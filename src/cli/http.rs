@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use sockit::http::body::{self, BodyKind};
 use sockit::http::download::{self, DownloadError, Progress};
 use sockit::http::items::{self, Item};
-use sockit::http::{Client, ClientConfig, Request, Response, SentHead, target_url};
+use sockit::http::{Client, ClientConfig, HttpVersions, Request, Response, SentHead, target_url};
 use sockit::net::tls::{Fingerprint, Verify};
 use sockit::net::trace::TraceSink;
 
@@ -149,6 +149,12 @@ pub(crate) struct HttpOptions {
     /// Show Authorization, Cookie and Proxy-Authorization values in --trace and -v
     #[arg(long, requires = "trace")]
     trace_secrets: bool,
+    /// Speak HTTP/1.1 only (no HTTP/2 by ALPN on https://)
+    #[arg(long = "http1.1", conflicts_with = "http2")]
+    http1_1: bool,
+    /// Speak HTTP/2 only: ALPN h2 on https://, prior knowledge on http://
+    #[arg(long)]
+    http2: bool,
 }
 
 /// The exit status for `--check-status`: 3, 4 or 5 like HTTPie.
@@ -215,6 +221,13 @@ pub(crate) async fn run(
         decompress: !opts.no_decompress,
         trace: opts.trace.then(TraceSink::stderr),
         trace_secrets: opts.trace_secrets,
+        versions: if opts.http1_1 {
+            HttpVersions::Http1
+        } else if opts.http2 {
+            HttpVersions::Http2
+        } else {
+            HttpVersions::Negotiate
+        },
         ..ClientConfig::default()
     });
     let typed: HashMap<String, String> = items
@@ -390,16 +403,16 @@ impl Show {
         let mut text = String::new();
         for hop in response.history() {
             if self.request {
-                text.push_str(&self.request_head(&hop.request, None));
+                text.push_str(&self.request_head(&hop.request, hop.version, None));
             }
             if self.response {
-                text.push_str(&response_head(Version::HTTP_11, hop.status, &hop.headers));
+                text.push_str(&response_head(hop.version, hop.status, &hop.headers));
             }
         }
         if self.request {
             let body = (response.history().is_empty() || response.request().method != Method::GET)
                 .then_some(&request.body[..]);
-            text.push_str(&self.request_head(response.request(), body));
+            text.push_str(&self.request_head(response.request(), response.version(), body));
         }
         if self.response {
             text.push_str(&response_head(
@@ -411,13 +424,19 @@ impl Show {
         text
     }
 
-    fn request_head(&self, head: &SentHead, body: Option<&[u8]>) -> String {
+    fn request_head(&self, head: &SentHead, version: Version, body: Option<&[u8]>) -> String {
         let mut target = head.url.path().to_owned();
         if let Some(q) = head.url.query() {
             target.push('?');
             target.push_str(q);
         }
-        let mut text = format!("{} {target} HTTP/1.1\n", head.method);
+        // HTTP/1.0 answers still came to an HTTP/1.1 request.
+        let sent = if version == Version::HTTP_2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        let mut text = format!("{} {target} {}\n", head.method, version_name(sent));
         for (name, value) in &head.headers {
             let shown = self
                 .typed
@@ -444,9 +463,21 @@ impl Show {
     }
 }
 
+/// `HTTP/1.1`, `HTTP/2` as curl and xh print them.
+fn version_name(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
+}
+
 fn response_head(version: Version, status: StatusCode, headers: &HeaderMap) -> String {
     let mut text = format!(
-        "{version:?} {} {}\n",
+        "{} {} {}\n",
+        version_name(version),
         status.as_u16(),
         status.canonical_reason().unwrap_or("")
     );
@@ -626,24 +657,10 @@ async fn save(
     stop: &CancellationToken,
     started: Instant,
 ) -> anyhow::Result<()> {
-    let special = opts.output.as_ref().filter(|p| {
-        p.as_os_str() == "-" || std::fs::metadata(p).is_ok_and(|m| !m.is_file() && !m.is_dir())
-    });
-    if let Some(path) = special {
-        // `-o /dev/null`, a FIFO or `-`: nothing to rename or resume, just write.
-        let to_stdout = path.as_os_str() == "-";
-        let out = if to_stdout {
-            Stdout::open("the response body")?.into_file()
-        } else {
-            // Opened before the request: a bad destination costs no traffic.
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(|source| DownloadError::File {
-                    path: path.clone(),
-                    source,
-                })?
-        };
+    // `-o -` writes to stdout: nothing to rename or resume. `-o /dev/null` and FIFOs go
+    // through `download`, which writes them in place.
+    if opts.output.as_ref().is_some_and(|p| p.as_os_str() == "-") {
+        let out = Stdout::open("the response body")?.into_file();
         let mut response = client.send(request.clone()).await?;
         eprint_heads(&show.heads(&request, &response));
         if !response.status().is_success() {
@@ -663,21 +680,9 @@ async fn save(
                 Err(e) => break Err(e),
             }
         };
-        let written = writer.finish().await;
-        written.map_err(|source| -> anyhow::Error {
-            if to_stdout {
-                OutputError::Write {
-                    what: "the response body",
-                    source,
-                }
-                .into()
-            } else {
-                DownloadError::File {
-                    path: path.clone(),
-                    source,
-                }
-                .into()
-            }
+        writer.finish().await.map_err(|source| OutputError::Write {
+            what: "the response body",
+            source,
         })?;
         result?;
         if opts.json_meta {
@@ -790,7 +795,7 @@ fn meta(response: &Response, body_bytes: u64, total: Duration) -> serde_json::Va
     serde_json::json!({
         "url": response.url().as_str(),
         "status": response.status().as_u16(),
-        "http_version": format!("{:?}", response.version()),
+        "http_version": version_name(response.version()),
         "headers": headers,
         "redirects": response.history().len(),
         "body_bytes": body_bytes,

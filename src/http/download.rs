@@ -5,7 +5,6 @@
 //! which is what `If-Range` sends back on resume: if the file changed on the server, the
 //! server answers 200 with the whole new file and the download starts over.
 
-use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -15,6 +14,7 @@ use http::{StatusCode, header};
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use crate::http::part_file::PartFile;
 use crate::http::{Client, HttpError, Request, Response};
 
 /// Why a download did not finish.
@@ -67,12 +67,7 @@ pub struct Downloaded {
     pub headers: http::HeaderMap,
 }
 
-/// `FILE.part` for `FILE`.
-pub fn part_path(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".part");
-    PathBuf::from(name)
-}
+pub use crate::http::part_file::part_path;
 
 /// Downloads `request` to `path` through `path.part`; with `resume`, continues an existing
 /// `.part`. With no `path`, the file is named by the server or the URL ([`file_name`]) in
@@ -95,16 +90,15 @@ pub async fn download(
         // A destination that cannot be written costs no request.
         check_destination(path)?;
     }
-    let part = path.map(part_path).unwrap_or_default();
+    let part = path.map(PartFile::new);
     // Byte ranges of a compressed body make no sense; ask for the file as it is.
     request.headers.insert(
         header::ACCEPT_ENCODING,
         header::HeaderValue::from_static("identity"),
     );
-    let existing = if resume {
-        std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0)
-    } else {
-        0
+    let existing = match &part {
+        Some(part) if resume => part.kept(),
+        _ => 0,
     };
     let mut ask = request.clone();
     if existing > 0 {
@@ -113,7 +107,7 @@ pub async fn download(
             header::HeaderValue::from_str(&format!("bytes={existing}-"))
                 .expect("digits are a valid header value"),
         );
-        if let Some(date) = validator(&part) {
+        if let Some(date) = part.as_ref().and_then(|p| validator(p.path())) {
             if let Ok(value) = header::HeaderValue::from_str(&httpdate::fmt_http_date(date)) {
                 ask.headers.insert(header::IF_RANGE, value);
             }
@@ -129,11 +123,11 @@ pub async fn download(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("bytes */"))
             .and_then(|v| v.trim().parse::<u64>().ok());
-        if let (Some(path), true) = (path, total == Some(existing)) {
+        if let (Some(path), Some(part), true) = (path, &part, total == Some(existing)) {
             // The .part already holds the whole file.
             let headers = response.headers().clone();
             drop(response);
-            std::fs::rename(&part, path).map_err(|source| DownloadError::File {
+            part.commit().map_err(|source| DownloadError::File {
                 path: path.to_owned(),
                 source,
             })?;
@@ -174,9 +168,9 @@ pub async fn download(
             unused_name(Path::new("."), &file_name(disposition, response.url()))
         }
     };
-    let part = part_path(&path);
+    let part = PartFile::new(&path);
     let file_err = |source| DownloadError::File {
-        path: part.clone(),
+        path: part.path().to_owned(),
         source,
     };
     let total = response.content_length().map(|len| len + offset);
@@ -185,12 +179,15 @@ pub async fn download(
         .get(header::LAST_MODIFIED)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| httpdate::parse_http_date(v).ok());
-    let file = if offset > 0 {
-        OpenOptions::new().append(true).open(&part)
-    } else {
-        File::create(&part)
-    }
-    .map_err(file_err)?;
+    let file = {
+        // Opening a FIFO waits for its reader: off the runtime, and Ctrl-C ends the wait.
+        let part = part.clone();
+        let open = tokio::task::spawn_blocking(move || part.open(offset));
+        tokio::select! {
+            _ = stop.cancelled() => return Err(DownloadError::Interrupted),
+            file = open => file.map_err(|e| file_err(io::Error::other(e)))?.map_err(file_err)?,
+        }
+    };
     let writer = Writer::spawn(file);
     let mut done = offset;
     on_progress(Progress { done, total }, &response);
@@ -217,7 +214,7 @@ pub async fn download(
     }
     result?;
     written.map_err(file_err)?;
-    std::fs::rename(&part, &path).map_err(|source| DownloadError::File {
+    part.commit().map_err(|source| DownloadError::File {
         path: path.clone(),
         source,
     })?;
@@ -258,13 +255,13 @@ fn validator(part: &Path) -> Option<SystemTime> {
     (since_epoch.subsec_nanos() == 0).then_some(modified)
 }
 
-fn mark_validator(part: &Path, date: SystemTime) {
+fn mark_validator(part: &PartFile, date: SystemTime) {
     let whole = date
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| SystemTime::UNIX_EPOCH + Duration::from_secs(d.as_secs()));
-    if let (Ok(date), Ok(file)) = (whole, OpenOptions::new().append(true).open(part)) {
+    if let Ok(date) = whole {
         // Without it a resume still works, just without the If-Range safety check.
-        let _ = file.set_modified(date);
+        let _ = part.set_modified(date);
     }
 }
 

@@ -1,9 +1,9 @@
-//! HTTP/1.1 on hyper: the client (`sockit get/post/http`) and the static file server
-//! (`sockit serve`). hyper does the framing; this module adds the parts users see.
+//! HTTP on hyper: the client (`sockit get/post/http`; HTTP/1.1 and HTTP/2) and the static
+//! file server (`sockit serve`). hyper does the framing; this module adds the parts users see.
 //!
 //! The client: [`get`], [`post`] and a [`Client`] with keep-alive, timeouts, redirects and
-//! TLS options; request items as HTTPie spells them ([`items`]) and bodies made of them
-//! ([`body`]).
+//! TLS options (HTTP/2 by ALPN, one shared connection per origin); request items as HTTPie
+//! spells them ([`items`]) and bodies made of them ([`body`]).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -34,12 +34,13 @@ pub mod body;
 mod client;
 pub mod download;
 pub mod items;
+pub(crate) mod part_file;
 mod request_first;
 mod trace;
 
 pub use client::{
-    Client, ClientConfig, Hop, HttpError, Request, RequestBuilder, Response, SentHead, Timings,
-    get, post, target_url,
+    Client, ClientConfig, Hop, HttpError, HttpVersions, Request, RequestBuilder, Response,
+    SentHead, Timings, get, post, target_url,
 };
-pub(crate) use request_first::{RequestFirst, SendState};
+pub(crate) use request_first::{Http1RequestFirst, SendState};
 pub mod server;

@@ -1,4 +1,6 @@
-//! The client's side of a connection, made to take what real servers do:
+//! The client's side of an HTTP/1 connection, made to take what real servers do (HTTP/2
+//! needs none of this: its frames say which stream a response belongs to, and the pool
+//! never wraps an HTTP/2 connection in it):
 //!
 //! - Some servers answer before they read the request (the lessons' server writes its
 //!   response on accept). hyper treats bytes that arrive while no request is in flight as
@@ -53,7 +55,7 @@ impl SendState {
 
 /// A stream that reads nothing before the first request bytes are written, and that
 /// swallows the write errors of a peer that stopped reading (see the module docs).
-pub(crate) struct RequestFirst<S> {
+pub(crate) struct Http1RequestFirst<S> {
     inner: S,
     /// Set by the first write: from then on reads go through.
     started: bool,
@@ -66,7 +68,7 @@ pub(crate) struct RequestFirst<S> {
     state: Arc<SendState>,
 }
 
-impl<S> RequestFirst<S> {
+impl<S> Http1RequestFirst<S> {
     pub(crate) fn new(inner: S, state: Arc<SendState>) -> Self {
         Self {
             inner,
@@ -108,7 +110,7 @@ fn peer_stopped_reading(err: &io::Error) -> bool {
     )
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for RequestFirst<S> {
+impl<S: AsyncRead + Unpin> AsyncRead for Http1RequestFirst<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -137,7 +139,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for RequestFirst<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for RequestFirst<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Http1RequestFirst<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -203,7 +205,7 @@ mod tests {
     async fn nothing_is_read_before_the_request_starts() {
         let (near, mut far) = tokio::io::duplex(64);
         far.write_all(b"early").await.unwrap();
-        let mut stream = RequestFirst::new(near, Arc::default());
+        let mut stream = Http1RequestFirst::new(near, Arc::default());
         let mut buf = [0u8; 5];
         let early =
             tokio::time::timeout(std::time::Duration::from_millis(50), stream.read(&mut buf)).await;
@@ -218,7 +220,7 @@ mod tests {
         let (near, mut far) = tokio::io::duplex(64);
         far.write_all(b"413").await.unwrap();
         let state = Arc::new(SendState::default());
-        let mut stream = RequestFirst::new(near, state.clone());
+        let mut stream = Http1RequestFirst::new(near, state.clone());
         stream.write_all(b"PUT").await.unwrap();
         far.read_exact(&mut [0u8; 3]).await.unwrap();
         drop(far);

@@ -13,8 +13,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::http::part_file::{open_part, part_path};
 use crate::net::{HostPort, ServerConfig, connect, serve};
-use crate::transfer::recv::{Progress, RecvError, open_part, part_path, spawn_writer};
+use crate::transfer::recv::{Progress, RecvError, spawn_writer};
 
 /// Size of each read and write.
 pub const RAW_BUFFER_BYTES: usize = 256 << 10;

@@ -5,7 +5,7 @@
 //! bytes counted are the bytes of the files.
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +18,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::http::{Client, ClientConfig, HttpError, Response};
+use crate::http::part_file::{PartFile, part_path};
+use crate::http::{Client, ClientConfig, HttpError, HttpVersions, Response};
 use crate::net::NetError;
 use crate::net::tls::Verify;
 use crate::transfer::code::Code;
@@ -33,7 +34,8 @@ pub struct RecvConfig {
     pub out_dir: PathBuf,
     /// Replace existing files whose content differs, instead of refusing.
     pub overwrite: bool,
-    /// Files fetched at once, each on its own connection.
+    /// Files fetched at once: streams of one HTTP/2 connection when the sender speaks
+    /// HTTP/2 (ALPN `h2`), else one HTTP/1.1 connection each.
     pub parallel: usize,
     /// Limit for connecting and the TLS handshake.
     pub connect_timeout: Duration,
@@ -217,7 +219,8 @@ fn http_error(what: String, idle: Duration) -> impl FnOnce(HttpError) -> RecvErr
     }
 }
 
-/// The sender's routes below its token, over one keep-alive client that pins its certificate.
+/// The sender's routes below its token, over one client that pins its certificate and
+/// offers HTTP/2 and HTTP/1.1: with HTTP/2, every file is a stream of one connection.
 #[derive(Clone)]
 struct Remote {
     client: Client,
@@ -233,6 +236,7 @@ impl Remote {
             verify: Verify::Pin(code.fingerprint),
             follow_redirects: false,
             decompress: false,
+            versions: HttpVersions::Negotiate,
             ..ClientConfig::default()
         });
         Self {
@@ -474,7 +478,7 @@ impl Worker {
         let entry = self.manifest.files[index].clone();
         let out_dir = self.config.out_dir.clone();
         let dest = out_dir.join(&entry.path);
-        let part = part_path(&dest);
+        let part = PartFile::new(&dest);
         {
             let (out_dir, rel) = (out_dir.clone(), entry.path.clone());
             tokio::task::spawn_blocking(move || make_parents(&out_dir, &rel))
@@ -509,11 +513,11 @@ impl Worker {
 
         let file = {
             let part = part.clone();
-            tokio::task::spawn_blocking(move || open_part(&part, from))
+            tokio::task::spawn_blocking(move || part.open(from))
                 .await
                 .map_err(|e| io_error(&dest)(io::Error::other(e)))?
         };
-        let (tx, done) = spawn_writer(file.map_err(io_error(&part))?, from, true);
+        let (tx, done) = spawn_writer(file.map_err(io_error(part.path()))?, from, true);
         if let Some(mut response) = response {
             let idle = self.config.idle_timeout;
             loop {
@@ -531,8 +535,8 @@ impl Worker {
         drop(tx);
         let (written, hash) = done
             .await
-            .map_err(|e| io_error(&part)(io::Error::other(e)))?
-            .map_err(io_error(&part))?;
+            .map_err(|e| io_error(part.path())(io::Error::other(e)))?
+            .map_err(io_error(part.path()))?;
         finish(&entry, &part, &dest, written, hash)
     }
 }
@@ -552,7 +556,7 @@ fn starts_at(response: &Response, from: u64) -> bool {
 /// (resuming it could only fail again); a short file keeps it for the next run.
 fn finish(
     entry: &Entry,
-    part: &Path,
+    part: &PartFile,
     dest: &Path,
     written: u64,
     hash: Option<blake3::Hash>,
@@ -565,19 +569,12 @@ fn finish(
         });
     }
     if hash.map(Digest::from) != Some(entry.blake3) {
-        let _ = std::fs::remove_file(part);
+        part.discard();
         return Err(RecvError::Mismatch {
             path: shown(&entry.path),
         });
     }
-    std::fs::rename(part, dest).map_err(io_error(dest))
-}
-
-/// `dir/NAME` → `dir/NAME.part`.
-pub(crate) fn part_path(dest: &Path) -> PathBuf {
-    let mut name = dest.file_name().unwrap_or_default().to_owned();
-    name.push(".part");
-    dest.with_file_name(name)
+    part.commit().map_err(io_error(dest))
 }
 
 /// Decides what to do about `entry`, looking at what is on disk below `out_dir`.
@@ -680,32 +677,6 @@ fn make_parents(out_dir: &Path, rel: &str) -> Result<(), RecvError> {
     Ok(())
 }
 
-/// Opens `NAME.part` without following a symlink, keeping its first `keep` bytes.
-pub(crate) fn open_part(part: &Path, keep: u64) -> io::Result<File> {
-    let mut options = OpenOptions::new();
-    options.read(true).write(true).create(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.custom_flags(libc::O_NOFOLLOW);
-    }
-    let file = options.open(part)?;
-    let len = file.metadata()?.len();
-    if len == keep {
-        return Ok(file);
-    }
-    if keep == 0 {
-        // A new file rather than one cut to zero: ext4 (auto_da_alloc) writes a file that
-        // was truncated to zero back to disk when it is closed, which costs about half a
-        // second per GiB received. `create_new` follows no symlink either.
-        drop(file);
-        std::fs::remove_file(part)?;
-        return options.create_new(true).open(part);
-    }
-    file.set_len(keep)?;
-    Ok(file)
-}
-
 /// A thread that writes (and optionally hashes) what it is sent, so disk and hashing run
 /// beside the network. The file's first `prefix` bytes are hashed first; returns the final
 /// length and hash.
@@ -746,6 +717,7 @@ pub(crate) fn spawn_writer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::part_file::open_part;
 
     fn entry(path: &str, content: &[u8]) -> Entry {
         Entry {

@@ -539,6 +539,57 @@ fn interrupted_download_resumes_to_the_exact_bytes() {
 }
 
 #[test]
+fn downloads_into_a_fifo_write_in_place_and_never_replace_it() {
+    use std::os::unix::fs::FileTypeExt;
+    require("mkfifo");
+    let data = Bytes::from(random_bytes(1 << 20, 11));
+    let server = TestServer::start(data.clone(), None);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fifo = dir.path().join("pipe");
+    let status = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(status.success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).expect("read the fifo"))
+    };
+    let fifo_arg = fifo.to_str().expect("utf-8 path");
+    let (_, err, code) = run(&["get", &server.url("/file"), "-o", fifo_arg], b"");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(reader.join().expect("reader") == data, "bytes differ");
+    let kind = std::fs::symlink_metadata(&fifo).expect("fifo").file_type();
+    assert!(kind.is_fifo(), "the fifo was replaced");
+    assert_eq!(dir_entries(dir.path()), ["pipe"]);
+
+    // The library's download does the same.
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).expect("read the fifo"))
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let done = runtime.block_on(async {
+        let client = sockit::http::Client::default();
+        let request = client.get(&server.url("/file")).build().expect("request");
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut on_progress = |_, _: &sockit::http::Response| {};
+        let download = sockit::http::download::download(
+            &client,
+            request,
+            Some(&fifo),
+            true,
+            &stop,
+            &mut on_progress,
+        );
+        tokio::time::timeout(WAIT, download).await
+    });
+    let done = done.expect("in time").expect("download");
+    assert_eq!(done.bytes, data.len() as u64);
+    assert!(reader.join().expect("reader") == data, "bytes differ");
+    let kind = std::fs::symlink_metadata(&fifo).expect("fifo").file_type();
+    assert!(kind.is_fifo(), "the library replaced the fifo");
+    assert_eq!(dir_entries(dir.path()), ["pipe"]);
+}
+
+#[test]
 fn download_names_come_from_the_server_and_are_sanitised() {
     let server = TestServer::start(Bytes::new(), None);
     let dir = tempfile::tempdir().expect("temp dir");
@@ -687,76 +738,6 @@ fn python_http_server_downloads_are_byte_exact() {
     assert_eq!(out, br#"{"k": [1, 2]}"#);
 }
 
-/// nginx serving `www` over TLS with `cert`/`key`, on a port picked by binding port 0.
-struct Nginx {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_nginx(dir: &Path, www: &Path, cert: &Path, key: &Path) -> Nginx {
-    require("nginx");
-    for _attempt in 0..5 {
-        let port = StdListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("probe a free port")
-            .port();
-        let d = dir.display();
-        let conf = format!(
-            "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid;
-error_log {d}/error.log;
-events {{ worker_connections 64; }}
-http {{
-  access_log off;
-  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;
-  uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
-  server {{
-    listen 127.0.0.1:{port} ssl;
-    ssl_certificate {}; ssl_certificate_key {};
-    root {};
-  }}
-}}
-",
-            cert.display(),
-            key.display(),
-            www.display()
-        );
-        let conf_path = dir.join("nginx.conf");
-        std::fs::write(&conf_path, conf).expect("write nginx.conf");
-        let mut child = Command::new("nginx")
-            .arg("-p")
-            .arg(dir)
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn nginx");
-        let deadline = std::time::Instant::now() + WAIT;
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                break; // most likely the port was taken meanwhile: try another
-            }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Nginx { child, port };
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
-    panic!("nginx did not start: {log}");
-}
-
 #[test]
 fn nginx_over_tls_with_pin_ca_and_name_checks() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -771,7 +752,7 @@ fn nginx_over_tls_with_pin_ca_and_name_checks() {
     std::fs::write(&cert, generated.cert.pem()).expect("cert");
     std::fs::write(&key, generated.key_pair.serialize_pem()).expect("key");
     let pin = sockit::net::tls::Fingerprint::of(generated.cert.der()).to_string();
-    let nginx = start_nginx(dir.path(), &www, &cert, &key);
+    let nginx = start_nginx(dir.path(), &www, "ssl", &tls_directives(&cert, &key));
     let by_ip = format!("https://127.0.0.1:{}/f.bin", nginx.port);
     let by_name = format!("https://localhost:{}/f.bin", nginx.port);
     let out = dir.path().join("out.bin");

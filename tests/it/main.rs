@@ -11,6 +11,7 @@ mod delivery;
 mod framing;
 mod full_output;
 mod http;
+mod http2;
 mod httpbin;
 mod net;
 mod peers_nc;

@@ -562,3 +562,75 @@ fn once_exits_after_the_first_complete_receive() {
     let (_, exit) = sender.wait_output();
     assert!(exit.success(), "{exit:?}");
 }
+
+/// The sender's routes are plain files and ranges: nginx with HTTP/2 serves them as well, so
+/// recv's HTTP/2 path (ALPN h2, all files as streams of one connection, a resume with
+/// Range) is tested against a real HTTP/2 server.
+#[test]
+fn recv_fetches_in_parallel_over_one_http2_connection_and_resumes() {
+    use sockit::transfer::{Digest, Entry, Manifest};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let token = "4f".repeat(16);
+    let www = dir.path().join("www");
+    std::fs::create_dir_all(www.join(&token).join("f")).expect("www");
+    let mut files = Vec::new();
+    let mut entries = Vec::new();
+    for i in 0..6u64 {
+        let data = random_bytes(200_000 + i as usize * 1000, 40 + i);
+        std::fs::write(www.join(&token).join("f").join(i.to_string()), &data).expect("write");
+        entries.push(Entry {
+            path: format!("d/file {i}.bin"),
+            size: data.len() as u64,
+            blake3: Digest::of(&data),
+        });
+        files.push(data);
+    }
+    let manifest = Manifest::new(entries).expect("manifest");
+    std::fs::write(www.join(&token).join("manifest"), manifest.to_json()).expect("manifest");
+    let generated =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, generated.cert.pem()).expect("cert");
+    std::fs::write(&key, generated.key_pair.serialize_pem()).expect("key");
+    let pin = sockit::net::tls::Fingerprint::of(generated.cert.der());
+    let run_dir = dir.path().join("nginx");
+    std::fs::create_dir(&run_dir).expect("nginx dir");
+    let nginx = start_nginx(&run_dir, &www, "ssl http2", &tls_directives(&cert, &key));
+
+    // One file was half received before.
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(out.join("d")).expect("out");
+    std::fs::write(out.join("d/file 2.bin.part"), &files[2][..50_000]).expect("part");
+
+    let code = format!("sockit://127.0.0.1:{}/{token}#{pin}", nginx.port);
+    let out_arg = out.to_str().expect("utf-8 path");
+    let (_, err, status) = run(&["recv", &code, "-o", out_arg], b"");
+    assert_eq!(status, Some(0), "{err}");
+    for (i, data) in files.iter().enumerate() {
+        let got = std::fs::read(out.join(format!("d/file {i}.bin"))).expect("received");
+        assert!(got == *data, "file {i} differs");
+    }
+    assert!(!out.join("d/file 2.bin.part").exists());
+
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut log = nginx.access_log();
+    while log.lines().count() < 8 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        log = nginx.access_log();
+    }
+    let fetches: Vec<&str> = log.lines().filter(|l| l.contains("/f/")).collect();
+    assert_eq!(fetches.len(), 6, "{log}");
+    let connections: std::collections::HashSet<&str> = log
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(connections.len(), 1, "{log}");
+    assert!(
+        fetches.iter().all(|l| l.contains(" HTTP/2.0 GET ")),
+        "{log}"
+    );
+    assert!(
+        log.contains("/f/2 HTTP/2.0 206 range=bytes=50000-"),
+        "{log}"
+    );
+}

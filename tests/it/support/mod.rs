@@ -315,3 +315,105 @@ macro_rules! over_both_protocols {
     };
 }
 pub(crate) use over_both_protocols;
+
+/// nginx serving a directory, on a port picked by binding port 0; killed when dropped.
+/// Its access log (`access_log()`) has one line per request:
+/// `CONNECTION PROTOCOL METHOD TARGET VERSION STATUS range=RANGE`,
+/// so tests can count the TCP connections that carried their requests.
+pub struct Nginx {
+    child: Child,
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Nginx {
+    /// The access log so far (nginx writes a line when a request ends).
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `ssl_certificate` and `ssl_certificate_key` for [`start_nginx`].
+pub fn tls_directives(cert: &std::path::Path, key: &std::path::Path) -> String {
+    format!(
+        "ssl_certificate {}; ssl_certificate_key {};",
+        cert.display(),
+        key.display()
+    )
+}
+
+/// nginx in `dir` (config, logs, pid) serving `www`. `listen` follows the address on the
+/// `listen` line (`ssl`, `ssl http2`, `http2` for cleartext HTTP/2); `server` adds
+/// directives to the server block (certificates, `gzip on;`, …).
+pub fn start_nginx(
+    dir: &std::path::Path,
+    www: &std::path::Path,
+    listen: &str,
+    server: &str,
+) -> Nginx {
+    require("nginx");
+    for _attempt in 0..5 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("probe a free port")
+            .port();
+        let d = dir.display();
+        let conf = format!(
+            "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{ worker_connections 64; }}
+http {{
+  log_format conn '$connection $server_protocol $request $status range=$http_range';
+  access_log {d}/access.log conn;
+  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;
+  uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+  server {{
+    listen 127.0.0.1:{port} {listen};
+    {server}
+    root {};
+  }}
+}}
+",
+            www.display()
+        );
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, conf).expect("write nginx.conf");
+        let mut child = Command::new("nginx")
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn nginx");
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                break; // most likely the port was taken meanwhile: try another
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Nginx {
+                    child,
+                    port,
+                    dir: dir.to_owned(),
+                };
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+    panic!("nginx did not start: {log}");
+}
