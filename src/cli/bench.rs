@@ -56,12 +56,13 @@ enum BenchMode {
   sockit bench echo :9000 --udp -n 200000 --window 32  datagrams/s, lost, boundaries
   sockit bench echo :9000 -c 10 --rate 5000 -d 10s      open loop: latency from due time")]
     Echo(EchoArgs),
-    /// Load an HTTP server with keep-alive requests (like wrk)
+    /// Load an HTTP server with keep-alive requests (like wrk), or HTTP/2 streams (like h2load)
     #[command(after_help = "Examples:
   sockit bench http http://127.0.0.1:8080/ -c 64 -d 10s      requests/s, latency, errors
   sockit bench http :8080/index.html -n 100000 -t 2          a fixed number of requests
   sockit bench http :8080/api -H 'Authorization: Bearer x' --method POST --body '{}'
-  sockit bench http :8080/ -c 16 --rate 2000 -d 30s --plot lat.svg   open loop, like wrk2")]
+  sockit bench http :8080/ -c 16 --rate 2000 -d 30s --plot lat.svg   open loop, like wrk2
+  sockit bench http https://127.0.0.1:8443/ --h2 -c 64 -m 10 -d 10s  HTTP/2, like h2load")]
     Http(HttpArgs),
     /// Load a chat server: N clients in a room, K senders; lost, duplicated, reordered lines
     #[command(after_help = "Examples:
@@ -105,6 +106,13 @@ struct HttpArgs {
     /// Requests per second in all (open loop: latency timed from when each was due)
     #[arg(short = 'R', long, value_parser = parse_rate)]
     rate: Option<f64>,
+    /// Speak HTTP/2: ALPN h2 over https://, prior knowledge over http://
+    #[arg(long)]
+    h2: bool,
+    /// With --h2: concurrent streams per connection (like h2load -m)
+    #[arg(short = 'm', long = "streams", value_name = "STREAMS", default_value_t = 1,
+          requires = "h2", value_parser = clap::value_parser!(u32).range(1..))]
+    streams: u32,
 }
 
 impl HttpArgs {
@@ -140,6 +148,13 @@ impl HttpArgs {
                 limit: self.limit,
                 timeout: self.timeout,
                 rate: self.rate,
+                protocol: if self.h2 {
+                    http::Protocol::Http2 {
+                        streams: self.streams as usize,
+                    }
+                } else {
+                    http::Protocol::Http1
+                },
             },
             self.threads,
         ))

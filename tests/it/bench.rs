@@ -408,12 +408,9 @@ fn chat_load_fails_when_lines_come_twice() {
     assert!(problems(&r).contains("80 lines duplicated"), "{r}");
 }
 
-#[test]
-fn http_load_against_python_http_server_reconnects_without_errors() {
+/// `python3 -m http.server` (HTTP/1 only) serving `dir`: the child and its port.
+fn python_http_server(dir: &std::path::Path) -> (std::process::Child, String) {
     require("python3");
-    let dir = std::env::temp_dir().join(format!("sockit-bench-py-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("f.txt"), "0123456789").unwrap();
     let mut py = std::process::Command::new("python3")
         .args([
             "-u",
@@ -424,7 +421,7 @@ fn http_load_against_python_http_server_reconnects_without_errors() {
             print(s.server_address[1],flush=True)\n\
             s.serve_forever()",
         ])
-        .current_dir(&dir)
+        .current_dir(dir)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -435,7 +432,15 @@ fn http_load_against_python_http_server_reconnects_without_errors() {
         &mut line,
     )
     .unwrap();
-    let port = line.trim().to_owned();
+    (py, line.trim().to_owned())
+}
+
+#[test]
+fn http_load_against_python_http_server_reconnects_without_errors() {
+    let dir = std::env::temp_dir().join(format!("sockit-bench-py-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("f.txt"), "0123456789").unwrap();
+    let (mut py, port) = python_http_server(&dir);
     let r = bench_json(&[
         "bench",
         "http",
@@ -741,4 +746,103 @@ fn http_load_counts_answers_sent_before_the_request() {
     assert_eq!(counter(&r, "errors"), 0, "{r}");
     assert_eq!(r["ops"], 30, "{r}");
     assert_eq!(r["bytes"], 30 * 5, "{r}");
+}
+
+/// A directory with `f.txt` (10 bytes) for a server to serve.
+fn served_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sockit-bench-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("f.txt"), "0123456789").unwrap();
+    dir
+}
+
+#[test]
+fn http2_load_counts_every_request_over_prior_knowledge_and_tls() {
+    let dir = served_dir("h2");
+    for tls in [false, true] {
+        let mut args = vec!["serve", dir.to_str().unwrap(), "--port", "0"];
+        if tls {
+            args.push("--tls");
+        }
+        let server = Server::start(&args);
+        let scheme = if tls { "https" } else { "http" };
+        let url = format!("{scheme}://{}/f.txt", server.addr);
+        let r = bench_json(&[
+            "bench", "http", &url, "--h2", "-m", "10", "-c", "4", "-n", "400", "--json",
+        ]);
+        assert_eq!(r["ops"], 400, "{r}");
+        assert_eq!(r["bytes"], 4000, "{r}");
+        assert_eq!(counter(&r, "errors"), 0, "{r}");
+        assert_eq!(counter(&r, "non-2xx"), 0, "{r}");
+        assert_eq!(counter(&r, "timeouts"), 0, "{r}");
+        let name = r["name"].as_str().unwrap();
+        assert!(
+            name.contains("HTTP/2, 4 connections \u{d7} 10 streams"),
+            "{name}"
+        );
+        // The table names the protocol too.
+        let (out, err, code) = run(
+            &[
+                "bench", "http", &url, "--h2", "-m", "3", "-c", "2", "-n", "30",
+            ],
+            b"",
+        );
+        assert_eq!(code, Some(0), "{err}");
+        let table = String::from_utf8_lossy(&out);
+        assert!(
+            table.contains("HTTP/2, 2 connections \u{d7} 3 streams"),
+            "{table}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn http2_open_loop_sends_at_the_rate_over_connections_and_streams() {
+    let dir = served_dir("h2rate");
+    let server = Server::start(&["serve", dir.to_str().unwrap(), "--port", "0"]);
+    let url = format!("http://{}/f.txt", server.addr);
+    let r = bench_json(&[
+        "bench", "http", &url, "--h2", "-m", "10", "-c", "4", "--rate", "200", "-d", "2s", "--json",
+    ]);
+    let ops = r["ops"].as_u64().unwrap();
+    assert!((380..=400).contains(&ops), "about 400 requests: {r}");
+    assert_eq!(counter(&r, "errors"), 0, "{r}");
+    assert!(
+        r["name"].as_str().unwrap().contains("200 requests/s"),
+        "{r}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn http2_load_against_an_http1_only_server_fails_at_once_with_one_line() {
+    let dir = served_dir("h2py");
+    let (mut py, port) = python_http_server(&dir);
+    let started = std::time::Instant::now();
+    let (out, err, code) = run(
+        &[
+            "bench",
+            "http",
+            &format!("http://127.0.0.1:{port}/f.txt"),
+            "--h2",
+            "-n",
+            "10",
+        ],
+        b"",
+    );
+    let _ = py.kill();
+    let _ = py.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        out.is_empty(),
+        "no report: {}",
+        String::from_utf8_lossy(&out)
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains("does not speak HTTP/2"), "{err}");
+    assert!(err.contains("HTTP/1"), "{err}");
+    assert!(started.elapsed() < WAIT, "it must not hang");
 }
