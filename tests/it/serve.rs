@@ -680,6 +680,14 @@ fn auth_protects_everything_or_only_writes() {
         curl(&["-u", "ann:pw", "-T", source, &url(&writes, "/w.txt")]).status,
         201
     );
+    // A refused upload whose body is still coming gets its 401, never a reset stream
+    // (HTTP/2) or connection (HTTP/1), however often it is tried.
+    let big = fx.root.join("big-upload.bin");
+    std::fs::write(&big, random_bytes(4 << 20, 7)).unwrap();
+    let big = big.to_str().unwrap();
+    for _ in 0..5 {
+        assert_eq!(curl(&["-T", big, &url(&writes, "/w2.bin")]).status, 401);
+    }
 }
 
 #[test]

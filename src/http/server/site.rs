@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use futures_util::future::Either;
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::{Body as _, Incoming};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +28,7 @@ use crate::http::server::path::RequestPath;
 use crate::http::server::response::{TEXT_PLAIN, redirect, text};
 use crate::http::server::static_files::{FileEntry, Files, Found, Uncached};
 use crate::http::server::upload::UploadConfig;
+use crate::http::server::upload_answer::read_refused_body;
 use crate::net::ServerConfig;
 
 /// Serves `config` on `listener` until `stop` is cancelled, then drains (bounded by `net`).
@@ -87,6 +88,16 @@ impl Handler for Site {
         let logged = self.logged(&req);
         let method = req.method().clone();
         match self.answer_now(&req) {
+            Ok(res) if req.version() == Version::HTTP_2 && !req.body().is_end_stream() => {
+                // HTTP/2: a request body still coming when the answer is ready (a refused
+                // upload) is read first, within bounds, so that the client reads the answer
+                // and not a reset of its stream. HTTP/1 lingers on the connection instead.
+                let site = self.clone();
+                Either::Right(Box::pin(async move {
+                    read_refused_body(Version::HTTP_2, &mut req.into_body()).await;
+                    site.sent(&method, res, logged, peer)
+                }))
+            }
             // Most requests (cached files): answered here, with no future to allocate.
             Ok(res) => Either::Left(std::future::ready(self.sent(&method, res, logged, peer))),
             Err(later) => {

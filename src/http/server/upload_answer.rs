@@ -100,7 +100,7 @@ impl Site {
 /// HTTP/2: the rest of a refused upload's body is read (within bounds) before the refusal
 /// goes out, so that a client still sending reads the answer rather than a reset of its
 /// stream. HTTP/1 does this for the whole connection (lingering close, `http1_heads`).
-async fn read_refused_body(version: Version, body: &mut Incoming) {
+pub(crate) async fn read_refused_body(version: Version, body: &mut Incoming) {
     if version != Version::HTTP_2 {
         return;
     }
