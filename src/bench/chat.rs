@@ -679,11 +679,12 @@ impl Receiver {
                 is_greeted = true;
                 self.greeted.fetch_add(1, Ordering::Relaxed);
             }
-            let now = self.epoch.elapsed().as_micros() as u64;
+            let read_at = Instant::now();
+            let now = read_at.saturating_duration_since(self.epoch).as_micros() as u64;
             let before = (tally.delivered, tally.malformed);
             let mut start = 0;
             for end in memchr::memchr_iter(b'\n', &buf) {
-                self.check(&buf[start..end], now, &mut tally, &mut seen);
+                self.check(&buf[start..end], (now, read_at), &mut tally, &mut seen);
                 start = end + 1;
             }
             let _ = buf.split_to(start);
@@ -705,7 +706,14 @@ impl Receiver {
         tally
     }
 
-    fn check(&mut self, line: &[u8], now: u64, tally: &mut Tally, seen: &mut Seen) {
+    /// `now` is when the read was seen, in µs since the epoch and as an instant.
+    fn check(
+        &mut self,
+        line: &[u8],
+        (now, read_at): (u64, Instant),
+        tally: &mut Tally,
+        seen: &mut Seen,
+    ) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let token = match find_token(line, self.pad) {
             Found::Nothing => {
@@ -744,8 +752,10 @@ impl Receiver {
         }
         *highest = Some(highest.map_or(token.seq, |h| h.max(token.seq)));
         tally.delivered += 1;
-        self.recorder
-            .done_after(Duration::from_micros(now.saturating_sub(token.micros)));
+        self.recorder.done_after(
+            Duration::from_micros(now.saturating_sub(token.micros)),
+            read_at,
+        );
     }
 }
 

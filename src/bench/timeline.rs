@@ -213,8 +213,12 @@ impl Recorder {
 
     /// An operation whose latency was measured elsewhere (a chat line's stamp) completed
     /// now; it has no uncorrected counterpart.
-    pub(crate) fn done_after(&mut self, latency: Duration) {
-        let interval = self.interval(Instant::now());
+    ///
+    /// `at` is when it was seen: one clock read serves every line of a read, which at
+    /// millions of lines a second is the difference between measuring the server and
+    /// measuring the generator.
+    pub(crate) fn done_after(&mut self, latency: Duration, at: Instant) {
+        let interval = self.interval(at);
         interval.corrected.record(latency);
     }
 }
