@@ -54,23 +54,30 @@ impl Tmux {
 
     /// `None` while the pane's command runs, then its exit status.
     ///
-    /// tmux marks a pane dead only once it has reaped the command, and a tmux server
-    /// started from the test harness sometimes leaves it a zombie for seconds; so the
-    /// command's own `/proc` entry is read too (a zombie's exit status is its last field).
+    /// tmux may leave the command a zombie for seconds before it reaps it and knows the
+    /// status, so the command's own `/proc` entry is read too (a zombie's wait status is
+    /// its last field).
     fn exit_status(&self) -> Option<String> {
         let out = self.run(&[
             "display-message",
             "-p",
             "-t",
             "t",
-            "#{pane_dead} #{pane_dead_status} #{pane_pid}",
+            "#{pane_dead}|#{pane_dead_status}|#{pane_dead_signal}|#{pane_pid}",
         ]);
         let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        let mut fields = text.split_whitespace();
-        if fields.next() == Some("1") {
-            return fields.next().map(str::to_owned);
+        let fields: Vec<&str> = text.split('|').collect();
+        let [dead, status, signal, pid] = fields[..] else {
+            return None;
+        };
+        // tmux calls a pane dead once its terminal closes, which can be before it has reaped
+        // the command: the status is known only when one of the two fields is filled in.
+        if dead == "1" && !status.is_empty() {
+            return Some(status.to_owned());
         }
-        let pid = fields.last()?;
+        if dead == "1" && !signal.is_empty() {
+            return Some(format!("signal {signal}"));
+        }
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // The state follows the parenthesised command name.
         let after_name = &stat[stat.rfind(')')? + 2..];
@@ -78,7 +85,11 @@ impl Tmux {
             return None;
         }
         let wait_status: i32 = after_name.split_whitespace().last()?.parse().ok()?;
-        Some(((wait_status >> 8) & 0xff).to_string())
+        Some(if wait_status & 0x7f != 0 {
+            format!("signal {}", wait_status & 0x7f)
+        } else {
+            ((wait_status >> 8) & 0xff).to_string()
+        })
     }
 
     fn screen(&self) -> String {
