@@ -482,11 +482,8 @@ async fn worker(run: Run, mut lane: Lane) -> Tally {
         .await;
         let (mut sender, conn) = match connected {
             Ok(Ok(connection)) => connection,
-            Ok(Err(())) => match run.connect_failed(Some(()), &mut tally).await {
-                true => continue,
-                false => break,
-            },
-            Err(_) => match run.connect_failed(None, &mut tally).await {
+            // A refusal (`Some`) or a timeout (`None`).
+            failed => match run.connect_failed(failed.ok().map(drop), &mut tally).await {
                 true => continue,
                 false => break,
             },
@@ -582,11 +579,8 @@ async fn h2_worker(run: Run, mut lanes: Vec<Lane>) -> Tally {
         .await;
         let (sender, conn) = match connected {
             Ok(Ok(connection)) => connection,
-            Ok(Err(())) => match run.connect_failed(Some(()), &mut tally).await {
-                true => continue,
-                false => break,
-            },
-            Err(_) => match run.connect_failed(None, &mut tally).await {
+            // A refusal (`Some`) or a timeout (`None`).
+            failed => match run.connect_failed(failed.ok().map(drop), &mut tally).await {
                 true => continue,
                 false => break,
             },
