@@ -20,7 +20,6 @@ use crate::bench::timeline::{Pace, Recorder, Timeline};
 use crate::bench::{Progress, Report};
 use crate::http::{Http1RequestFirst, SendState};
 use crate::net::tls::{Verify, client_config};
-use crate::net::trace::Traced;
 use crate::net::{BoxStream, ClientOptions, HostPort, NetError, open};
 
 /// When a load run stops.
@@ -118,7 +117,7 @@ pub async fn run(load: HttpLoad, progress: &Progress) -> Result<Report, HttpBenc
         .await
         .map_err(HttpBenchError::Connect)?;
     if let Protocol::Http2 { .. } = load.protocol {
-        confirm_h2(probe, load.timeout)
+        confirm_h2(probe, target.options.tls.is_some(), load.timeout)
             .await
             .map_err(|reason| HttpBenchError::NotHttp2 {
                 url: load.url.to_string(),
@@ -666,12 +665,9 @@ async fn h2_lane(
 /// Checks that the server at the other end of `stream` speaks HTTP/2: over TLS it must
 /// have picked `h2` by ALPN, and whatever the transport it must answer the connection
 /// preface with a SETTINGS frame (a server that speaks only HTTP/1 answers 400 or closes).
-async fn confirm_h2(mut stream: BoxStream, timeout: Duration) -> Result<(), String> {
-    type TlsStream = tokio_rustls::client::TlsStream<Traced<tokio::net::TcpStream>>;
-    if let Some(tls) = stream.as_any().downcast_ref::<TlsStream>() {
-        if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
-            return Err("it did not choose h2 in the TLS handshake (ALPN)".to_owned());
-        }
+async fn confirm_h2(mut stream: BoxStream, is_tls: bool, timeout: Duration) -> Result<(), String> {
+    if is_tls && crate::net::alpn_protocol(&stream) != Some(b"h2") {
+        return Err("it did not choose h2 in the TLS handshake (ALPN)".to_owned());
     }
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
     let mut first = [0_u8; 9];
