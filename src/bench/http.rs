@@ -20,7 +20,7 @@ use crate::bench::timeline::{Pace, Recorder, Timeline};
 use crate::bench::{Progress, Report};
 use crate::http::{Http1RequestFirst, SendState};
 use crate::net::tls::{Verify, client_config};
-use crate::net::{BoxStream, ClientOptions, HostPort, NetError, open};
+use crate::net::{BoxStream, ClientOptions, DialOptions, HostPort, NetError, open};
 
 /// When a load run stops.
 #[derive(Debug, Clone, Copy)]
@@ -71,6 +71,8 @@ pub struct HttpLoad {
     pub rate: Option<f64>,
     /// HTTP/1.1 or HTTP/2.
     pub protocol: Protocol,
+    /// The route to the server (proxy, Unix socket, overrides); direct by default.
+    pub dial: DialOptions,
 }
 
 /// The default of [`HttpLoad::timeout`].
@@ -110,7 +112,7 @@ struct Target {
 ///
 /// [`HttpBenchError`] when the URL is unusable or the very first connection fails.
 pub async fn run(load: HttpLoad, progress: &Progress) -> Result<Report, HttpBenchError> {
-    let target = Arc::new(target_of(&load.url, load.protocol)?);
+    let target = Arc::new(target_of(&load.url, load.protocol, &load.dial)?);
     // Fail fast, with the real reason, when the server is not there at all (or does not
     // speak HTTP/2 when asked to).
     let (probe, _) = open(&target.host_port, &target.options)
@@ -257,7 +259,11 @@ impl Shared {
     }
 }
 
-fn target_of(url: &url::Url, protocol: Protocol) -> Result<Target, HttpBenchError> {
+fn target_of(
+    url: &url::Url,
+    protocol: Protocol,
+    dial: &DialOptions,
+) -> Result<Target, HttpBenchError> {
     let bad = || HttpBenchError::Url(url.to_string());
     let alpn: &[u8] = match protocol {
         Protocol::Http1 => b"http/1.1",
@@ -290,6 +296,7 @@ fn target_of(url: &url::Url, protocol: Protocol) -> Result<Target, HttpBenchErro
         options: ClientOptions {
             tls,
             server_name: Some(host),
+            dial: dial.clone(),
             ..ClientOptions::default()
         },
         host_header: HeaderValue::from_str(&host_header).map_err(|_| bad())?,

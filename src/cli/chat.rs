@@ -12,7 +12,8 @@ use sockit::chat::{self, Config, Password, QueueLimits};
 use sockit::net::{HostPort, ServerConfig, bind_tcp, open};
 
 use crate::cli::args::{
-    BindArgs, ClientTlsArgs, ServerTlsArgs, TraceArgs, announce, parse_bytes, parse_duration,
+    BindArgs, ClientTlsArgs, RouteArgs, ServerTlsArgs, TraceArgs, announce, parse_bytes,
+    parse_duration,
 };
 use crate::cli::output::{OutputError, TaggedStdout};
 
@@ -110,6 +111,8 @@ struct JoinArgs {
     timeout: Duration,
     #[command(flatten)]
     trace: TraceArgs,
+    #[command(flatten)]
+    route: RouteArgs,
 }
 
 impl TryFrom<&ServeArgs> for Config {
@@ -178,7 +181,8 @@ async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<()> {
 }
 
 async fn join(args: JoinArgs, stop: CancellationToken) -> anyhow::Result<()> {
-    let options = args.tls.client_options(args.timeout, &args.trace)?;
+    let mut options = args.tls.client_options(args.timeout, &args.trace)?;
+    options.dial = args.route.dial_options(&args.addr)?;
     // Ctrl-C ends the connect and the TLS handshake at once, not at --timeout.
     let (stream, peer) = tokio::select! {
         opened = open(&args.addr, &options) => opened?,
