@@ -66,6 +66,17 @@ pub enum NetError {
         #[source]
         source: io::Error,
     },
+    /// A Unix socket could not be listened on.
+    #[error("cannot listen on {addr}: {reason}")]
+    UnixBind {
+        /// The socket (`unix:/path`).
+        addr: String,
+        /// What is in the way.
+        reason: String,
+        /// What the OS said, when it said something.
+        #[source]
+        source: Option<io::Error>,
+    },
     /// A proxy URL (from `--proxy` or the environment) is not usable.
     #[error(transparent)]
     ProxyUrl(#[from] ProxyUrlError),
@@ -131,6 +142,7 @@ impl NetError {
             NetError::Tls { .. } | NetError::TlsConfig(_) => FailureClass::Tls,
             NetError::Addr(AddrError::Invalid { .. })
             | NetError::Bind { .. }
+            | NetError::UnixBind { .. }
             | NetError::ProxyUrl(_) => FailureClass::Other,
         }
     }

@@ -11,16 +11,19 @@ pub mod line;
 pub mod proxy;
 pub mod relay;
 mod server;
+pub mod socks_server;
 mod stream;
 mod tcp;
 pub mod tls;
 pub mod trace;
 pub mod udp_batch;
+#[cfg(unix)]
+pub mod unix;
 
 pub use addr::{AddrError, DEFAULT_BIND_HOST, DEFAULT_CONNECT_HOST, HostPort, Target};
 pub use dial::{DialOptions, Peer};
 pub use error::{FailureClass, NetError, classify};
-pub use server::{ServerConfig, serve, shutdown_signal};
+pub use server::{Listener, ServerConfig, serve, shutdown_signal};
 pub use stream::{AsyncStream, BoxStream, ClientOptions, alpn_protocol, open, secure};
 pub use tcp::{accept, bind_tcp, bind_udp, connect};
 

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tracing::debug;
 
 use crate::net::dial::dial;
@@ -126,17 +125,17 @@ pub fn alpn_protocol(stream: &BoxStream) -> Option<&[u8]> {
 ///
 /// [`NetError::Tls`] or [`NetError::Timeout`] when the handshake fails.
 pub async fn secure(
-    tcp: TcpStream,
+    stream: BoxStream,
     peer: SocketAddr,
     tls: Option<&Arc<rustls::ServerConfig>>,
     trace: &Option<TraceSink>,
     timeout: Duration,
 ) -> Result<BoxStream, NetError> {
     let Some(config) = tls else {
-        return Ok(maybe_traced(Box::new(tcp), &peer, trace));
+        return Ok(maybe_traced(stream, &peer, trace));
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
-    let stream = Traced::new(tcp, peer.to_string(), trace.clone());
+    let stream = Traced::new(stream, peer.to_string(), trace.clone());
     // Boxed: the handshake's state is large, and a connection task would otherwise keep
     // room for it as long as the connection lives.
     let tls_stream = Box::pin(tokio::time::timeout(timeout, acceptor.accept(stream)))
