@@ -67,7 +67,8 @@ pub(crate) struct BindArgs {
     /// Port to listen on; 0 picks a free one (printed on stderr)
     #[arg(short, long, value_name = "PORT")]
     pub(crate) port: Option<u16>,
-    /// Address to bind; the default, 127.0.0.1, accepts this machine only
+    /// Address to bind; the default, 127.0.0.1, accepts this machine only (serve also takes
+    /// unix:PATH)
     #[arg(short, long, value_name = "IP", default_value = DEFAULT_BIND_HOST)]
     pub(crate) bind: String,
 }
