@@ -194,7 +194,11 @@ async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<()> {
 
 /// `serve --bind unix:PATH`: the same site on a Unix socket (for a reverse proxy in front,
 /// or `curl --unix-socket`). Plain HTTP: the socket file's permissions guard it.
-async fn serve_unix(args: ServeArgs, unix: UnixAddr, stop: CancellationToken) -> anyhow::Result<()> {
+async fn serve_unix(
+    args: ServeArgs,
+    unix: UnixAddr,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
     if args.tls.tls || args.tls.cert.is_some() {
         anyhow::bail!("--tls over a Unix socket is not supported; serve plain HTTP there");
     }

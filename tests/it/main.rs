@@ -15,6 +15,7 @@ mod http2;
 mod httpbin;
 mod net;
 mod peers_nc;
+mod proxy;
 mod redbot;
 mod serve;
 mod serve_h2;
