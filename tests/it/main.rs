@@ -21,3 +21,4 @@ mod serve;
 mod serve_h2;
 mod transfer;
 mod tty;
+mod unix;
