@@ -156,6 +156,9 @@ pub(crate) struct RouteArgs {
     /// socks5://… (names resolved here), http://… or https://… (CONNECT); '' for none
     #[arg(long, value_name = "URL", help_heading = "Route")]
     pub(crate) proxy: Option<String>,
+    /// Also trust the CA certificates in this PEM file for an https:// proxy
+    #[arg(long, value_name = "FILE", help_heading = "Route")]
+    pub(crate) proxy_cacert: Option<PathBuf>,
     /// Hosts reached without the proxy: names (with their subdomains), IPs, CIDRs or '*',
     /// comma-separated; replaces NO_PROXY
     #[arg(long, value_name = "LIST", help_heading = "Route")]
@@ -185,7 +188,7 @@ impl RouteArgs {
     /// The route for a client that talks to one server, `target`: `--proxy` as given (the
     /// environment is for the HTTP commands), unless `--noproxy` names the target.
     pub(crate) fn dial_options(&self, target: &HostPort) -> anyhow::Result<DialOptions> {
-        let mut options = self.dial_without_proxy();
+        let mut options = self.dial_without_proxy()?;
         options.proxy = self
             .policy(false)?
             .proxy_for("", target.host_or(sockit::net::DEFAULT_CONNECT_HOST))?;
@@ -193,10 +196,14 @@ impl RouteArgs {
     }
 
     /// The route without a proxy (an HTTP client picks one per URL from [`Self::policy`]).
-    pub(crate) fn dial_without_proxy(&self) -> DialOptions {
-        DialOptions {
+    pub(crate) fn dial_without_proxy(&self) -> Result<DialOptions, NetError> {
+        let proxy_tls = match &self.proxy_cacert {
+            Some(file) => Some(tls::client_config(&Verify::CaFile(file.clone()), &[])?),
+            None => None,
+        };
+        Ok(DialOptions {
             proxy: None,
-            proxy_tls: None,
+            proxy_tls,
             unix_socket: self.unix_socket.as_deref().map(UnixAddr::from_path_text),
             resolve: self.resolve.clone(),
             connect_to: self.connect_to.clone(),
@@ -206,7 +213,7 @@ impl RouteArgs {
                 (_, true) => Some(Family::V6),
                 _ => None,
             },
-        }
+        })
     }
 
     /// The proxy policy: `--proxy` (`''` for none), else, when `read_env`, the proxy

@@ -230,7 +230,7 @@ pub(crate) async fn run(
         } else {
             HttpVersions::Negotiate
         },
-        dial: opts.route.dial_without_proxy(),
+        dial: opts.route.dial_without_proxy()?,
         proxy: opts.route.policy(true)?,
         ..ClientConfig::default()
     });

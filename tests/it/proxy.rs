@@ -255,6 +255,98 @@ fn tinyproxy_and_ncat_http_connect_carry_10_mib_exactly() {
     check_through(&ncat.url("http"), &files, &data, &data_file, &echo);
 }
 
+/// `ncat --ssl --proxy-type http`: an HTTPS proxy with its own certificate (for 127.0.0.1).
+fn ncat_https_proxy(dir: &Path) -> (ProxyPeer, String) {
+    require("ncat");
+    let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let cert = dir.join("proxy-cert.pem");
+    let key = dir.join("proxy-key.pem");
+    std::fs::write(&cert, generated.cert.pem()).unwrap();
+    std::fs::write(&key, generated.key_pair.serialize_pem()).unwrap();
+    let port = free_port();
+    let mut command = Command::new("ncat");
+    command.args(["-l", "-k", "--proxy-type", "http", "--ssl"]);
+    command
+        .arg("--ssl-cert")
+        .arg(&cert)
+        .arg("--ssl-key")
+        .arg(&key);
+    command.args(["127.0.0.1", &port.to_string()]);
+    (
+        start_proxy(command, port),
+        cert.to_str().unwrap().to_owned(),
+    )
+}
+
+#[test]
+fn an_https_proxy_is_verified_and_tls_to_the_server_runs_inside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (files, data) = file_server(dir.path(), false);
+    let data_file = dir.path().join("big.bin");
+    let (echo, _) = tls_echo();
+    let (proxy, proxy_ca) = ncat_https_proxy(dir.path());
+    let url = format!("http://localhost:{}/big.bin", files.addr.port());
+
+    // Not trusted by default: the proxy's certificate is checked like any server's.
+    let (_, err, code) = run(&["get", "--proxy", &proxy.url("https"), &url], b"");
+    assert_eq!(code, Some(35), "{err}");
+    assert!(err.contains("cannot reach proxy https://"), "{err}");
+
+    let (out, err, code) = run(
+        &[
+            "get",
+            "--proxy",
+            &proxy.url("https"),
+            "--proxy-cacert",
+            &proxy_ca,
+            &url,
+        ],
+        b"",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(blake3(&out), blake3(&data));
+
+    // TLS to the server inside TLS to the proxy, pinned; a wrong pin fails.
+    let stdin = std::fs::File::open(&data_file).unwrap();
+    let sender = Server::start_with_stdin(&["listen", "--port", "0", "--tls"], stdin.into());
+    let pin = sender
+        .stderr_line_with("TLS certificate")
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    let target = format!("localhost:{}", sender.addr.port());
+    let proxy_url = proxy.url("https");
+    let args = [
+        "connect",
+        "--no-shutdown",
+        "--proxy",
+        &proxy_url,
+        "--proxy-cacert",
+        &proxy_ca,
+        "--pin",
+        &pin,
+        &target,
+    ];
+    let (out, err, code) = run(&args, b"");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(blake3(&out), blake3(&data));
+    let target = format!("localhost:{}", echo.addr.port());
+    let args = [
+        "connect",
+        "--proxy",
+        &proxy_url,
+        "--proxy-cacert",
+        &proxy_ca,
+        "--pin",
+        WRONG_PIN,
+        &target,
+    ];
+    let (_, err, code) = run(&args, b"x");
+    assert_eq!(code, Some(35), "{err}");
+    assert!(err.contains("TLS handshake with localhost"), "{err}");
+}
+
 #[test]
 fn proxy_failures_name_the_proxy_and_the_step_with_curls_exit_codes() {
     let dir = tempfile::tempdir().unwrap();
