@@ -63,7 +63,7 @@ enum BenchMode {
   sockit bench http :8080/api -H 'Authorization: Bearer x' --method POST --body '{}'
   sockit bench http :8080/ -c 16 --rate 2000 -d 30s --plot lat.svg   open loop, like wrk2
   sockit bench http https://127.0.0.1:8443/ --h2 -c 64 -m 10 -d 10s  HTTP/2, like h2load")]
-    Http(HttpArgs),
+    Http(Box<HttpArgs>),
     /// Load a chat server: N clients in a room, K senders; lost, duplicated, reordered lines
     #[command(after_help = "Examples:
   sockit bench chat :7777 --clients 100 --senders 10 --messages 1000        flat out
