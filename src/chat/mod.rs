@@ -209,7 +209,7 @@ impl Server {
 
     /// Serves clients until `stop` is cancelled; then tells everyone, lets their queues drain
     /// (bounded) and writes the last history lines to the database.
-    pub async fn serve(self, listener: TcpListener, stop: CancellationToken) {
+    pub async fn serve(self, listener: impl Into<crate::net::Listener>, stop: CancellationToken) {
         let hub = self.hub.clone();
         let config = self.config.clone();
         crate::net::serve(

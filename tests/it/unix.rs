@@ -291,3 +291,19 @@ fn source_address_is_what_the_server_sees() {
     assert_ne!(code, Some(0));
     assert!(err.contains("no IPv6 address"), "{err}");
 }
+
+#[test]
+fn chat_serve_on_a_unix_socket_takes_nc_clients() {
+    require("nc");
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("chat.sock");
+    let bind = format!("unix:{}", socket.display());
+    let _server = UnixServer::start(&["chat", "serve", "--bind", &bind], &socket, Stdio::null());
+    let (out, err, code) = run_cmd(
+        Command::new("nc").arg("-N").arg("-U").arg(&socket),
+        b"/nick ada\n/quit\n",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("is now ada"), "{text}");
+}
