@@ -664,3 +664,47 @@ fn listen_socks5_refuses_bind_and_udp_associate_with_command_not_supported() {
     let _ = conn.read_to_end(&mut rest);
     assert!(rest.is_empty(), "{rest:?}");
 }
+
+#[test]
+fn recv_goes_through_a_proxy_and_still_pins_the_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(3 << 20, 11);
+    let file = dir.path().join("f.bin");
+    std::fs::write(&file, &data).unwrap();
+    let sender = Server::start(&[
+        "send",
+        "--port",
+        "0",
+        "--bind",
+        "127.0.0.1",
+        file.to_str().unwrap(),
+    ]);
+    let line = sender.stderr_line_with("sockit recv '");
+    let code = line
+        .strip_prefix("sockit recv '")
+        .and_then(|rest| rest.strip_suffix('\''))
+        .unwrap_or_else(|| panic!("unexpected recv line {line:?}"))
+        .to_owned();
+    let socks = Server::start(&["listen", "--port", "0", "--socks5", "-v"]);
+    let out = dir.path().join("out");
+    let proxy = format!("socks5h://{}", socks.addr);
+    let (_, err, status) = run(
+        &[
+            "recv",
+            &code,
+            "-o",
+            out.to_str().unwrap(),
+            "--proxy",
+            &proxy,
+        ],
+        b"",
+    );
+    assert_eq!(status, Some(0), "{err}");
+    assert_eq!(
+        blake3(&std::fs::read(out.join("f.bin")).unwrap()),
+        blake3(&data)
+    );
+    // The tunnel really went through the proxy.
+    let access = socks.stderr_line_with("socks5 CONNECT");
+    assert!(access.contains(&sender.addr.to_string()), "{access}");
+}
