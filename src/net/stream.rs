@@ -112,8 +112,8 @@ pub async fn open(
 /// `None` for plain streams or when none was chosen.
 pub fn alpn_protocol(stream: &BoxStream) -> Option<&[u8]> {
     type ClientTls = tokio_rustls::client::TlsStream<Traced<BoxStream>>;
-    stream
-        .as_any()
+    // Through the box to the stream inside: the box itself is an `AsyncStream` too.
+    AsyncStream::as_any(&**stream)
         .downcast_ref::<ClientTls>()
         .and_then(|tls| tls.get_ref().1.alpn_protocol())
 }
