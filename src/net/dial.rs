@@ -191,6 +191,7 @@ impl FromStr for Resolve {
             .map(|a| a.trim_start_matches('[').trim_end_matches(']').parse())
             .collect::<Result<Vec<IpAddr>, _>>()
             .map_err(|_| invalid("each ADDR must be an IP address"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
             return Err(invalid("the HOST is empty"));
         }

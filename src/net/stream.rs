@@ -16,7 +16,7 @@ use crate::net::{DialOptions, HostPort, NetError, Peer, tls};
 
 /// Anything that reads and writes bytes asynchronously and can move between tasks.
 pub trait AsyncStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {
-    /// The stream itself, so that code able to do better on a bare [`TcpStream`] (such as
+    /// The stream itself, so that code able to do better on a bare [`TcpStream`](tokio::net::TcpStream) (such as
     /// `sendfile`) can find one with `downcast_ref`.
     fn as_any(&self) -> &dyn Any;
 }

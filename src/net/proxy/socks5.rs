@@ -87,7 +87,7 @@ pub fn encode_destination(dest: &Destination, out: &mut Vec<u8>) {
         }
         Destination::Name(host, port) => {
             out.push(ATYP_DOMAIN);
-            // Names are at most 253 bytes (checked when parsed), so this fits one length byte.
+            // `handshake` refuses longer names; the cut here only keeps the length byte honest.
             out.push(host.len().min(255) as u8);
             out.extend_from_slice(&host.as_bytes()[..host.len().min(255)]);
             *port
@@ -153,6 +153,14 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     dest: &Destination,
     credentials: Option<&Credentials>,
 ) -> Result<(), ProxyError> {
+    if let Destination::Name(host, _) = dest {
+        if host.len() > 255 {
+            return Err(ProxyError::Protocol(format!(
+                "a host name of {} bytes does not fit a SOCKS5 request (255 at most)",
+                host.len()
+            )));
+        }
+    }
     let greeting: &[u8] = match credentials {
         Some(_) => &[VERSION, 2, METHOD_NONE, METHOD_PASSWORD],
         None => &[VERSION, 1, METHOD_NONE],
