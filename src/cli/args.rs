@@ -311,6 +311,36 @@ mod tests {
     }
 
     #[test]
+    fn route_flags_parse_and_an_empty_proxy_means_none() {
+        use clap::Parser;
+        let parsed = crate::cli::Cli::try_parse_from([
+            "sockit",
+            "connect",
+            "-s",
+            "127.0.0.2",
+            "-4",
+            "--proxy",
+            "socks5h://u:p@h:1",
+            ":80",
+        ]);
+        assert!(parsed.is_ok(), "{parsed:?}");
+        assert!(crate::cli::Cli::try_parse_from(["sockit", "connect", "-4", "-6", ":80"]).is_err());
+        assert!(
+            crate::cli::Cli::try_parse_from(["sockit", "get", "--resolve", "h:1", "h"]).is_err()
+        );
+        let route = RouteArgs {
+            proxy: Some(String::new()),
+            ..RouteArgs::default()
+        };
+        assert_eq!(route.policy(true).unwrap().explicit, Some(None));
+        let route = RouteArgs {
+            proxy: Some("ftp://h:1".into()),
+            ..RouteArgs::default()
+        };
+        assert!(route.policy(false).is_err());
+    }
+
+    #[test]
     fn sizes() {
         assert_eq!(parse_bytes("8192"), Ok(8192));
         assert_eq!(parse_bytes("8KiB"), Ok(8192));
