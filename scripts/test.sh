@@ -18,6 +18,9 @@ declare -A peers=(
   [python3]=python3
   [nginx]=nginx-light
   [tmux]=tmux
+  [microsocks]=microsocks
+  [danted]=dante-server
+  [tinyproxy]=tinyproxy
 )
 missing=()
 for program in "${!peers[@]}"; do

@@ -187,6 +187,10 @@ fn exit_code(class: FailureClass) -> u8 {
         FailureClass::Connect => 7,
         FailureClass::Timeout => 28,
         FailureClass::Tls => 35,
+        // curl's numbers: couldn't resolve proxy, proxy handshake error, CONNECT refused.
+        FailureClass::ProxyResolve => 5,
+        FailureClass::Proxy => 97,
+        FailureClass::ProxyTunnel => 56,
         _ => 1,
     }
 }

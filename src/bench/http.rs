@@ -21,8 +21,7 @@ use crate::bench::timeline::{Recorder, Timeline};
 use crate::bench::{Progress, Report};
 use crate::http::{Http1RequestFirst, SendState};
 use crate::net::tls::{Verify, client_config};
-use crate::net::trace::Traced;
-use crate::net::{BoxStream, ClientOptions, HostPort, NetError, open};
+use crate::net::{BoxStream, ClientOptions, DialOptions, HostPort, NetError, open};
 
 /// When a load run stops.
 #[derive(Debug, Clone, Copy)]
@@ -73,6 +72,8 @@ pub struct HttpLoad {
     pub rate: Option<f64>,
     /// HTTP/1.1 or HTTP/2.
     pub protocol: Protocol,
+    /// The route to the server (proxy, Unix socket, overrides); direct by default.
+    pub dial: DialOptions,
 }
 
 /// The default of [`HttpLoad::timeout`].
@@ -112,14 +113,14 @@ struct Target {
 ///
 /// [`HttpBenchError`] when the URL is unusable or the very first connection fails.
 pub async fn run(load: HttpLoad, progress: &Progress) -> Result<Report, HttpBenchError> {
-    let target = Arc::new(target_of(&load.url, load.protocol)?);
+    let target = Arc::new(target_of(&load.url, load.protocol, &load.dial)?);
     // Fail fast, with the real reason, when the server is not there at all (or does not
     // speak HTTP/2 when asked to).
     let (probe, _) = open(&target.host_port, &target.options)
         .await
         .map_err(HttpBenchError::Connect)?;
     if let Protocol::Http2 { .. } = load.protocol {
-        confirm_h2(probe, load.timeout)
+        confirm_h2(probe, target.options.tls.is_some(), load.timeout)
             .await
             .map_err(|reason| HttpBenchError::NotHttp2 {
                 url: load.url.to_string(),
@@ -267,7 +268,11 @@ impl Shared {
     }
 }
 
-fn target_of(url: &url::Url, protocol: Protocol) -> Result<Target, HttpBenchError> {
+fn target_of(
+    url: &url::Url,
+    protocol: Protocol,
+    dial: &DialOptions,
+) -> Result<Target, HttpBenchError> {
     let bad = || HttpBenchError::Url(url.to_string());
     let alpn: &[u8] = match protocol {
         Protocol::Http1 => b"http/1.1",
@@ -300,6 +305,7 @@ fn target_of(url: &url::Url, protocol: Protocol) -> Result<Target, HttpBenchErro
         options: ClientOptions {
             tls,
             server_name: Some(host),
+            dial: dial.clone(),
             ..ClientOptions::default()
         },
         host_header: HeaderValue::from_str(&host_header).map_err(|_| bad())?,
@@ -659,12 +665,9 @@ async fn h2_lane(
 /// Checks that the server at the other end of `stream` speaks HTTP/2: over TLS it must
 /// have picked `h2` by ALPN, and whatever the transport it must answer the connection
 /// preface with a SETTINGS frame (a server that speaks only HTTP/1 answers 400 or closes).
-async fn confirm_h2(mut stream: BoxStream, timeout: Duration) -> Result<(), String> {
-    type TlsStream = tokio_rustls::client::TlsStream<Traced<tokio::net::TcpStream>>;
-    if let Some(tls) = stream.as_any().downcast_ref::<TlsStream>() {
-        if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
-            return Err("it did not choose h2 in the TLS handshake (ALPN)".to_owned());
-        }
+async fn confirm_h2(mut stream: BoxStream, is_tls: bool, timeout: Duration) -> Result<(), String> {
+    if is_tls && crate::net::alpn_protocol(&stream) != Some(b"h2") {
+        return Err("it did not choose h2 in the TLS handshake (ALPN)".to_owned());
     }
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
     let mut first = [0_u8; 9];

@@ -229,7 +229,7 @@ impl Server {
     /// Serves clients until `stop` is cancelled; then tells everyone, lets their queues drain
     /// (bounded) and writes the last history lines to the database. Line clients and
     /// browsers (page and WebSocket) share `listener`.
-    pub async fn serve(self, listener: TcpListener, stop: CancellationToken) {
+    pub async fn serve(self, listener: impl Into<crate::net::Listener>, stop: CancellationToken) {
         self.serve_with_web(listener, None, stop).await;
     }
 
@@ -237,7 +237,7 @@ impl Server {
     /// `web` as well, when given (`--web`).
     pub async fn serve_with_web(
         self,
-        listener: TcpListener,
+        listener: impl Into<crate::net::Listener>,
         web: Option<TcpListener>,
         stop: CancellationToken,
     ) {

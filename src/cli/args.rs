@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::Args;
 
+use sockit::net::dial::{ConnectTo, DialOptions, Family, Resolve, UnixAddr};
+use sockit::net::proxy::{Proxy, ProxyEnv, ProxyPolicy};
 use sockit::net::tls::{self, Fingerprint, ServerIdentity, Verify};
 use sockit::net::trace::TraceSink;
 use sockit::net::{ClientOptions, DEFAULT_BIND_HOST, HostPort, NetError};
@@ -65,7 +67,8 @@ pub(crate) struct BindArgs {
     /// Port to listen on; 0 picks a free one (printed on stderr)
     #[arg(short, long, value_name = "PORT")]
     pub(crate) port: Option<u16>,
-    /// Address to bind; the default, 127.0.0.1, accepts this machine only
+    /// Address to bind; the default, 127.0.0.1, accepts this machine only (serve also takes
+    /// unix:PATH)
     #[arg(short, long, value_name = "IP", default_value = DEFAULT_BIND_HOST)]
     pub(crate) bind: String,
 }
@@ -126,6 +129,7 @@ impl ClientTlsArgs {
             tls,
             server_name: self.sni.clone(),
             trace: trace.sink(),
+            dial: DialOptions::default(),
         })
     }
 
@@ -142,6 +146,93 @@ impl ClientTlsArgs {
         } else {
             None
         }
+    }
+}
+
+/// How a client reaches its server: proxy, Unix socket, address overrides, source address.
+#[derive(Debug, Args, Default)]
+pub(crate) struct RouteArgs {
+    /// Go through a proxy: socks5h://[USER:PASS@]HOST:PORT (the proxy resolves names),
+    /// socks5://… (names resolved here), http://… or https://… (CONNECT); '' for none
+    #[arg(long, value_name = "URL", help_heading = "Route")]
+    pub(crate) proxy: Option<String>,
+    /// Also trust the CA certificates in this PEM file for an https:// proxy
+    #[arg(long, value_name = "FILE", help_heading = "Route")]
+    pub(crate) proxy_cacert: Option<PathBuf>,
+    /// Hosts reached without the proxy: names (with their subdomains), IPs, CIDRs or '*',
+    /// comma-separated; replaces NO_PROXY
+    #[arg(long, value_name = "LIST", help_heading = "Route")]
+    pub(crate) noproxy: Option<String>,
+    /// Connect to this Unix socket instead (@NAME: Linux abstract socket); the address or
+    /// URL still names the server (Host header, TLS)
+    #[arg(long, value_name = "PATH", help_heading = "Route")]
+    pub(crate) unix_socket: Option<String>,
+    /// Use ADDR for HOST:PORT instead of DNS (TLS still checks HOST); repeatable
+    #[arg(long, value_name = "HOST:PORT:ADDR", help_heading = "Route")]
+    pub(crate) resolve: Vec<Resolve>,
+    /// Connect to HOST2:PORT2 when asked for HOST:PORT (TLS still checks HOST); repeatable
+    #[arg(long, value_name = "HOST:PORT:HOST2:PORT2", help_heading = "Route")]
+    pub(crate) connect_to: Vec<ConnectTo>,
+    /// Send from this local IP address
+    #[arg(long, value_name = "ADDR", help_heading = "Route")]
+    pub(crate) source: Option<std::net::IpAddr>,
+    /// Use IPv4 addresses only
+    #[arg(short = '4', long, conflicts_with = "ipv6", help_heading = "Route")]
+    pub(crate) ipv4: bool,
+    /// Use IPv6 addresses only
+    #[arg(short = '6', long, help_heading = "Route")]
+    pub(crate) ipv6: bool,
+}
+
+impl RouteArgs {
+    /// The route for a client that talks to one server, `target`: `--proxy` as given (the
+    /// environment is for the HTTP commands), unless `--noproxy` names the target.
+    pub(crate) fn dial_options(&self, target: &HostPort) -> anyhow::Result<DialOptions> {
+        let mut options = self.dial_without_proxy()?;
+        options.proxy = self
+            .policy(false)?
+            .proxy_for("", target.host_or(sockit::net::DEFAULT_CONNECT_HOST))?;
+        Ok(options)
+    }
+
+    /// The route without a proxy (an HTTP client picks one per URL from [`Self::policy`]).
+    pub(crate) fn dial_without_proxy(&self) -> Result<DialOptions, NetError> {
+        let proxy_tls = match &self.proxy_cacert {
+            Some(file) => Some(tls::client_config(&Verify::CaFile(file.clone()), &[])?),
+            None => None,
+        };
+        Ok(DialOptions {
+            proxy: None,
+            proxy_tls,
+            unix_socket: self.unix_socket.as_deref().map(UnixAddr::from_path_text),
+            resolve: self.resolve.clone(),
+            connect_to: self.connect_to.clone(),
+            source: self.source,
+            family: match (self.ipv4, self.ipv6) {
+                (true, _) => Some(Family::V4),
+                (_, true) => Some(Family::V6),
+                _ => None,
+            },
+        })
+    }
+
+    /// The proxy policy: `--proxy` (`''` for none), else, when `read_env`, the proxy
+    /// environment variables as curl reads them; `--noproxy` either way.
+    pub(crate) fn policy(&self, read_env: bool) -> anyhow::Result<ProxyPolicy> {
+        let explicit = match self.proxy.as_deref().map(str::trim) {
+            None => None,
+            Some("") => Some(None),
+            Some(url) => Some(Some(url.parse::<Proxy>()?)),
+        };
+        Ok(ProxyPolicy {
+            explicit,
+            env: if read_env {
+                ProxyEnv::from_env()
+            } else {
+                ProxyEnv::default()
+            },
+            no_proxy: self.noproxy.clone(),
+        })
     }
 }
 
@@ -217,6 +308,36 @@ mod tests {
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn route_flags_parse_and_an_empty_proxy_means_none() {
+        use clap::Parser;
+        let parsed = crate::cli::Cli::try_parse_from([
+            "sockit",
+            "connect",
+            "-s",
+            "127.0.0.2",
+            "-4",
+            "--proxy",
+            "socks5h://u:p@h:1",
+            ":80",
+        ]);
+        assert!(parsed.is_ok(), "{parsed:?}");
+        assert!(crate::cli::Cli::try_parse_from(["sockit", "connect", "-4", "-6", ":80"]).is_err());
+        assert!(
+            crate::cli::Cli::try_parse_from(["sockit", "get", "--resolve", "h:1", "h"]).is_err()
+        );
+        let route = RouteArgs {
+            proxy: Some(String::new()),
+            ..RouteArgs::default()
+        };
+        assert_eq!(route.policy(true).unwrap().explicit, Some(None));
+        let route = RouteArgs {
+            proxy: Some("ftp://h:1".into()),
+            ..RouteArgs::default()
+        };
+        assert!(route.policy(false).is_err());
     }
 
     #[test]

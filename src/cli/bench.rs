@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use sockit::bench::{Progress, Report, chat, echo, http};
 use sockit::net::{DEFAULT_CONNECT_HOST, HostPort};
 
-use crate::cli::args::{parse_bytes, parse_duration};
+use crate::cli::args::{RouteArgs, parse_bytes, parse_duration};
 use crate::cli::output::{self, say_partial};
 
 /// Measure a server: requests or round trips per second, latency percentiles, errors.
@@ -63,7 +63,7 @@ enum BenchMode {
   sockit bench http :8080/api -H 'Authorization: Bearer x' --method POST --body '{}'
   sockit bench http :8080/ -c 16 --rate 2000 -d 30s --plot lat.svg   open loop, like wrk2
   sockit bench http https://127.0.0.1:8443/ --h2 -c 64 -m 10 -d 10s  HTTP/2, like h2load")]
-    Http(HttpArgs),
+    Http(Box<HttpArgs>),
     /// Load a chat server: N clients in a room, K senders; lost, duplicated, reordered lines
     #[command(after_help = "Examples:
   sockit bench chat :7777 --clients 100 --senders 10 --messages 1000        flat out
@@ -113,6 +113,8 @@ struct HttpArgs {
     #[arg(short = 'm', long = "streams", value_name = "STREAMS", default_value_t = 1,
           requires = "h2", value_parser = clap::value_parser!(u32).range(1..))]
     streams: u32,
+    #[command(flatten)]
+    route: RouteArgs,
 }
 
 impl HttpArgs {
@@ -135,6 +137,10 @@ impl HttpArgs {
             (Some(d), None) => http::Stop::After(d),
             (None, None) => http::Stop::After(Duration::from_secs(10)),
         };
+        let host = url.host_str().unwrap_or(DEFAULT_CONNECT_HOST);
+        let dial = self
+            .route
+            .dial_options(&HostPort::new(Some(host.to_owned()), 0))?;
         let method = ::http::Method::from_bytes(self.method.as_bytes())
             .map_err(|_| anyhow::anyhow!("invalid method {:?}", self.method))?;
         Ok((
@@ -155,6 +161,7 @@ impl HttpArgs {
                 } else {
                     http::Protocol::Http1
                 },
+                dial,
             },
             self.threads,
         ))

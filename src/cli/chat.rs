@@ -9,12 +9,15 @@ use tokio_util::sync::CancellationToken;
 
 use sockit::chat::client::{self, JoinConfig, JoinError};
 use sockit::chat::{self, Config, Password, QueueLimits};
-use sockit::net::{HostPort, ServerConfig, bind_tcp, open};
+use sockit::net::dial::UnixAddr;
+use sockit::net::unix::bind_unix;
+use sockit::net::{HostPort, Listener, ServerConfig, bind_tcp, open};
 
 use crate::cli::args::{
-    BindArgs, ClientTlsArgs, ServerTlsArgs, TraceArgs, announce, parse_bytes, parse_duration,
+    BindArgs, ClientTlsArgs, RouteArgs, ServerTlsArgs, TraceArgs, announce, parse_bytes,
+    parse_duration,
 };
-use crate::cli::output::{OutputError, TaggedStdout};
+use crate::cli::output::{OutputError, TaggedStdout, say};
 
 /// Multi-user chat: a server that nc and telnet can join, and a terminal client.
 #[derive(Debug, Args)]
@@ -117,6 +120,8 @@ struct JoinArgs {
     timeout: Duration,
     #[command(flatten)]
     trace: TraceArgs,
+    #[command(flatten)]
+    route: RouteArgs,
 }
 
 impl TryFrom<&ServeArgs> for Config {
@@ -164,18 +169,38 @@ pub(crate) async fn run(args: ChatArgs, stop: CancellationToken) -> anyhow::Resu
 }
 
 async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<()> {
-    let addr = args.bind.resolve(None, chat::DEFAULT_PORT)?;
     let mut config = Config::try_from(&args)?;
-    let identity = args.tls.identity(addr, &[])?;
+    let unix = UnixAddr::parse_prefixed(&args.bind.bind);
+    let addr = match &unix {
+        Some(_) if args.tls.tls || args.tls.cert.is_some() => {
+            anyhow::bail!("--tls over a Unix socket is not supported")
+        }
+        Some(_) => None,
+        None => Some(args.bind.resolve(None, chat::DEFAULT_PORT)?),
+    };
+    let identity = match addr {
+        Some(addr) => args.tls.identity(addr, &[])?,
+        None => None,
+    };
     config.server.tls = identity.as_ref().map(|id| id.config.clone());
     let server = chat::Server::open(config)?;
-    let listener = bind_tcp(addr)?;
-    announce("chat", listener.local_addr()?, identity.as_ref());
+    let listener: Listener = match (&unix, addr) {
+        (Some(unix), _) => {
+            let listener = bind_unix(unix)?;
+            say(format_args!("sockit chat listening on {unix}"));
+            listener.into()
+        }
+        (None, addr) => {
+            let listener = bind_tcp(anyhow::Context::context(addr, "no address to listen on")?)?;
+            announce("chat", listener.local_addr()?, identity.as_ref());
+            listener.into()
+        }
+    };
     let web = match &args.web {
         Some(web) => {
             let web = bind_tcp(web.clone().with_default_host(&args.bind.bind).bind_addr()?)?;
             let scheme = if identity.is_some() { "https" } else { "http" };
-            eprintln!("sockit chat web on {scheme}://{}/", web.local_addr()?);
+            say(format_args!("sockit chat web on {scheme}://{}/", web.local_addr()?));
             Some(web)
         }
         None => None,
@@ -195,7 +220,8 @@ async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<()> {
 }
 
 async fn join(args: JoinArgs, stop: CancellationToken) -> anyhow::Result<()> {
-    let options = args.tls.client_options(args.timeout, &args.trace)?;
+    let mut options = args.tls.client_options(args.timeout, &args.trace)?;
+    options.dial = args.route.dial_options(&args.addr)?;
     // Ctrl-C ends the connect and the TLS handshake at once, not at --timeout.
     let (stream, peer) = tokio::select! {
         opened = open(&args.addr, &options) => opened?,

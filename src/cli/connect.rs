@@ -10,6 +10,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use sockit::net::dial::Endpoint;
 use sockit::net::echo::MAX_DATAGRAM_BYTES;
 use sockit::net::relay::{RelayConfig, RelayEnd, relay};
 use sockit::net::{DEFAULT_CONNECT_HOST, HostPort, bind_udp, open};
@@ -17,7 +18,7 @@ use sockit::net::{DEFAULT_CONNECT_HOST, HostPort, bind_udp, open};
 use crate::cli::Interrupted;
 use crate::cli::output::{ClosingStdout, OutputError};
 
-use crate::cli::args::{ClientTlsArgs, TraceArgs, parse_duration};
+use crate::cli::args::{ClientTlsArgs, RouteArgs, TraceArgs, parse_duration};
 
 /// Connect to ADDR; stdin goes to the peer and the peer's bytes to stdout, both at once.
 ///
@@ -26,17 +27,21 @@ use crate::cli::args::{ClientTlsArgs, TraceArgs, parse_duration};
 /// of stdin is still sent. sockit exits when both are done, or at the peer's close when stdin
 /// is a terminal. Ctrl-C exits 130.
 #[derive(Debug, Args)]
+#[command(mut_arg("source", |a| a.short('s')))]
 #[command(after_help = "Examples:
   sockit connect example.com:80             talk to a server by hand
   printf 'GET / HTTP/1.0\\r\\n\\r\\n' | sockit connect example.com:80
   sockit connect --tls example.com:443      TLS, verified against the web PKI
   sockit connect --pin sha256:ab12… :8443   TLS to a self-signed server, pinned
   sockit connect --udp :9000                each stdin line is one datagram
-  sockit connect --trace :8000 < req.bin    hexdump every byte both ways")]
+  sockit connect --trace :8000 < req.bin    hexdump every byte both ways
+  sockit connect unix:/run/app.sock         a Unix socket, like nc -U
+  sockit connect --proxy socks5h://127.0.0.1:1080 example.com:80
+  sockit connect -s 127.0.0.2 :8000         send from 127.0.0.2")]
 pub(crate) struct ConnectArgs {
-    /// Where to connect: HOST:PORT, [IPv6]:PORT, :PORT or PORT (localhost)
+    /// Where to connect: HOST:PORT, [IPv6]:PORT, :PORT or PORT (localhost), or unix:PATH
     #[arg(value_name = "ADDR")]
-    addr: HostPort,
+    addr: Endpoint,
     /// Use UDP: each stdin line is one datagram, every reply is printed
     #[arg(short, long, conflicts_with_all = ["tls", "pin", "ca", "insecure"])]
     udp: bool,
@@ -57,16 +62,27 @@ pub(crate) struct ConnectArgs {
     linger: Duration,
     #[command(flatten)]
     trace: TraceArgs,
+    #[command(flatten)]
+    route: RouteArgs,
 }
 
 pub(crate) async fn run(args: ConnectArgs, stop: CancellationToken) -> anyhow::Result<()> {
     if args.udp {
         return run_udp(args, stop).await;
     }
-    let options = args.tls.client_options(args.timeout, &args.trace)?;
+    let mut options = args.tls.client_options(args.timeout, &args.trace)?;
+    let target = match &args.addr {
+        Endpoint::Tcp(addr) => addr.clone(),
+        // The name TLS checks when none is given with --sni.
+        Endpoint::Unix(_) => HostPort::new(Some(DEFAULT_CONNECT_HOST.to_owned()), 0),
+    };
+    options.dial = args.route.dial_options(&target)?;
+    if let Endpoint::Unix(unix) = &args.addr {
+        options.dial.unix_socket = Some(unix.clone());
+    }
     // Resolve, connect and handshake all give way to Ctrl-C at once.
     let (stream, peer) = tokio::select! {
-        opened = open(&args.addr, &options) => opened?,
+        opened = open(&target, &options) => opened?,
         _ = stop.cancelled() => return Err(Interrupted.into()),
     };
     info!(%peer, "connected");
@@ -92,14 +108,20 @@ pub(crate) async fn run(args: ConnectArgs, stop: CancellationToken) -> anyhow::R
 }
 
 async fn run_udp(args: ConnectArgs, stop: CancellationToken) -> anyhow::Result<()> {
-    let peers = args.addr.resolve(DEFAULT_CONNECT_HOST).await?;
-    let peer = peers[0];
-    let local = if peer.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
+    let Endpoint::Tcp(addr) = &args.addr else {
+        anyhow::bail!("--udp needs HOST:PORT, not a Unix socket");
     };
-    let socket = bind_udp(local.parse().expect("valid literal")).await?;
+    if args.route.proxy.is_some() || args.route.unix_socket.is_some() {
+        anyhow::bail!("--udp goes direct: --proxy and --unix-socket are for TCP");
+    }
+    let peers = args.addr_family_filter(addr.resolve(DEFAULT_CONNECT_HOST).await?)?;
+    let peer = peers[0];
+    let local = match args.route.source {
+        Some(ip) => SocketAddr::new(ip, 0),
+        None if peer.is_ipv4() => SocketAddr::from(([0, 0, 0, 0], 0)),
+        None => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
+    };
+    let socket = bind_udp(local).await?;
     socket
         .connect(peer)
         .await
@@ -140,6 +162,20 @@ async fn run_udp(args: ConnectArgs, stop: CancellationToken) -> anyhow::Result<(
             }
             _ = &mut linger, if !stdin_open => return Ok(()),
         }
+    }
+}
+
+impl ConnectArgs {
+    /// Keeps the addresses of the family asked for with -4/-6.
+    fn addr_family_filter(&self, addrs: Vec<SocketAddr>) -> anyhow::Result<Vec<SocketAddr>> {
+        let kept: Vec<SocketAddr> = addrs
+            .into_iter()
+            .filter(|a| (!self.route.ipv4 || a.is_ipv4()) && (!self.route.ipv6 || a.is_ipv6()))
+            .collect();
+        if kept.is_empty() {
+            anyhow::bail!("{} has no address of the family asked for", self.addr);
+        }
+        Ok(kept)
     }
 }
 

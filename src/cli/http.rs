@@ -20,7 +20,7 @@ use sockit::net::tls::{Fingerprint, Verify};
 use sockit::net::trace::TraceSink;
 
 use crate::cli::UsageError;
-use crate::cli::args::parse_duration;
+use crate::cli::args::{RouteArgs, parse_duration};
 use crate::cli::output::{OutputError, Stdout, say};
 
 const EXAMPLES: &str = "Examples:
@@ -155,6 +155,8 @@ pub(crate) struct HttpOptions {
     /// Speak HTTP/2 only: ALPN h2 on https://, prior knowledge on http://
     #[arg(long)]
     http2: bool,
+    #[command(flatten)]
+    route: RouteArgs,
 }
 
 /// The exit status for `--check-status`: 3, 4 or 5 like HTTPie.
@@ -228,6 +230,8 @@ pub(crate) async fn run(
         } else {
             HttpVersions::Negotiate
         },
+        dial: opts.route.dial_without_proxy()?,
+        proxy: opts.route.policy(true)?,
         ..ClientConfig::default()
     });
     let typed: HashMap<String, String> = items

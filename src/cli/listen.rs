@@ -9,14 +9,18 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use sockit::net::dial::Endpoint;
 use sockit::net::echo::{self, ServiceConfig, Template, UdpReply};
 use sockit::net::keep_open::{KeepOpenConfig, keep_open};
+use sockit::net::proxy::Credentials;
 use sockit::net::relay::{RelayConfig, relay};
-use sockit::net::{HostPort, ServerConfig, accept, bind_tcp, bind_udp, secure, serve};
+use sockit::net::socks_server::{SocksConfig, serve_socks5};
+use sockit::net::unix::bind_unix;
+use sockit::net::{Listener, ServerConfig, bind_tcp, bind_udp, secure, serve};
 
 use crate::cli::args::{BindArgs, ServerTlsArgs, TraceArgs, announce, parse_bytes, parse_duration};
 use crate::cli::connect::send_datagram;
-use crate::cli::output::{ClosingStdout, OutputError};
+use crate::cli::output::{ClosingStdout, OutputError, say};
 
 /// Listen for connections. By default: one peer, stdin to it and its bytes to stdout (nc -l).
 #[derive(Debug, Args)]
@@ -27,11 +31,14 @@ use crate::cli::output::{ClosingStdout, OutputError};
   sockit listen 9000 --greet 'hello {}'     answer each line with a template
   sockit listen 9000 --udp --echo           UDP echo for any number of peers
   sockit listen 9443 --tls --echo           TLS with a fresh self-signed certificate
-  sockit listen 0.0.0.0:9000                accept other machines too")]
+  sockit listen 0.0.0.0:9000                accept other machines too
+  sockit listen unix:/tmp/app.sock          a Unix socket, like nc -lU
+  sockit listen 1080 --socks5 --auth u:pw   a SOCKS5 proxy for this machine")]
 pub(crate) struct ListenArgs {
-    /// Where to listen: PORT, :PORT, IP:PORT or [IPv6]:PORT (default 127.0.0.1, port 0)
+    /// Where to listen: PORT, :PORT, IP:PORT or [IPv6]:PORT (default 127.0.0.1, port 0), or
+    /// unix:PATH (unix:@NAME: a Linux abstract socket)
     #[arg(value_name = "ADDR")]
-    addr: Option<HostPort>,
+    addr: Option<Endpoint>,
     #[command(flatten)]
     bind: BindArgs,
     /// Keep accepting peers; their data is printed tagged with their address when several are
@@ -64,14 +71,28 @@ pub(crate) struct ListenArgs {
     tls: ServerTlsArgs,
     #[command(flatten)]
     trace: TraceArgs,
+    /// Be a SOCKS5 proxy (CONNECT only; many clients at once)
+    #[arg(long, conflicts_with_all = ["echo", "greet", "udp", "keep_open", "tls", "cert"])]
+    socks5: bool,
+    /// With --socks5: require this user name and password (RFC 1929)
+    #[arg(long, value_name = "USER:PASS", requires = "socks5")]
+    auth: Option<String>,
 }
 
 pub(crate) async fn run(args: ListenArgs, stop: CancellationToken) -> anyhow::Result<()> {
-    let addr = args.bind.resolve(args.addr.as_ref(), 0)?;
-    let service = ServiceConfig {
-        idle_timeout: args.idle_timeout,
-        max_line_bytes: args.max_line,
+    let tcp_addr = match &args.addr {
+        Some(Endpoint::Unix(unix)) => {
+            if args.udp || args.keep_open {
+                anyhow::bail!("--udp and --keep-open need an IP address, not a Unix socket");
+            }
+            let listener = bind_unix(unix)?;
+            say(format_args!("sockit listen listening on {unix}"));
+            return serve_stream(args, listener.into(), None, stop).await;
+        }
+        Some(Endpoint::Tcp(addr)) => Some(addr),
+        None => None,
     };
+    let addr = args.bind.resolve(tcp_addr, 0)?;
     if args.udp {
         let socket = bind_udp(addr).await?;
         announce("listen", socket.local_addr()?, None);
@@ -87,6 +108,43 @@ pub(crate) async fn run(args: ListenArgs, stop: CancellationToken) -> anyhow::Re
     let identity = args.tls.identity(addr, &[])?;
     let listener = bind_tcp(addr)?;
     announce("listen", listener.local_addr()?, identity.as_ref());
+    if args.keep_open {
+        let server = ServerConfig {
+            max_conns: args.max_conns,
+            tls: identity.map(|id| id.config),
+            trace: args.trace.sink(),
+            ..ServerConfig::default()
+        };
+        let config = KeepOpenConfig {
+            end_with_peer: std::io::stdin().is_terminal(),
+            keep_write_open: args.no_shutdown,
+        };
+        return keep_open(
+            listener,
+            server,
+            config,
+            tokio::io::stdin(),
+            tokio::io::stdout(),
+            stop,
+        )
+        .await
+        .map_err(Into::into);
+    }
+    serve_stream(args, listener.into(), identity, stop).await
+}
+
+/// Serves a stream listener (TCP or Unix) in the mode the flags pick: SOCKS5, echo, greet or
+/// one peer relayed to stdin/stdout.
+async fn serve_stream(
+    args: ListenArgs,
+    listener: Listener,
+    identity: Option<sockit::net::tls::ServerIdentity>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let service = ServiceConfig {
+        idle_timeout: args.idle_timeout,
+        max_line_bytes: args.max_line,
+    };
     let server = ServerConfig {
         max_conns: args.max_conns,
         tls: identity.map(|id| id.config),
@@ -94,7 +152,31 @@ pub(crate) async fn run(args: ListenArgs, stop: CancellationToken) -> anyhow::Re
         ..ServerConfig::default()
     };
 
-    if args.echo {
+    if args.socks5 {
+        let credentials = match &args.auth {
+            Some(auth) => {
+                let (user, password) = auth.split_once(':').context("--auth takes USER:PASS")?;
+                if user.len() > 255 || password.len() > 255 {
+                    anyhow::bail!("SOCKS5 user names and passwords are at most 255 bytes");
+                }
+                Some(Credentials {
+                    user: user.to_owned(),
+                    password: password.to_owned(),
+                })
+            }
+            None => None,
+        };
+        let config = Arc::new(SocksConfig {
+            credentials,
+            idle_timeout: args.idle_timeout,
+            ..SocksConfig::default()
+        });
+        serve(listener, server, stop, move |stream, peer, stop| {
+            let config = config.clone();
+            async move { serve_socks5(stream, peer, &config, stop).await }
+        })
+        .await;
+    } else if args.echo {
         let service = Arc::new(service);
         serve(listener, server, stop, move |stream, _, stop| {
             let service = service.clone();
@@ -109,25 +191,11 @@ pub(crate) async fn run(args: ListenArgs, stop: CancellationToken) -> anyhow::Re
             async move { echo::greet(stream, &template, &service, stop).await }
         })
         .await;
-    } else if args.keep_open {
-        let config = KeepOpenConfig {
-            end_with_peer: std::io::stdin().is_terminal(),
-            keep_write_open: args.no_shutdown,
-        };
-        keep_open(
-            listener,
-            server,
-            config,
-            tokio::io::stdin(),
-            tokio::io::stdout(),
-            stop,
-        )
-        .await?;
     } else {
         // One peer, like `nc -l`: accept, stop listening, relay until both sides are done.
         let (tcp, peer) = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
-            conn = accept(&listener) => conn,
+            conn = listener.accept() => conn,
         };
         drop(listener);
         info!(%peer, "peer connected");

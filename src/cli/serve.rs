@@ -11,6 +11,8 @@ use tokio_util::sync::CancellationToken;
 use sockit::http::server::{
     self, AccessLog, Config, Credentials, FixedAnswer, Limits, UploadConfig,
 };
+use sockit::net::dial::UnixAddr;
+use sockit::net::unix::bind_unix;
 use sockit::net::{ServerConfig, bind_tcp};
 
 use crate::cli::args::{BindArgs, ServerTlsArgs, TraceArgs, announce, parse_bytes, parse_duration};
@@ -155,6 +157,9 @@ pub(crate) async fn run(args: ServeArgs, stop: CancellationToken) -> anyhow::Res
 }
 
 async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<()> {
+    if let Some(unix) = UnixAddr::parse_prefixed(&args.bind.bind) {
+        return serve_unix(args, unix, stop).await;
+    }
     let addr = args.bind.resolve(None, 8000)?;
     if args.upload && args.auth.is_none() && !addr.ip().is_loopback() {
         anyhow::bail!(
@@ -179,6 +184,37 @@ async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<()> {
     say(format_args!("open {scheme}://{shown}/"));
     let net = ServerConfig {
         tls: identity.map(|id| id.config),
+        trace: args.trace.sink(),
+        ..ServerConfig::default()
+    };
+    server::serve(listener, config, net, stop)
+        .await
+        .with_context(|| format!("serving {}", args.dir.display()))
+}
+
+/// `serve --bind unix:PATH`: the same site on a Unix socket (for a reverse proxy in front,
+/// or `curl --unix-socket`). Plain HTTP: the socket file's permissions guard it.
+async fn serve_unix(
+    args: ServeArgs,
+    unix: UnixAddr,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    if args.tls.tls || args.tls.cert.is_some() {
+        anyhow::bail!("--tls over a Unix socket is not supported; serve plain HTTP there");
+    }
+    let config = args.config()?;
+    if config.fixed.is_none() && !args.dir.is_dir() {
+        anyhow::bail!("not a directory: {}", args.dir.display());
+    }
+    let listener = bind_unix(&unix)?;
+    say(format_args!("sockit serve listening on {unix}"));
+    if let UnixAddr::Path(path) = &unix {
+        say(format_args!(
+            "try: curl --unix-socket {} http://localhost/",
+            path.display()
+        ));
+    }
+    let net = ServerConfig {
         trace: args.trace.sink(),
         ..ServerConfig::default()
     };

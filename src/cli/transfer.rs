@@ -18,7 +18,7 @@ use sockit::transfer::{
     serve_offer, serve_raw, shown,
 };
 
-use crate::cli::args::{announce, parse_bytes, parse_duration};
+use crate::cli::args::{RouteArgs, announce, parse_bytes, parse_duration};
 use crate::cli::output;
 
 /// Offer files and directories over HTTPS with a pinned certificate; prints the recv command.
@@ -80,6 +80,8 @@ pub(crate) struct RecvArgs {
     /// Limit for connecting and the TLS handshake
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     connect_timeout: Duration,
+    #[command(flatten)]
+    route: RouteArgs,
 }
 
 pub(crate) async fn send(args: SendArgs, stop: CancellationToken) -> anyhow::Result<()> {
@@ -316,6 +318,7 @@ pub(crate) async fn recv(args: RecvArgs, stop: CancellationToken) -> anyhow::Res
             args.overwrite,
             &progress,
             args.connect_timeout,
+            &args.route.dial_options(&addr)?,
             stop,
         )
         .await;
@@ -335,6 +338,7 @@ pub(crate) async fn recv(args: RecvArgs, stop: CancellationToken) -> anyhow::Res
         overwrite: args.overwrite,
         parallel: args.parallel,
         connect_timeout: args.connect_timeout,
+        dial: args.route.dial_options(&code.addr)?,
         ..RecvConfig::default()
     };
     let result = receive(&code, &config, &progress, stop).await;

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::net::AddrError;
+use crate::net::proxy::{ProxyError, ProxyUrlError};
 
 /// What went wrong while connecting, binding or handshaking.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,47 @@ pub enum NetError {
     /// TLS could not be set up (unreadable certificate or key, bad pin syntax).
     #[error("TLS setup: {0}")]
     TlsConfig(String),
+    /// A Unix socket could not be reached.
+    #[error("cannot connect to {addr}")]
+    Unix {
+        /// The socket (`unix:/path`).
+        addr: String,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+    /// A Unix socket could not be listened on.
+    #[error("cannot listen on {addr}: {reason}")]
+    UnixBind {
+        /// The socket (`unix:/path`).
+        addr: String,
+        /// What is in the way.
+        reason: String,
+        /// What the OS said, when it said something.
+        #[source]
+        source: Option<io::Error>,
+    },
+    /// A proxy URL (from `--proxy` or the environment) is not usable.
+    #[error(transparent)]
+    ProxyUrl(#[from] ProxyUrlError),
+    /// The proxy itself could not be resolved, reached or (`https://`) verified.
+    #[error("cannot reach proxy {proxy}")]
+    ProxyUnreachable {
+        /// The proxy URL, without its password.
+        proxy: String,
+        /// Why.
+        #[source]
+        source: Box<NetError>,
+    },
+    /// The proxy was reached but refused or broke the handshake.
+    #[error("proxy {proxy}")]
+    Proxy {
+        /// The proxy URL, without its password.
+        proxy: String,
+        /// The step that failed.
+        #[source]
+        source: ProxyError,
+    },
 }
 
 /// Broad classes of failure; the binary maps each to its own exit code.
@@ -70,6 +112,12 @@ pub enum FailureClass {
     Timeout,
     /// Certificate verification or TLS handshake failure.
     Tls,
+    /// The proxy's host name did not resolve.
+    ProxyResolve,
+    /// The proxy refused or broke its handshake (SOCKS reply, auth).
+    Proxy,
+    /// An HTTP proxy answered CONNECT with an error status.
+    ProxyTunnel,
     /// Anything else.
     Other,
 }
@@ -79,12 +127,23 @@ impl NetError {
     pub fn class(&self) -> FailureClass {
         match self {
             NetError::Addr(AddrError::Resolve { .. }) => FailureClass::Resolve,
-            NetError::Refused { .. } | NetError::Connect { .. } => FailureClass::Connect,
+            NetError::Refused { .. } | NetError::Connect { .. } | NetError::Unix { .. } => {
+                FailureClass::Connect
+            }
+            NetError::ProxyUnreachable { source, .. } => match source.class() {
+                FailureClass::Resolve => FailureClass::ProxyResolve,
+                other => other,
+            },
+            NetError::Proxy { source, .. } => match source {
+                ProxyError::ConnectStatus { .. } => FailureClass::ProxyTunnel,
+                _ => FailureClass::Proxy,
+            },
             NetError::Timeout { .. } => FailureClass::Timeout,
             NetError::Tls { .. } | NetError::TlsConfig(_) => FailureClass::Tls,
-            NetError::Addr(AddrError::Invalid { .. }) | NetError::Bind { .. } => {
-                FailureClass::Other
-            }
+            NetError::Addr(AddrError::Invalid { .. })
+            | NetError::Bind { .. }
+            | NetError::UnixBind { .. }
+            | NetError::ProxyUrl(_) => FailureClass::Other,
         }
     }
 }

@@ -1,24 +1,30 @@
-//! The network layer: addresses, TCP/UDP connect and listen, TLS, byte tracing, full-duplex
-//! relay, line framing, the accept loop with graceful shutdown, and the small echo/greet
-//! services. It knows nothing of HTTP or chat; everything else stands on it.
+//! The network layer: addresses, TCP/UDP/Unix connect and listen, proxies, TLS, byte tracing,
+//! full-duplex relay, line framing, the accept loop with graceful shutdown, and the small
+//! echo/greet/SOCKS5 services. It knows nothing of HTTP or chat; everything else stands on it.
 
 mod addr;
+pub mod dial;
 pub mod echo;
 mod error;
 pub mod keep_open;
 pub mod line;
+pub mod proxy;
 pub mod relay;
 mod server;
+pub mod socks_server;
 mod stream;
 mod tcp;
 pub mod tls;
 pub mod trace;
 pub mod udp_batch;
+#[cfg(unix)]
+pub mod unix;
 
 pub use addr::{AddrError, DEFAULT_BIND_HOST, DEFAULT_CONNECT_HOST, HostPort, Target};
+pub use dial::{DialOptions, Peer};
 pub use error::{FailureClass, NetError, classify};
-pub use server::{ServerConfig, serve, shutdown_signal};
-pub use stream::{AsyncStream, BoxStream, ClientOptions, open, secure};
+pub use server::{Listener, ServerConfig, serve, shutdown_signal};
+pub use stream::{AsyncStream, BoxStream, ClientOptions, alpn_protocol, open, secure};
 pub use tcp::{accept, bind_tcp, bind_udp, connect};
 
 /// Formats an error and its causes on one line: `outer: inner: root`.

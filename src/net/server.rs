@@ -42,12 +42,54 @@ impl Default for ServerConfig {
     }
 }
 
+/// A listening socket: TCP, or a Unix socket.
+#[derive(Debug)]
+pub enum Listener {
+    /// TCP.
+    Tcp(TcpListener),
+    /// A Unix socket (its file is removed when this is dropped).
+    #[cfg(unix)]
+    Unix(crate::net::unix::UnixServerSocket),
+}
+
+impl From<TcpListener> for Listener {
+    fn from(listener: TcpListener) -> Self {
+        Listener::Tcp(listener)
+    }
+}
+
+#[cfg(unix)]
+impl From<crate::net::unix::UnixServerSocket> for Listener {
+    fn from(listener: crate::net::unix::UnixServerSocket) -> Self {
+        Listener::Unix(listener)
+    }
+}
+
+/// The address a Unix socket client is given: it has none (`0.0.0.0:0`).
+const UNIX_PEER: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+
+impl Listener {
+    /// Accepts the next connection; never fails (see [`accept`]).
+    pub async fn accept(&self) -> (BoxStream, SocketAddr) {
+        match self {
+            Listener::Tcp(listener) => {
+                let (tcp, peer) = accept(listener).await;
+                (Box::new(tcp), peer)
+            }
+            #[cfg(unix)]
+            Listener::Unix(listener) => (Box::new(listener.accept().await), UNIX_PEER),
+        }
+    }
+}
+
 /// Accepts connections until `stop` is cancelled and runs `handler` on each in its own task.
 ///
-/// The handler gets the (secured, traced) stream, the peer address and a child token that is
-/// cancelled when the server stops: it should finish the item in hand and close.
+/// The handler gets the (secured, traced) stream, the peer address (`0.0.0.0:0` for a Unix
+/// socket client, which has none) and a child token that is cancelled when the server stops:
+/// it should finish the item in hand and close.
 pub async fn serve<H, F>(
-    listener: TcpListener,
+    listener: impl Into<Listener>,
     config: ServerConfig,
     stop: CancellationToken,
     handler: H,
@@ -55,13 +97,14 @@ pub async fn serve<H, F>(
     H: Fn(BoxStream, SocketAddr, CancellationToken) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
+    let listener = listener.into();
     let handler = Arc::new(handler);
     let slots = Arc::new(Semaphore::new(config.max_conns));
     let tasks = TaskTracker::new();
     loop {
         let (tcp, peer) = tokio::select! {
             _ = stop.cancelled() => break,
-            conn = accept(&listener) => conn,
+            conn = listener.accept() => conn,
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             warn!(%peer, limit = config.max_conns, "connection limit reached; closing new connection");

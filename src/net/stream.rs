@@ -1,4 +1,5 @@
-//! One stream type for every transport: plain TCP, TLS over TCP, either one traced.
+//! One stream type for every transport: TCP, Unix or a proxy tunnel, TLS over any of them,
+//! traced or not.
 //! Clients `open` one; servers `secure` what they accepted.
 
 use std::any::Any;
@@ -7,15 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tracing::debug;
 
+use crate::net::dial::dial;
 use crate::net::trace::{TraceSink, Traced};
-use crate::net::{HostPort, NetError, connect, tls};
+use crate::net::{DialOptions, HostPort, NetError, Peer, tls};
 
 /// Anything that reads and writes bytes asynchronously and can move between tasks.
 pub trait AsyncStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {
-    /// The stream itself, so that code able to do better on a bare [`TcpStream`] (such as
+    /// The stream itself, so that code able to do better on a bare [`TcpStream`](tokio::net::TcpStream) (such as
     /// `sendfile`) can find one with `downcast_ref`.
     fn as_any(&self) -> &dyn Any;
 }
@@ -32,7 +33,7 @@ pub type BoxStream = Box<dyn AsyncStream>;
 /// How a client opens a stream.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
-    /// Limit for name resolution, connect and TLS handshake together.
+    /// Limit for name resolution, connect, any proxy handshake and TLS handshake together.
     pub connect_timeout: Duration,
     /// TLS configuration, or `None` for plain TCP.
     pub tls: Option<Arc<rustls::ClientConfig>>,
@@ -40,6 +41,8 @@ pub struct ClientOptions {
     pub server_name: Option<String>,
     /// Record every byte to this sink.
     pub trace: Option<TraceSink>,
+    /// The route: direct, Unix socket or proxy, and address overrides.
+    pub dial: DialOptions,
 }
 
 impl Default for ClientOptions {
@@ -49,29 +52,38 @@ impl Default for ClientOptions {
             tls: None,
             server_name: None,
             trace: None,
+            dial: DialOptions::default(),
         }
     }
 }
 
-/// Connects to `target` and, when asked, runs the TLS handshake and wraps the stream for tracing.
+/// Connects to `target` by the route `options.dial` gives (directly, over a Unix socket or
+/// through a proxy) and, when asked, runs the TLS handshake with the target on top and wraps
+/// the stream for tracing. TLS is end to end: the proxy only ever sees encrypted records,
+/// and the certificate is checked against the target's name exactly as without a proxy.
 ///
-/// Returns the stream and the peer's address.
+/// Returns the stream and who was reached.
 ///
 /// # Errors
 ///
-/// Those of [`connect`], and [`NetError::Tls`] when the handshake or verification fails.
+/// Those of [`connect`](crate::net::connect), the proxy's ([`NetError::ProxyUnreachable`],
+/// [`NetError::Proxy`]), and [`NetError::Tls`] when the handshake or verification fails.
 pub async fn open(
     target: &HostPort,
     options: &ClientOptions,
-) -> Result<(BoxStream, SocketAddr), NetError> {
+) -> Result<(BoxStream, Peer), NetError> {
     let deadline = tokio::time::Instant::now() + options.connect_timeout;
-    let tcp = connect(target, options.connect_timeout).await?;
-    let peer = tcp.peer_addr().map_err(|source| NetError::Tls {
-        peer: target.to_string(),
-        source,
-    })?;
+    let (transport, peer) = tokio::time::timeout_at(deadline, dial(target, &options.dial))
+        .await
+        .map_err(|_| NetError::Timeout {
+            what: match &options.dial.proxy {
+                Some(proxy) => format!("connecting to {target} through proxy {proxy}"),
+                None => format!("connecting to {target}"),
+            },
+            after: options.connect_timeout,
+        })??;
     let Some(config) = &options.tls else {
-        return Ok((maybe_traced(tcp, peer, &options.trace), peer));
+        return Ok((maybe_traced(transport, &peer, &options.trace), peer));
     };
     let host = options
         .server_name
@@ -80,7 +92,7 @@ pub async fn open(
     let name = tls::server_name(&host)?;
     let connector = tokio_rustls::TlsConnector::from(config.clone());
     // Tracing sits below TLS, so `--trace` shows the encrypted records as they really are.
-    let stream = Traced::new(tcp, peer.to_string(), options.trace.clone());
+    let stream = Traced::new(transport, peer.to_string(), options.trace.clone());
     let handshake = tokio::time::timeout_at(deadline, connector.connect(name, stream));
     let tls_stream = handshake
         .await
@@ -96,6 +108,16 @@ pub async fn open(
     Ok((Box::new(tls_stream), peer))
 }
 
+/// The protocol the server chose by ALPN on a client stream that [`open`] made with TLS;
+/// `None` for plain streams or when none was chosen.
+pub fn alpn_protocol(stream: &BoxStream) -> Option<&[u8]> {
+    type ClientTls = tokio_rustls::client::TlsStream<Traced<BoxStream>>;
+    // Through the box to the stream inside: the box itself is an `AsyncStream` too.
+    AsyncStream::as_any(&**stream)
+        .downcast_ref::<ClientTls>()
+        .and_then(|tls| tls.get_ref().1.alpn_protocol())
+}
+
 /// Finishes an accepted connection: TLS handshake within `timeout` if `tls` is set, tracing
 /// if `trace` is set.
 ///
@@ -103,17 +125,17 @@ pub async fn open(
 ///
 /// [`NetError::Tls`] or [`NetError::Timeout`] when the handshake fails.
 pub async fn secure(
-    tcp: TcpStream,
+    stream: BoxStream,
     peer: SocketAddr,
     tls: Option<&Arc<rustls::ServerConfig>>,
     trace: &Option<TraceSink>,
     timeout: Duration,
 ) -> Result<BoxStream, NetError> {
     let Some(config) = tls else {
-        return Ok(maybe_traced(tcp, peer, trace));
+        return Ok(maybe_traced(stream, &peer, trace));
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
-    let stream = Traced::new(tcp, peer.to_string(), trace.clone());
+    let stream = Traced::new(stream, peer.to_string(), trace.clone());
     // Boxed: the handshake's state is large, and a connection task would otherwise keep
     // room for it as long as the connection lives.
     let tls_stream = Box::pin(tokio::time::timeout(timeout, acceptor.accept(stream)))
@@ -129,9 +151,13 @@ pub async fn secure(
     Ok(Box::new(tls_stream))
 }
 
-fn maybe_traced(tcp: TcpStream, peer: SocketAddr, trace: &Option<TraceSink>) -> BoxStream {
+fn maybe_traced(
+    stream: BoxStream,
+    peer: &impl std::fmt::Display,
+    trace: &Option<TraceSink>,
+) -> BoxStream {
     match trace {
-        Some(sink) => Box::new(Traced::new(tcp, peer.to_string(), Some(sink.clone()))),
-        None => Box::new(tcp),
+        Some(sink) => Box::new(Traced::new(stream, peer.to_string(), Some(sink.clone()))),
+        None => stream,
     }
 }

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::http::part_file::{open_part, part_path};
-use crate::net::{HostPort, ServerConfig, connect, serve};
+use crate::net::{ClientOptions, DialOptions, HostPort, ServerConfig, open, serve};
 use crate::transfer::recv::{Progress, RecvError, spawn_writer};
 
 /// Size of each read and write.
@@ -52,7 +52,7 @@ pub async fn serve_raw(
     .await;
 }
 
-/// Connects to `addr` and reads to EOF into `out` (through `out.part`, renamed at the end), or
+/// Connects to `addr` (by the route `dial` gives) and reads to EOF into `out` (through `out.part`, renamed at the end), or
 /// to stdout when `out` is `None`. Returns the byte count.
 ///
 /// An `out` that exists and is not a regular file or a directory — `/dev/null`, a FIFO, a
@@ -69,6 +69,7 @@ pub async fn receive_raw(
     overwrite: bool,
     progress: &Arc<Progress>,
     connect_timeout: Duration,
+    dial: &DialOptions,
     stop: CancellationToken,
 ) -> Result<u64, RecvError> {
     let io_error = |path: &Path| {
@@ -89,8 +90,13 @@ pub async fn receive_raw(
         },
         None => true,
     };
+    let options = ClientOptions {
+        connect_timeout,
+        dial: dial.clone(),
+        ..ClientOptions::default()
+    };
     let mut tcp = tokio::select! {
-        tcp = connect(addr, connect_timeout) => tcp?,
+        opened = open(addr, &options) => opened?.0,
         _ = stop.cancelled() => return Err(RecvError::Interrupted),
     };
     let mut buf = BytesMut::with_capacity(RAW_BUFFER_BYTES);

@@ -20,8 +20,9 @@ use tracing::{debug, warn};
 
 use crate::http::part_file::{PartFile, part_path};
 use crate::http::{Client, ClientConfig, HttpError, HttpVersions, Response};
-use crate::net::NetError;
+use crate::net::proxy::ProxyPolicy;
 use crate::net::tls::Verify;
+use crate::net::{DialOptions, NetError};
 use crate::transfer::code::Code;
 use crate::transfer::manifest::{
     Digest, Entry, MAX_MANIFEST_BYTES, Manifest, ManifestError, shown,
@@ -41,6 +42,8 @@ pub struct RecvConfig {
     pub connect_timeout: Duration,
     /// Longest wait for the next bytes of a response.
     pub idle_timeout: Duration,
+    /// The route to the sender (proxy, source address, …).
+    pub dial: DialOptions,
 }
 
 impl Default for RecvConfig {
@@ -51,6 +54,7 @@ impl Default for RecvConfig {
             parallel: 4,
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
+            dial: DialOptions::default(),
         }
     }
 }
@@ -237,6 +241,8 @@ impl Remote {
             follow_redirects: false,
             decompress: false,
             versions: HttpVersions::Negotiate,
+            proxy: ProxyPolicy::fixed(config.dial.proxy.clone()),
+            dial: config.dial.clone(),
             ..ClientConfig::default()
         });
         Self {

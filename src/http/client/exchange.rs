@@ -19,9 +19,10 @@ use crate::http::client::request::{
     Request, RequestBuilder, SentHead, build_hyper_request, move_credentials_to_header, prepare,
 };
 use crate::http::client::response::{Body, RawBody, Response, Timings};
-use crate::net::NetError;
+use crate::net::proxy::ProxyPolicy;
 use crate::net::tls::Verify;
 use crate::net::trace::TraceSink;
+use crate::net::{DialOptions, NetError};
 
 /// How a [`Client`] behaves. `Default` is what `sockit get` uses without flags.
 #[derive(Debug, Clone)]
@@ -46,6 +47,11 @@ pub struct ClientConfig {
     pub user_agent: String,
     /// Which HTTP versions to speak.
     pub versions: HttpVersions,
+    /// The route to servers: Unix socket, `--resolve`, `--connect-to`, source address. Its
+    /// `proxy` is ignored: `proxy` below picks one per URL.
+    pub dial: DialOptions,
+    /// Which proxy each URL goes through.
+    pub proxy: ProxyPolicy,
 }
 
 /// Which HTTP versions a [`Client`] speaks.
@@ -74,6 +80,8 @@ impl Default for ClientConfig {
             trace_secrets: false,
             user_agent: concat!("sockit/", env!("CARGO_PKG_VERSION")).to_owned(),
             versions: HttpVersions::Negotiate,
+            dial: DialOptions::default(),
+            proxy: ProxyPolicy::default(),
         }
     }
 }

@@ -15,7 +15,6 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
 use tracing::{debug, info};
 
 use crate::http::client::errors::HttpError;
@@ -24,7 +23,6 @@ use crate::http::client::origin::Origin;
 use crate::http::request_first::{Http1RequestFirst, SendState};
 use crate::http::trace::HttpTraced;
 use crate::net::tls;
-use crate::net::trace::Traced;
 use crate::net::{self, ClientOptions, HostPort, NetError};
 
 /// hyper's handle on one connection, by protocol.
@@ -204,11 +202,21 @@ impl Pool {
         } else {
             None
         };
+        let scheme = if origin.tls { "https" } else { "http" };
+        let proxy = self
+            .config
+            .proxy
+            .proxy_for(scheme, &origin.host)
+            .map_err(NetError::from)?;
         let options = ClientOptions {
             connect_timeout: self.config.connect_timeout,
             tls,
             server_name: None,
             trace: None,
+            dial: net::DialOptions {
+                proxy,
+                ..self.config.dial.clone()
+            },
         };
         let target = HostPort::new(Some(origin.host.clone()), origin.port);
         let (stream, peer) = net::open(&target, &options).await.map_err(|err| {
@@ -333,11 +341,7 @@ fn refused_alpn(err: &NetError) -> bool {
 
 /// Whether TLS agreed on HTTP/2 by ALPN.
 fn negotiated_h2(stream: &net::BoxStream) -> bool {
-    type Tls = tokio_rustls::client::TlsStream<Traced<TcpStream>>;
-    stream
-        .as_any()
-        .downcast_ref::<Tls>()
-        .is_some_and(|tls| tls.get_ref().1.alpn_protocol() == Some(b"h2"))
+    net::alpn_protocol(stream) == Some(b"h2")
 }
 
 /// Whether the connection ends after this response (HTTP/1.0 without `keep-alive`, or

@@ -14,7 +14,6 @@ use futures_util::future::Either;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::{Body as _, Incoming};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::http::server::body::Body;
@@ -37,7 +36,7 @@ use crate::net::ServerConfig;
 ///
 /// [`ServeError`] when the directory cannot be served; nothing is accepted then.
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Into<crate::net::Listener>,
     config: Config,
     mut net: ServerConfig,
     stop: CancellationToken,
