@@ -7,7 +7,7 @@ use clap::Args;
 
 use sockit::net::tls::{self, Fingerprint, ServerIdentity, Verify};
 use sockit::net::trace::TraceSink;
-use sockit::net::{ClientOptions, DEFAULT_BIND_HOST, HostPort, NetError};
+use sockit::net::{AddrError, ClientOptions, DEFAULT_BIND_HOST, HostPort, NetError, Target};
 
 use crate::cli::output::say;
 
@@ -57,6 +57,64 @@ pub(crate) fn parse_bytes(s: &str) -> Result<usize, String> {
     value
         .checked_mul(scale)
         .ok_or_else(|| format!("size out of range: {s:?}"))
+}
+
+/// The first word of an address as nc takes it: a whole `ADDR` (`HOST:PORT`, `:PORT`,
+/// `PORT`), or a bare `HOST` whose port comes as the next argument (`example.com 80`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AddrWord(String);
+
+impl std::str::FromStr for AddrWord {
+    type Err = AddrError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.parse::<HostPort>() {
+            Ok(_) => Ok(Self(s.to_owned())),
+            // nc takes `::1 80`: a bare IPv6 address needs no brackets before its port.
+            Err(_) if s.parse::<std::net::Ipv6Addr>().is_ok() => Ok(Self(s.to_owned())),
+            Err(whole) => match Target::parse(s) {
+                // A bare host is checked as the address it becomes with a port.
+                Ok(t) if t.port.is_none() && t.host.is_some() => join_port(s, 1)
+                    .parse::<HostPort>()
+                    .map(|_| Self(s.to_owned()))
+                    .map_err(|_| whole),
+                _ => Err(whole),
+            },
+        }
+    }
+}
+
+impl AddrWord {
+    /// The address, with `port` (the second argument, nc style) when one was given.
+    pub(crate) fn with_port(&self, port: Option<u16>) -> anyhow::Result<HostPort> {
+        let Some(port) = port else {
+            return self.0.parse::<HostPort>().map_err(|e| {
+                crate::cli::UsageError(
+                    format!("{e}; or give the port as a second argument: HOST PORT").into(),
+                )
+                .into()
+            });
+        };
+        if self.0.parse::<HostPort>().is_ok() {
+            anyhow::bail!(crate::cli::UsageError(
+                format!(
+                    "{:?} already names a port; give HOST:PORT or HOST PORT, not both",
+                    self.0
+                )
+                .into()
+            ));
+        }
+        Ok(join_port(&self.0, port).parse()?)
+    }
+}
+
+/// `host:port`, with brackets around an IPv6 address.
+fn join_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 /// Where a server listens: an optional `ADDR`, or `--port`/`--bind`.
@@ -217,6 +275,32 @@ mod tests {
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn addresses_take_their_port_in_one_word_or_two() {
+        let word = |s: &str| s.parse::<AddrWord>();
+        assert_eq!(
+            word("example.com").unwrap().with_port(Some(80)).unwrap(),
+            "example.com:80".parse().unwrap()
+        );
+        assert_eq!(
+            word("::1").unwrap().with_port(Some(80)).unwrap(),
+            "[::1]:80".parse().unwrap()
+        );
+        assert_eq!(
+            word("example.com:80").unwrap().with_port(None).unwrap(),
+            "example.com:80".parse().unwrap()
+        );
+        assert_eq!(
+            word("9000").unwrap().with_port(None).unwrap(),
+            "9000".parse().unwrap()
+        );
+        let err = word("example.com").unwrap().with_port(None).unwrap_err();
+        assert!(format!("{err:#}").contains("missing :PORT"), "{err:#}");
+        assert!(word("example.com:80").unwrap().with_port(Some(81)).is_err());
+        assert!(word("http://x/").is_err());
+        assert!(word("bad host").is_err());
     }
 
     #[test]

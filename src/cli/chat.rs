@@ -9,10 +9,11 @@ use tokio_util::sync::CancellationToken;
 
 use sockit::chat::client::{self, JoinConfig, JoinError};
 use sockit::chat::{self, Config, Password, QueueLimits};
-use sockit::net::{HostPort, ServerConfig, bind_tcp, open};
+use sockit::net::{ServerConfig, bind_tcp, open};
 
 use crate::cli::args::{
-    BindArgs, ClientTlsArgs, ServerTlsArgs, TraceArgs, announce, parse_bytes, parse_duration,
+    AddrWord, BindArgs, ClientTlsArgs, ServerTlsArgs, TraceArgs, announce, parse_bytes,
+    parse_duration,
 };
 use crate::cli::output::{OutputError, TaggedStdout};
 
@@ -91,9 +92,12 @@ struct ServeArgs {
 
 #[derive(Debug, Args)]
 struct JoinArgs {
-    /// The server: HOST:PORT, [IPv6]:PORT, :PORT or PORT (localhost)
+    /// The server: HOST:PORT, [IPv6]:PORT, :PORT or PORT (localhost), or HOST PORT
     #[arg(value_name = "ADDR")]
-    addr: HostPort,
+    addr: AddrWord,
+    /// The port, when ADDR is a bare HOST (nc style)
+    #[arg(value_name = "PORT")]
+    port: Option<u16>,
     /// Your nickname
     #[arg(short, long)]
     nick: Option<String>,
@@ -178,10 +182,11 @@ async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<()> {
 }
 
 async fn join(args: JoinArgs, stop: CancellationToken) -> anyhow::Result<()> {
+    let addr = args.addr.with_port(args.port)?;
     let options = args.tls.client_options(args.timeout, &args.trace)?;
     // Ctrl-C ends the connect and the TLS handshake at once, not at --timeout.
     let (stream, peer) = tokio::select! {
-        opened = open(&args.addr, &options) => opened?,
+        opened = open(&addr, &options) => opened?,
         _ = stop.cancelled() => return Ok(()),
     };
     tracing::info!(%peer, "connected");
@@ -211,7 +216,7 @@ async fn join(args: JoinArgs, stop: CancellationToken) -> anyhow::Result<()> {
             Err(err) => Err(err.into()),
         },
         // The binary's error report gives each refusal its exit code and hint.
-        Err(err) => Err(anyhow::Error::new(err).context(format!("joining {}", args.addr))),
+        Err(err) => Err(anyhow::Error::new(err).context(format!("joining {addr}"))),
     }
 }
 

@@ -6,20 +6,24 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use sockit::net::crlf::CrlfReader;
 use sockit::net::echo::MAX_DATAGRAM_BYTES;
 use sockit::net::relay::{RelayConfig, RelayEnd, relay};
+use sockit::net::scan::{PortList, PortState, ScanConfig, scan};
 use sockit::net::{DEFAULT_CONNECT_HOST, HostPort, bind_udp, open};
 
-use crate::cli::Interrupted;
 use crate::cli::output::{ClosingStdout, OutputError};
+use crate::cli::{Interrupted, UsageError};
 
-use crate::cli::args::{ClientTlsArgs, TraceArgs, parse_duration};
+use crate::cli::args::{AddrWord, ClientTlsArgs, TraceArgs, parse_duration};
+use crate::cli::output::Stdout;
 
-/// Connect to ADDR; stdin goes to the peer and the peer's bytes to stdout, both at once.
+/// Connect to ADDR (or HOST PORT); stdin goes to the peer and the peer's bytes to stdout,
+/// both at once. With -z, probe ports instead and list the open ones.
 ///
 /// Each direction runs until its own end: when stdin ends, sockit sends EOF to the peer (a
 /// TCP half-close, TLS close_notify) and keeps printing; when the peer closes first, the rest
@@ -28,23 +32,46 @@ use crate::cli::args::{ClientTlsArgs, TraceArgs, parse_duration};
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   sockit connect example.com:80             talk to a server by hand
+  sockit connect example.com 80             the same, nc style
+  sockit connect -C mail.test 25            send CRLF line endings (SMTP by hand)
+  sockit connect -z 127.0.0.1 1-1024,8080   list the open ports (exit 1 when none is)
   printf 'GET / HTTP/1.0\\r\\n\\r\\n' | sockit connect example.com:80
   sockit connect --tls example.com:443      TLS, verified against the web PKI
   sockit connect --pin sha256:ab12… :8443   TLS to a self-signed server, pinned
   sockit connect --udp :9000                each stdin line is one datagram
   sockit connect --trace :8000 < req.bin    hexdump every byte both ways")]
 pub(crate) struct ConnectArgs {
-    /// Where to connect: HOST:PORT, [IPv6]:PORT, :PORT or PORT (localhost)
+    /// Where to connect: HOST:PORT, [IPv6]:PORT, :PORT or PORT (localhost), or HOST with the
+    /// port as the next argument
     #[arg(value_name = "ADDR")]
-    addr: HostPort,
+    addr: AddrWord,
+    /// The port, when ADDR is a bare HOST (nc style); with -z, the ports to probe:
+    /// 1-1024,8080
+    #[arg(value_name = "PORT")]
+    port: Option<String>,
+    /// Probe the ports (PORT: a list and ranges) with a TCP connect and print the open
+    /// ones on stdout, one `PORT open` line each; exit 1 when none is open (nc -z).
+    /// -v also lists closed and filtered ports
+    #[arg(short = 'z', long = "scan", conflicts_with_all = ["udp", "tls", "pin", "ca", "insecure", "no_shutdown", "crlf"])]
+    scan: bool,
+    /// -z: probes in flight at once (bounded by the open-files limit)
+    #[arg(long, value_name = "N", default_value_t = 512, requires = "scan")]
+    concurrency: usize,
+    /// -z: print one JSON object instead of lines
+    #[arg(long, requires = "scan")]
+    json: bool,
+    /// Send CRLF line endings: each bare \n of stdin goes out as \r\n (nc -C)
+    #[arg(short = 'C', long)]
+    crlf: bool,
     /// Use UDP: each stdin line is one datagram, every reply is printed
     #[arg(short, long, conflicts_with_all = ["tls", "pin", "ca", "insecure"])]
     udp: bool,
     #[command(flatten)]
     tls: ClientTlsArgs,
-    /// Give up connecting (and the TLS handshake) after this long
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
-    timeout: Duration,
+    /// Give up connecting (and the TLS handshake) after this long [default: 10s, 1s per
+    /// probe with -z]
+    #[arg(long, visible_alias = "connect-timeout", value_name = "DURATION", value_parser = parse_duration)]
+    timeout: Option<Duration>,
     /// Quit when nothing moves in either direction for this long
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     idle_timeout: Option<Duration>,
@@ -59,14 +86,33 @@ pub(crate) struct ConnectArgs {
     trace: TraceArgs,
 }
 
-pub(crate) async fn run(args: ConnectArgs, stop: CancellationToken) -> anyhow::Result<()> {
-    if args.udp {
-        return run_udp(args, stop).await;
+/// How long a connect may take unless `--timeout` says otherwise.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(crate) async fn run(
+    args: ConnectArgs,
+    verbose: u8,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    if args.scan {
+        return run_scan(args, verbose, stop).await;
     }
-    let options = args.tls.client_options(args.timeout, &args.trace)?;
+    let port = match &args.port {
+        Some(word) => Some(word.parse::<u16>().map_err(|_| {
+            UsageError(format!("invalid port {word:?} (1-65535; a list needs -z)").into())
+        })?),
+        None => None,
+    };
+    let addr = args.addr.with_port(port)?;
+    if args.udp {
+        return run_udp(args, addr, stop).await;
+    }
+    let options = args
+        .tls
+        .client_options(args.timeout.unwrap_or(CONNECT_TIMEOUT), &args.trace)?;
     // Resolve, connect and handshake all give way to Ctrl-C at once.
     let (stream, peer) = tokio::select! {
-        opened = open(&args.addr, &options) => opened?,
+        opened = open(&addr, &options) => opened?,
         _ = stop.cancelled() => return Err(Interrupted.into()),
     };
     info!(%peer, "connected");
@@ -75,15 +121,14 @@ pub(crate) async fn run(args: ConnectArgs, stop: CancellationToken) -> anyhow::R
         end_with_peer: std::io::stdin().is_terminal(),
         keep_write_open: args.no_shutdown,
     };
-    let report = relay(
-        stream,
-        tokio::io::stdin(),
-        ClosingStdout::new(),
-        config,
-        stop,
-    )
-    .await
-    .with_context(|| format!("connection to {peer}"))?;
+    let stdin: Box<dyn AsyncRead + Unpin + Send> = if args.crlf {
+        Box::new(CrlfReader::new(tokio::io::stdin()))
+    } else {
+        Box::new(tokio::io::stdin())
+    };
+    let report = relay(stream, stdin, ClosingStdout::new(), config, stop)
+        .await
+        .with_context(|| format!("connection to {peer}"))?;
     if report.end == RelayEnd::Stopped {
         // The relay has already flushed stdout and sent its goodbye to the peer.
         return Err(Interrupted.into());
@@ -91,8 +136,8 @@ pub(crate) async fn run(args: ConnectArgs, stop: CancellationToken) -> anyhow::R
     Ok(())
 }
 
-async fn run_udp(args: ConnectArgs, stop: CancellationToken) -> anyhow::Result<()> {
-    let peers = args.addr.resolve(DEFAULT_CONNECT_HOST).await?;
+async fn run_udp(args: ConnectArgs, addr: HostPort, stop: CancellationToken) -> anyhow::Result<()> {
+    let peers = addr.resolve(DEFAULT_CONNECT_HOST).await?;
     let peer = peers[0];
     let local = if peer.is_ipv4() {
         "0.0.0.0:0"
@@ -106,7 +151,12 @@ async fn run_udp(args: ConnectArgs, stop: CancellationToken) -> anyhow::Result<(
         .with_context(|| format!("cannot reach {peer}"))?;
     info!(%peer, "sending datagrams");
 
-    let mut stdin = BufReader::new(tokio::io::stdin());
+    let stdin: Box<dyn AsyncRead + Unpin + Send> = if args.crlf {
+        Box::new(CrlfReader::new(tokio::io::stdin()))
+    } else {
+        Box::new(tokio::io::stdin())
+    };
+    let mut stdin = BufReader::new(stdin);
     let mut stdout = tokio::io::stdout();
     let mut line = Vec::new();
     let mut reply = vec![0u8; MAX_DATAGRAM_BYTES + 1];
@@ -173,4 +223,94 @@ fn refused(error: std::io::Error, peer: SocketAddr) -> anyhow::Error {
     } else {
         anyhow::Error::new(error).context(format!("UDP to {peer}"))
     }
+}
+
+/// How long one probe of `-z` waits unless `--timeout` says otherwise: a port that does
+/// not answer within it counts as filtered.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// No port was open: nc's `-z` exits 1 then, and so does sockit.
+#[derive(Debug, thiserror::Error)]
+#[error("no open port among the {scanned} probed on {ip}")]
+pub(crate) struct NoneOpen {
+    scanned: usize,
+    ip: std::net::IpAddr,
+}
+
+/// `-z HOST PORTS`: every port probed, the open ones printed in order.
+async fn run_scan(args: ConnectArgs, verbose: u8, stop: CancellationToken) -> anyhow::Result<()> {
+    let (host, spec) = match &args.port {
+        Some(spec) => (args.addr.with_port(Some(1))?, spec.clone()),
+        None => {
+            let addr = args.addr.with_port(None).map_err(|_| {
+                UsageError("-z needs HOST PORTS, e.g. sockit connect -z example.com 1-1024".into())
+            })?;
+            (addr.clone(), addr.port().to_string())
+        }
+    };
+    let ports: PortList = spec.parse().map_err(|e| UsageError(Box::new(e)))?;
+    let ip = host.resolve(DEFAULT_CONNECT_HOST).await?[0].ip();
+    let config = ScanConfig {
+        concurrency: args.concurrency,
+        timeout: args.timeout.unwrap_or(PROBE_TIMEOUT),
+    };
+    let started = std::time::Instant::now();
+    let report = tokio::select! {
+        report = scan(ip, &ports, &config) => report,
+        _ = stop.cancelled() => return Err(Interrupted.into()),
+    };
+    info!(
+        ports = ports.len(),
+        concurrency = report.concurrency,
+        elapsed = ?started.elapsed(),
+        "scan done"
+    );
+    let shown = |state: PortState| state == PortState::Open || verbose > 0;
+    let text = if args.json {
+        let mut object = serde_json::json!({
+            "host": host.host_or(DEFAULT_CONNECT_HOST),
+            "ip": ip.to_string(),
+            "scanned": ports.len(),
+            "open": report.open().collect::<Vec<_>>(),
+            "closed": report.count(PortState::Closed),
+            "filtered": report.count(PortState::Filtered),
+            "unreachable": report.count(PortState::Unreachable),
+            "failed": report.count(PortState::Failed),
+            "elapsed_ms": started.elapsed().as_secs_f64() * 1000.0,
+        });
+        if verbose > 0 {
+            object["ports"] = report
+                .ports
+                .iter()
+                .map(|(port, state)| serde_json::json!({"port": port, "state": state.name()}))
+                .collect();
+        }
+        format!("{object}\n")
+    } else {
+        let mut text = String::new();
+        for (port, state) in report.ports.iter().filter(|(_, s)| shown(*s)) {
+            text.push_str(&format!("{port} {}", state.name()));
+            match state {
+                PortState::Closed => text.push_str(" (connection refused)"),
+                PortState::Filtered => text.push_str(&format!(
+                    " (no answer in {}s)",
+                    config.timeout.as_secs_f64()
+                )),
+                PortState::Unreachable => text.push_str(" (host or network unreachable)"),
+                PortState::Failed => text.push_str(" (no socket: out of descriptors or ports)"),
+                PortState::Open => {}
+            }
+            text.push('\n');
+        }
+        text
+    };
+    Stdout::open("the scan results")?.write_all(text.as_bytes())?;
+    if report.open().next().is_none() {
+        return Err(NoneOpen {
+            scanned: ports.len(),
+            ip,
+        }
+        .into());
+    }
+    Ok(())
 }

@@ -12,9 +12,11 @@ use tracing::info;
 use sockit::net::echo::{self, ServiceConfig, Template, UdpReply};
 use sockit::net::keep_open::{KeepOpenConfig, keep_open};
 use sockit::net::relay::{RelayConfig, relay};
-use sockit::net::{HostPort, ServerConfig, accept, bind_tcp, bind_udp, secure, serve};
+use sockit::net::{ServerConfig, accept, bind_tcp, bind_udp, secure, serve};
 
-use crate::cli::args::{BindArgs, ServerTlsArgs, TraceArgs, announce, parse_bytes, parse_duration};
+use crate::cli::args::{
+    AddrWord, BindArgs, ServerTlsArgs, TraceArgs, announce, parse_bytes, parse_duration,
+};
 use crate::cli::connect::send_datagram;
 use crate::cli::output::{ClosingStdout, OutputError};
 
@@ -29,9 +31,13 @@ use crate::cli::output::{ClosingStdout, OutputError};
   sockit listen 9443 --tls --echo           TLS with a fresh self-signed certificate
   sockit listen 0.0.0.0:9000                accept other machines too")]
 pub(crate) struct ListenArgs {
-    /// Where to listen: PORT, :PORT, IP:PORT or [IPv6]:PORT (default 127.0.0.1, port 0)
+    /// Where to listen: PORT, :PORT, IP:PORT or [IPv6]:PORT (default 127.0.0.1, port 0), or
+    /// IP PORT
     #[arg(value_name = "ADDR")]
-    addr: Option<HostPort>,
+    addr: Option<AddrWord>,
+    /// The port, when ADDR is a bare IP (nc style: listen 127.0.0.1 9000)
+    #[arg(value_name = "PORT", requires = "addr")]
+    port_word: Option<u16>,
     #[command(flatten)]
     bind: BindArgs,
     /// Keep accepting peers; their data is printed tagged with their address when several are
@@ -67,7 +73,11 @@ pub(crate) struct ListenArgs {
 }
 
 pub(crate) async fn run(args: ListenArgs, stop: CancellationToken) -> anyhow::Result<()> {
-    let addr = args.bind.resolve(args.addr.as_ref(), 0)?;
+    let addr = match &args.addr {
+        Some(word) => Some(word.with_port(args.port_word)?),
+        None => None,
+    };
+    let addr = args.bind.resolve(addr.as_ref(), 0)?;
     let service = ServiceConfig {
         idle_timeout: args.idle_timeout,
         max_line_bytes: args.max_line,

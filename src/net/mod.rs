@@ -3,11 +3,13 @@
 //! services. It knows nothing of HTTP or chat; everything else stands on it.
 
 mod addr;
+pub mod crlf;
 pub mod echo;
 mod error;
 pub mod keep_open;
 pub mod line;
 pub mod relay;
+pub mod scan;
 mod server;
 mod stream;
 mod tcp;

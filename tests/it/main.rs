@@ -13,6 +13,7 @@ mod full_output;
 mod http;
 mod http2;
 mod httpbin;
+mod nc_habits;
 mod net;
 mod peers_nc;
 mod redbot;
