@@ -186,7 +186,17 @@ async fn join(args: JoinArgs, stop: CancellationToken) -> anyhow::Result<()> {
     let options = args.tls.client_options(args.timeout, &args.trace)?;
     // Ctrl-C ends the connect and the TLS handshake at once, not at --timeout.
     let (stream, peer) = tokio::select! {
-        opened = open(&addr, &options) => opened?,
+        opened = open(&addr, &options) => match opened {
+            Ok(opened) => opened,
+            Err(err) => {
+                let err = err.into();
+                if options.tls.is_some() {
+                    let name = args.tls.sni.as_deref().unwrap_or(addr.host_or("localhost"));
+                    crate::cli::hints::after_failure(&err, &addr, name, true, "leave out --tls, --pin, --ca and -k", None).await;
+                }
+                return Err(err);
+            }
+        },
         _ = stop.cancelled() => return Ok(()),
     };
     tracing::info!(%peer, "connected");

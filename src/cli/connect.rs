@@ -17,7 +17,7 @@ use sockit::net::scan::{PortList, PortState, ScanConfig, scan};
 use sockit::net::{DEFAULT_CONNECT_HOST, HostPort, bind_udp, open};
 
 use crate::cli::output::{ClosingStdout, OutputError};
-use crate::cli::{Interrupted, UsageError};
+use crate::cli::{Interrupted, UsageError, hints};
 
 use crate::cli::args::{AddrWord, ClientTlsArgs, TraceArgs, parse_duration};
 use crate::cli::output::Stdout;
@@ -112,7 +112,17 @@ pub(crate) async fn run(
         .client_options(args.timeout.unwrap_or(CONNECT_TIMEOUT), &args.trace)?;
     // Resolve, connect and handshake all give way to Ctrl-C at once.
     let (stream, peer) = tokio::select! {
-        opened = open(&addr, &options) => opened?,
+        opened = open(&addr, &options) => match opened {
+            Ok(opened) => opened,
+            Err(err) => {
+                let err = err.into();
+                if options.tls.is_some() {
+                    let name = args.tls.sni.as_deref().unwrap_or(addr.host_or(DEFAULT_CONNECT_HOST));
+                    hints::after_failure(&err, &addr, name, true, "leave out --tls, --pin, --ca and -k", None).await;
+                }
+                return Err(err);
+            }
+        },
         _ = stop.cancelled() => return Err(Interrupted.into()),
     };
     info!(%peer, "connected");

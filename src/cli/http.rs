@@ -22,9 +22,10 @@ use sockit::http::{Cookie, CookieJar};
 use sockit::net::tls::{Fingerprint, Verify};
 use sockit::net::trace::TraceSink;
 
-use crate::cli::UsageError;
 use crate::cli::args::parse_duration;
 use crate::cli::output::{OutputError, Stdout, say};
+use crate::cli::{UsageError, hints};
+use sockit::net::HostPort;
 
 const EXAMPLES: &str = "Examples:
   sockit get example.com                         GET http://example.com/
@@ -177,6 +178,12 @@ pub(crate) struct HttpOptions {
     /// config directory) or a FILE (with a / or .json)
     #[arg(long, value_name = "NAME|FILE")]
     session: Option<String>,
+    /// Client certificate chain (PEM) for servers that ask for one (mutual TLS)
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
 }
 
 /// The exit status for `--check-status`: 3, 4 or 5 like HTTPie.
@@ -249,6 +256,7 @@ pub(crate) async fn run(
     let origin_bound = use_session(&mut request, &mut saved, &jar, &opts)?;
     let client = Client::new(ClientConfig {
         cookies: Some(jar.clone()),
+        client_cert: opts.cert.clone().zip(opts.key.clone()),
         origin_bound_headers: origin_bound,
         connect_timeout: opts.connect_timeout,
         read_timeout: Some(opts.timeout),
@@ -297,7 +305,27 @@ pub(crate) async fn run(
         };
         return Ok(Stdout::open("the request")?.write_all(text.as_bytes())?);
     }
+    let target = HostPort::new(
+        request
+            .url
+            .host_str()
+            .map(|h| h.trim_matches(['[', ']']).to_owned()),
+        request.url.port_or_known_default().unwrap_or(80),
+    );
+    let server_name = target.host_or("localhost").to_owned();
+    let spoke_tls = request.url.scheme() == "https";
     let result = send_and_print(&client, request, &opts, &show, &stop).await;
+    if let Err(err) = &result {
+        hints::after_failure(
+            err,
+            &target,
+            &server_name,
+            spoke_tls,
+            "use http://",
+            Some("use https://"),
+        )
+        .await;
+    }
     if let Some(path) = &session_path {
         // A request that got an answer (whatever its status) updates the session.
         if result.is_ok() || result.as_ref().is_err_and(|e| e.is::<StatusError>()) {

@@ -5,6 +5,7 @@ mod args;
 mod bench;
 mod chat;
 mod connect;
+pub(crate) mod hints;
 mod http;
 mod listen;
 pub(crate) mod output;

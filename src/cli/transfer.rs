@@ -347,7 +347,22 @@ pub(crate) async fn recv(args: RecvArgs, stop: CancellationToken) -> anyhow::Res
     };
     let result = receive(&code, &config, &progress, stop).await;
     display.finish();
-    let outcome = result.with_context(|| format!("receiving from {}", code.addr))?;
+    let outcome = match result.with_context(|| format!("receiving from {}", code.addr)) {
+        Ok(outcome) => outcome,
+        Err(err) => {
+            let name = code.addr.host_or("localhost").to_owned();
+            crate::cli::hints::after_failure(
+                &err,
+                &code.addr,
+                &name,
+                true,
+                "nothing sockit send started listens there; check the code it printed",
+                None,
+            )
+            .await;
+            return Err(err);
+        }
+    };
     output::say(format_args!(
         "sockit recv: {} file(s), {} bytes into {} — fetched {} bytes, {} resumed, {} skipped, verified, in {:.2}s ({})",
         outcome.files,

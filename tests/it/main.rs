@@ -20,5 +20,6 @@ mod peers_nc;
 mod redbot;
 mod serve;
 mod serve_h2;
+mod tls_hints;
 mod transfer;
 mod tty;

@@ -52,6 +52,9 @@ pub struct ClientConfig {
     /// Headers sent to the first origin only, dropped on a redirect to another one (as
     /// `Authorization` and `Cookie` always are): a session's headers, for instance.
     pub origin_bound_headers: Vec<HeaderName>,
+    /// A client certificate chain and its private key (PEM files) for servers that ask for
+    /// one (mutual TLS).
+    pub client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// Which HTTP versions a [`Client`] speaks.
@@ -82,6 +85,7 @@ impl Default for ClientConfig {
             versions: HttpVersions::Negotiate,
             cookies: None,
             origin_bound_headers: Vec::new(),
+            client_cert: None,
         }
     }
 }
