@@ -178,6 +178,9 @@ pub(crate) struct HttpOptions {
     /// config directory) or a FILE (with a / or .json)
     #[arg(long, value_name = "NAME|FILE")]
     session: Option<String>,
+    /// After the exchange, write the cookies to FILE in the Netscape format (curl's -c)
+    #[arg(long, value_name = "FILE")]
+    cookie_jar: Option<PathBuf>,
     /// Client certificate chain (PEM) for servers that ask for one (mutual TLS)
     #[arg(long, value_name = "FILE", requires = "key")]
     cert: Option<PathBuf>,
@@ -325,6 +328,10 @@ pub(crate) async fn run(
             Some("use https://"),
         )
         .await;
+    }
+    if let Some(path) = &opts.cookie_jar {
+        std::fs::write(path, sockit::http::netscape_format(&jar.cookies()))
+            .with_context(|| format!("writing the cookie jar {}", path.display()))?;
     }
     if let Some(path) = &session_path {
         // A request that got an answer (whatever its status) updates the session.

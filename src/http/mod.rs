@@ -41,7 +41,7 @@ mod trace;
 
 pub use client::{
     Client, ClientConfig, Cookie, CookieJar, Hop, HttpError, HttpVersions, Request, RequestBuilder,
-    Response, SentHead, Timings, get, post, target_url,
+    Response, SentHead, Timings, get, netscape_format, post, target_url,
 };
 pub(crate) use request_first::{Http1RequestFirst, SendState};
 pub mod server;

@@ -276,3 +276,31 @@ fn curl_flags_that_differ_here_get_a_hint() {
             .ends_with("/get")
     );
 }
+
+#[test]
+fn cookie_jar_file_is_read_back_by_curl() {
+    require("curl");
+    let bin = Httpbin::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let jar = dir.path().join("jar.txt");
+    let jar_arg = jar.display().to_string();
+    let (_, err, code) = run(
+        &[
+            "get",
+            "-L",
+            "--cookie-jar",
+            &jar_arg,
+            &bin.url("/cookies/set?k=v"),
+        ],
+        b"",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let by_curl = Command::new("curl")
+        .args(["-s", "-b", &jar_arg, &bin.url("/cookies")])
+        .output()
+        .expect("run curl");
+    assert_eq!(
+        json(&by_curl.stdout)["cookies"],
+        serde_json::json!({"k": "v"})
+    );
+}

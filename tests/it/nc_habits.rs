@@ -225,3 +225,26 @@ fn tempfile_with(bytes: &[u8]) -> std::fs::File {
     std::io::Seek::rewind(&mut file).expect("rewind");
     file
 }
+
+#[test]
+fn listen_no_shutdown_holds_its_eof_until_the_peer_closes() {
+    let server = Server::start(&["listen", "--port", "0", "--no-shutdown"]);
+    let mut peer = std::net::TcpStream::connect(server.addr).expect("connect");
+    peer.write_all(b"from peer\n").expect("write");
+    // stdin (/dev/null) ended at once; without --no-shutdown the EOF would come now.
+    peer.set_read_timeout(Some(std::time::Duration::from_millis(400)))
+        .expect("timeout");
+    let mut byte = [0u8; 1];
+    let early = peer.read(&mut byte);
+    assert!(
+        matches!(&early, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+        "EOF came before the peer closed: {early:?}"
+    );
+    peer.shutdown(std::net::Shutdown::Write)
+        .expect("half-close");
+    peer.set_read_timeout(Some(WAIT)).expect("timeout");
+    assert_eq!(peer.read(&mut byte).expect("EOF after ours"), 0);
+    let (out, status) = server.wait_output();
+    assert!(status.success());
+    assert_eq!(out, b"from peer\n");
+}

@@ -141,6 +141,28 @@ impl CookieJar {
     }
 }
 
+/// The cookies in the Netscape format curl and wget read (`curl -b FILE`, `-c FILE`): one
+/// tab-separated line per cookie, domain cookies with a leading dot, 0 for no expiry.
+pub fn netscape_format(cookies: &[Cookie]) -> String {
+    let mut text = String::from("# Netscape HTTP Cookie File\n");
+    for c in cookies {
+        let (domain, subdomains) = if c.host_only {
+            (c.domain.clone(), "FALSE")
+        } else {
+            (format!(".{}", c.domain), "TRUE")
+        };
+        let secure = if c.secure { "TRUE" } else { "FALSE" };
+        text.push_str(&format!(
+            "{domain}\t{subdomains}\t{}\t{secure}\t{}\t{}\t{}\n",
+            c.path,
+            c.expires.unwrap_or(0),
+            c.name,
+            c.value
+        ));
+    }
+    text
+}
+
 /// Parses one `Set-Cookie` value received from `url` (RFC 6265 §5.2–5.3).
 pub(crate) fn parse_set_cookie(url: &Url, text: &str) -> Option<Cookie> {
     let host = host_of(url)?;

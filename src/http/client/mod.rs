@@ -22,7 +22,7 @@ mod redirects;
 mod request;
 mod response;
 
-pub use cookies::{Cookie, CookieJar};
+pub use cookies::{Cookie, CookieJar, netscape_format};
 pub use errors::HttpError;
 pub use exchange::{Client, ClientConfig, HttpVersions, get, post};
 pub use origin::target_url;
