@@ -98,8 +98,17 @@ fn report_clap(err: &clap::Error) -> ExitCode {
     }
 }
 
-/// One line on stderr with the cause chain, and the exit code for the failure class.
+/// One line on stderr with the cause chain, the hint a command left, and the exit code.
 fn report(err: &anyhow::Error) -> ExitCode {
+    let code = report_error(err);
+    if let Some(hint) = cli::hints::take() {
+        say(format_args!("hint: {hint}"));
+    }
+    code
+}
+
+/// One line on stderr with the cause chain, and the exit code for the failure class.
+fn report_error(err: &anyhow::Error) -> ExitCode {
     if let Some(output) = find::<OutputError>(err) {
         if output.is_closed_by_reader() {
             // `sockit get … | head`: the reader has all it wanted.

@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use clap::Args;
 
-use sockit::net::dial::{ConnectTo, DialOptions, Family, Resolve, UnixAddr};
+use sockit::net::dial::{ConnectTo, DialOptions, Endpoint, Family, Resolve, UnixAddr};
 use sockit::net::proxy::{Proxy, ProxyEnv, ProxyPolicy};
 use sockit::net::tls::{self, Fingerprint, ServerIdentity, Verify};
 use sockit::net::trace::TraceSink;
-use sockit::net::{ClientOptions, DEFAULT_BIND_HOST, HostPort, NetError};
+use sockit::net::{AddrError, ClientOptions, DEFAULT_BIND_HOST, HostPort, NetError, Target};
 
 use crate::cli::output::say;
 
@@ -59,6 +59,80 @@ pub(crate) fn parse_bytes(s: &str) -> Result<usize, String> {
     value
         .checked_mul(scale)
         .ok_or_else(|| format!("size out of range: {s:?}"))
+}
+
+/// The first word of an address as nc takes it: a whole `ADDR` (`HOST:PORT`, `:PORT`,
+/// `PORT`), or a bare `HOST` whose port comes as the next argument (`example.com 80`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AddrWord(String);
+
+impl std::str::FromStr for AddrWord {
+    type Err = AddrError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if UnixAddr::parse_prefixed(s).is_some() {
+            return s.parse::<Endpoint>().map(|_| Self(s.to_owned()));
+        }
+        match s.parse::<HostPort>() {
+            Ok(_) => Ok(Self(s.to_owned())),
+            // nc takes `::1 80`: a bare IPv6 address needs no brackets before its port.
+            Err(_) if s.parse::<std::net::Ipv6Addr>().is_ok() => Ok(Self(s.to_owned())),
+            Err(whole) => match Target::parse(s) {
+                // A bare host is checked as the address it becomes with a port.
+                Ok(t) if t.port.is_none() && t.host.is_some() => join_port(s, 1)
+                    .parse::<HostPort>()
+                    .map(|_| Self(s.to_owned()))
+                    .map_err(|_| whole),
+                _ => Err(whole),
+            },
+        }
+    }
+}
+
+impl AddrWord {
+    /// Where to connect: a Unix socket (`unix:PATH`, which takes no port), or the address
+    /// with `port` as [`with_port`](Self::with_port) makes it.
+    pub(crate) fn endpoint(&self, port: Option<u16>) -> anyhow::Result<Endpoint> {
+        match UnixAddr::parse_prefixed(&self.0) {
+            Some(_) if port.is_some() => Err(crate::cli::UsageError(
+                format!("{:?} is a Unix socket: it takes no port", self.0).into(),
+            )
+            .into()),
+            Some(_) => Ok(self.0.parse()?),
+            None => Ok(Endpoint::Tcp(self.with_port(port)?)),
+        }
+    }
+
+    /// The address, with `port` (the second argument, nc style) when one was given.
+    pub(crate) fn with_port(&self, port: Option<u16>) -> anyhow::Result<HostPort> {
+        let Some(port) = port else {
+            return self.0.parse::<HostPort>().map_err(|e| {
+                crate::cli::UsageError(
+                    format!("{e}; or give the port as a second argument: HOST PORT").into(),
+                )
+                .into()
+            });
+        };
+        if self.0.parse::<HostPort>().is_ok() {
+            anyhow::bail!(crate::cli::UsageError(
+                format!(
+                    "{:?} already names a port; give HOST:PORT or HOST PORT, not both",
+                    self.0
+                )
+                .into()
+            ));
+        }
+        Ok(join_port(&self.0, port).parse()?)
+    }
+}
+
+/// `host:port`, with brackets around an IPv6 address.
+fn join_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 /// Where a server listens: an optional `ADDR`, or `--port`/`--bind`.
@@ -338,6 +412,32 @@ mod tests {
             ..RouteArgs::default()
         };
         assert!(route.policy(false).is_err());
+    }
+
+    #[test]
+    fn addresses_take_their_port_in_one_word_or_two() {
+        let word = |s: &str| s.parse::<AddrWord>();
+        assert_eq!(
+            word("example.com").unwrap().with_port(Some(80)).unwrap(),
+            "example.com:80".parse().unwrap()
+        );
+        assert_eq!(
+            word("::1").unwrap().with_port(Some(80)).unwrap(),
+            "[::1]:80".parse().unwrap()
+        );
+        assert_eq!(
+            word("example.com:80").unwrap().with_port(None).unwrap(),
+            "example.com:80".parse().unwrap()
+        );
+        assert_eq!(
+            word("9000").unwrap().with_port(None).unwrap(),
+            "9000".parse().unwrap()
+        );
+        let err = word("example.com").unwrap().with_port(None).unwrap_err();
+        assert!(format!("{err:#}").contains("missing :PORT"), "{err:#}");
+        assert!(word("example.com:80").unwrap().with_port(Some(81)).is_err());
+        assert!(word("http://x/").is_err());
+        assert!(word("bad host").is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use sockit::bench::{Progress, Report, chat, echo, http};
 use sockit::net::{DEFAULT_CONNECT_HOST, HostPort};
 
-use crate::cli::args::{RouteArgs, parse_bytes, parse_duration};
+use crate::cli::args::{AddrWord, RouteArgs, parse_bytes, parse_duration};
 use crate::cli::output::{self, say_partial};
 
 /// Measure a server: requests or round trips per second, latency percentiles, errors.
@@ -170,8 +170,11 @@ impl HttpArgs {
 
 #[derive(Debug, Args)]
 struct ChatBenchArgs {
-    /// The chat server: HOST:PORT, [IPv6]:PORT, :PORT or PORT
-    addr: HostPort,
+    /// The chat server: HOST:PORT, [IPv6]:PORT, :PORT or PORT, or HOST PORT
+    addr: AddrWord,
+    /// The port, when ADDR is a bare HOST (nc style)
+    #[arg(value_name = "PORT")]
+    port: Option<u16>,
     /// Clients connected at once (senders included)
     #[arg(short = 'c', long, default_value_t = 100)]
     clients: usize,
@@ -198,8 +201,11 @@ struct ChatBenchArgs {
 
 #[derive(Debug, Args)]
 struct EchoArgs {
-    /// The echo server: HOST:PORT, [IPv6]:PORT, :PORT or PORT
-    addr: HostPort,
+    /// The echo server: HOST:PORT, [IPv6]:PORT, :PORT or PORT, or HOST PORT
+    addr: AddrWord,
+    /// The port, when ADDR is a bare HOST (nc style)
+    #[arg(value_name = "PORT")]
+    port: Option<u16>,
     /// Concurrent connections
     #[arg(short = 'c', long, default_value_t = 100)]
     connections: usize,
@@ -240,7 +246,11 @@ pub(crate) async fn run(args: BenchArgs, stop: CancellationToken) -> anyhow::Res
     let ticker = live_progress(progress.clone(), args.mode.unit());
     let report = match args.mode {
         BenchMode::Echo(echo_args) => {
-            let addr = echo_args.addr.resolve(DEFAULT_CONNECT_HOST).await?[0];
+            let addr = echo_args
+                .addr
+                .with_port(echo_args.port)?
+                .resolve(DEFAULT_CONNECT_HOST)
+                .await?[0];
             let load = if let Some(bytes) = echo_args.stream {
                 echo::EchoLoad::Stream {
                     bytes: bytes as u64,
@@ -298,7 +308,11 @@ pub(crate) async fn run(args: BenchArgs, stop: CancellationToken) -> anyhow::Res
             }
         }
         BenchMode::Chat(chat_args) => {
-            let addr = chat_args.addr.resolve(DEFAULT_CONNECT_HOST).await?[0];
+            let addr = chat_args
+                .addr
+                .with_port(chat_args.port)?
+                .resolve(DEFAULT_CONNECT_HOST)
+                .await?[0];
             let load = chat::ChatLoad {
                 clients: chat_args.clients,
                 senders: chat_args.senders,

@@ -14,7 +14,7 @@ use sockit::net::unix::bind_unix;
 use sockit::net::{HostPort, Listener, ServerConfig, bind_tcp, open};
 
 use crate::cli::args::{
-    BindArgs, ClientTlsArgs, RouteArgs, ServerTlsArgs, TraceArgs, announce, parse_bytes,
+    AddrWord, BindArgs, ClientTlsArgs, RouteArgs, ServerTlsArgs, TraceArgs, announce, parse_bytes,
     parse_duration,
 };
 use crate::cli::output::{OutputError, TaggedStdout, say};
@@ -101,9 +101,12 @@ struct ServeArgs {
 
 #[derive(Debug, Args)]
 struct JoinArgs {
-    /// The server: HOST:PORT, [IPv6]:PORT, :PORT or PORT (localhost)
+    /// The server: HOST:PORT, [IPv6]:PORT, :PORT or PORT (localhost), or HOST PORT
     #[arg(value_name = "ADDR")]
-    addr: HostPort,
+    addr: AddrWord,
+    /// The port, when ADDR is a bare HOST (nc style)
+    #[arg(value_name = "PORT")]
+    port: Option<u16>,
     /// Your nickname
     #[arg(short, long)]
     nick: Option<String>,
@@ -200,7 +203,10 @@ async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<()> {
         Some(web) => {
             let web = bind_tcp(web.clone().with_default_host(&args.bind.bind).bind_addr()?)?;
             let scheme = if identity.is_some() { "https" } else { "http" };
-            say(format_args!("sockit chat web on {scheme}://{}/", web.local_addr()?));
+            say(format_args!(
+                "sockit chat web on {scheme}://{}/",
+                web.local_addr()?
+            ));
             Some(web)
         }
         None => None,
@@ -220,11 +226,22 @@ async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<()> {
 }
 
 async fn join(args: JoinArgs, stop: CancellationToken) -> anyhow::Result<()> {
+    let addr = args.addr.with_port(args.port)?;
     let mut options = args.tls.client_options(args.timeout, &args.trace)?;
-    options.dial = args.route.dial_options(&args.addr)?;
+    options.dial = args.route.dial_options(&addr)?;
     // Ctrl-C ends the connect and the TLS handshake at once, not at --timeout.
     let (stream, peer) = tokio::select! {
-        opened = open(&args.addr, &options) => opened?,
+        opened = open(&addr, &options) => match opened {
+            Ok(opened) => opened,
+            Err(err) => {
+                let err = err.into();
+                if options.tls.is_some() {
+                    let name = args.tls.sni.as_deref().unwrap_or(addr.host_or("localhost"));
+                    crate::cli::hints::after_failure(&err, &addr, name, true, "leave out --tls, --pin, --ca and -k", None).await;
+                }
+                return Err(err);
+            }
+        },
         _ = stop.cancelled() => return Ok(()),
     };
     tracing::info!(%peer, "connected");
@@ -254,7 +271,7 @@ async fn join(args: JoinArgs, stop: CancellationToken) -> anyhow::Result<()> {
             Err(err) => Err(err.into()),
         },
         // The binary's error report gives each refusal its exit code and hint.
-        Err(err) => Err(anyhow::Error::new(err).context(format!("joining {}", args.addr))),
+        Err(err) => Err(anyhow::Error::new(err).context(format!("joining {addr}"))),
     }
 }
 

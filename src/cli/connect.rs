@@ -6,21 +6,25 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use sockit::net::crlf::CrlfReader;
 use sockit::net::dial::Endpoint;
 use sockit::net::echo::MAX_DATAGRAM_BYTES;
 use sockit::net::relay::{RelayConfig, RelayEnd, relay};
+use sockit::net::scan::{PortList, PortState, ScanConfig, scan};
 use sockit::net::{DEFAULT_CONNECT_HOST, HostPort, bind_udp, open};
 
-use crate::cli::Interrupted;
 use crate::cli::output::{ClosingStdout, OutputError};
+use crate::cli::{Interrupted, UsageError, hints};
 
-use crate::cli::args::{ClientTlsArgs, RouteArgs, TraceArgs, parse_duration};
+use crate::cli::args::{AddrWord, ClientTlsArgs, RouteArgs, TraceArgs, parse_duration};
+use crate::cli::output::Stdout;
 
-/// Connect to ADDR; stdin goes to the peer and the peer's bytes to stdout, both at once.
+/// Connect to ADDR (or HOST PORT); stdin goes to the peer and the peer's bytes to stdout,
+/// both at once. With -z, probe ports instead and list the open ones.
 ///
 /// Each direction runs until its own end: when stdin ends, sockit sends EOF to the peer (a
 /// TCP half-close, TLS close_notify) and keeps printing; when the peer closes first, the rest
@@ -30,6 +34,9 @@ use crate::cli::args::{ClientTlsArgs, RouteArgs, TraceArgs, parse_duration};
 #[command(mut_arg("source", |a| a.short('s')))]
 #[command(after_help = "Examples:
   sockit connect example.com:80             talk to a server by hand
+  sockit connect example.com 80             the same, nc style
+  sockit connect -C mail.test 25            send CRLF line endings (SMTP by hand)
+  sockit connect -z 127.0.0.1 1-1024,8080   list the open ports (exit 1 when none is)
   printf 'GET / HTTP/1.0\\r\\n\\r\\n' | sockit connect example.com:80
   sockit connect --tls example.com:443      TLS, verified against the web PKI
   sockit connect --pin sha256:ab12… :8443   TLS to a self-signed server, pinned
@@ -39,17 +46,37 @@ use crate::cli::args::{ClientTlsArgs, RouteArgs, TraceArgs, parse_duration};
   sockit connect --proxy socks5h://127.0.0.1:1080 example.com:80
   sockit connect -s 127.0.0.2 :8000         send from 127.0.0.2")]
 pub(crate) struct ConnectArgs {
-    /// Where to connect: HOST:PORT, [IPv6]:PORT, :PORT or PORT (localhost), or unix:PATH
+    /// Where to connect: HOST:PORT, [IPv6]:PORT, :PORT or PORT (localhost), HOST with the
+    /// port as the next argument, or unix:PATH
     #[arg(value_name = "ADDR")]
-    addr: Endpoint,
+    addr: AddrWord,
+    /// The port, when ADDR is a bare HOST (nc style); with -z, the ports to probe:
+    /// 1-1024,8080
+    #[arg(value_name = "PORT")]
+    port: Option<String>,
+    /// Probe the ports (PORT: a list and ranges) with a TCP connect and print the open
+    /// ones on stdout, one `PORT open` line each; exit 1 when none is open (nc -z).
+    /// -v also lists closed and filtered ports
+    #[arg(short = 'z', long = "scan", conflicts_with_all = ["udp", "tls", "pin", "ca", "insecure", "no_shutdown", "crlf"])]
+    scan: bool,
+    /// -z: probes in flight at once (bounded by the open-files limit)
+    #[arg(long, value_name = "N", default_value_t = 512, requires = "scan")]
+    concurrency: usize,
+    /// -z: print one JSON object instead of lines
+    #[arg(long, requires = "scan")]
+    json: bool,
+    /// Send CRLF line endings: each bare \n of stdin goes out as \r\n (nc -C)
+    #[arg(short = 'C', long)]
+    crlf: bool,
     /// Use UDP: each stdin line is one datagram, every reply is printed
     #[arg(short, long, conflicts_with_all = ["tls", "pin", "ca", "insecure"])]
     udp: bool,
     #[command(flatten)]
     tls: ClientTlsArgs,
-    /// Give up connecting (and the TLS handshake) after this long
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
-    timeout: Duration,
+    /// Give up connecting (and the TLS handshake) after this long [default: 10s, 1s per
+    /// probe with -z]
+    #[arg(long, visible_alias = "connect-timeout", value_name = "DURATION", value_parser = parse_duration)]
+    timeout: Option<Duration>,
     /// Quit when nothing moves in either direction for this long
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     idle_timeout: Option<Duration>,
@@ -66,23 +93,53 @@ pub(crate) struct ConnectArgs {
     route: RouteArgs,
 }
 
-pub(crate) async fn run(args: ConnectArgs, stop: CancellationToken) -> anyhow::Result<()> {
-    if args.udp {
-        return run_udp(args, stop).await;
+/// How long a connect may take unless `--timeout` says otherwise.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(crate) async fn run(
+    args: ConnectArgs,
+    verbose: u8,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    if args.scan {
+        return run_scan(args, verbose, stop).await;
     }
-    let mut options = args.tls.client_options(args.timeout, &args.trace)?;
-    let target = match &args.addr {
+    let port = match &args.port {
+        Some(word) => Some(word.parse::<u16>().map_err(|_| {
+            UsageError(format!("invalid port {word:?} (1-65535; a list needs -z)").into())
+        })?),
+        None => None,
+    };
+    let endpoint = args.addr.endpoint(port)?;
+    let addr = match &endpoint {
         Endpoint::Tcp(addr) => addr.clone(),
+        Endpoint::Unix(_) if args.udp => anyhow::bail!("--udp needs HOST:PORT, not a Unix socket"),
         // The name TLS checks when none is given with --sni.
         Endpoint::Unix(_) => HostPort::new(Some(DEFAULT_CONNECT_HOST.to_owned()), 0),
     };
-    options.dial = args.route.dial_options(&target)?;
-    if let Endpoint::Unix(unix) = &args.addr {
-        options.dial.unix_socket = Some(unix.clone());
+    if args.udp {
+        return run_udp(args, addr, stop).await;
+    }
+    let mut options = args
+        .tls
+        .client_options(args.timeout.unwrap_or(CONNECT_TIMEOUT), &args.trace)?;
+    options.dial = args.route.dial_options(&addr)?;
+    if let Endpoint::Unix(unix) = endpoint {
+        options.dial.unix_socket = Some(unix);
     }
     // Resolve, connect and handshake all give way to Ctrl-C at once.
     let (stream, peer) = tokio::select! {
-        opened = open(&target, &options) => opened?,
+        opened = open(&addr, &options) => match opened {
+            Ok(opened) => opened,
+            Err(err) => {
+                let err = err.into();
+                if options.tls.is_some() {
+                    let name = args.tls.sni.as_deref().unwrap_or(addr.host_or(DEFAULT_CONNECT_HOST));
+                    hints::after_failure(&err, &addr, name, true, "leave out --tls, --pin, --ca and -k", None).await;
+                }
+                return Err(err);
+            }
+        },
         _ = stop.cancelled() => return Err(Interrupted.into()),
     };
     info!(%peer, "connected");
@@ -91,15 +148,14 @@ pub(crate) async fn run(args: ConnectArgs, stop: CancellationToken) -> anyhow::R
         end_with_peer: std::io::stdin().is_terminal(),
         keep_write_open: args.no_shutdown,
     };
-    let report = relay(
-        stream,
-        tokio::io::stdin(),
-        ClosingStdout::new(),
-        config,
-        stop,
-    )
-    .await
-    .with_context(|| format!("connection to {peer}"))?;
+    let stdin: Box<dyn AsyncRead + Unpin + Send> = if args.crlf {
+        Box::new(CrlfReader::new(tokio::io::stdin()))
+    } else {
+        Box::new(tokio::io::stdin())
+    };
+    let report = relay(stream, stdin, ClosingStdout::new(), config, stop)
+        .await
+        .with_context(|| format!("connection to {peer}"))?;
     if report.end == RelayEnd::Stopped {
         // The relay has already flushed stdout and sent its goodbye to the peer.
         return Err(Interrupted.into());
@@ -107,14 +163,11 @@ pub(crate) async fn run(args: ConnectArgs, stop: CancellationToken) -> anyhow::R
     Ok(())
 }
 
-async fn run_udp(args: ConnectArgs, stop: CancellationToken) -> anyhow::Result<()> {
-    let Endpoint::Tcp(addr) = &args.addr else {
-        anyhow::bail!("--udp needs HOST:PORT, not a Unix socket");
-    };
+async fn run_udp(args: ConnectArgs, addr: HostPort, stop: CancellationToken) -> anyhow::Result<()> {
     if args.route.proxy.is_some() || args.route.unix_socket.is_some() {
         anyhow::bail!("--udp goes direct: --proxy and --unix-socket are for TCP");
     }
-    let peers = args.addr_family_filter(addr.resolve(DEFAULT_CONNECT_HOST).await?)?;
+    let peers = args.addr_family_filter(&addr, addr.resolve(DEFAULT_CONNECT_HOST).await?)?;
     let peer = peers[0];
     let local = match args.route.source {
         Some(ip) => SocketAddr::new(ip, 0),
@@ -128,7 +181,12 @@ async fn run_udp(args: ConnectArgs, stop: CancellationToken) -> anyhow::Result<(
         .with_context(|| format!("cannot reach {peer}"))?;
     info!(%peer, "sending datagrams");
 
-    let mut stdin = BufReader::new(tokio::io::stdin());
+    let stdin: Box<dyn AsyncRead + Unpin + Send> = if args.crlf {
+        Box::new(CrlfReader::new(tokio::io::stdin()))
+    } else {
+        Box::new(tokio::io::stdin())
+    };
+    let mut stdin = BufReader::new(stdin);
     let mut stdout = tokio::io::stdout();
     let mut line = Vec::new();
     let mut reply = vec![0u8; MAX_DATAGRAM_BYTES + 1];
@@ -165,20 +223,6 @@ async fn run_udp(args: ConnectArgs, stop: CancellationToken) -> anyhow::Result<(
     }
 }
 
-impl ConnectArgs {
-    /// Keeps the addresses of the family asked for with -4/-6.
-    fn addr_family_filter(&self, addrs: Vec<SocketAddr>) -> anyhow::Result<Vec<SocketAddr>> {
-        let kept: Vec<SocketAddr> = addrs
-            .into_iter()
-            .filter(|a| (!self.route.ipv4 || a.is_ipv4()) && (!self.route.ipv6 || a.is_ipv6()))
-            .collect();
-        if kept.is_empty() {
-            anyhow::bail!("{} has no address of the family asked for", self.addr);
-        }
-        Ok(kept)
-    }
-}
-
 /// Checks that one stdin line went out whole as one datagram: a line that cannot be sent
 /// is an error, never a warning the script does not see.
 pub(crate) fn send_datagram(
@@ -209,4 +253,112 @@ fn refused(error: std::io::Error, peer: SocketAddr) -> anyhow::Error {
     } else {
         anyhow::Error::new(error).context(format!("UDP to {peer}"))
     }
+}
+
+impl ConnectArgs {
+    /// Keeps the addresses of the family asked for with -4/-6.
+    fn addr_family_filter(
+        &self,
+        addr: &HostPort,
+        addrs: Vec<SocketAddr>,
+    ) -> anyhow::Result<Vec<SocketAddr>> {
+        let kept: Vec<SocketAddr> = addrs
+            .into_iter()
+            .filter(|a| (!self.route.ipv4 || a.is_ipv4()) && (!self.route.ipv6 || a.is_ipv6()))
+            .collect();
+        if kept.is_empty() {
+            anyhow::bail!("{} has no address of the family asked for", addr);
+        }
+        Ok(kept)
+    }
+}
+
+/// How long one probe of `-z` waits unless `--timeout` says otherwise: a port that does
+/// not answer within it counts as filtered.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// No port was open: nc's `-z` exits 1 then, and so does sockit.
+#[derive(Debug, thiserror::Error)]
+#[error("no open port among the {scanned} probed on {ip}")]
+pub(crate) struct NoneOpen {
+    scanned: usize,
+    ip: std::net::IpAddr,
+}
+
+/// `-z HOST PORTS`: every port probed, the open ones printed in order.
+async fn run_scan(args: ConnectArgs, verbose: u8, stop: CancellationToken) -> anyhow::Result<()> {
+    let (host, spec) = match &args.port {
+        Some(spec) => (args.addr.with_port(Some(1))?, spec.clone()),
+        None => {
+            let addr = args.addr.with_port(None).map_err(|_| {
+                UsageError("-z needs HOST PORTS, e.g. sockit connect -z example.com 1-1024".into())
+            })?;
+            (addr.clone(), addr.port().to_string())
+        }
+    };
+    let ports: PortList = spec.parse().map_err(|e| UsageError(Box::new(e)))?;
+    let ip = host.resolve(DEFAULT_CONNECT_HOST).await?[0].ip();
+    let config = ScanConfig {
+        concurrency: args.concurrency,
+        timeout: args.timeout.unwrap_or(PROBE_TIMEOUT),
+    };
+    let started = std::time::Instant::now();
+    let report = tokio::select! {
+        report = scan(ip, &ports, &config) => report,
+        _ = stop.cancelled() => return Err(Interrupted.into()),
+    };
+    info!(
+        ports = ports.len(),
+        concurrency = report.concurrency,
+        elapsed = ?started.elapsed(),
+        "scan done"
+    );
+    let shown = |state: PortState| state == PortState::Open || verbose > 0;
+    let text = if args.json {
+        let mut object = serde_json::json!({
+            "host": host.host_or(DEFAULT_CONNECT_HOST),
+            "ip": ip.to_string(),
+            "scanned": ports.len(),
+            "open": report.open().collect::<Vec<_>>(),
+            "closed": report.count(PortState::Closed),
+            "filtered": report.count(PortState::Filtered),
+            "unreachable": report.count(PortState::Unreachable),
+            "failed": report.count(PortState::Failed),
+            "elapsed_ms": started.elapsed().as_secs_f64() * 1000.0,
+        });
+        if verbose > 0 {
+            object["ports"] = report
+                .ports
+                .iter()
+                .map(|(port, state)| serde_json::json!({"port": port, "state": state.name()}))
+                .collect();
+        }
+        format!("{object}\n")
+    } else {
+        let mut text = String::new();
+        for (port, state) in report.ports.iter().filter(|(_, s)| shown(*s)) {
+            text.push_str(&format!("{port} {}", state.name()));
+            match state {
+                PortState::Closed => text.push_str(" (connection refused)"),
+                PortState::Filtered => text.push_str(&format!(
+                    " (no answer in {}s)",
+                    config.timeout.as_secs_f64()
+                )),
+                PortState::Unreachable => text.push_str(" (host or network unreachable)"),
+                PortState::Failed => text.push_str(" (no socket: out of descriptors or ports)"),
+                PortState::Open => {}
+            }
+            text.push('\n');
+        }
+        text
+    };
+    Stdout::open("the scan results")?.write_all(text.as_bytes())?;
+    if report.open().next().is_none() {
+        return Err(NoneOpen {
+            scanned: ports.len(),
+            ip,
+        }
+        .into());
+    }
+    Ok(())
 }

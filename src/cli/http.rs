@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -15,13 +16,16 @@ use tokio_util::sync::CancellationToken;
 use sockit::http::body::{self, BodyKind};
 use sockit::http::download::{self, DownloadError, Progress};
 use sockit::http::items::{self, Item};
+use sockit::http::session::{self, Session};
 use sockit::http::{Client, ClientConfig, HttpVersions, Request, Response, SentHead, target_url};
+use sockit::http::{Cookie, CookieJar};
 use sockit::net::tls::{Fingerprint, Verify};
 use sockit::net::trace::TraceSink;
 
-use crate::cli::UsageError;
 use crate::cli::args::{RouteArgs, parse_duration};
 use crate::cli::output::{OutputError, Stdout, say};
+use crate::cli::{UsageError, hints};
+use sockit::net::HostPort;
 
 const EXAMPLES: &str = "Examples:
   sockit get example.com                         GET http://example.com/
@@ -99,14 +103,14 @@ pub(crate) struct HttpOptions {
     /// Save the body to FILE (through FILE.part, renamed when complete)
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
-    /// Save the body to a file named by the server or the URL
-    #[arg(short, long)]
+    /// Save the body to a file named by the server or the URL (-O as in curl)
+    #[arg(short, long, visible_short_alias = 'O')]
     download: bool,
     /// Resume an interrupted download of -o FILE from FILE.part
     #[arg(short = 'c', long = "continue", requires = "output")]
     resume: bool,
-    /// Follow redirects
-    #[arg(short = 'F', long)]
+    /// Follow redirects (-L as in curl)
+    #[arg(short = 'F', long, visible_short_alias = 'L')]
     follow: bool,
     /// At most this many redirects with --follow
     #[arg(long, value_name = "N", default_value_t = 10)]
@@ -157,6 +161,34 @@ pub(crate) struct HttpOptions {
     http2: bool,
     #[command(flatten)]
     route: RouteArgs,
+    /// A header as curl takes it: 'Name: value', 'Name:' (do not send it), 'Name;' (empty)
+    #[arg(short = 'H', long = "header", value_name = "HEADER")]
+    headers: Vec<String>,
+    /// The method, as curl's -X (wins over the command's own)
+    #[arg(short = 'X', long = "request", value_name = "METHOD")]
+    request_method: Option<String>,
+    /// Print the request that would be sent, and send nothing
+    #[arg(long, conflicts_with = "curl")]
+    offline: bool,
+    /// Print the same request as a curl command line (shell-quoted), and send nothing
+    #[arg(long)]
+    curl: bool,
+    /// Send these cookies ('a=1; b=2', as curl's -b); only to the URL's origin
+    #[arg(short = 'b', long = "cookie", value_name = "NAME=VALUE")]
+    cookies: Vec<String>,
+    /// Keep headers, credentials and cookies between runs: a NAME (kept per host in the
+    /// config directory) or a FILE (with a / or .json)
+    #[arg(long, value_name = "NAME|FILE")]
+    session: Option<String>,
+    /// After the exchange, write the cookies to FILE in the Netscape format (curl's -c)
+    #[arg(long, value_name = "FILE")]
+    cookie_jar: Option<PathBuf>,
+    /// Client certificate chain (PEM) for servers that ask for one (mutual TLS)
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
 }
 
 /// The exit status for `--check-status`: 3, 4 or 5 like HTTPie.
@@ -186,7 +218,7 @@ pub(crate) async fn run(
             let first = words.next().unwrap_or_default();
             if looks_like_method(&first) && words.len() > 0 {
                 let url = words.next().unwrap_or_default();
-                let method = Method::from_bytes(first.as_bytes())
+                let method = Method::from_bytes(first.to_ascii_uppercase().as_bytes())
                     .with_context(|| format!("invalid method {first:?}"))?;
                 (Some(method), url, words.collect(), args.opts)
             } else {
@@ -196,17 +228,41 @@ pub(crate) async fn run(
         HttpCommand::Get(args) => (Some(Method::GET), args.url, args.items, args.opts),
         HttpCommand::Post(args) => (Some(Method::POST), args.url, args.items, args.opts),
     };
+    let method = match &opts.request_method {
+        Some(word) => Some(
+            Method::from_bytes(word.to_ascii_uppercase().as_bytes())
+                .map_err(|_| UsageError(format!("invalid method {word:?}").into()))?,
+        ),
+        None => method,
+    };
     // TLS options mean TLS: `--pin … :8443/x` is `https://localhost:8443/x`.
     let tls_wanted = opts.pin.is_some() || opts.ca.is_some() || opts.insecure;
     let url = target_url(&url, if tls_wanted { "https" } else { "http" })
         .map_err(|e| UsageError(e.into()))?;
-    let items = words
+    let mut items = words
         .iter()
         .map(|w| items::parse(w))
         .collect::<Result<Vec<Item>, _>>()
         .map_err(|e| UsageError(e.into()))?;
-    let request = build_request(method, url.as_str(), &items, &opts).await?;
+    curl_habits(&opts, &items)?;
+    for header in &opts.headers {
+        items.push(items::parse_header(header).map_err(|e| UsageError(e.into()))?);
+    }
+    let mut request = build_request(method, url.as_str(), &items, &opts).await?;
+    let jar = Arc::new(CookieJar::new());
+    let session_path = match &opts.session {
+        Some(name) => Some(session::path_for(name, &request.url)?),
+        None => None,
+    };
+    let mut saved = match &session_path {
+        Some(path) => Session::load(path)?,
+        None => Session::default(),
+    };
+    let origin_bound = use_session(&mut request, &mut saved, &jar, &opts)?;
     let client = Client::new(ClientConfig {
+        cookies: Some(jar.clone()),
+        client_cert: opts.cert.clone().zip(opts.key.clone()),
+        origin_bound_headers: origin_bound,
         connect_timeout: opts.connect_timeout,
         read_timeout: Some(opts.timeout),
         verify: if let Some(pin) = opts.pin {
@@ -245,11 +301,64 @@ pub(crate) async fn run(
         request: verbose > 0,
         response: verbose > 0 || opts.include,
         typed,
-        secrets: opts.trace_secrets,
+        secrets: opts.trace_secrets || opts.offline,
     };
+    if opts.offline || opts.curl {
+        let head = client.head(&request)?;
+        let text = if opts.curl {
+            curl_command(&head, &request.body, &opts)
+        } else {
+            show.request_head(&head, Version::HTTP_11, Some(&request.body))
+        };
+        return Ok(Stdout::open("the request")?.write_all(text.as_bytes())?);
+    }
+    let target = HostPort::new(
+        request
+            .url
+            .host_str()
+            .map(|h| h.trim_matches(['[', ']']).to_owned()),
+        request.url.port_or_known_default().unwrap_or(80),
+    );
+    let server_name = target.host_or("localhost").to_owned();
+    let spoke_tls = request.url.scheme() == "https";
+    let result = send_and_print(&client, request, &opts, &show, &stop).await;
+    if let Err(err) = &result {
+        hints::after_failure(
+            err,
+            &target,
+            &server_name,
+            spoke_tls,
+            "use http://",
+            Some("use https://"),
+        )
+        .await;
+    }
+    if let Some(path) = &opts.cookie_jar {
+        std::fs::write(path, sockit::http::netscape_format(&jar.cookies()))
+            .with_context(|| format!("writing the cookie jar {}", path.display()))?;
+    }
+    if let Some(path) = &session_path {
+        // A request that got an answer (whatever its status) updates the session.
+        if result.is_ok() || result.as_ref().is_err_and(|e| e.is::<StatusError>()) {
+            saved.cookies = jar.cookies();
+            saved.save(path)?;
+        }
+    }
+    result
+}
+
+/// Sends the request and prints (or saves) the response.
+async fn send_and_print(
+    client: &Client,
+    request: Request,
+    opts: &HttpOptions,
+    show: &Show,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let client = client.clone();
     let started = Instant::now();
     if opts.output.is_some() || opts.download {
-        return save(&client, request, &opts, &show, &stop, started).await;
+        return save(&client, request, opts, show, stop, started).await;
     }
     let mut response = tokio::select! {
         _ = stop.cancelled() => bail!("interrupted"),
@@ -262,14 +371,182 @@ pub(crate) async fn run(
         "the response head"
     })?;
     out.write_all(heads.as_bytes())?;
-    let body_bytes = print_body(&mut response, out.writing("the response body"), &stop).await?;
+    let body_bytes = print_body(&mut response, out.writing("the response body"), stop).await?;
     if opts.json_meta {
         say(format_args!(
             "{}",
             meta(&response, body_bytes, started.elapsed())
         ));
     }
-    check(&opts, response.status())
+    check(opts, response.status())
+}
+
+/// Merges the session into `request` and the jar, and what this run adds into the session.
+/// Returns the headers bound to the request's origin: every session header.
+fn use_session(
+    request: &mut Request,
+    saved: &mut Session,
+    jar: &CookieJar,
+    opts: &HttpOptions,
+) -> anyhow::Result<Vec<HeaderName>> {
+    for cookie in saved.cookies.drain(..) {
+        jar.insert(cookie);
+    }
+    // `-b` cookies go to this origin only: a `Cookie` header, dropped on a cross-origin
+    // redirect; a session keeps them for this host.
+    let typed_cookies: Vec<&str> = opts
+        .cookies
+        .iter()
+        .flat_map(|c| c.split(';'))
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    if !typed_cookies.is_empty() {
+        for pair in &typed_cookies {
+            if !pair.contains('=') {
+                return Err(UsageError(
+                    format!("invalid cookie {pair:?} (expected NAME=VALUE)").into(),
+                )
+                .into());
+            }
+        }
+        let value = typed_cookies.join("; ");
+        request.headers.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&value)
+                .map_err(|_| UsageError(format!("invalid cookie {value:?}").into()))?,
+        );
+    }
+    if opts.session.is_none() {
+        return Ok(Vec::new());
+    }
+    let host = request
+        .url
+        .host_str()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    for pair in typed_cookies {
+        if let Some((name, value)) = pair.split_once('=') {
+            saved.cookies.retain(|c| c.name != name.trim());
+            jar.insert(Cookie {
+                name: name.trim().to_owned(),
+                value: value.trim().to_owned(),
+                domain: host.clone(),
+                host_only: true,
+                path: "/".to_owned(),
+                secure: false,
+                expires: None,
+            });
+        }
+    }
+    request.headers.remove(header::COOKIE);
+    // What is typed now wins over what the session has, and is kept in it.
+    let mut bound = Vec::new();
+    for (name, value) in saved.headers.clone() {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .with_context(|| format!("invalid header name {name:?} in the session"))?;
+        if !request.headers.contains_key(&name) {
+            request
+                .headers
+                .insert(name.clone(), HeaderValue::from_str(&value)?);
+        }
+    }
+    for (name, value) in &request.headers {
+        if matches!(
+            *name,
+            header::CONTENT_TYPE | header::CONTENT_LENGTH | header::HOST | header::COOKIE
+        ) {
+            continue;
+        }
+        if let Ok(value) = value.to_str() {
+            saved.set_header(name.as_str(), value);
+        }
+    }
+    for (name, _) in &saved.headers {
+        if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+            bound.push(name);
+        }
+    }
+    Ok(bound)
+}
+
+/// The request as a curl command line, each word shell-quoted.
+fn curl_command(head: &SentHead, body: &[u8], opts: &HttpOptions) -> String {
+    let mut words = vec!["curl".to_owned()];
+    if head.method != Method::GET || !body.is_empty() {
+        words.extend(["-X".to_owned(), head.method.to_string()]);
+    }
+    if opts.http1_1 {
+        words.push("--http1.1".to_owned());
+    } else if opts.http2 {
+        words.push(if head.url.scheme() == "https" {
+            "--http2".to_owned()
+        } else {
+            "--http2-prior-knowledge".to_owned()
+        });
+    }
+    if opts.follow {
+        words.extend([
+            "-L".to_owned(),
+            "--max-redirs".to_owned(),
+            opts.max_redirects.to_string(),
+        ]);
+    }
+    if opts.insecure {
+        words.push("-k".to_owned());
+    }
+    if let Some(ca) = &opts.ca {
+        words.extend(["--cacert".to_owned(), ca.display().to_string()]);
+    }
+    if !opts.no_decompress {
+        words.push("--compressed".to_owned());
+    }
+    for (name, value) in &head.headers {
+        // curl writes these itself, from the URL and the body.
+        if matches!(*name, header::HOST | header::CONTENT_LENGTH) {
+            continue;
+        }
+        words.push("-H".to_owned());
+        let value = String::from_utf8_lossy(value.as_bytes());
+        words.push(if value.is_empty() {
+            format!("{};", title_case(name.as_str()))
+        } else {
+            format!("{}: {value}", title_case(name.as_str()))
+        });
+    }
+    for name in [header::ACCEPT, header::USER_AGENT] {
+        if !head.headers.contains_key(&name) {
+            // A default the user removed: curl's `-H 'Name:'` removes curl's own.
+            words.extend(["-H".to_owned(), format!("{}:", title_case(name.as_str()))]);
+        }
+    }
+    if !body.is_empty() {
+        words.extend([
+            "--data-binary".to_owned(),
+            String::from_utf8_lossy(body).into_owned(),
+        ]);
+    }
+    words.push(head.url.to_string());
+    let mut line = words
+        .iter()
+        .map(|w| shell_quote(w))
+        .collect::<Vec<_>>()
+        .join(" ");
+    line.push('\n');
+    line
+}
+
+/// `word` as a POSIX shell reads it back: bare when it is plain, else in single quotes.
+fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%".contains(c));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
 }
 
 fn check(opts: &HttpOptions, status: StatusCode) -> anyhow::Result<()> {
@@ -279,8 +556,42 @@ fn check(opts: &HttpOptions, status: StatusCode) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `GET`, `PROPFIND`: any upper-case word; `get`, `put`: the standard methods in lower case
+/// too (a lower-case word could be a host name, so only these).
 fn looks_like_method(word: &str) -> bool {
-    !word.is_empty() && word.len() <= 16 && word.bytes().all(|b| b.is_ascii_uppercase())
+    const STANDARD: [&str; 9] = [
+        "get", "head", "post", "put", "patch", "delete", "options", "trace", "connect",
+    ];
+    (!word.is_empty() && word.len() <= 16 && word.bytes().all(|b| b.is_ascii_uppercase()))
+        || STANDARD.contains(&word)
+}
+
+/// curl flags whose letter means something else here: refused or hinted when the command
+/// line reads as curl's.
+fn curl_habits(opts: &HttpOptions, items: &[Item]) -> anyhow::Result<()> {
+    // curl's `-d 'a=1&b=2'` is a form body; here -d is --download and the text an item.
+    let curl_data = items.iter().any(|i| match i {
+        Item::Data { value, .. } => value.contains('&') && value.contains('='),
+        _ => false,
+    });
+    if opts.download && curl_data {
+        return Err(UsageError(
+            "-d here is --download, and 'a=1&b=2' is one field; for curl's -d form body give \
+             the fields as items with --form (sockit post URL --form a=1 b=2) or --raw 'a=1&b=2'"
+                .into(),
+        )
+        .into());
+    }
+    // curl's `-F 'file=@x'` uploads a file; here -F is --follow and `key=@file` puts the
+    // file's text in a JSON field.
+    let data_file = items.iter().any(|i| matches!(i, Item::DataFile { .. }));
+    if opts.follow && data_file && !opts.form && !opts.multipart {
+        say(format_args!(
+            "hint: -F here is --follow, and key=@file sends the file's text as a JSON field; \
+             for curl's -F 'file=@x' upload write file@x (multipart)"
+        ));
+    }
+    Ok(())
 }
 
 /// Whether stdin is a pipe or a file: then it may carry a body. A terminal or `/dev/null`
@@ -357,8 +668,11 @@ async fn build_request(
         builder = builder.header(name, value);
     }
     if let Some(auth) = &opts.auth {
-        let (user, password) = auth.split_once(':').unwrap_or((auth, ""));
-        builder = builder.basic_auth(user, password);
+        let (user, password) = match auth.split_once(':') {
+            Some((user, password)) => (user.to_owned(), password.to_owned()),
+            None => (auth.clone(), ask_password(auth).await?),
+        };
+        builder = builder.basic_auth(&user, &password);
     }
     let mut request = builder.build()?;
     if !assembled.query.is_empty() {
@@ -390,6 +704,58 @@ async fn build_request(
         request.body = bytes;
     }
     Ok(request)
+}
+
+/// `-u USER` without a password: asked on the terminal without echo, as curl does.
+async fn ask_password(user: &str) -> anyhow::Result<String> {
+    if !std::io::stdin().is_terminal() {
+        return Err(UsageError(
+            format!(
+                "-u {user} has no password and stdin is not a terminal to ask for it; \
+                 give -u {user}:PASSWORD"
+            )
+            .into(),
+        )
+        .into());
+    }
+    let prompt = format!("password for {user}: ");
+    tokio::task::spawn_blocking(move || read_password(&prompt))
+        .await?
+        .context("reading the password from the terminal")
+}
+
+/// Reads one line from the terminal in raw mode, echoing nothing; Ctrl-C gives up.
+fn read_password(prompt: &str) -> anyhow::Result<String> {
+    use crossterm::event::{Event, KeyCode, KeyEventKind, KeyModifiers, read};
+    use std::io::Write;
+    let mut stderr = std::io::stderr();
+    write!(stderr, "{prompt}")?;
+    stderr.flush()?;
+    crossterm::terminal::enable_raw_mode()?;
+    let mut password = String::new();
+    let result = loop {
+        match read() {
+            Ok(Event::Key(key)) if key.kind != KeyEventKind::Release => match key.code {
+                KeyCode::Enter => break Ok(()),
+                KeyCode::Char('c' | 'd') if key.modifiers.contains(KeyModifiers::CONTROL) => {
+                    break Err(anyhow::Error::new(crate::cli::Interrupted));
+                }
+                KeyCode::Backspace => {
+                    password.pop();
+                }
+                KeyCode::Char(c) => password.push(c),
+                _ => {}
+            },
+            Ok(Event::Paste(text)) => password.push_str(&text),
+            Ok(_) => {}
+            Err(e) => break Err(e.into()),
+        }
+    };
+    let restored = crossterm::terminal::disable_raw_mode();
+    let _ = writeln!(stderr);
+    result?;
+    restored?;
+    Ok(password)
 }
 
 /// What to print besides the body.
@@ -860,7 +1226,18 @@ mod tests {
         assert!(looks_like_method("GET"));
         assert!(looks_like_method("PROPFIND"));
         assert!(!looks_like_method("example.com"));
-        assert!(!looks_like_method("get"));
+        assert!(looks_like_method("get"));
+        assert!(looks_like_method("delete"));
+        assert!(!looks_like_method("getter"));
+        assert!(!looks_like_method("localhost"));
+    }
+
+    #[test]
+    fn shell_quoting_reads_back_as_the_same_word() {
+        assert_eq!(shell_quote("http://a.test/x?y=1"), "'http://a.test/x?y=1'");
+        assert_eq!(shell_quote("-H"), "-H");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote(""), "''");
     }
 
     #[test]

@@ -18,7 +18,9 @@ use sockit::net::socks_server::{SocksConfig, serve_socks5};
 use sockit::net::unix::bind_unix;
 use sockit::net::{Listener, ServerConfig, bind_tcp, bind_udp, secure, serve};
 
-use crate::cli::args::{BindArgs, ServerTlsArgs, TraceArgs, announce, parse_bytes, parse_duration};
+use crate::cli::args::{
+    AddrWord, BindArgs, ServerTlsArgs, TraceArgs, announce, parse_bytes, parse_duration,
+};
 use crate::cli::connect::send_datagram;
 use crate::cli::output::{ClosingStdout, OutputError, say};
 
@@ -36,9 +38,12 @@ use crate::cli::output::{ClosingStdout, OutputError, say};
   sockit listen 1080 --socks5 --auth u:pw   a SOCKS5 proxy for this machine")]
 pub(crate) struct ListenArgs {
     /// Where to listen: PORT, :PORT, IP:PORT or [IPv6]:PORT (default 127.0.0.1, port 0), or
-    /// unix:PATH (unix:@NAME: a Linux abstract socket)
+    /// unix:PATH (unix:@NAME: a Linux abstract socket), or IP PORT
     #[arg(value_name = "ADDR")]
-    addr: Option<Endpoint>,
+    addr: Option<AddrWord>,
+    /// The port, when ADDR is a bare IP (nc style: listen 127.0.0.1 9000)
+    #[arg(value_name = "PORT", requires = "addr")]
+    port_word: Option<u16>,
     #[command(flatten)]
     bind: BindArgs,
     /// Keep accepting peers; their data is printed tagged with their address when several are
@@ -80,7 +85,11 @@ pub(crate) struct ListenArgs {
 }
 
 pub(crate) async fn run(args: ListenArgs, stop: CancellationToken) -> anyhow::Result<()> {
-    let tcp_addr = match &args.addr {
+    let endpoint = match &args.addr {
+        Some(word) => Some(word.endpoint(args.port_word)?),
+        None => None,
+    };
+    let tcp_addr = match &endpoint {
         Some(Endpoint::Unix(unix)) => {
             if args.udp || args.keep_open {
                 anyhow::bail!("--udp and --keep-open need an IP address, not a Unix socket");

@@ -5,6 +5,7 @@ mod args;
 mod bench;
 mod chat;
 mod connect;
+pub(crate) mod hints;
 mod http;
 mod listen;
 pub(crate) mod output;
@@ -72,7 +73,7 @@ enum Command {
     /// Multi-user chat: `chat serve` (nc and telnet can join) and `chat join`
     Chat(chat::ChatArgs),
     #[command(flatten)]
-    Http(http::HttpCommand),
+    Http(Box<http::HttpCommand>),
     /// HTTP file server: listings, ranges, caching, uploads (like python3 -m http.server)
     Serve(serve::ServeArgs),
     /// Offer files over HTTPS with a pinned certificate; prints the recv command
@@ -92,12 +93,12 @@ impl Cli {
     /// Runs the chosen command until it ends or `stop` is cancelled.
     pub(crate) async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
         match self.command {
-            Command::Connect(args) => connect::run(args, stop).await,
+            Command::Connect(args) => connect::run(args, self.verbose, stop).await,
             Command::Listen(args) => listen::run(args, stop).await,
             Command::Send(args) => transfer::send(args, stop).await,
             Command::Recv(args) => transfer::recv(args, stop).await,
             Command::Bench(args) => bench::run(args, stop).await,
-            Command::Http(command) => http::run(command, self.verbose, stop).await,
+            Command::Http(command) => http::run(*command, self.verbose, stop).await,
             Command::Serve(args) => serve::run(args, stop).await,
             Command::Chat(args) => chat::run(args, stop).await,
             Command::Completions { shell } => {
@@ -124,8 +125,12 @@ mod tests {
         for addr in ["example.com:80", "[::1]:80", ":80", "80"] {
             Cli::try_parse_from(["sockit", "connect", addr]).unwrap();
         }
-        let err = Cli::try_parse_from(["sockit", "connect", "nope"]).unwrap_err();
-        assert!(err.to_string().contains("missing :PORT"), "{err}");
+        Cli::try_parse_from(["sockit", "connect", "example.com", "80"]).unwrap();
+        Cli::try_parse_from(["sockit", "connect", "-z", "example.com", "1-1024,8080"]).unwrap();
+        let err = Cli::try_parse_from(["sockit", "connect", "no pe"]).unwrap_err();
+        assert!(err.to_string().contains("spaces"), "{err}");
+        let err = Cli::try_parse_from(["sockit", "connect", "http://x/"]).unwrap_err();
+        assert!(err.to_string().contains("URLs are not addresses"), "{err}");
     }
 
     #[test]
@@ -134,5 +139,7 @@ mod tests {
         assert!(Cli::try_parse_from(["sockit", "listen", "--echo", "--greet", "x"]).is_err());
         assert!(Cli::try_parse_from(["sockit", "listen", "--cert", "c.pem"]).is_err());
         assert!(Cli::try_parse_from(["sockit", "connect", "--pin", "sha256:00", ":1"]).is_err());
+        assert!(Cli::try_parse_from(["sockit", "connect", "-z", "-u", "x", "1"]).is_err());
+        assert!(Cli::try_parse_from(["sockit", "connect", "--json", "x", "1"]).is_err());
     }
 }

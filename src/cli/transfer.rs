@@ -18,7 +18,8 @@ use sockit::transfer::{
     serve_offer, serve_raw, shown,
 };
 
-use crate::cli::args::{RouteArgs, announce, parse_bytes, parse_duration};
+use crate::cli::UsageError;
+use crate::cli::args::{AddrWord, RouteArgs, announce, parse_bytes, parse_duration};
 use crate::cli::output;
 
 /// Offer files and directories over HTTPS with a pinned certificate; prints the recv command.
@@ -64,6 +65,9 @@ pub(crate) struct RecvArgs {
     /// The code printed by sockit send (with --raw: HOST:PORT)
     #[arg(value_name = "CODE")]
     code: String,
+    /// With --raw, the port when CODE is a bare HOST (nc style: recv --raw HOST PORT)
+    #[arg(value_name = "PORT", requires = "raw")]
+    port: Option<u16>,
     /// Directory to write into (default: .); with --raw, the file to write (default, or -:
     /// stdout)
     #[arg(short, long, value_name = "DIR|FILE")]
@@ -311,7 +315,11 @@ pub(crate) async fn recv(args: RecvArgs, stop: CancellationToken) -> anyhow::Res
     let began = Instant::now();
     let display = show_progress(progress.clone(), args.raw);
     if args.raw {
-        let addr: HostPort = args.code.parse()?;
+        let addr = args
+            .code
+            .parse::<AddrWord>()
+            .map_err(|e| UsageError(e.into()))?
+            .with_port(args.port)?;
         let result = receive_raw(
             &addr,
             args.output.as_deref().filter(|p| p.as_os_str() != "-"),
@@ -343,7 +351,22 @@ pub(crate) async fn recv(args: RecvArgs, stop: CancellationToken) -> anyhow::Res
     };
     let result = receive(&code, &config, &progress, stop).await;
     display.finish();
-    let outcome = result.with_context(|| format!("receiving from {}", code.addr))?;
+    let outcome = match result.with_context(|| format!("receiving from {}", code.addr)) {
+        Ok(outcome) => outcome,
+        Err(err) => {
+            let name = code.addr.host_or("localhost").to_owned();
+            crate::cli::hints::after_failure(
+                &err,
+                &code.addr,
+                &name,
+                true,
+                "nothing sockit send started listens there; check the code it printed",
+                None,
+            )
+            .await;
+            return Err(err);
+        }
+    };
     output::say(format_args!(
         "sockit recv: {} file(s), {} bytes into {} — fetched {} bytes, {} resumed, {} skipped, verified, in {:.2}s ({})",
         outcome.files,

@@ -237,6 +237,54 @@ pub fn parse(arg: &str) -> Result<Item, ItemError> {
     })
 }
 
+/// Parses a header as curl's `-H` takes it: `Name: value`, `Name:` (do not send the
+/// default header), `Name;` (send it with an empty value). The value is taken as written,
+/// whatever separators it holds (`-H 'Authorization: Bearer a=b'`).
+///
+/// # Examples
+///
+/// ```
+/// use sockit::http::items::{parse_header, Item};
+///
+/// assert_eq!(parse_header("Authorization: Bearer a=b").unwrap(),
+///            Item::Header { name: "Authorization".into(), value: "Bearer a=b".into() });
+/// assert_eq!(parse_header("User-Agent:").unwrap(), Item::UnsetHeader { name: "User-Agent".into() });
+/// assert_eq!(parse_header("X-Empty;").unwrap(), Item::Header { name: "X-Empty".into(), value: "".into() });
+/// ```
+///
+/// # Errors
+///
+/// [`ItemError::NoSeparator`] without `:` or a final `;`, [`ItemError::HeaderName`] and
+/// [`ItemError::HeaderInjection`] as for a `Name:Value` item.
+pub fn parse_header(arg: &str) -> Result<Item, ItemError> {
+    let (name, value, is_empty_header) = match arg.split_once(':') {
+        Some((name, value)) => (name, value, false),
+        None => match arg.strip_suffix(';') {
+            Some(name) => (name, "", true),
+            None => return Err(ItemError::NoSeparator(arg.to_owned())),
+        },
+    };
+    let name = name.trim_end().to_owned();
+    if name.is_empty() {
+        return Err(ItemError::EmptyName(arg.to_owned()));
+    }
+    if !is_token(&name) {
+        return Err(ItemError::HeaderName(name));
+    }
+    let value = value.trim_matches([' ', '\t']);
+    if value.contains(['\r', '\n', '\0']) {
+        return Err(ItemError::HeaderInjection { name });
+    }
+    Ok(if value.is_empty() && !is_empty_header {
+        Item::UnsetHeader { name }
+    } else {
+        Item::Header {
+            name,
+            value: value.to_owned(),
+        }
+    })
+}
+
 /// Splits at the first unescaped separator: (unescaped key, separator, raw value).
 fn split(arg: &str) -> Option<(String, Sep, &str)> {
     let mut key = String::new();

@@ -36,11 +36,12 @@ pub mod download;
 pub mod items;
 pub(crate) mod part_file;
 mod request_first;
+pub mod session;
 mod trace;
 
 pub use client::{
-    Client, ClientConfig, Hop, HttpError, HttpVersions, Request, RequestBuilder, Response,
-    SentHead, Timings, get, post, target_url,
+    Client, ClientConfig, Cookie, CookieJar, Hop, HttpError, HttpVersions, Request, RequestBuilder,
+    Response, SentHead, Timings, get, netscape_format, post, target_url,
 };
 pub(crate) use request_first::{Http1RequestFirst, SendState};
 pub mod server;

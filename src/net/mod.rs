@@ -1,8 +1,8 @@
 //! The network layer: addresses, TCP/UDP/Unix connect and listen, proxies, TLS, byte tracing,
 //! full-duplex relay, line framing, the accept loop with graceful shutdown, and the small
 //! echo/greet/SOCKS5 services. It knows nothing of HTTP or chat; everything else stands on it.
-
 mod addr;
+pub mod crlf;
 pub mod dial;
 pub mod echo;
 mod error;
@@ -10,6 +10,7 @@ pub mod keep_open;
 pub mod line;
 pub mod proxy;
 pub mod relay;
+pub mod scan;
 mod server;
 pub mod socks_server;
 mod stream;

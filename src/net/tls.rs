@@ -117,13 +117,49 @@ pub fn client_config(
     verify: &Verify,
     alpn: &[&[u8]],
 ) -> Result<Arc<rustls::ClientConfig>, NetError> {
+    let mut config = verifying_builder(verify)?.with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// As [`client_config`], and the client presents the certificate chain in `cert` with the
+/// private key in `key` (PEM) to a server that asks for one (mutual TLS, `--cert/--key`).
+///
+/// # Errors
+///
+/// [`NetError::TlsConfig`] when a file cannot be read or the key does not fit the certificate.
+pub fn client_config_with_cert(
+    verify: &Verify,
+    alpn: &[&[u8]],
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<rustls::ClientConfig>, NetError> {
+    let chain = read_certs(cert)?;
+    if chain.is_empty() {
+        return Err(NetError::TlsConfig(format!(
+            "{} holds no certificate",
+            cert.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| NetError::TlsConfig(format!("reading key {}: {e}", key.display())))?;
+    let mut config = verifying_builder(verify)?
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| NetError::TlsConfig(format!("client certificate and key: {e}")))?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// A client configuration builder that checks the server as `verify` says.
+fn verifying_builder(
+    verify: &Verify,
+) -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>, NetError>
+{
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| NetError::TlsConfig(e.to_string()))?;
-    let mut config = match verify {
-        Verify::WebPki => builder
-            .with_root_certificates(default_roots())
-            .with_no_client_auth(),
+    Ok(match verify {
+        Verify::WebPki => builder.with_root_certificates(default_roots()),
         Verify::CaFile(path) => {
             let mut roots = default_roots();
             for cert in read_certs(path)? {
@@ -131,19 +167,15 @@ pub fn client_config(
                     .add(cert)
                     .map_err(|e| NetError::TlsConfig(format!("{}: {e}", path.display())))?;
             }
-            builder.with_root_certificates(roots).with_no_client_auth()
+            builder.with_root_certificates(roots)
         }
         Verify::Pin(fingerprint) => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned::new(Some(*fingerprint))))
-            .with_no_client_auth(),
+            .with_custom_certificate_verifier(Arc::new(Pinned::new(Some(*fingerprint)))),
         Verify::Insecure => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned::new(None)))
-            .with_no_client_auth(),
-    };
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Ok(Arc::new(config))
+            .with_custom_certificate_verifier(Arc::new(Pinned::new(None))),
+    })
 }
 
 fn default_roots() -> rustls::RootCertStore {
@@ -153,6 +185,40 @@ fn default_roots() -> rustls::RootCertStore {
     let native = rustls_native_certs::load_native_certs();
     roots.add_parsable_certificates(native.certs);
     roots
+}
+
+/// Connects to `addr` and completes a handshake that trusts any certificate, only to read
+/// the server's: its fingerprint (for a hint to pin it), or an error when the server does
+/// not speak TLS. Nothing is sent after the handshake.
+///
+/// # Errors
+///
+/// [`NetError`] when connecting or the handshake fails, or no certificate came.
+pub async fn probe_fingerprint(
+    addr: &crate::net::HostPort,
+    server_name: &str,
+    timeout: std::time::Duration,
+) -> Result<Fingerprint, NetError> {
+    let stream = crate::net::connect(addr, timeout).await?;
+    let name = ServerName::try_from(server_name.to_owned())
+        .map_err(|e| NetError::TlsConfig(format!("server name {server_name:?}: {e}")))?;
+    let connector = tokio_rustls::TlsConnector::from(client_config(&Verify::Insecure, &[])?);
+    let tls = tokio::time::timeout(timeout, connector.connect(name, stream))
+        .await
+        .map_err(|_| NetError::Timeout {
+            what: format!("TLS handshake with {addr}"),
+            after: timeout,
+        })?
+        .map_err(|source| NetError::Tls {
+            peer: addr.to_string(),
+            source,
+        })?;
+    let (_, connection) = tls.get_ref();
+    connection
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|leaf| Fingerprint::of(leaf))
+        .ok_or_else(|| NetError::TlsConfig(format!("{addr} sent no certificate")))
 }
 
 /// A verifier that trusts one certificate by fingerprint (or, with `None`, any), while

@@ -2,24 +2,25 @@
 
 // Test helpers are `pub` for the test modules; nothing here is a public API.
 #![allow(unreachable_pub)]
-
-mod support;
-
 mod bench;
 mod chat;
 mod chat_ws;
+mod curl_habits;
 mod delivery;
 mod framing;
 mod full_output;
 mod http;
 mod http2;
 mod httpbin;
+mod nc_habits;
 mod net;
 mod peers_nc;
 mod proxy;
 mod redbot;
 mod serve;
 mod serve_h2;
+mod support;
+mod tls_hints;
 mod transfer;
 mod tty;
 mod unix;

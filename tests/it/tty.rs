@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use crate::support::*;
 
 /// A private tmux server with one 120×40 session; killed when dropped.
-struct Tmux {
+pub(crate) struct Tmux {
     socket: String,
 }
 
 impl Tmux {
     /// Starts `command` in a pane that stays (dead) after the command exits.
-    fn start(name: &str, command: &str) -> Tmux {
+    pub(crate) fn start(name: &str, command: &str) -> Tmux {
         require("tmux");
         let tmux = Tmux {
             socket: format!("sockit-{name}-{}", std::process::id()),
@@ -42,7 +42,7 @@ impl Tmux {
         tmux
     }
 
-    fn run(&self, args: &[&str]) -> std::process::Output {
+    pub(crate) fn run(&self, args: &[&str]) -> std::process::Output {
         Command::new("tmux")
             .arg("-L")
             .arg(&self.socket)
@@ -57,7 +57,7 @@ impl Tmux {
     /// tmux may leave the command a zombie for seconds before it reaps it and knows the
     /// status, so the command's own `/proc` entry is read too (a zombie's wait status is
     /// its last field).
-    fn exit_status(&self) -> Option<String> {
+    pub(crate) fn exit_status(&self) -> Option<String> {
         let out = self.run(&[
             "display-message",
             "-p",
@@ -92,7 +92,7 @@ impl Tmux {
         })
     }
 
-    fn screen(&self) -> String {
+    pub(crate) fn screen(&self) -> String {
         String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "t"]).stdout).into_owned()
     }
 

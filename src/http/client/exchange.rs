@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Method;
-use http::header::HeaderMap;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::body::Incoming;
 use tracing::{debug, warn};
 
+use crate::http::client::cookies::CookieJar;
 use crate::http::client::errors::HttpError;
 use crate::http::client::origin::{Origin, parse_url};
 use crate::http::client::pool::{Pool, Sender, connection_closes};
@@ -52,6 +53,14 @@ pub struct ClientConfig {
     pub dial: DialOptions,
     /// Which proxy each URL goes through.
     pub proxy: ProxyPolicy,
+    /// Keep the cookies responses set and send them back where they belong (RFC 6265).
+    pub cookies: Option<Arc<CookieJar>>,
+    /// Headers sent to the first origin only, dropped on a redirect to another one (as
+    /// `Authorization` and `Cookie` always are): a session's headers, for instance.
+    pub origin_bound_headers: Vec<HeaderName>,
+    /// A client certificate chain and its private key (PEM files) for servers that ask for
+    /// one (mutual TLS).
+    pub client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// Which HTTP versions a [`Client`] speaks.
@@ -82,6 +91,9 @@ impl Default for ClientConfig {
             versions: HttpVersions::Negotiate,
             dial: DialOptions::default(),
             proxy: ProxyPolicy::default(),
+            cookies: None,
+            origin_bound_headers: Vec::new(),
+            client_cert: None,
         }
     }
 }
@@ -159,6 +171,23 @@ impl Client {
         }
     }
 
+    /// The head `request` would go out with (defaults, credentials from the URL and the
+    /// jar's cookies added), without sending anything: `--offline` and `--curl`.
+    ///
+    /// # Errors
+    ///
+    /// [`HttpError`] for a URL without host or with a scheme other than `http(s)`.
+    pub fn head(&self, request: &Request) -> Result<SentHead, HttpError> {
+        let mut request = request.clone();
+        move_credentials_to_header(&mut request)?;
+        let origin = Origin::of(&request.url)?;
+        let mut head = prepare(&self.config, &request, &origin);
+        if let Some(jar) = &self.config.cookies {
+            add_jar_cookies(&mut head.headers, jar, &request.url);
+        }
+        Ok(head)
+    }
+
     /// Starts a `GET`.
     pub fn get(&self, url: &str) -> RequestBuilder {
         self.request(Method::GET, url)
@@ -181,7 +210,10 @@ impl Client {
         loop {
             move_credentials_to_header(&mut request)?;
             let origin = Origin::of(&request.url)?;
-            let head = prepare(&self.config, &request, &origin);
+            let mut head = prepare(&self.config, &request, &origin);
+            if let Some(jar) = &self.config.cookies {
+                add_jar_cookies(&mut head.headers, jar, &request.url);
+            }
             let (response, sender, connected) =
                 self.exchange(&request, &head, &origin, started).await?;
             let timings = Timings {
@@ -189,6 +221,9 @@ impl Client {
                 head: started.elapsed(),
             };
             let (parts, incoming) = response.into_parts();
+            if let Some(jar) = &self.config.cookies {
+                jar.store(&request.url, &parts.headers);
+            }
             debug!(status = %parts.status, url = %request.url, "response");
             let reusable =
                 !connection_closes(parts.version, &parts.headers) && !sender.has_failed();
@@ -235,7 +270,12 @@ impl Client {
                 status: parts.status,
                 headers: parts.headers,
             });
-            request = next_request(request, parts.status, next_url);
+            request = next_request(
+                request,
+                parts.status,
+                next_url,
+                &self.config.origin_bound_headers,
+            );
         }
     }
 
@@ -304,6 +344,21 @@ impl Client {
     }
 }
 
+/// Joins the jar's cookies for `url` to a `Cookie` header the request has of its own.
+fn add_jar_cookies(headers: &mut HeaderMap, jar: &CookieJar, url: &url::Url) {
+    let Some(from_jar) = jar.header_for(url) else {
+        return;
+    };
+    let joined = match headers.get(header::COOKIE).and_then(|v| v.to_str().ok()) {
+        Some(own) if !own.is_empty() => format!("{own}; {from_jar}"),
+        _ => from_jar,
+    };
+    if let Ok(value) = HeaderValue::from_str(&joined) {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
+/// `GET url` with a default [`Client`].
 ///
 /// # Errors
 ///

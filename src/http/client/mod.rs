@@ -11,7 +11,9 @@
 //! - `redirects`: where a redirect points and what is sent next ([`Hop`]).
 //! - `response`: [`Response`], its body (decoded on demand) and [`Timings`].
 //! - `errors`: [`HttpError`].
+//! - `cookies`: [`CookieJar`], RFC 6265 scoping of the cookies responses set.
 
+mod cookies;
 mod errors;
 mod exchange;
 mod origin;
@@ -20,6 +22,7 @@ mod redirects;
 mod request;
 mod response;
 
+pub use cookies::{Cookie, CookieJar, netscape_format};
 pub use errors::HttpError;
 pub use exchange::{Client, ClientConfig, HttpVersions, get, post};
 pub use origin::target_url;

@@ -307,7 +307,12 @@ impl Pool {
             HttpVersions::Http1 => &[b"http/1.1"],
             HttpVersions::Http2 => &[b"h2"],
         };
-        let config = tls::client_config(&self.config.verify, alpn)?;
+        let config = match &self.config.client_cert {
+            Some((cert, key)) => {
+                tls::client_config_with_cert(&self.config.verify, alpn, cert, key)?
+            }
+            None => tls::client_config(&self.config.verify, alpn)?,
+        };
         *slot = Some(config.clone());
         Ok(config)
     }

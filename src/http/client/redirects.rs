@@ -47,7 +47,12 @@ pub(crate) fn redirect_target(
 }
 
 /// The request to send after a redirect (RFC 9110 15.4 and what browsers do).
-pub(crate) fn next_request(mut request: Request, status: StatusCode, url: Url) -> Request {
+pub(crate) fn next_request(
+    mut request: Request,
+    status: StatusCode,
+    url: Url,
+    origin_bound: &[header::HeaderName],
+) -> Request {
     let to_get = match status.as_u16() {
         303 => request.method != Method::HEAD,
         301 | 302 => request.method == Method::POST,
@@ -70,6 +75,9 @@ pub(crate) fn next_request(mut request: Request, status: StatusCode, url: Url) -
         ] {
             request.headers.remove(name);
         }
+        for name in origin_bound {
+            request.headers.remove(name);
+        }
     }
     request.url = url;
     request
@@ -89,6 +97,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic x"));
         headers.insert(header::COOKIE, HeaderValue::from_static("a=b"));
+        headers.insert("x-session", HeaderValue::from_static("s"));
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -108,6 +117,7 @@ mod tests {
             request(Method::POST, "http://a.test/x"),
             StatusCode::SEE_OTHER,
             Url::parse("http://a.test/y").unwrap(),
+            &[],
         );
         assert_eq!(next.method, Method::GET);
         assert!(next.body.is_empty());
@@ -121,6 +131,7 @@ mod tests {
             request(Method::POST, "http://a.test/x"),
             StatusCode::TEMPORARY_REDIRECT,
             Url::parse("http://a.test/y").unwrap(),
+            &[],
         );
         assert_eq!(next.method, Method::POST);
         assert_eq!(&next.body[..], b"{}");
@@ -137,12 +148,14 @@ mod tests {
                 request(Method::GET, "http://a.test/x"),
                 StatusCode::FOUND,
                 Url::parse(target).unwrap(),
+                &[header::HeaderName::from_static("x-session")],
             );
             assert!(
                 !next.headers.contains_key(header::AUTHORIZATION),
                 "{target}"
             );
             assert!(!next.headers.contains_key(header::COOKIE), "{target}");
+            assert!(!next.headers.contains_key("x-session"), "{target}");
         }
     }
 }
