@@ -213,6 +213,7 @@ impl Client {
                     request: head,
                     history,
                     timings,
+                    seen_end: None,
                 });
             };
             if history.len() >= self.config.max_redirects {
