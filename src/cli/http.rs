@@ -942,14 +942,24 @@ async fn print_body(
     let what = "the response body";
     let writer = download::Writer::spawn(out.into_file());
     let result = loop {
-        match next_chunk(response, stop).await {
-            Ok(Some(chunk)) => {
-                if is_tty && chunk.contains(&0) {
-                    break Err(OutputError::BinaryOnTerminal.into());
+        match next_chunks(response, stop).await {
+            Ok(Some(mut chunks)) => {
+                if is_tty {
+                    // Like curl: stop before the first chunk with a NUL byte.
+                    if let Some(binary) = chunks.iter().position(|c| c.contains(&0)) {
+                        chunks.truncate(binary);
+                        total += chunks.iter().map(|c| c.len() as u64).sum::<u64>();
+                        writer.send(chunks).await;
+                        break Err(OutputError::BinaryOnTerminal.into());
+                    }
                 }
-                total += chunk.len() as u64;
-                last = chunk.last().copied().unwrap_or(last);
-                if !writer.send(chunk).await {
+                total += chunks.iter().map(|c| c.len() as u64).sum::<u64>();
+                last = chunks
+                    .iter()
+                    .rev()
+                    .find_map(|c| c.last().copied())
+                    .unwrap_or(last);
+                if !writer.send(chunks).await {
                     break Ok(());
                 }
             }
@@ -975,6 +985,17 @@ async fn next_chunk(
     tokio::select! {
         _ = stop.cancelled() => bail!("interrupted"),
         chunk = response.chunk() => Ok(chunk?),
+    }
+}
+
+/// The body pieces ready now, in one batch for one write ([`Response::ready_chunks`]).
+async fn next_chunks(
+    response: &mut Response,
+    stop: &CancellationToken,
+) -> anyhow::Result<Option<Vec<bytes::Bytes>>> {
+    tokio::select! {
+        _ = stop.cancelled() => bail!("interrupted"),
+        chunks = response.ready_chunks(download::BATCH_BYTES) => Ok(chunks?),
     }
 }
 
@@ -1039,10 +1060,10 @@ async fn save(
         let writer = download::Writer::spawn(out);
         let mut total = 0;
         let result = loop {
-            match next_chunk(&mut response, stop).await {
-                Ok(Some(chunk)) => {
-                    total += chunk.len() as u64;
-                    if !writer.send(chunk).await {
+            match next_chunks(&mut response, stop).await {
+                Ok(Some(chunks)) => {
+                    total += chunks.iter().map(|c| c.len() as u64).sum::<u64>();
+                    if !writer.send(chunks).await {
                         break Ok(());
                     }
                 }

@@ -346,3 +346,148 @@ fn curl_over_tls_negotiates_h2_and_h2_answers_ranges() {
     assert_eq!(status, Some(0), "curl: {err}");
     assert_eq!(String::from_utf8_lossy(&out), "world 2 206");
 }
+
+/// `curl ARGS… URL -w ' %{http_version} %{http_code}'`: exit code and what it printed.
+fn curl_code(args: &[&str], url: &str) -> (Option<i32>, String) {
+    let (out, err, status) = run_cmd(
+        std::process::Command::new("curl")
+            .args(["-sS", "-k", "--max-time", "10"])
+            .args(args)
+            .args(["-w", " %{http_version} %{http_code}", url]),
+        b"",
+    );
+    let text = String::from_utf8_lossy(&out).into_owned();
+    (status, format!("{text}{err}"))
+}
+
+#[test]
+fn http2_refuses_a_long_target_and_large_headers_as_http1_does() {
+    require("curl");
+    require("nghttp");
+    let (_dir, server) = serve_dir();
+    let base = format!("http://{}", server.addr);
+    let long_9k = format!("{base}/{}", "a".repeat(9_000));
+    let long_20k = format!("{base}/{}", "a".repeat(20_000));
+    let big = format!("X-Big: {}", "b".repeat(17_000));
+    let hello = format!("{base}/hello.txt");
+    let cases: [(&[&str], &str, &str); 4] = [
+        (&[], &long_9k, "request target too long\n 414"),
+        (&[], &long_20k, "request target too long\n 414"),
+        (
+            &["-H", &big],
+            &hello,
+            "request header fields too large\n 431",
+        ),
+        (&[], &hello, "hello world\n 200"),
+    ];
+    for (args, url, expected) in cases {
+        for (version, name) in [("--http1.1", "1.1"), ("--http2-prior-knowledge", "2")] {
+            let (status, out) = curl_code(&[&[version][..], args].concat(), url);
+            let (text, code) = expected.rsplit_once(' ').unwrap();
+            assert_eq!(
+                (status, out.as_str()),
+                (Some(0), format!("{text} {name} {code}").as_str()),
+                "{version} {args:?} {} bytes of URL",
+                url.len()
+            );
+        }
+    }
+    let (out, err, status) = run_cmd(
+        std::process::Command::new("nghttp").args(["-v", &long_9k]),
+        b"",
+    );
+    let out = String::from_utf8_lossy(&out);
+    assert_eq!(status, Some(0), "nghttp: {err}");
+    assert!(out.contains(":status: 414"), "{out}");
+    assert!(out.contains("request target too long"), "{out}");
+}
+
+/// Holds one connection open on `addr` (TLS: past the handshake) without a request, until
+/// the returned guard drops.
+struct Held(std::process::Child);
+
+impl Held {
+    fn open(addr: SocketAddr, tls: bool) -> Held {
+        let script = "import socket, ssl, sys, time\n\
+            s = socket.create_connection((sys.argv[1], int(sys.argv[2])))\n\
+            if sys.argv[3] == 'tls':\n\
+            \x20   c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); c.check_hostname = False\n\
+            \x20   c.verify_mode = ssl.CERT_NONE; s = c.wrap_socket(s)\n\
+            print('held', flush=True)\n\
+            time.sleep(30)\n";
+        let mut child = std::process::Command::new("python3")
+            .args([
+                "-c",
+                script,
+                &addr.ip().to_string(),
+                &addr.port().to_string(),
+            ])
+            .arg(if tls { "tls" } else { "tcp" })
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn python3");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+            let _ = tx.send(line);
+        });
+        assert_eq!(rx.recv_timeout(WAIT).as_deref(), Ok("held\n"));
+        // The server takes its connection slot as soon as it has the stream.
+        std::thread::sleep(Duration::from_millis(200));
+        Held(child)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_connection_past_max_conns_gets_503_in_the_protocol_it_speaks() {
+    require("curl");
+    require("nghttp");
+    require("python3");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hello.txt"), b"hello world\n").unwrap();
+    let root = dir.path().to_str().unwrap();
+    for tls in [false, true] {
+        let mut args = vec!["serve", root, "--port", "0", "--max-conns", "1"];
+        if tls {
+            args.push("--tls");
+        }
+        let server = Server::start(&args);
+        let _held = Held::open(server.addr, tls);
+        let (url, versions) = match tls {
+            false => (
+                format!("http://{}/hello.txt", server.addr),
+                [("--http1.1", "1.1"), ("--http2-prior-knowledge", "2")],
+            ),
+            true => (
+                format!("https://{}/hello.txt", server.addr),
+                [("--http1.1", "1.1"), ("--http2", "2")],
+            ),
+        };
+        for (version, name) in versions {
+            let (status, out) = curl_code(&[version], &url);
+            assert_eq!(
+                (status, out.as_str()),
+                (Some(0), format!("server too busy\r\n {name} 503").as_str()),
+                "tls: {tls}, {version}"
+            );
+        }
+        if !tls {
+            let (out, err, status) =
+                run_cmd(std::process::Command::new("nghttp").args(["-v", &url]), b"");
+            let out = String::from_utf8_lossy(&out);
+            assert_eq!(status, Some(0), "nghttp: {err}");
+            assert!(out.contains(":status: 503"), "{out}");
+            assert!(out.contains("retry-after: 1"), "{out}");
+            assert!(out.contains("recv GOAWAY"), "{out}");
+        }
+    }
+}

@@ -256,6 +256,7 @@ impl Client {
                     request: head,
                     history,
                     timings,
+                    seen_end: None,
                 });
             };
             if history.len() >= self.config.max_redirects {

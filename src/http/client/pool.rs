@@ -25,6 +25,9 @@ use crate::http::trace::HttpTraced;
 use crate::net::tls;
 use crate::net::{self, ClientOptions, HostPort, NetError};
 
+/// Read buffer under a cleartext HTTP/2 connection.
+const HTTP2_READ_BUFFER_BYTES: usize = 256 * 1024;
+
 /// hyper's handle on one connection, by protocol.
 enum Handle {
     /// HTTP/1.1: one request at a time; what became of the request bytes written on it.
@@ -238,6 +241,17 @@ impl Pool {
                 origin: origin.to_string(),
             });
         }
+        let stream: net::BoxStream = if http2 && !origin.tls {
+            // h2 reads a connection a frame at a time (often less): one system call per few
+            // KiB of a large body. One read per filled buffer instead. On TLS, rustls reads
+            // whole records already.
+            Box::new(tokio::io::BufReader::with_capacity(
+                HTTP2_READ_BUFFER_BYTES,
+                stream,
+            ))
+        } else {
+            stream
+        };
         let stream: net::BoxStream = match &self.config.trace {
             Some(sink) => Box::new(HttpTraced::new(
                 stream,

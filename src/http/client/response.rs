@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use http::header::{self, HeaderMap};
 use http::{StatusCode, Version};
 use http_body_util::BodyExt;
@@ -125,6 +126,17 @@ pub struct Response {
     pub(crate) request: SentHead,
     pub(crate) history: Vec<Hop>,
     pub(crate) timings: Timings,
+    /// The end or the error that [`Response::ready_chunks`] met after the pieces it
+    /// returned: the next read reports it.
+    pub(crate) seen_end: Option<BodyEnd>,
+}
+
+/// How a body ended, once seen.
+pub(crate) enum BodyEnd {
+    /// The whole body was read.
+    Complete,
+    /// The read failed.
+    Failed(HttpError),
 }
 
 impl fmt::Debug for Response {
@@ -190,6 +202,14 @@ impl Response {
     /// [`HttpError::Body`] when the connection fails, the body is cut short, the read
     /// timeout passes or the encoding is corrupt.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, HttpError> {
+        match self.seen_end.take() {
+            Some(BodyEnd::Complete) => {
+                self.seen_end = Some(BodyEnd::Complete);
+                return Ok(None);
+            }
+            Some(BodyEnd::Failed(err)) => return Err(err),
+            None => {}
+        }
         match &mut self.body {
             Body::Raw(raw) => raw.next().await.map_err(HttpError::Body),
             Body::Decoded(reader) => {
@@ -198,6 +218,44 @@ impl Response {
                 Ok((n > 0).then(|| buf.freeze()))
             }
         }
+    }
+
+    /// The pieces of the body that are ready: waits for the first one, then takes those
+    /// already received, without waiting, up to about `max_bytes` in all; `None` at the end
+    /// of the body. A body that trickles in still comes out piece by piece as it arrives,
+    /// while a fast one comes in batches that cost one write and one wake-up each instead
+    /// of one per HTTP/2 DATA frame or read.
+    ///
+    /// # Errors
+    ///
+    /// As [`Response::chunk`]; an error met after the first piece is returned by the next call.
+    pub async fn ready_chunks(
+        &mut self,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<Bytes>>, HttpError> {
+        let Some(first) = self.chunk().await? else {
+            return Ok(None);
+        };
+        let mut size = first.len();
+        let mut chunks = vec![first];
+        while size < max_bytes {
+            match self.chunk().now_or_never() {
+                Some(Ok(Some(chunk))) => {
+                    size += chunk.len();
+                    chunks.push(chunk);
+                }
+                Some(Ok(None)) => {
+                    self.seen_end = Some(BodyEnd::Complete);
+                    break;
+                }
+                Some(Err(err)) => {
+                    self.seen_end = Some(BodyEnd::Failed(err));
+                    break;
+                }
+                None => break,
+            }
+        }
+        Ok(Some(chunks))
     }
 
     /// The whole (decoded) body.

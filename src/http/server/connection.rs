@@ -24,16 +24,19 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::http::server::http1::Http1Driver;
-use crate::http::server::http1_heads;
+use crate::http::server::http1_heads::{self, Refusal};
 use crate::http::server::http1_sendfile::FileBytes;
 use crate::http::server::idle::IdleIo;
+use crate::http::server::response::TEXT_PLAIN;
 use crate::http::server::rewind::Rewind;
 use crate::net::BoxStream;
 
 /// Limits every connection lives within, whatever its protocol.
 ///
-/// HTTP/2 connections also keep to these: a request's header list may not exceed
-/// `max_header_bytes` (it bounds CONTINUATION floods: the connection is closed), at most
+/// HTTP/2 connections also keep to these: a request's target and header list are held to
+/// `max_uri_bytes` and `max_header_bytes` and refused with the same 414 and 431 as HTTP/1
+/// (a header block too large to decode at all, which bounds CONTINUATION floods, gets h2's
+/// own 431 or closes the connection), at most
 /// `max_streams` requests run at once on one connection, a client that resets more than
 /// `max_pending_resets` streams before they are answered (rapid reset, CVE-2023-44487) or
 /// provokes more than `max_error_resets` stream errors loses its connection, and a connection
@@ -48,10 +51,11 @@ pub struct Limits {
     /// A connection on which no byte moves for this long is closed (stalled transfers, idle
     /// HTTP/2 connections).
     pub idle_timeout: Duration,
-    /// Connections served at once; the next ones get a 503 and are closed.
+    /// Connections served at once; the next ones get a 503 in the protocol they speak (HTTP/1.1,
+    /// or HTTP/2 followed by a GOAWAY) and are closed.
     pub max_conns: usize,
-    /// Largest request head (request line and headers; for HTTP/2 the header list); larger
-    /// gets 431 (HTTP/1) or closes the connection (HTTP/2).
+    /// Largest request head (request line and headers; for HTTP/2 the header list as RFC 9113
+    /// counts it, without the path); larger gets 431.
     pub max_header_bytes: usize,
     /// Longest request target; longer gets 414.
     pub max_uri_bytes: usize,
@@ -136,8 +140,14 @@ pub const ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
+const BUSY_TEXT: &str = "server too busy\r\n";
+
+const HTTP1_BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
 Content-Length: 17\r\nRetry-After: 1\r\nConnection: close\r\n\r\nserver too busy\r\n";
+
+/// How long a connection refused for the connection limit may take to show its protocol,
+/// and then to read its 503.
+const BUSY_TIME: Duration = Duration::from_secs(1);
 
 /// Serves connections with one [`Handler`]; see the module docs.
 pub(crate) struct Driver<H> {
@@ -155,7 +165,12 @@ impl<H: Handler> Driver<H> {
         http2
             .timer(TokioTimer::new())
             .max_concurrent_streams(limits.max_streams)
-            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            // Room for the target too: past each limit the answer is ours (414 or 431, as
+            // over HTTP/1); past both, h2 answers 431 itself.
+            .max_header_list_size(
+                u32::try_from(limits.max_header_bytes.saturating_add(limits.max_uri_bytes))
+                    .unwrap_or(u32::MAX),
+            )
             .max_pending_accept_reset_streams(limits.max_pending_resets)
             .max_local_error_reset_streams(limits.max_error_resets);
         Self {
@@ -182,15 +197,12 @@ impl<H: Handler> Driver<H> {
     ) {
         let Ok(_permit) = self.conns.clone().try_acquire_owned() else {
             tracing::warn!(%peer, limit = self.limits.max_conns, "connection limit reached; answering 503");
-            let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                let _ = stream.write_all(BUSY).await;
-            })
-            .await;
-            http1_heads::linger(&mut stream, None, &stop).await;
+            self.refuse_busy(stream, stop).await;
             return;
         };
         let since = tokio::time::Instant::now();
-        let Some(first) = self.first_bytes(&mut stream, &stop).await else {
+        let deadline = since + self.limits.header_timeout;
+        let Some(first) = first_bytes(&mut stream, deadline, &stop).await else {
             return; // closed, failed, or silent past the head timeout
         };
         if first[..] == PREFACE[..] {
@@ -203,23 +215,21 @@ impl<H: Handler> Driver<H> {
         }
     }
 
-    /// The first bytes of a connection: the HTTP/2 preface, or up to where they stop
-    /// matching it (HTTP/1: a connection waits with only these bytes in hand).
-    async fn first_bytes(&self, stream: &mut BoxStream, stop: &CancellationToken) -> Option<Bytes> {
-        let mut buf = [0u8; PREFACE.len()];
-        let mut filled = 0;
-        let deadline = tokio::time::Instant::now() + self.limits.header_timeout;
-        while filled == 0 || (filled < buf.len() && buf[..filled] == PREFACE[..filled]) {
-            let read = tokio::select! {
-                read = tokio::time::timeout_at(deadline, stream.read(&mut buf[filled..])) => read,
-                _ = stop.cancelled() => return None,
-            };
-            match read {
-                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
-                Ok(Ok(n)) => filled += n,
+    /// Answers 503 to a connection past the limit, in the protocol it opens with: the HTTP/2
+    /// preface gets HTTP/2 (503 to its first request, then a GOAWAY), anything else (or
+    /// nothing within [`BUSY_TIME`]) the HTTP/1.1 503. On TLS this comes after the handshake,
+    /// so the client reads an answer in the protocol ALPN picked, not bytes it cannot parse.
+    async fn refuse_busy(&self, mut stream: BoxStream, stop: CancellationToken) {
+        let first = first_bytes(&mut stream, tokio::time::Instant::now() + BUSY_TIME, &stop).await;
+        match first {
+            Some(first) if first[..] == PREFACE[..] => {
+                refuse_busy_http2(Rewind::new(first, stream), &stop).await;
+            }
+            _ => {
+                let _ = tokio::time::timeout(BUSY_TIME, stream.write_all(HTTP1_BUSY)).await;
+                http1_heads::linger(&mut stream, None, &stop).await;
             }
         }
-        Some(Bytes::copy_from_slice(&buf[..filled]))
     }
 
     async fn serve_http2(
@@ -229,9 +239,20 @@ impl<H: Handler> Driver<H> {
         stop: CancellationToken,
     ) {
         let handler = self.handler.clone();
+        let limits = self.limits.clone();
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            if let Some(refusal) = http2_refusal(&req, &limits) {
+                debug!(status = %refusal.status(), "HTTP/2 request refused");
+                let mut res = Response::new(Http2Body::Refusal(Some(Bytes::from_static(
+                    refusal.text().as_bytes(),
+                ))));
+                *res.status_mut() = refusal.status();
+                res.headers_mut()
+                    .insert(header::CONTENT_TYPE, TEXT_PLAIN.clone());
+                return futures_util::future::Either::Left(std::future::ready(Ok(res)));
+            }
             let is_head = req.method() == Method::HEAD;
-            handler.answer(req, peer).map(move |mut res| {
+            futures_util::future::Either::Right(handler.answer(req, peer).map(move |mut res| {
                 // Connection-specific fields have no meaning in HTTP/2 (RFC 9113 §8.2.2):
                 // a stream ends alone, and only a GOAWAY ends the connection.
                 res.headers_mut().remove(header::CONNECTION);
@@ -242,10 +263,11 @@ impl<H: Handler> Driver<H> {
                     || status.is_informational()
                     || status == StatusCode::NO_CONTENT
                     || status == StatusCode::NOT_MODIFIED);
-                Ok::<_, std::convert::Infallible>(
-                    res.map(|body| Http2Body(has_content.then_some(body))),
-                )
-            })
+                Ok::<_, std::convert::Infallible>(res.map(|body| match has_content {
+                    true => Http2Body::Answer(body),
+                    false => Http2Body::Refusal(None),
+                }))
+            }))
         });
         let io = IdleIo::new(stream, self.limits.idle_timeout);
         let conn = self.http2.serve_connection(TokioIo::new(io), service);
@@ -263,8 +285,93 @@ impl<H: Handler> Driver<H> {
     }
 }
 
-/// A response body as HTTP/2 sends it: none at all for answers without content.
-struct Http2Body<B>(Option<B>);
+/// The first bytes of a connection: the HTTP/2 preface, or up to where they stop matching
+/// it (HTTP/1: a connection waits with only these bytes in hand). `None` when the connection
+/// closes, fails or says nothing before `deadline`.
+async fn first_bytes(
+    stream: &mut BoxStream,
+    deadline: tokio::time::Instant,
+    stop: &CancellationToken,
+) -> Option<Bytes> {
+    let mut buf = [0u8; PREFACE.len()];
+    let mut filled = 0;
+    while filled == 0 || (filled < buf.len() && buf[..filled] == PREFACE[..filled]) {
+        let read = tokio::select! {
+            read = tokio::time::timeout_at(deadline, stream.read(&mut buf[filled..])) => read,
+            _ = stop.cancelled() => return None,
+        };
+        match read {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
+            Ok(Ok(n)) => filled += n,
+        }
+    }
+    Some(Bytes::copy_from_slice(&buf[..filled]))
+}
+
+/// What HTTP/1 would refuse in this request's head, checked the same way for HTTP/2: a target
+/// (`:path`) longer than `max_uri_bytes` gets 414, a header list (RFC 9113 §6.5.2: name,
+/// value and 32 per field, pseudo-fields but the path included) over `max_header_bytes` 431.
+fn http2_refusal<B>(req: &Request<B>, limits: &Limits) -> Option<Refusal> {
+    const FIELD: usize = 32;
+    let path = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if path > limits.max_uri_bytes {
+        return Some(Refusal::TargetTooLong);
+    }
+    let pseudo = FIELD * 3
+        + ":method".len()
+        + req.method().as_str().len()
+        + ":scheme".len()
+        + req.uri().scheme_str().map_or(0, str::len)
+        + ":authority".len()
+        + req.uri().authority().map_or(0, |a| a.as_str().len());
+    let fields: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + FIELD)
+        .sum();
+    (pseudo + fields > limits.max_header_bytes).then_some(Refusal::HeadTooLarge)
+}
+
+/// Answers an HTTP/2 connection past the connection limit: 503 to its first request, then a
+/// GOAWAY, all within about twice [`BUSY_TIME`].
+async fn refuse_busy_http2(stream: Rewind<BoxStream>, stop: &CancellationToken) {
+    let answered = Arc::new(tokio::sync::Notify::new());
+    let told = answered.clone();
+    let service = hyper::service::service_fn(move |_req: Request<Incoming>| {
+        told.notify_one();
+        let mut res = Response::new(http_body_util::Full::new(Bytes::from_static(
+            BUSY_TEXT.as_bytes(),
+        )));
+        *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        res.headers_mut()
+            .insert(header::CONTENT_TYPE, TEXT_PLAIN.clone());
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        std::future::ready(Ok::<_, std::convert::Infallible>(res))
+    });
+    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    http2.timer(TokioTimer::new()).max_concurrent_streams(1);
+    let conn = http2.serve_connection(TokioIo::new(stream), service);
+    let mut conn = std::pin::pin!(conn);
+    let ended = tokio::select! {
+        _ = conn.as_mut() => true,
+        _ = answered.notified() => false,
+        _ = tokio::time::sleep(BUSY_TIME) => false,
+        _ = stop.cancelled() => false,
+    };
+    if !ended {
+        // Ends the connection once the 503 is written (a GOAWAY naming the last stream).
+        conn.as_mut().graceful_shutdown();
+        let _ = tokio::time::timeout(BUSY_TIME, conn).await;
+    }
+}
+
+/// A response body as HTTP/2 sends it: the handler's, or one of the driver's own refusals
+/// (`None`: no body at all, for answers without content).
+enum Http2Body<B> {
+    Answer(B),
+    Refusal(Option<Bytes>),
+}
 
 impl<B> http_body::Body for Http2Body<B>
 where
@@ -277,20 +384,28 @@ where
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, io::Error>>> {
-        match &mut self.get_mut().0 {
-            Some(body) => std::pin::Pin::new(body).poll_frame(cx),
-            None => std::task::Poll::Ready(None),
+        match self.get_mut() {
+            Http2Body::Answer(body) => std::pin::Pin::new(body).poll_frame(cx),
+            Http2Body::Refusal(text) => {
+                std::task::Poll::Ready(text.take().map(|t| Ok(http_body::Frame::data(t))))
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.as_ref().is_none_or(|b| b.is_end_stream())
+        match self {
+            Http2Body::Answer(body) => body.is_end_stream(),
+            Http2Body::Refusal(text) => text.is_none(),
+        }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.0
-            .as_ref()
-            .map_or_else(|| http_body::SizeHint::with_exact(0), |b| b.size_hint())
+        match self {
+            Http2Body::Answer(body) => body.size_hint(),
+            Http2Body::Refusal(text) => {
+                http_body::SizeHint::with_exact(text.as_ref().map_or(0, |t| t.len() as u64))
+            }
+        }
     }
 }
 

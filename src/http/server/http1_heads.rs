@@ -62,19 +62,33 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
+    /// The status of the answer (HTTP/2 gives the same for the same request).
+    pub(crate) fn status(self) -> http::StatusCode {
+        match self {
+            Self::Smuggling => http::StatusCode::BAD_REQUEST,
+            Self::TargetTooLong => http::StatusCode::URI_TOO_LONG,
+            Self::HeadTooLarge => http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        }
+    }
+
+    /// The text of the answer's body.
+    pub(crate) fn text(self) -> &'static str {
+        match self {
+            Self::Smuggling => "bad request: both Transfer-Encoding and Content-Length\n",
+            Self::TargetTooLong => "request target too long\n",
+            Self::HeadTooLarge => "request header fields too large\n",
+        }
+    }
+
     /// The whole answer, which closes the connection.
     pub(crate) fn answer(self) -> Bytes {
-        let (status, text) = match self {
-            Self::Smuggling => (
-                "400 Bad Request",
-                "bad request: both Transfer-Encoding and Content-Length\n",
-            ),
-            Self::TargetTooLong => ("414 URI Too Long", "request target too long\n"),
-            Self::HeadTooLarge => (
-                "431 Request Header Fields Too Large",
-                "request header fields too large\n",
-            ),
-        };
+        let code = self.status();
+        let status = format!(
+            "{} {}",
+            code.as_str(),
+            code.canonical_reason().unwrap_or_default()
+        );
+        let text = self.text();
         let date = httpdate::fmt_http_date(std::time::SystemTime::now());
         format!(
             "HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\n\
