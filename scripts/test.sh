@@ -18,6 +18,8 @@ declare -A peers=(
   [python3]=python3
   [nginx]=nginx-light
   [tmux]=tmux
+  [chromium]=chromium
+  [chromedriver]=chromium-driver
 )
 missing=()
 for program in "${!peers[@]}"; do

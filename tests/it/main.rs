@@ -7,6 +7,7 @@ mod support;
 
 mod bench;
 mod chat;
+mod chat_browser;
 mod delivery;
 mod framing;
 mod full_output;
