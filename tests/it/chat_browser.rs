@@ -50,8 +50,14 @@ document.getElementById('in').addEventListener('keydown', e => {
 
 /// Starts `sockit chat serve --port 0 --rate 0 EXTRA…`.
 fn start_chat(extra: &[&str]) -> Server {
+    start_chat_on(0, extra)
+}
+
+/// Starts `sockit chat serve --port PORT --rate 0 EXTRA…`.
+fn start_chat_on(port: u16, extra: &[&str]) -> Server {
+    let port = port.to_string();
     let mut args = vec![
-        "chat", "serve", "--port", "0", "--rate", "0", "--drain", "1s",
+        "chat", "serve", "--port", &port, "--rate", "0", "--drain", "1s",
     ];
     args.extend_from_slice(extra);
     Server::start(&args)
@@ -321,4 +327,280 @@ async fn pages_and_line_clients_see_each_others_lines_in_order() {
     }
     alice.close().await;
     bob.close().await;
+}
+
+const IMG: &str = r#"<img src=x onerror="window.pwned=1">"#;
+const SCRIPT: &str = "<script>window.pwned=2</script>";
+const BOLD: &str = r#"<b onmouseover="window.pwned=3">bold</b>"#;
+
+/// Markup in a message, from a line client or typed on a page, shows literally on every page
+/// and never runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn markup_in_messages_is_shown_as_text_and_never_runs() {
+    let server = start_chat(&[]);
+    let url = page_url(&server);
+    let driver = Driver::start().await;
+    let alice = driver.open().await;
+    let bob = driver.open().await;
+    enter(&alice, &url, "alice").await;
+    enter(&bob, &url, "bob").await;
+    let mut carol = LinePeer::join(server.addr, "carol", &[]).await;
+
+    carol.send(IMG);
+    carol.send(SCRIPT);
+    alice.type_line("#input", BOLD).await;
+
+    for (page, me) in [(&alice, "alice"), (&bob, "bob")] {
+        let lines = wait_for_lines(page, "the three lines", |l| l.len() >= 3).await;
+        assert_eq!(texts_of(&lines, "carol"), [IMG, SCRIPT], "{me}'s page");
+        assert_eq!(texts_of(&lines, "alice"), [BOLD], "{me}'s page");
+        let found = page
+            .execute(
+                "return {
+                   elements: document.querySelectorAll('#log img, #log script, #log b').length,
+                   pwned: typeof window.pwned,
+                 };",
+                vec![],
+            )
+            .await;
+        assert_eq!(
+            found,
+            json!({"elements": 0, "pwned": "undefined"}),
+            "{me}'s page"
+        );
+    }
+    carol
+        .seen
+        .wait_for("carol", &format!("<alice> {BOLD}"))
+        .await;
+    alice.close().await;
+    bob.close().await;
+}
+
+/// Enter sends, Up and Down recall sent lines, and the focus stays in the message box.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_works_from_the_keyboard_alone() {
+    let server = start_chat(&[]);
+    let driver = Driver::start().await;
+    let alice = driver.open().await;
+    alice.open_url(&page_url(&server)).await;
+    // The nick box has the focus on arrival: typing alone joins.
+    let focused = alice
+        .client
+        .active_element()
+        .await
+        .expect("focused element");
+    alice.type_keys(&focused, "alice\u{e007}").await;
+    alice.wait_for_text("#where", "alice in #lobby").await;
+
+    let input = alice.wait_for("#input").await;
+    for line in ["first", "second"] {
+        let focused = alice
+            .client
+            .active_element()
+            .await
+            .expect("focused element");
+        assert_eq!(focused.attr("id").await.unwrap().as_deref(), Some("input"));
+        alice.type_keys(&focused, &format!("{line}\u{e007}")).await;
+    }
+    wait_for_lines(&alice, "both lines", |l| l.len() >= 2).await;
+    let value = || async { input.prop("value").await.unwrap().unwrap_or_default() };
+    let (up, down) = ("\u{e013}", "\u{e015}");
+    alice.type_keys(&input, up).await;
+    assert_eq!(value().await, "second");
+    alice.type_keys(&input, up).await;
+    assert_eq!(value().await, "first");
+    alice.type_keys(&input, up).await;
+    assert_eq!(value().await, "first", "the oldest line stays");
+    alice.type_keys(&input, down).await;
+    assert_eq!(value().await, "second");
+    alice.type_keys(&input, down).await;
+    assert_eq!(value().await, "", "past the newest line: an empty box");
+
+    // A key pressed with the focus elsewhere lands in the message box.
+    alice
+        .execute("document.activeElement.blur();", vec![])
+        .await;
+    let body = alice.wait_for("body").await;
+    alice.type_keys(&body, "x").await;
+    let focused = alice
+        .client
+        .active_element()
+        .await
+        .expect("focused element");
+    assert_eq!(focused.attr("id").await.unwrap().as_deref(), Some("input"));
+    alice.close().await;
+}
+
+/// History shows on arrival; after the server is stopped and started again on the same port
+/// with the same `--db`, the page says it is reconnecting, comes back by itself, shows new
+/// lines, and shows none of the old ones twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_history_and_resumes_after_a_restart_without_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    let db = db.to_str().unwrap();
+    let server = start_chat(&["--db", db]);
+    let port = server.addr.port();
+    let url = page_url(&server);
+    let mut carol = LinePeer::join(server.addr, "carol", &[]).await;
+    for i in 1..=3 {
+        carol.send(&format!("before {i}"));
+    }
+
+    let driver = Driver::start().await;
+    let alice = driver.open().await;
+    enter(&alice, &url, "alice").await;
+    wait_for_lines(&alice, "the history", |l| l.len() >= 3).await;
+    alice.type_line("#input", "from the page").await;
+    wait_for_lines(&alice, "its own line", |l| l.len() >= 4).await;
+
+    stop_gracefully(server);
+    drop(carol);
+    alice.wait_for_text("#status", "reconnecting").await;
+
+    let server = start_chat_on(port, &["--db", db]);
+    alice.wait_for_text("#status", "reconnected").await;
+    let mut carol = LinePeer::join(server.addr, "carol", &[]).await;
+    carol.send("after the restart");
+    alice.type_line("#input", "page after the restart").await;
+    wait_for_lines(&alice, "the new lines", |l| l.len() >= 6).await;
+    // A moment more, so that a late duplicate would show too.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let lines = page_lines(&alice).await;
+    let texts: Vec<&str> = lines.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(
+        texts,
+        [
+            "before 1",
+            "before 2",
+            "before 3",
+            "from the page",
+            "after the restart",
+            "page after the restart"
+        ],
+        "each line once, in order"
+    );
+    carol
+        .seen
+        .wait_for("carol", "<alice> page after the restart")
+        .await;
+    alice.close().await;
+}
+
+/// SIGTERM, then waits (bounded) for the server to exit.
+fn stop_gracefully(mut server: Server) {
+    use nix::sys::signal::{Signal, kill};
+    let pid = nix::unistd::Pid::from_raw(server.child.id() as i32);
+    kill(pid, Signal::SIGTERM).expect("signal the server");
+    let status = wait_timeout(&mut server.child, WAIT).expect("the server stops in time");
+    assert!(status.success(), "a stopped server exits 0: {status}");
+}
+
+/// A page without the password is asked for it; a wrong one is refused with a visible
+/// message; the right one then joins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_refused_on_the_page_and_the_right_one_joins() {
+    let server = start_chat(&["--password", "s3cret"]);
+    let carol = LinePeer::join(server.addr, "carol", &["PASS s3cret"]).await;
+    let driver = Driver::start().await;
+    let alice = driver.open().await;
+    alice.open_url(&page_url(&server)).await;
+    alice.type_line("#nick", "alice").await;
+    let message = alice.wait_for_text("#login-error", "password").await;
+    assert!(message.contains("needs a password"), "{message}");
+    let password = alice.wait_for("#password").await;
+    assert!(
+        password.is_displayed().await.unwrap(),
+        "the password box shows"
+    );
+
+    alice.type_line("#password", "wrong").await;
+    alice.wait_for_text("#login-error", "password").await;
+    assert_eq!(
+        alice.text_of("#status").await.as_deref(),
+        Some("not connected")
+    );
+    let is_chat_hidden = alice
+        .execute(
+            "return document.getElementById('chat-view').hidden;",
+            vec![],
+        )
+        .await;
+    assert_eq!(is_chat_hidden, json!(true), "no chat without the password");
+
+    alice
+        .execute("document.getElementById('password').value = '';", vec![])
+        .await;
+    alice.type_line("#password", "s3cret").await;
+    alice.wait_for_text("#where", "alice in #lobby").await;
+    alice.type_line("#input", "in with the password").await;
+    carol
+        .seen
+        .wait_for("carol", "<alice> in with the password")
+        .await;
+    alice.close().await;
+}
+
+/// README's picture of the chat: a page, an `nc`-style client and `sockit chat join` in one
+/// room. It is taken again when the page changes: `docs/chat-web.png.page-hash` holds the
+/// BLAKE3 of the page it shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_screenshot_shows_the_current_page() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let page = std::fs::read(root.join("src/chat/web/page.html")).unwrap();
+    let page_hash = blake3::hash(&page).to_hex().to_string();
+    let (png_path, hash_path) = (
+        root.join("docs/chat-web.png"),
+        root.join("docs/chat-web.png.page-hash"),
+    );
+    let is_update = std::env::var_os("SOCKIT_UPDATE_SCREENSHOT").is_some_and(|v| v == "1");
+    if !is_update {
+        let shown = std::fs::read_to_string(&hash_path).unwrap_or_default();
+        assert_eq!(
+            shown.trim(),
+            page_hash,
+            "docs/chat-web.png shows an older src/chat/web/page.html: refresh it with \
+             `SOCKIT_UPDATE_SCREENSHOT=1 cargo test --test it \
+             chat_browser::readme_screenshot_shows_the_current_page` and commit both files"
+        );
+    }
+
+    let server = start_chat(&[]);
+    let driver = Driver::start().await;
+    let alice = driver.open().await;
+    alice.client.set_window_size(960, 600).await.unwrap();
+    enter(&alice, &page_url(&server), "alice").await;
+    let mut carol = LinePeer::join(server.addr, "carol", &[]).await;
+    let mut dave = JoinClient::start(server.addr, "dave", &[]).await;
+    // One line at a time, each seen on the page before the next: the picture's order.
+    let lines = [
+        "hi all, I'm on plain nc",
+        "and I'm in a terminal: sockit chat join :7777",
+        "hello from the browser 👋",
+        "waves back",
+        "你好 — Unicode and emoji arrive intact 🎉",
+    ];
+    carol.send(lines[0]);
+    wait_for_lines(&alice, "carol's line", |l| !l.is_empty()).await;
+    dave.send(lines[1]);
+    wait_for_lines(&alice, "dave's line", |l| l.len() >= 2).await;
+    say(&alice, lines[2]).await;
+    wait_for_lines(&alice, "alice's line", |l| l.len() >= 3).await;
+    carol.send(&format!("/me {}", lines[3]));
+    wait_for_lines(&alice, "carol's action", |l| l.len() >= 4).await;
+    say(&alice, lines[4]).await;
+    let shown = wait_for_lines(&alice, "the conversation", |l| l.len() >= 5).await;
+    let texts: Vec<&str> = shown.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(texts, lines);
+    alice.wait_for_text("#members", "dave").await;
+    alice.wait_for_text("#rooms", "lobby").await;
+    let png = alice.screenshot().await;
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
+    if is_update {
+        std::fs::create_dir_all(root.join("docs")).unwrap();
+        std::fs::write(&png_path, &png).unwrap();
+        std::fs::write(&hash_path, format!("{page_hash}\n")).unwrap();
+    }
+    alice.close().await;
 }
