@@ -312,6 +312,21 @@ async fn pages_and_line_clients_see_each_others_lines_in_order() {
             );
         }
     }
+    // Members are the four clients, nobody else: a browser's idle spare connection to the
+    // chat's port is no member.
+    for page in [&alice, &bob] {
+        page.wait_until(
+            "#members",
+            "exactly alice, bob, carol and dave",
+            |members| members == NICKS.concat(),
+        )
+        .await;
+    }
+    carol.send("/who");
+    carol
+        .seen
+        .wait_for("carol", "in #lobby (4): alice, bob, carol, dave")
+        .await;
     for (seen, me) in [(&carol.seen, "carol"), (&dave.seen, "dave")] {
         let lines = seen
             .wait_until(me, "every line", |l| everyone_said(&said(l), me))
