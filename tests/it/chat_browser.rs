@@ -444,6 +444,18 @@ async fn the_page_works_from_the_keyboard_alone() {
         .await
         .expect("focused element");
     assert_eq!(focused.attr("id").await.unwrap().as_deref(), Some("input"));
+    assert_eq!(value().await, "x", "the key itself lands there too");
+
+    // `/quit` leaves for good: the join form comes back, no reconnecting.
+    alice.type_line("#input", "\u{e003}/quit").await;
+    alice
+        .wait_for_text("#login-error", "You left the chat")
+        .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        alice.text_of("#status").await.as_deref(),
+        Some("not connected")
+    );
     alice.close().await;
 }
 
