@@ -51,6 +51,7 @@ for program in "${!py_peers[@]}"; do
   command -v "$program" >/dev/null 2>&1 || py_missing+=(${py_peers[$program]})
 done
 python3 -c 'import httpbin' 2>/dev/null || py_missing+=(httpbin)
+python3 -c 'import websockets' 2>/dev/null || py_missing+=(websockets)
 if ((${#py_missing[@]})); then
   echo "installing python test peers: ${py_missing[*]}" >&2
   python3 -m pip install -q "${py_missing[@]}"

@@ -1,5 +1,6 @@
 //! Room history: the last N lines of each room in memory, and optionally in SQLite so a
-//! restarted server still shows them.
+//! restarted server still shows them, with their ids and times (ids keep increasing across a
+//! restart, so a page that resumes with the last id it saw gets no line twice).
 //!
 //! The in-memory ring is what joins replay; it is updated before a line is fanned out. The
 //! database is written by its own thread in batched transactions (WAL), so a slow disk never
@@ -14,6 +15,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tracing::{error, warn};
 
+use crate::chat::framing::RoomLine;
+
 /// Lines kept per room by default.
 pub const DEFAULT_HISTORY_LINES: usize = 100;
 
@@ -23,11 +26,11 @@ const STORE_BACKLOG: usize = 65_536;
 /// The last lines of one room, oldest first.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Ring {
-    lines: VecDeque<Bytes>,
+    lines: VecDeque<RoomLine>,
 }
 
 impl Ring {
-    pub(crate) fn push(&mut self, line: Bytes, keep: usize) {
+    pub(crate) fn push(&mut self, line: RoomLine, keep: usize) {
         if keep == 0 {
             return;
         }
@@ -38,8 +41,24 @@ impl Ring {
     }
 
     /// The last `n` lines, oldest first.
-    pub(crate) fn last(&self, n: usize) -> impl Iterator<Item = &Bytes> {
+    pub(crate) fn last(&self, n: usize) -> impl Iterator<Item = &RoomLine> {
         self.lines.iter().skip(self.lines.len().saturating_sub(n))
+    }
+
+    /// The lines after id `after`, oldest first; `None` when the ring cannot tell (lines
+    /// after it were already pushed out, or the id is unknown here).
+    pub(crate) fn after(&self, after: u64) -> Option<impl Iterator<Item = &RoomLine>> {
+        let first = self.lines.front()?.id;
+        let last = self.lines.back()?.id;
+        if after.saturating_add(1) < first || after > last {
+            return None;
+        }
+        Some(self.lines.iter().filter(move |line| line.id > after))
+    }
+
+    /// The id of the newest line.
+    pub(crate) fn last_id(&self) -> Option<u64> {
+        self.lines.back().map(|line| line.id)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -69,7 +88,7 @@ pub enum HistoryError {
 }
 
 enum Job {
-    Append { room: String, line: Bytes },
+    Append { room: String, line: RoomLine },
 }
 
 /// The SQLite side of history: loads at start, appends from a writer thread.
@@ -108,6 +127,15 @@ impl Store {
              CREATE INDEX IF NOT EXISTS lines_by_room ON lines (room, id);",
         )
         .map_err(db_err)?;
+        // Per-room ids and times in milliseconds came later: older rows number by row id.
+        let has_seq = conn.prepare("SELECT seq FROM lines LIMIT 0").is_ok();
+        if !has_seq {
+            conn.execute_batch(
+                "ALTER TABLE lines ADD COLUMN seq INTEGER;
+                 ALTER TABLE lines ADD COLUMN at_ms INTEGER;",
+            )
+            .map_err(db_err)?;
+        }
         let rooms = load(&conn, keep).map_err(db_err)?;
         let (jobs, queue) = mpsc::sync_channel(STORE_BACKLOG);
         let path = path.to_owned();
@@ -125,7 +153,7 @@ impl Store {
     }
 
     /// Queues a line for the database; never blocks.
-    pub(crate) fn append(&self, room: &str, line: Bytes) {
+    pub(crate) fn append(&self, room: &str, line: RoomLine) {
         if let Some(jobs) = &self.jobs {
             let job = Job::Append {
                 room: room.to_owned(),
@@ -155,18 +183,28 @@ impl Drop for Store {
 fn load(conn: &rusqlite::Connection, keep: usize) -> rusqlite::Result<HashMap<String, Ring>> {
     let mut rooms: HashMap<String, Ring> = HashMap::new();
     let mut stmt = conn.prepare(
-        "SELECT room, line FROM (
-             SELECT room, line, id,
+        "SELECT room, line, coalesce(seq, id), coalesce(at_ms, at * 1000) FROM (
+             SELECT room, line, id, seq, at, at_ms,
                     row_number() OVER (PARTITION BY room ORDER BY id DESC) AS age
              FROM lines)
          WHERE age <= ?1 ORDER BY id",
     )?;
     let rows = stmt.query_map([keep as i64], |row| {
-        Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?))
+        Ok((
+            row.get::<_, String>(0)?,
+            // Text or blob: older versions' rows may hold either.
+            row.get_ref(1)?.as_bytes()?.to_vec(),
+            row.get::<_, i64>(2)?,
+            row.get::<_, i64>(3)?,
+        ))
     })?;
     for row in rows {
-        let (room, line) = row?;
-        rooms.entry(room).or_default().push(Bytes::from(line), keep);
+        let (room, line, id, at_ms) = row?;
+        let id = u64::try_from(id).unwrap_or(0);
+        match RoomLine::parse(id, at_ms, Bytes::from(line)) {
+            Some(line) => rooms.entry(room).or_default().push(line, keep),
+            None => warn!(room, id, "history line not understood; skipped"),
+        }
     }
     Ok(rooms)
 }
@@ -208,10 +246,12 @@ fn write_batch(
         .map_or(0, |d| d.as_secs() as i64);
     let tx = conn.transaction()?;
     {
-        let mut insert =
-            tx.prepare_cached("INSERT INTO lines (room, at, line) VALUES (?1, ?2, ?3)")?;
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO lines (room, at, line, seq, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
         for Job::Append { room, line } in jobs {
-            insert.execute(rusqlite::params![room, at, &line[..]])?;
+            let seq = i64::try_from(line.id).unwrap_or(i64::MAX);
+            insert.execute(rusqlite::params![room, at, &line.line[..], seq, line.at_ms])?;
         }
     }
     if let Some(keep) = prune_to {
@@ -230,43 +270,112 @@ fn write_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::framing::LineKind;
+
+    fn said(id: u64, text: &str) -> RoomLine {
+        RoomLine {
+            id,
+            at_ms: 1_000 + id as i64,
+            kind: LineKind::Message,
+            nick: "a".into(),
+            line: RoomLine::format(LineKind::Message, "a", text),
+        }
+    }
+
+    fn texts<'a>(lines: impl Iterator<Item = &'a RoomLine>) -> Vec<String> {
+        lines.map(|l| l.text().to_owned()).collect()
+    }
 
     #[test]
     fn ring_keeps_the_last_lines() {
         let mut ring = Ring::default();
         for i in 0..5 {
-            ring.push(Bytes::from(format!("{i}")), 3);
+            ring.push(said(i + 1, &i.to_string()), 3);
         }
-        let last: Vec<_> = ring.last(10).cloned().collect();
-        assert_eq!(last, ["2", "3", "4"].map(Bytes::from));
-        let last: Vec<_> = ring.last(1).cloned().collect();
-        assert_eq!(last, [Bytes::from_static(b"4")]);
-        ring.push(Bytes::from_static(b"x"), 0);
+        assert_eq!(texts(ring.last(10)), ["2", "3", "4"]);
+        assert_eq!(texts(ring.last(1)), ["4"]);
+        ring.push(said(9, "x"), 0);
         assert_eq!(ring.len(), 3);
+        assert_eq!(ring.last_id(), Some(5));
+    }
+
+    #[test]
+    fn ring_tells_what_came_after_an_id_when_it_can() {
+        let mut ring = Ring::default();
+        for i in 1..=5 {
+            ring.push(said(i, &i.to_string()), 3);
+        }
+        assert_eq!(texts(ring.after(3).unwrap()), ["4", "5"]);
+        assert_eq!(texts(ring.after(2).unwrap()), ["3", "4", "5"]);
+        assert_eq!(texts(ring.after(5).unwrap()), Vec::<String>::new());
+        assert!(
+            ring.after(1).is_none(),
+            "line 2 was pushed out: cannot resume exactly"
+        );
+        assert!(ring.after(6).is_none(), "an id from another server");
     }
 
     #[test]
     fn store_survives_reopening_and_prunes() {
-        let dir = std::env::temp_dir().join(format!("sockit-history-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("chat.db");
-        let _ = std::fs::remove_file(&path);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chat.db");
         {
             let (mut store, rooms) = Store::open(&path, 3).unwrap();
             assert!(rooms.is_empty());
             for i in 0..1500 {
-                store.append("lobby", Bytes::from(format!("<a> {i}\n")));
+                store.append("lobby", said(i + 1, &i.to_string()));
             }
-            store.append("rust", Bytes::from_static(b"<b> hi\n"));
+            store.append("rust", said(1, "hi"));
             store.close();
         }
         let (_store, rooms) = Store::open(&path, 3).unwrap();
-        let lobby: Vec<_> = rooms["lobby"].last(10).cloned().collect();
+        let lobby: Vec<_> = rooms["lobby"]
+            .last(10)
+            .map(|l| (l.id, l.at_ms, l.text().to_owned()))
+            .collect();
         assert_eq!(
             lobby,
-            ["<a> 1497\n", "<a> 1498\n", "<a> 1499\n"].map(Bytes::from)
+            [
+                (1498, 2498, "1497".to_owned()),
+                (1499, 2499, "1498".into()),
+                (1500, 2500, "1499".into())
+            ]
         );
+        assert_eq!(rooms["lobby"].last_id(), Some(1500));
         assert_eq!(rooms["rust"].len(), 1);
-        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_database_of_an_older_version_is_read_and_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE lines (id INTEGER PRIMARY KEY, room TEXT NOT NULL,
+                     at INTEGER NOT NULL, line BLOB NOT NULL);
+                 INSERT INTO lines (room, at, line) VALUES ('lobby', 5, '<bob> old one
+');
+                 INSERT INTO lines (room, at, line) VALUES ('lobby', 6, '* bob waves
+');",
+            )
+            .unwrap();
+        }
+        let (mut store, rooms) = Store::open(&path, 10).unwrap();
+        let lobby: Vec<_> = rooms["lobby"]
+            .last(10)
+            .map(|l| (l.id, l.at_ms, l.kind, l.text().to_owned()))
+            .collect();
+        assert_eq!(
+            lobby,
+            [
+                (1, 5000, LineKind::Message, "old one".to_owned()),
+                (2, 6000, LineKind::Action, "waves".into())
+            ]
+        );
+        store.append("lobby", said(3, "new"));
+        store.close();
+        let (_store, rooms) = Store::open(&path, 10).unwrap();
+        assert_eq!(rooms["lobby"].last_id(), Some(3));
     }
 }

@@ -2,6 +2,11 @@
 //! the members' queues; room history. Small shared state behind one lock that is never held
 //! across an `.await` (every method here is synchronous).
 //!
+//! The hub knows no transport. Each member has a [`Framing`] (text lines or WebSocket JSON);
+//! whatever goes to a room is rendered once per framing present in it and the same bytes are
+//! queued for every member of that framing, so a publish costs O(members) pushes and no
+//! per-member allocation.
+//!
 //! Every line for a room goes through a [`Bus`]. The in-process [`LocalBus`] hands it
 //! straight to this hub's members; a backend that spreads rooms over several nodes (Redis
 //! pub/sub) would also forward it, and deliver what other nodes publish with
@@ -11,10 +16,11 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tracing::{debug, info};
 
-use crate::chat::command::{DEFAULT_ROOM, HELP, nick_key};
+use crate::chat::command::{DEFAULT_ROOM, HELP, check_nick, nick_key};
+use crate::chat::framing::{Event, Framing, LineKind, RoomLine, close_frame, now_ms};
 use crate::chat::history::{Ring, Store};
 use crate::chat::outbox::Outbox;
 
@@ -22,11 +28,61 @@ use crate::chat::outbox::Outbox;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ClientId(u64);
 
-/// Carries room lines: the publish/subscribe seam between the hub and other nodes.
+/// What is published to a room: lines said in it (kept in its history), or a notice.
+#[derive(Debug, Clone)]
+pub struct Post {
+    /// What line clients get, as one buffer.
+    text: Bytes,
+    /// The room lines in `text`, in order (empty for a notice).
+    lines: Vec<RoomLine>,
+    /// The notice in `text`, without `* ` and newline (empty for lines).
+    notice: String,
+}
+
+impl Post {
+    fn lines(text: Bytes, lines: Vec<RoomLine>) -> Self {
+        Self {
+            text,
+            lines,
+            notice: String::new(),
+        }
+    }
+
+    fn notice(text: String) -> Self {
+        let rendered = Framing::Lines
+            .render(&Event::Notice {
+                text: &text,
+                room: None,
+            })
+            .unwrap_or_default();
+        Self {
+            text: rendered,
+            lines: Vec::new(),
+            notice: text,
+        }
+    }
+
+    /// The post as `framing` sends it in `room`.
+    fn render(&self, framing: Framing, room: &str) -> Bytes {
+        match framing {
+            Framing::Lines => self.text.clone(),
+            Framing::WebSocket if self.lines.is_empty() => framing
+                .render(&Event::Notice {
+                    text: &self.notice,
+                    room: Some(room),
+                })
+                .unwrap_or_default(),
+            Framing::WebSocket => framing.render_lines(room, &self.lines),
+        }
+    }
+}
+
+/// Carries what is published to rooms: the publish/subscribe seam between the hub and other
+/// nodes.
 pub trait Bus: Send + Sync + 'static {
-    /// Publishes `payload` (whole lines) to `room`; lines for this node's members are handed
-    /// to `deliver_here`, synchronously, before this returns (per-sender order depends on it).
-    fn publish(&self, room: &str, payload: &Bytes, deliver_here: &mut dyn FnMut(&Bytes));
+    /// Publishes `post` to `room`; what is for this node's members is handed to
+    /// `deliver_here`, synchronously, before this returns (per-sender order depends on it).
+    fn publish(&self, room: &str, post: &Post, deliver_here: &mut dyn FnMut(&Post));
 }
 
 /// The single-node bus: every room lives in this process.
@@ -34,8 +90,8 @@ pub trait Bus: Send + Sync + 'static {
 pub struct LocalBus;
 
 impl Bus for LocalBus {
-    fn publish(&self, _room: &str, payload: &Bytes, deliver_here: &mut dyn FnMut(&Bytes)) {
-        deliver_here(payload);
+    fn publish(&self, _room: &str, post: &Post, deliver_here: &mut dyn FnMut(&Post)) {
+        deliver_here(post);
     }
 }
 
@@ -77,17 +133,96 @@ pub enum Departure {
     Shutdown,
 }
 
+/// What a client asks for as it enters (a browser's `hello`); all optional.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Entry {
+    /// Nickname wanted instead of `guest-N`.
+    pub(crate) nick: Option<String>,
+    /// Room to join instead of the lobby (a checked name).
+    pub(crate) room: Option<String>,
+    /// The last line id seen in that room: history replays only what came after it.
+    pub(crate) after: Option<u64>,
+}
+
 struct Member {
-    nick: String,
+    nick: Arc<str>,
     room: String,
     addr: SocketAddr,
+    framing: Framing,
     outbox: Arc<Outbox>,
 }
 
+impl Member {
+    /// Queues `event` for this member alone; `false` when its queue is full.
+    fn tell(&self, event: &Event<'_>) -> bool {
+        match self.framing.render(event) {
+            Some(bytes) => self.outbox.push(&bytes),
+            None => true,
+        }
+    }
+
+    fn notice(&self, text: &str) {
+        self.tell(&Event::Notice { text, room: None });
+    }
+
+    fn error(&self, text: &str) {
+        self.tell(&Event::Error { text, code: None });
+    }
+}
+
+/// The members of a room, by framing: each framing's bytes are rendered once per publish.
 #[derive(Default)]
 struct Room {
-    members: Vec<(ClientId, Arc<Outbox>)>,
+    lines: Vec<(ClientId, Arc<Outbox>)>,
+    web: Vec<(ClientId, Arc<Outbox>)>,
     history: Ring,
+    /// The id of the room's next line.
+    next_id: u64,
+}
+
+impl Room {
+    fn len(&self) -> usize {
+        self.lines.len() + self.web.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lines.is_empty() && self.web.is_empty()
+    }
+
+    fn members_of(&mut self, framing: Framing) -> &mut Vec<(ClientId, Arc<Outbox>)> {
+        match framing {
+            Framing::Lines => &mut self.lines,
+            Framing::WebSocket => &mut self.web,
+        }
+    }
+
+    /// Queues `post` for every member except `except`, rendered once per framing; whoever
+    /// could not take it goes to `dropped`.
+    fn deliver(
+        &self,
+        name: &str,
+        post: &Post,
+        except: Option<ClientId>,
+        dropped: &mut Vec<ClientId>,
+    ) {
+        for (framing, members) in [
+            (Framing::Lines, &self.lines),
+            (Framing::WebSocket, &self.web),
+        ] {
+            if members.is_empty() {
+                continue;
+            }
+            let bytes = post.render(framing, name);
+            // A line client shows what it typed itself; a browser gets its own lines back,
+            // with their ids.
+            let except = except.filter(|_| framing == Framing::Lines);
+            for (member, outbox) in members {
+                if Some(*member) != except && !outbox.push(&bytes) {
+                    dropped.push(*member);
+                }
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -115,15 +250,6 @@ impl std::fmt::Debug for Hub {
     }
 }
 
-/// A system notice line: `* text\n`.
-pub(crate) fn notice(text: &str) -> Bytes {
-    let mut line = BytesMut::with_capacity(text.len() + 3);
-    line.extend_from_slice(b"* ");
-    line.extend_from_slice(text.as_bytes());
-    line.extend_from_slice(b"\n");
-    line.freeze()
-}
-
 impl Hub {
     /// A hub with the in-process bus and no database.
     pub fn new(config: HubConfig) -> Self {
@@ -144,7 +270,11 @@ impl Hub {
     pub(crate) fn attach_store(&self, store: Store, rooms: HashMap<String, Ring>) {
         let mut state = self.lock();
         for (name, history) in rooms {
-            state.rooms.entry(name).or_default().history = history;
+            let room = state.rooms.entry(name).or_default();
+            // Ids go on from the last one stored: a page resuming after a restart gets
+            // only what it missed.
+            room.next_id = room.next_id.max(history.last_id().map_or(1, |id| id + 1));
+            room.history = history;
         }
         *self.store.lock().expect("store lock is never poisoned") = Some(store);
     }
@@ -175,64 +305,91 @@ impl Hub {
         self.len() == 0
     }
 
-    /// Registers a new client as `guest-N` in the default room; greets it and replays history.
-    pub(crate) fn enter(&self, addr: SocketAddr, outbox: Arc<Outbox>) -> (ClientId, String) {
+    /// Registers a new client, framed by `framing`, under the nick it asks for (when free and
+    /// valid) or as `guest-N`, in the room it asks for or the lobby; greets it and replays
+    /// history.
+    pub(crate) fn enter(
+        &self,
+        addr: SocketAddr,
+        outbox: Arc<Outbox>,
+        framing: Framing,
+        entry: Entry,
+    ) -> (ClientId, String) {
         let mut state = self.lock();
         state.next_id += 1;
         let id = ClientId(state.next_id);
-        let nick = loop {
-            state.next_guest += 1;
-            let nick = format!("guest-{}", state.next_guest);
-            if !state.nicks.contains_key(&nick) {
-                break nick;
+        let mut refusal = None;
+        let wanted = entry
+            .nick
+            .as_deref()
+            .and_then(|nick| match check_nick(nick) {
+                Ok(_) if state.nicks.contains_key(&nick_key(nick)) => {
+                    refusal = Some(format!("the nickname {nick} is taken"));
+                    None
+                }
+                Ok(_) => Some(nick.to_owned()),
+                Err(err) => {
+                    refusal = Some(err.to_string());
+                    None
+                }
+            });
+        let nick = wanted.unwrap_or_else(|| {
+            loop {
+                state.next_guest += 1;
+                let nick = format!("guest-{}", state.next_guest);
+                if !state.nicks.contains_key(&nick) {
+                    break nick;
+                }
             }
+        });
+        state.nicks.insert(nick_key(&nick), id);
+        let room = entry.room.as_deref().unwrap_or(DEFAULT_ROOM);
+        let member = Member {
+            nick: Arc::from(nick.as_str()),
+            room: String::new(),
+            addr,
+            framing,
+            outbox,
         };
-        state.nicks.insert(nick.clone(), id);
-        outbox.push(&notice(&format!(
-            "welcome to sockit chat, {nick}; /nick NAME picks a name, /help lists commands"
-        )));
-        state.clients.insert(
-            id,
-            Member {
-                nick: nick.clone(),
-                room: String::new(),
-                addr,
-                outbox,
-            },
-        );
+        member.tell(&Event::Welcome { nick: &nick, room });
+        if let Some(refusal) = refusal {
+            member.error(&refusal);
+        }
+        state.clients.insert(id, member);
         info!(%addr, %nick, "entered");
-        self.move_to(&mut state, id, DEFAULT_ROOM);
+        self.move_to(&mut state, id, room, entry.after);
         (id, nick)
     }
 
-    /// Publishes chat lines from `id` (whole lines, already formatted) to its room: into the
-    /// history first, then to every other member, one shared buffer for all of them. Never
-    /// waits: a member whose queue overflows is dropped.
-    pub(crate) fn publish(&self, id: ClientId, payload: &Bytes) {
+    /// Publishes lines of `kind` said by `id` (whole lines, already formatted) to its room:
+    /// into the history first, then to every other member, one shared buffer per framing.
+    /// Never waits: a member whose queue overflows is dropped.
+    pub(crate) fn publish(&self, id: ClientId, kind: LineKind, payload: &Bytes) {
         if payload.is_empty() {
             return;
         }
         let mut state = self.lock();
-        let Some(room) = state.clients.get(&id).map(|m| m.room.clone()) else {
+        let Some((room, nick)) = state
+            .clients
+            .get(&id)
+            .map(|m| (m.room.clone(), m.nick.clone()))
+        else {
             return;
         };
-        self.remember(&mut state, &room, payload);
-        self.fan_out(&mut state, &room, payload, Some(id));
+        let post = self.remember(&mut state, &room, kind, &nick, payload);
+        self.fan_out(&mut state, &room, &post, Some(id));
     }
 
-    /// Delivers lines published for `room` by another node to this node's members.
-    pub fn deliver(&self, room: &str, payload: &Bytes) {
+    /// Delivers what another node published to `room` to this node's members.
+    pub fn deliver(&self, room: &str, post: &Post) {
         let mut state = self.lock();
         let mut dropped = Vec::new();
         if let Some(r) = state.rooms.get_mut(room) {
-            for line in split_lines(payload) {
-                r.history.push(line, self.config.history_lines);
+            for line in &post.lines {
+                r.history.push(line.clone(), self.config.history_lines);
+                r.next_id = r.next_id.max(line.id + 1);
             }
-            for (member, outbox) in &r.members {
-                if !outbox.push(payload) {
-                    dropped.push(*member);
-                }
-            }
+            r.deliver(room, post, None, &mut dropped);
         }
         self.settle(&mut state, dropped);
     }
@@ -244,17 +401,18 @@ impl Hub {
 
     /// A notice from the server to everyone in every room (`* text`).
     pub fn announce(&self, text: &str) {
-        let line = notice(text);
+        let post = Post::notice(text.to_owned());
         let mut state = self.lock();
         let rooms: Vec<String> = state.rooms.keys().cloned().collect();
         for room in rooms {
-            self.fan_out(&mut state, &room, &line, None);
+            self.fan_out(&mut state, &room, &post, None);
         }
     }
 
     /// A chat line from the server's own console (`<server> text`) to every room.
     pub fn say_as_server(&self, text: &str) {
-        let line = Bytes::from(format!("<server> {text}\n"));
+        let nick: Arc<str> = Arc::from("server");
+        let payload = RoomLine::format(LineKind::Message, &nick, text);
         let mut state = self.lock();
         let mut rooms: Vec<String> = state.rooms.keys().cloned().collect();
         // Before anyone joined, the line still goes to the lobby's history, not nowhere.
@@ -262,8 +420,8 @@ impl Hub {
             rooms.push(DEFAULT_ROOM.to_owned());
         }
         for room in rooms {
-            self.remember(&mut state, &room, &line);
-            self.fan_out(&mut state, &room, &line, None);
+            let post = self.remember(&mut state, &room, LineKind::Message, &nick, &payload);
+            self.fan_out(&mut state, &room, &post, None);
         }
     }
 
@@ -272,29 +430,27 @@ impl Hub {
         let mut state = self.lock();
         let key = nick_key(wanted);
         let member = state.clients.get(&id)?;
-        let (old, room, outbox) = (
-            member.nick.clone(),
-            member.room.clone(),
-            member.outbox.clone(),
-        );
+        let (old, room) = (member.nick.clone(), member.room.clone());
         match state.nicks.get(&key) {
             Some(owner) if *owner != id => {
-                outbox.push(&notice(&format!("the nickname {wanted} is taken")));
+                member.error(&format!("the nickname {wanted} is taken"));
                 return None;
             }
             _ => {}
         }
-        if old == wanted {
+        if &*old == wanted {
             return None;
         }
         state.nicks.remove(&nick_key(&old));
         state.nicks.insert(key, id);
         if let Some(member) = state.clients.get_mut(&id) {
-            member.nick = wanted.to_owned();
+            member.nick = Arc::from(wanted);
+            member.tell(&Event::Nick { nick: wanted });
         }
         info!(%old, new = wanted, "renamed");
-        let line = notice(&format!("{old} is now {wanted}"));
-        self.fan_out(&mut state, &room, &line, None);
+        let post = Post::notice(format!("{old} is now {wanted}"));
+        self.fan_out(&mut state, &room, &post, None);
+        self.membership_changed(&mut state, &room);
         Some(wanted.to_owned())
     }
 
@@ -305,12 +461,10 @@ impl Hub {
             return;
         };
         if member.room == room {
-            member
-                .outbox
-                .push(&notice(&format!("you are already in #{room}")));
+            member.notice(&format!("you are already in #{room}"));
             return;
         }
-        self.move_to(&mut state, id, room);
+        self.move_to(&mut state, id, room, None);
     }
 
     /// Tells `id` who is in its room.
@@ -319,19 +473,32 @@ impl Hub {
         let Some(member) = state.clients.get(&id) else {
             return;
         };
-        let mut nicks: Vec<&str> = state.rooms[&member.room]
-            .members
-            .iter()
-            .filter_map(|(m, _)| state.clients.get(m).map(|m| m.nick.as_str()))
-            .collect();
-        nicks.sort_unstable_by_key(|n| n.to_lowercase());
+        let nicks = Self::nicks_in(&state, &member.room);
         let text = format!(
             "in #{} ({}): {}",
             member.room,
             nicks.len(),
             nicks.join(", ")
         );
-        member.outbox.push(&notice(&text));
+        member.tell(&Event::Notice {
+            text: &text,
+            room: Some(&member.room),
+        });
+    }
+
+    /// The nicks of `room`'s members, sorted without regard to case.
+    fn nicks_in<'a>(state: &'a State, room: &str) -> Vec<&'a str> {
+        let Some(r) = state.rooms.get(room) else {
+            return Vec::new();
+        };
+        let mut nicks: Vec<&str> = r
+            .lines
+            .iter()
+            .chain(&r.web)
+            .filter_map(|(m, _)| state.clients.get(m).map(|m| &*m.nick))
+            .collect();
+        nicks.sort_unstable_by_key(|n| n.to_lowercase());
+        nicks
     }
 
     /// Tells `id` which rooms have members.
@@ -340,17 +507,14 @@ impl Hub {
         let Some(member) = state.clients.get(&id) else {
             return;
         };
-        let mut rooms: Vec<(&String, usize)> = state
+        let mut rooms: Vec<(&str, usize)> = state
             .rooms
             .iter()
-            .filter(|(_, r)| !r.members.is_empty())
-            .map(|(name, r)| (name, r.members.len()))
+            .filter(|(_, r)| !r.is_empty())
+            .map(|(name, r)| (name.as_str(), r.len()))
             .collect();
         rooms.sort();
-        let list: Vec<String> = rooms.iter().map(|(n, c)| format!("#{n} ({c})")).collect();
-        member
-            .outbox
-            .push(&notice(&format!("rooms: {}", list.join(", "))));
+        member.tell(&Event::Rooms { rooms: &rooms });
     }
 
     /// Replays the last `n` lines of `id`'s room (all that are kept when `None`) to it.
@@ -360,12 +524,7 @@ impl Hub {
             return;
         };
         let history = &state.rooms[&member.room].history;
-        replay(
-            &member.outbox,
-            &member.room,
-            history,
-            n.unwrap_or(usize::MAX),
-        );
+        replay(member, &member.room, history, n.unwrap_or(usize::MAX), None);
     }
 
     /// Sends `text` from `id` to the client named `to` only.
@@ -379,22 +538,24 @@ impl Hub {
             .get(&nick_key(to))
             .and_then(|t| state.clients.get(t))
         else {
-            member
-                .outbox
-                .push(&notice(&format!("no one is called {to}")));
+            member.error(&format!("no one is called {to}"));
             return;
         };
-        let delivered = Bytes::from(format!("*{}* {text}\n", member.nick));
+        let mut event = Event::Private {
+            from: &member.nick,
+            to: &target.nick,
+            text,
+            at_ms: now_ms(),
+            is_echo: false,
+        };
         // A full recipient queue only loses this message; the next fan-out drops that client.
-        if target.outbox.push(&delivered) {
-            member
-                .outbox
-                .push(&Bytes::from(format!("-> *{}* {text}\n", target.nick)));
+        if target.tell(&event) {
+            if let Event::Private { is_echo, .. } = &mut event {
+                *is_echo = true;
+            }
+            member.tell(&event);
         } else {
-            member.outbox.push(&notice(&format!(
-                "{} is not reading; not sent",
-                target.nick
-            )));
+            member.error(&format!("{} is not reading; not sent", target.nick));
         }
     }
 
@@ -403,7 +564,7 @@ impl Hub {
         let state = self.lock();
         if let Some(member) = state.clients.get(&id) {
             for line in HELP {
-                member.outbox.push(&notice(line));
+                member.notice(line);
             }
         }
     }
@@ -421,7 +582,8 @@ impl Hub {
             Departure::Shutdown => return,
         };
         info!(nick = %member.nick, reason = %text, "left");
-        self.announce_in(&mut state, &member.room, &notice(&text));
+        self.announce_in(&mut state, &member.room, Post::notice(text));
+        self.membership_changed(&mut state, &member.room);
     }
 
     fn remove(&self, state: &mut State, id: ClientId) -> Option<Member> {
@@ -433,75 +595,139 @@ impl Hub {
 
     fn leave_room(&self, state: &mut State, id: ClientId, room: &str) {
         if let Some(r) = state.rooms.get_mut(room) {
-            r.members.retain(|(m, _)| *m != id);
-            if r.members.is_empty() && r.history.is_empty() {
+            r.lines.retain(|(m, _)| *m != id);
+            r.web.retain(|(m, _)| *m != id);
+            if r.is_empty() && r.history.is_empty() {
                 state.rooms.remove(room);
             }
         }
     }
 
-    fn move_to(&self, state: &mut State, id: ClientId, room: &str) {
+    fn move_to(&self, state: &mut State, id: ClientId, room: &str, after: Option<u64>) {
         let Some(member) = state.clients.get_mut(&id) else {
             return;
         };
         let old = std::mem::replace(&mut member.room, room.to_owned());
-        let (nick, addr, outbox) = (member.nick.clone(), member.addr, member.outbox.clone());
+        let (nick, addr, framing, outbox) = (
+            member.nick.clone(),
+            member.addr,
+            member.framing,
+            member.outbox.clone(),
+        );
         if !old.is_empty() {
             self.leave_room(state, id, &old);
-            let line = notice(&format!("{nick} went to #{room}"));
-            self.announce_in(state, &old, &line);
+            self.announce_in(state, &old, Post::notice(format!("{nick} went to #{room}")));
+            self.membership_changed(state, &old);
         }
         let from = if self.config.show_addrs {
             format!(" from {addr}")
         } else {
             String::new()
         };
-        let line = notice(&format!("{nick}{from} joined #{room}"));
-        self.announce_in(state, room, &line);
+        self.announce_in(
+            state,
+            room,
+            Post::notice(format!("{nick}{from} joined #{room}")),
+        );
         let r = state.rooms.entry(room.to_owned()).or_default();
-        outbox.push(&notice(&format!("you joined #{room} as {nick}")));
-        replay(&outbox, room, &r.history, self.config.history_lines);
-        r.members.push((id, outbox));
+        r.next_id = r.next_id.max(1);
+        if let Some(member) = state.clients.get(&id) {
+            member.tell(&Event::Notice {
+                text: &format!("you joined #{room} as {nick}"),
+                room: Some(room),
+            });
+            replay(member, room, &r.history, self.config.history_lines, after);
+        }
+        r.members_of(framing).push((id, outbox));
+        self.membership_changed(state, room);
         debug!(%nick, room, "joined");
     }
 
     /// A join or leave notice, unless the room is too big for them.
-    fn announce_in(&self, state: &mut State, room: &str, line: &Bytes) {
-        let size = state.rooms.get(room).map_or(0, |r| r.members.len());
+    fn announce_in(&self, state: &mut State, room: &str, post: Post) {
+        let size = state.rooms.get(room).map_or(0, Room::len);
         if size <= self.config.announce_limit {
-            self.fan_out(state, room, line, None);
+            self.fan_out(state, room, &post, None);
         }
     }
 
-    fn remember(&self, state: &mut State, room: &str, payload: &Bytes) {
-        if self.config.history_lines == 0 {
+    /// `room`'s member list, once changed, to its browser members.
+    fn membership_changed(&self, state: &mut State, room: &str) {
+        let mut dropped = Vec::new();
+        self.tell_members(state, room, &mut dropped);
+        self.settle(state, dropped);
+    }
+
+    /// Sends `room`'s member list to its browser members (rendered once), in rooms up to the
+    /// announce limit.
+    fn tell_members(&self, state: &State, room: &str, dropped: &mut Vec<ClientId>) {
+        let Some(r) = state.rooms.get(room) else {
+            return;
+        };
+        if r.web.is_empty() || r.len() > self.config.announce_limit {
             return;
         }
-        let store = self.store.lock().expect("store lock is never poisoned");
-        let r = state.rooms.entry(room.to_owned()).or_default();
-        for line in split_lines(payload) {
-            if let Some(store) = store.as_ref() {
-                store.append(room, line.clone());
+        let nicks = Self::nicks_in(state, room);
+        let Some(bytes) = Framing::WebSocket.render(&Event::Members {
+            room,
+            nicks: &nicks,
+        }) else {
+            return;
+        };
+        for (member, outbox) in &r.web {
+            if !outbox.push(&bytes) {
+                dropped.push(*member);
             }
-            r.history.push(line, self.config.history_lines);
         }
     }
 
-    /// Queues `payload` for every member of `room` except `except`, then drops whoever
-    /// could not take it.
-    fn fan_out(&self, state: &mut State, room: &str, payload: &Bytes, except: Option<ClientId>) {
+    /// Numbers `payload`'s lines in `room`, keeps them in its history (and database) and
+    /// returns them as a post.
+    fn remember(
+        &self,
+        state: &mut State,
+        room: &str,
+        kind: LineKind,
+        nick: &Arc<str>,
+        payload: &Bytes,
+    ) -> Post {
+        let at_ms = now_ms();
+        let keep = self.config.history_lines;
+        let store = self.store.lock().expect("store lock is never poisoned");
+        let r = state.rooms.entry(room.to_owned()).or_default();
+        r.next_id = r.next_id.max(1);
+        let mut lines = Vec::new();
+        for line in split_lines(payload) {
+            let line = RoomLine {
+                id: r.next_id,
+                at_ms,
+                kind,
+                nick: nick.clone(),
+                line,
+            };
+            r.next_id += 1;
+            if keep > 0 {
+                if let Some(store) = store.as_ref() {
+                    store.append(room, line.clone());
+                }
+                r.history.push(line.clone(), keep);
+            }
+            lines.push(line);
+        }
+        Post::lines(payload.clone(), lines)
+    }
+
+    /// Queues `post` for every member of `room` except `except`, then drops whoever could
+    /// not take it.
+    fn fan_out(&self, state: &mut State, room: &str, post: &Post, except: Option<ClientId>) {
         let mut dropped = Vec::new();
         if let Some(observer) = &state.observer {
             // A console that cannot keep up misses lines; it never holds anyone up.
-            observer.push(payload);
+            observer.push(&post.text);
         }
         if let Some(r) = state.rooms.get(room) {
-            self.bus.publish(room, payload, &mut |payload| {
-                for (member, outbox) in &r.members {
-                    if Some(*member) != except && !outbox.push(payload) {
-                        dropped.push(*member);
-                    }
-                }
+            self.bus.publish(room, post, &mut |post| {
+                r.deliver(room, post, except, &mut dropped);
             });
         }
         if !dropped.is_empty() {
@@ -516,36 +742,55 @@ impl Hub {
                 continue;
             };
             tracing::warn!(nick = %member.nick, queued_bytes = member.outbox.queued_bytes(), "dropped: not reading fast enough");
-            member
-                .outbox
-                .kill(notice("you were dropped: not reading fast enough"));
-            let line = notice(&format!(
+            let text = "you were dropped: not reading fast enough";
+            let mut last = member
+                .framing
+                .render(&Event::Notice { text, room: None })
+                .unwrap_or_default();
+            if member.framing == Framing::WebSocket {
+                last = [last, close_frame(1008, "not reading fast enough")]
+                    .concat()
+                    .into();
+            }
+            member.outbox.kill(last);
+            let post = Post::notice(format!(
                 "{} was dropped (not reading fast enough)",
                 member.nick
             ));
             if let Some(r) = state.rooms.get(&member.room) {
-                self.bus.publish(&member.room, &line, &mut |payload| {
-                    for (m, outbox) in &r.members {
-                        if !outbox.push(payload) {
-                            dropped.push(*m);
-                        }
-                    }
+                self.bus.publish(&member.room, &post, &mut |post| {
+                    r.deliver(&member.room, post, None, &mut dropped);
                 });
             }
+            self.tell_members(state, &member.room, &mut dropped);
         }
     }
 }
 
-fn replay(outbox: &Outbox, room: &str, history: &Ring, n: usize) {
-    let count = history.len().min(n);
-    if count == 0 {
+/// Replays history to `member`: the last `n` lines, or with `after` only the lines after
+/// that id (all kept lines when `after` is not among them).
+fn replay(member: &Member, room: &str, history: &Ring, n: usize, after: Option<u64>) {
+    let newer = after.and_then(|after| history.after(after));
+    let lines: Vec<RoomLine> = match newer {
+        Some(lines) => lines.cloned().collect(),
+        None => {
+            let count = history.len().min(n);
+            history.last(count).cloned().collect()
+        }
+    };
+    if lines.is_empty() {
         return;
     }
-    outbox.push(&notice(&format!("last {count} lines of #{room}:")));
-    for line in history.last(count) {
-        outbox.push(line);
+    let is_lines = member.framing == Framing::Lines;
+    if is_lines {
+        member.notice(&format!("last {} lines of #{room}:", lines.len()));
     }
-    outbox.push(&notice("end of history"));
+    member
+        .outbox
+        .push(&member.framing.render_lines(room, &lines));
+    if is_lines {
+        member.notice("end of history");
+    }
 }
 
 /// Splits whole lines (each ending in `\n`) into shared slices of `payload`.
@@ -566,7 +811,12 @@ mod tests {
 
     fn client(hub: &Hub, limits: QueueLimits) -> (ClientId, Arc<Outbox>) {
         let outbox = Arc::new(Outbox::new(limits));
-        let (id, _) = hub.enter("127.0.0.1:1".parse().unwrap(), outbox.clone());
+        let (id, _) = hub.enter(
+            "127.0.0.1:1".parse().unwrap(),
+            outbox.clone(),
+            Framing::Lines,
+            Entry::default(),
+        );
         (id, outbox)
     }
 
@@ -587,7 +837,11 @@ mod tests {
         let hub = Hub::new(HubConfig::default());
         let (a, a_box) = client(&hub, QueueLimits::default());
         let (_b, b_box) = client(&hub, QueueLimits::default());
-        hub.publish(a, &Bytes::from_static(b"<guest-1> one\n<guest-1> two\n"));
+        hub.publish(
+            a,
+            LineKind::Message,
+            &Bytes::from_static(b"<guest-1> one\n<guest-1> two\n"),
+        );
         let b_text = drain(&b_box).await;
         assert!(
             b_text.ends_with("<guest-1> one\n<guest-1> two\n"),
@@ -615,7 +869,11 @@ mod tests {
         );
         let (_c, c_box) = client(&hub, QueueLimits::default());
         for _ in 0..10 {
-            hub.publish(a, &Bytes::from_static(b"<guest-1> spam\n"));
+            hub.publish(
+                a,
+                LineKind::Message,
+                &Bytes::from_static(b"<guest-1> spam\n"),
+            );
         }
         assert_eq!(hub.len(), 2);
         let c_text = drain(&c_box).await;

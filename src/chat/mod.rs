@@ -1,14 +1,19 @@
-//! Multi-user chat over plain text lines (`nc` and `telnet` are full clients): nicknames,
-//! rooms, private messages, history (in memory or SQLite), flood control, bounded per-client
-//! queues so a stalled reader costs only itself, and a terminal client.
+//! Multi-user chat over plain text lines (`nc` and `telnet` are full clients) and, on the
+//! same address, from a browser (a one-page client over WebSocket): nicknames, rooms,
+//! private messages, history (in memory or SQLite), flood control, bounded per-client queues
+//! so a stalled reader costs only itself, and a terminal client.
 //!
 //! | file | what it owns |
 //! |---|---|
 //! | [`line`](mod@line) | bytes → clean lines: limit, invalid UTF-8, control characters (pure) |
 //! | [`command`] | clean line → text or `/command`; name rules (pure) |
 //! | [`hub`] | rooms, nicknames, fan-out, the publish/subscribe seam ([`hub::Bus`]) |
-//! | `history` | last N lines per room, in memory and in SQLite |
-//! | `session` | one task per connection: reads lines, writes its queue |
+//! | `framing` | what the server says, as text lines or as WebSocket JSON frames (pure) |
+//! | `history` | last N lines per room, with ids and times, in memory and in SQLite |
+//! | `talk` | a member's side whatever its transport: login, flood control, commands |
+//! | `sniff` | a connection's first line: browser (HTTP) or line client |
+//! | `session` | a line client's task: reads lines, writes its queue |
+//! | `web` | the page and the WebSocket member's task |
 //! | [`client`] | `sockit chat join`: full duplex, safe printing |
 //!
 //! # Example
@@ -38,23 +43,28 @@
 
 pub mod client;
 pub mod command;
+mod framing;
 mod history;
 pub mod hub;
 pub mod line;
 mod outbox;
 mod session;
+mod sniff;
+mod talk;
+mod web;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::net::ServerConfig;
 
 pub use history::{DEFAULT_HISTORY_LINES, HistoryError};
-pub use hub::{Bus, Hub, HubConfig, LocalBus};
+pub use hub::{Bus, Hub, HubConfig, LocalBus, Post};
 pub use outbox::QueueLimits;
 
 /// Default chat port.
@@ -104,6 +114,12 @@ pub struct Config {
     pub announce_limit: usize,
     /// How long a client may take to send `PASS` when a password is required.
     pub login_timeout: Duration,
+    /// Origins allowed to open the WebSocket besides the page's own (`https://host:port`).
+    pub web_origins: Vec<String>,
+    /// A WebSocket member silent this long is pinged.
+    pub ping_interval: Duration,
+    /// A pinged WebSocket member that stays silent this much longer is dropped.
+    pub pong_timeout: Duration,
 }
 
 impl Default for Config {
@@ -120,6 +136,9 @@ impl Default for Config {
             show_addrs: false,
             announce_limit: hub::DEFAULT_ANNOUNCE_LIMIT,
             login_timeout: Duration::from_secs(30),
+            web_origins: Vec::new(),
+            ping_interval: Duration::from_secs(30),
+            pong_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -208,17 +227,59 @@ impl Server {
     }
 
     /// Serves clients until `stop` is cancelled; then tells everyone, lets their queues drain
-    /// (bounded) and writes the last history lines to the database.
+    /// (bounded) and writes the last history lines to the database. Line clients and
+    /// browsers (page and WebSocket) share `listener`.
     pub async fn serve(self, listener: TcpListener, stop: CancellationToken) {
-        let hub = self.hub.clone();
-        let config = self.config.clone();
-        crate::net::serve(
+        self.serve_with_web(listener, None, stop).await;
+    }
+
+    /// Like [`serve`](Self::serve), and serves only the web side (page and WebSocket) on
+    /// `web` as well, when given (`--web`).
+    pub async fn serve_with_web(
+        self,
+        listener: TcpListener,
+        web: Option<TcpListener>,
+        stop: CancellationToken,
+    ) {
+        let (hub, config) = (self.hub.clone(), self.config.clone());
+        let is_tls = config.server.tls.is_some();
+        let web_side = Arc::new(web::WebSide::new(
+            hub.clone(),
+            config.clone(),
+            is_tls,
+            stop.clone(),
+        ));
+        let on_web = web_side.clone();
+        let chat = crate::net::serve(
             listener,
             self.config.server.clone(),
-            stop,
-            move |stream, peer, stop| session::run(stream, peer, hub.clone(), config.clone(), stop),
-        )
-        .await;
+            stop.clone(),
+            move |stream, peer, stop| {
+                session::run(
+                    stream,
+                    peer,
+                    hub.clone(),
+                    config.clone(),
+                    web_side.clone(),
+                    stop,
+                )
+            },
+        );
+        let web_only = async move {
+            if let Some(web) = web {
+                crate::net::serve(
+                    web,
+                    self.config.server.clone(),
+                    stop,
+                    move |stream, peer, stop| {
+                        let web = on_web.clone();
+                        async move { web.serve(stream, BytesMut::new(), peer, stop).await }
+                    },
+                )
+                .await;
+            }
+        };
+        tokio::join!(chat, web_only);
         self.hub.close_store();
     }
 }

@@ -80,6 +80,13 @@ struct ServeArgs {
     /// Take part from this terminal: see the chat, post as `server`
     #[arg(long)]
     console: bool,
+    /// Also serve the browser page and its WebSocket (no line chat) on this address
+    #[arg(long, value_name = "ADDR")]
+    web: Option<HostPort>,
+    /// Allow WebSocket connections from pages of this origin too (e.g. https://chat.example);
+    /// by default only the chat's own page may connect; repeatable
+    #[arg(long, value_name = "ORIGIN")]
+    web_origin: Vec<String>,
     /// On stop, how long clients get to receive their last lines
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     drain: Duration,
@@ -143,6 +150,7 @@ impl TryFrom<&ServeArgs> for Config {
             },
             show_addrs: args.show_addrs,
             announce_limit: args.announce_limit,
+            web_origins: args.web_origin.clone(),
             ..Config::default()
         })
     }
@@ -163,6 +171,15 @@ async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<()> {
     let server = chat::Server::open(config)?;
     let listener = bind_tcp(addr)?;
     announce("chat", listener.local_addr()?, identity.as_ref());
+    let web = match &args.web {
+        Some(web) => {
+            let web = bind_tcp(web.clone().with_default_host(&args.bind.bind).bind_addr()?)?;
+            let scheme = if identity.is_some() { "https" } else { "http" };
+            eprintln!("sockit chat web on {scheme}://{}/", web.local_addr()?);
+            Some(web)
+        }
+        None => None,
+    };
     if args.console {
         let hub = server.hub();
         let stop = stop.clone();
@@ -173,7 +190,7 @@ async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<()> {
             }
         });
     }
-    server.serve(listener, stop).await;
+    server.serve_with_web(listener, web, stop).await;
     Ok(())
 }
 

@@ -440,6 +440,13 @@ fn a_thousand_piped_lines_all_arrive_in_order_with_default_limits() {
     let stream = std::net::TcpStream::connect(server.addr).unwrap();
     stream.set_read_timeout(Some(WAIT)).unwrap();
     let mut watcher = BufReader::new(stream.try_clone().unwrap());
+    // A silent client is a member once greeted (the server first waits to see whether it
+    // speaks HTTP).
+    let mut greeting = String::new();
+    while !greeting.contains("you joined #lobby") {
+        greeting.clear();
+        assert!(watcher.read_line(&mut greeting).unwrap() > 0);
+    }
     let expect_lines = |watcher: &mut BufReader<std::net::TcpStream>, nick: &str| {
         let started = std::time::Instant::now();
         let mut next = 0;

@@ -8,6 +8,7 @@ mod support;
 mod bench;
 mod chat;
 mod chat_browser;
+mod chat_ws;
 mod delivery;
 mod framing;
 mod full_output;

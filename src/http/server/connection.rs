@@ -103,6 +103,33 @@ pub(crate) trait SendfileBody {
     }
 }
 
+/// A response extension by which a handler takes its connection over once its
+/// `101 Switching Protocols` answer is written (HTTP/1.1 only; a WebSocket): the stream, with
+/// any bytes the client sent after its request in front, goes to the function, which runs in
+/// the connection's own task (so the server's drain waits for it).
+#[derive(Clone)]
+pub(crate) struct Takeover(Arc<std::sync::Mutex<Option<TakeoverFn>>>);
+
+type TakeoverFn =
+    Box<dyn FnOnce(BoxStream) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+impl Takeover {
+    /// A takeover that runs `serve` on the connection.
+    pub(crate) fn new<F, Fut>(serve: F) -> Self
+    where
+        F: FnOnce(BoxStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let serve: TakeoverFn = Box::new(move |stream| Box::pin(serve(stream)));
+        Self(Arc::new(std::sync::Mutex::new(Some(serve))))
+    }
+
+    /// The function, once.
+    pub(crate) fn take(&self) -> Option<TakeoverFn> {
+        self.0.lock().ok()?.take()
+    }
+}
+
 /// The protocols a TLS server driven here offers in ALPN, best first.
 pub const ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
 

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::http::server::connection::{Handler, Limits, SendfileBody};
+use crate::http::server::connection::{Handler, Limits, SendfileBody, Takeover};
 use crate::http::server::http1_heads::{self, Http1HeadCheck, Http1HeadLimits};
 use crate::http::server::http1_sendfile::{Http1Sendfile, Offers};
 use crate::http::server::idle::{Activity, Http1Sessions, IdleIo, Tracked};
@@ -150,10 +150,19 @@ impl Http1Driver {
         let handler = handler.clone();
         let requests = activity.clone();
         let offered = offers.clone();
+        let takeover = Arc::new(std::sync::Mutex::new(None::<Takeover>));
+        let taken = takeover.clone();
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let in_flight = requests.start(!http_body::Body::is_end_stream(req.body()));
             let offers = offered.clone();
-            handler.answer(req, peer).map(move |res| {
+            let taken = taken.clone();
+            handler.answer(req, peer).map(move |mut res| {
+                if let Some(takeover) = res.extensions_mut().remove::<Takeover>()
+                    && res.status() == http::StatusCode::SWITCHING_PROTOCOLS
+                    && let Ok(mut slot) = taken.lock()
+                {
+                    *slot = Some(takeover);
+                }
                 if let Some(sendable) = res.body().sendable() {
                     offers.offer(sendable);
                 }
@@ -180,6 +189,24 @@ impl Http1Driver {
         let (refusal, rewind, checking) = io.into_inner().into_parts();
         let (unread, mut stream) = rewind.into_parts();
         offers.clear();
+        let takeover = takeover.lock().ok().and_then(|mut slot| slot.take());
+        if let Some(serve) = takeover.and_then(|t| t.take()) {
+            // hyper stops after a 101 answer; whatever the client sent after its request
+            // belongs to the new protocol.
+            if result.is_ok() {
+                let left: Bytes = [&parts.read_buf[..], &checking[..], &unread[..]]
+                    .concat()
+                    .into();
+                let stream = stream.into_inner();
+                let stream: BoxStream = if left.is_empty() {
+                    stream
+                } else {
+                    Box::new(Rewind::new(left, stream))
+                };
+                serve(stream).await;
+            }
+            return None;
+        }
         if !parked {
             http1_heads::linger(&mut stream, refusal, stop).await;
             return None;

@@ -110,6 +110,11 @@ impl Http1Sendfile {
         Self { inner, offers }
     }
 
+    /// The stream, for a connection taken over after a `101` answer.
+    pub(crate) fn into_inner(self) -> BoxStream {
+        self.inner
+    }
+
     /// The bare TCP socket beneath, when there is one (not TLS, not traced).
     fn tcp(&self) -> Option<&tokio::net::TcpStream> {
         crate::net::AsyncStream::as_any(&*self.inner).downcast_ref()

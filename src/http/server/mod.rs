@@ -52,7 +52,7 @@ mod log;
 mod path;
 mod range;
 pub(crate) mod response;
-mod rewind;
+pub(crate) mod rewind;
 mod site;
 mod static_files;
 mod upload;
