@@ -631,3 +631,32 @@ async fn readme_screenshot_shows_the_current_page() {
     }
     alice.close().await;
 }
+
+/// A burst of lines keeps the page responsive (layout is read once per frame, not per line),
+/// and the page keeps the last lines, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_lines_keeps_the_page_responsive() {
+    const LINES: usize = 3000;
+    const KEPT: usize = 500; // lines the page keeps per room
+    let server = start_chat(&["--history", "0"]);
+    let driver = Driver::start().await;
+    let alice = driver.open().await;
+    enter(&alice, &page_url(&server), "alice").await;
+    let mut carol = LinePeer::join(server.addr, "carol", &[]).await;
+    let padding = "·".repeat(60);
+    let sent: Vec<String> = numbered("carol", LINES)
+        .iter()
+        .map(|line| format!("{line} {padding}"))
+        .collect();
+    let burst: String = sent.iter().map(|line| format!("{line}\n")).collect();
+    carol.stream.write_all(burst.as_bytes()).unwrap();
+
+    // Each look at the page is a script that must run within WAIT: a page busy laying out
+    // every line fails here.
+    let lines = wait_for_lines(&alice, "the last line", |l| {
+        l.last().is_some_and(|(_, text)| *text == sent[LINES - 1])
+    })
+    .await;
+    assert_eq!(texts_of(&lines, "carol"), sent[LINES - KEPT..]);
+    alice.close().await;
+}
