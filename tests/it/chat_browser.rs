@@ -660,3 +660,53 @@ async fn a_burst_of_lines_keeps_the_page_responsive() {
     assert_eq!(texts_of(&lines, "carol"), sent[LINES - KEPT..]);
     alice.close().await;
 }
+
+/// `/join` moves the page to the room (its own log, its members, the room list); a click on a
+/// room in the list goes back, where the lines seen before show once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_follows_room_changes_and_shows_each_line_once() {
+    let server = start_chat(&[]);
+    let driver = Driver::start().await;
+    let alice = driver.open().await;
+    enter(&alice, &page_url(&server), "alice").await;
+    let mut bob = LinePeer::join(server.addr, "bob", &[]).await;
+    bob.send("in the lobby");
+    wait_for_lines(&alice, "bob's lobby line", |l| l.len() == 1).await;
+
+    alice.type_line("#input", "/join rust").await;
+    alice.wait_for_text("#room-name", "rust").await;
+    alice.wait_for_text("#where", "alice in #rust").await;
+    alice.wait_for_text("#rooms", "#rust").await;
+    bob.send("/join rust");
+    bob.seen.wait_for("bob", "you joined #rust").await;
+    bob.send("in rust");
+    let lines = wait_for_lines(&alice, "bob's rust line", |l| !l.is_empty()).await;
+    assert_eq!(
+        texts_of(&lines, "bob"),
+        ["in rust"],
+        "the rust log holds rust only"
+    );
+    alice.wait_for_text("#members", "bob").await;
+
+    let lobby = alice
+        .client
+        .find(fantoccini::Locator::XPath(
+            "//ul[@id='rooms']//button[text()='#lobby']",
+        ))
+        .await;
+    let lobby = match lobby {
+        Ok(button) => button,
+        Err(err) => panic!(
+            "no #lobby in the room list ({err}): {}",
+            alice.page_text().await
+        ),
+    };
+    lobby.click().await.unwrap();
+    alice.wait_for_text("#where", "alice in #lobby").await;
+    let focused = alice.client.active_element().await.unwrap();
+    assert_eq!(focused.attr("id").await.unwrap().as_deref(), Some("input"));
+    // The lobby's history is replayed on the way back: the line seen before shows once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(texts_of(&page_lines(&alice).await, "bob"), ["in the lobby"]);
+    alice.close().await;
+}
