@@ -19,6 +19,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
@@ -184,6 +185,9 @@ fn fail(talker: &Talker, err: &WsError) -> Ending {
             return Ending::Leave(Departure::Closed);
         }
         WsError::Io(err) => return Ending::Leave(Departure::Lost(describe(err))),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            return Ending::Leave(Departure::Lost("connection reset".into()));
+        }
         WsError::Utf8(_) => (
             close::INVALID_DATA,
             "a text message that is not UTF-8".to_owned(),
