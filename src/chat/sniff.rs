@@ -15,7 +15,7 @@ use crate::net::line::MESSAGE_PAUSE;
 
 /// How long a silent client may take before it is greeted as a line client. HTTP clients
 /// send their request at once; a line client waiting for its welcome waits only this.
-pub(crate) const FIRST_BYTES_WAIT: Duration = Duration::from_millis(60);
+pub(crate) const FIRST_BYTES_WAIT: Duration = Duration::from_millis(100);
 
 /// The longest first line looked at; longer is chat.
 const MAX_REQUEST_LINE_BYTES: usize = 8 * 1024;
@@ -122,7 +122,7 @@ fn is_target(part: &[u8]) -> bool {
 }
 
 /// `METHOD TARGET HTTP/1.x` (or the HTTP/2 preface's `PRI * HTTP/2.0`).
-fn is_request_line(line: &[u8]) -> bool {
+pub(crate) fn is_request_line(line: &[u8]) -> bool {
     let mut parts = line.split(|b| *b == b' ');
     match (parts.next(), parts.next(), parts.next(), parts.next()) {
         (Some(method), Some(target), Some(version), None) => {

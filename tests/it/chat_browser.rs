@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::browser::{Browser, Driver};
+use crate::support::browser::{Browser, Driver, take_turn};
 use crate::support::*;
 
 /// The harness itself: a page served by `sockit serve`, typed into, read back and
@@ -342,6 +342,100 @@ async fn pages_and_line_clients_see_each_others_lines_in_order() {
     }
     alice.close().await;
     bob.close().await;
+}
+
+/// `chromium --headless=new --dump-dom URL` with a fresh profile: a cold start, which may
+/// connect long before it sends its request (or open spare connections it never uses).
+fn dump_dom_cold(url: &str) -> String {
+    let profile = tempfile::tempdir().expect("profile dir");
+    let mut args = vec![
+        "--headless=new".to_owned(),
+        format!("--user-data-dir={}", profile.path().display()),
+        "--disable-gpu".to_owned(),
+        "--disable-dev-shm-usage".to_owned(),
+        "--no-first-run".to_owned(),
+    ];
+    if nix::unistd::geteuid().is_root() {
+        args.push("--no-sandbox".to_owned());
+    }
+    args.extend(["--dump-dom".to_owned(), url.to_owned()]);
+    let mut child = std::process::Command::new("chromium")
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn chromium");
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let reading = std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut out);
+        out
+    });
+    let deadline = Instant::now() + WAIT * 6;
+    loop {
+        if child.try_wait().expect("chromium status").is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("chromium --dump-dom did not finish in {:?}", WAIT * 6);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    reading.join().expect("stdout reader")
+}
+
+#[tokio::test]
+async fn a_cold_browser_gets_the_page_and_posts_nothing_into_the_room() {
+    require("chromium");
+    let _turn = take_turn().await;
+    let server = start_chat(&[]);
+    let url = page_url(&server);
+    let mut carol = LinePeer::join(server.addr, "carol", &[]).await;
+    for run in 1..=2 {
+        let dom = tokio::task::spawn_blocking({
+            let url = url.clone();
+            move || dump_dom_cold(&url)
+        })
+        .await
+        .expect("chromium run");
+        assert!(
+            dom.contains("<title>sockit chat</title>"),
+            "run {run}: no page: {dom:?}"
+        );
+    }
+    carol.send("/history");
+    carol.send("/who");
+    let lines = carol
+        .seen
+        .wait_until("carol", "the /who answer", |l| {
+            l.iter().any(|l| l.starts_with("* in #lobby"))
+        })
+        .await;
+    assert!(
+        lines.iter().any(|l| l == "* in #lobby (1): carol"),
+        "{lines:?}"
+    );
+    // Nothing of the browser's connections in the room: no join, no leave, no request
+    // head as chat lines, nothing in the history.
+    let after_rename = lines
+        .iter()
+        .position(|l| l.ends_with("is now carol"))
+        .expect("carol's rename");
+    let others = lines[after_rename + 1..]
+        .iter()
+        .filter(|l| l.contains("joined") || l.contains("left") || l.starts_with('<'))
+        .filter(|l| !l.contains("carol"))
+        .count();
+    assert_eq!(others, 0, "the browser showed in the room: {lines:?}");
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("HTTP/1.1") || l.starts_with("* last ")),
+        "the browser showed in the room: {lines:?}"
+    );
 }
 
 const IMG: &str = r#"<img src=x onerror="window.pwned=1">"#;

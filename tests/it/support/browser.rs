@@ -17,6 +17,11 @@ use super::{WAIT, require};
 /// their bounded waits measure the page, not the scheduler.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Waits for the browser's turn, for a test that runs `chromium` by itself.
+pub async fn take_turn() -> tokio::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().await
+}
+
 /// Window size of every session: a desktop layout (the page also has a phone layout).
 pub const WINDOW: (u32, u32) = (1100, 700);
 
