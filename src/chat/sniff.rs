@@ -2,7 +2,9 @@
 //! HTTP request line (`GET /path HTTP/1.1`) is a browser (or curl); anything else is chat,
 //! even `GET x` typed by a user. A client that says nothing at first (telnet, nc, the
 //! lessons' clients wait for the server to speak) is a line client after a short wait, and
-//! a partial line followed by a pause is a message, as everywhere in chat.
+//! a partial line followed by a pause is a message, as everywhere in chat. Such a client
+//! only listens until it speaks, and a request line that comes after the greeting is not
+//! chat (`session`): the greeting already sent makes an HTTP answer impossible.
 
 use std::time::Duration;
 
