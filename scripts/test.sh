@@ -21,6 +21,8 @@ declare -A peers=(
   [microsocks]=microsocks
   [danted]=dante-server
   [tinyproxy]=tinyproxy
+  [chromium]=chromium
+  [chromedriver]=chromium-driver
 )
 missing=()
 for program in "${!peers[@]}"; do
@@ -30,6 +32,16 @@ if ((${#missing[@]})); then
   echo "installing test peers: ${missing[*]}" >&2
   $sudo_ apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# The README's picture of the chat page shows Chinese text and emoji: fonts for them.
+fonts=()
+fc-list 2>/dev/null | grep -qi "Noto Color Emoji" || fonts+=(fonts-noto-color-emoji)
+fc-list 2>/dev/null | grep -qi "MicroHei" || fonts+=(fonts-wqy-microhei)
+if ((${#fonts[@]})); then
+  echo "installing fonts: ${fonts[*]}" >&2
+  $sudo_ apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq "${fonts[@]}" >/dev/null
 fi
 
 # program -> PyPI packages (httpbin runs on gunicorn; redbot lints HTTP answers)

@@ -142,6 +142,9 @@ pub(crate) struct Entry {
     pub(crate) room: Option<String>,
     /// The last line id seen in that room: history replays only what came after it.
     pub(crate) after: Option<u64>,
+    /// Enters listening only (a connection that has not said anything yet): it hears the
+    /// room but is not announced nor listed until [`Hub::speak_up`].
+    pub(crate) is_listening: bool,
 }
 
 struct Member {
@@ -150,6 +153,9 @@ struct Member {
     addr: SocketAddr,
     framing: Framing,
     outbox: Arc<Outbox>,
+    /// Has said nothing yet: hears its room, but nobody sees it there (a browser's spare
+    /// connection must not show up as a member).
+    is_listening: bool,
 }
 
 impl Member {
@@ -350,6 +356,7 @@ impl Hub {
             addr,
             framing,
             outbox,
+            is_listening: entry.is_listening,
         };
         member.tell(&Event::Welcome { nick: &nick, room });
         if let Some(refusal) = refusal {
@@ -495,7 +502,9 @@ impl Hub {
             .lines
             .iter()
             .chain(&r.web)
-            .filter_map(|(m, _)| state.clients.get(m).map(|m| &*m.nick))
+            .filter_map(|(m, _)| state.clients.get(m))
+            .filter(|m| !m.is_listening)
+            .map(|m| &*m.nick)
             .collect();
         nicks.sort_unstable_by_key(|n| n.to_lowercase());
         nicks
@@ -509,9 +518,9 @@ impl Hub {
         };
         let mut rooms: Vec<(&str, usize)> = state
             .rooms
-            .iter()
-            .filter(|(_, r)| !r.is_empty())
-            .map(|(name, r)| (name.as_str(), r.len()))
+            .keys()
+            .map(|name| (name.as_str(), Self::nicks_in(&state, name).len()))
+            .filter(|(_, members)| *members > 0)
             .collect();
         rooms.sort();
         member.tell(&Event::Rooms { rooms: &rooms });
@@ -575,6 +584,10 @@ impl Hub {
         let Some(member) = self.remove(&mut state, id) else {
             return;
         };
+        if member.is_listening {
+            debug!(nick = %member.nick, "stopped listening");
+            return;
+        }
         let text = match why {
             Departure::Quit(Some(reason)) => format!("{} left ({reason})", member.nick),
             Departure::Quit(None) | Departure::Closed => format!("{} left", member.nick),
@@ -608,27 +621,20 @@ impl Hub {
             return;
         };
         let old = std::mem::replace(&mut member.room, room.to_owned());
-        let (nick, addr, framing, outbox) = (
+        let (nick, framing, outbox, is_listening) = (
             member.nick.clone(),
-            member.addr,
             member.framing,
             member.outbox.clone(),
+            member.is_listening,
         );
         if !old.is_empty() {
             self.leave_room(state, id, &old);
             self.announce_in(state, &old, Post::notice(format!("{nick} went to #{room}")));
             self.membership_changed(state, &old);
         }
-        let from = if self.config.show_addrs {
-            format!(" from {addr}")
-        } else {
-            String::new()
-        };
-        self.announce_in(
-            state,
-            room,
-            Post::notice(format!("{nick}{from} joined #{room}")),
-        );
+        if !is_listening {
+            self.announce_join(state, id, room);
+        }
         let r = state.rooms.entry(room.to_owned()).or_default();
         r.next_id = r.next_id.max(1);
         if let Some(member) = state.clients.get(&id) {
@@ -639,8 +645,40 @@ impl Hub {
             replay(member, room, &r.history, self.config.history_lines, after);
         }
         r.members_of(framing).push((id, outbox));
-        self.membership_changed(state, room);
-        debug!(%nick, room, "joined");
+        if !is_listening {
+            self.membership_changed(state, room);
+        }
+        debug!(%nick, room, is_listening, "joined");
+    }
+
+    /// A listening member said its first line: from now on it is announced and listed.
+    pub(crate) fn speak_up(&self, id: ClientId) {
+        let mut state = self.lock();
+        let Some(member) = state.clients.get_mut(&id).filter(|m| m.is_listening) else {
+            return;
+        };
+        member.is_listening = false;
+        let room = member.room.clone();
+        self.announce_join(&mut state, id, &room);
+        self.membership_changed(&mut state, &room);
+    }
+
+    /// Tells `room` that `id` joined it.
+    fn announce_join(&self, state: &mut State, id: ClientId, room: &str) {
+        let Some(member) = state.clients.get(&id) else {
+            return;
+        };
+        let from = if self.config.show_addrs {
+            format!(" from {}", member.addr)
+        } else {
+            String::new()
+        };
+        let post = Post::notice(format!("{}{from} joined #{room}", member.nick));
+        // A member that was listening is in the room already: it knows it joined.
+        let size = state.rooms.get(room).map_or(0, Room::len);
+        if size <= self.config.announce_limit {
+            self.fan_out(state, room, &post, Some(id));
+        }
     }
 
     /// A join or leave notice, unless the room is too big for them.
@@ -753,6 +791,9 @@ impl Hub {
                     .into();
             }
             member.outbox.kill(last);
+            if member.is_listening {
+                continue;
+            }
             let post = Post::notice(format!(
                 "{} was dropped (not reading fast enough)",
                 member.nick

@@ -16,7 +16,7 @@ use crate::chat::Config;
 use crate::chat::framing::{Event, Framing};
 use crate::chat::hub::{Departure, Entry, Hub};
 use crate::chat::line::{Incoming, LineDecoder};
-use crate::chat::sniff::{Sniffed, sniff};
+use crate::chat::sniff::{Sniffed, is_request_line, sniff};
 use crate::chat::talk::{Ending, Listener, Talker, converse, describe};
 use crate::chat::web::WebSide;
 use crate::net::BoxStream;
@@ -88,13 +88,20 @@ impl<R: AsyncRead + Unpin + Send> Listener for LineListener<R> {
         });
         let mut read_bytes = SMALL_READ_BYTES;
         let login_deadline = Instant::now() + talker.config.login_timeout;
+        // A client that has said nothing yet may be a browser's spare connection, or a browser
+        // slow to send its request: it hears the room, but nobody sees it there before it
+        // speaks, and a request line as its first line is not chat.
+        let mut is_first_line = true;
         if talker.config.password.is_some() {
             talker.tell(&Event::Notice {
                 text: "password required: send PASS <password>",
                 room: None,
             });
         } else {
-            talker.enter(Entry::default());
+            talker.enter(Entry {
+                is_listening: buf.is_empty(),
+                ..Entry::default()
+            });
         }
         loop {
             if buf.capacity() - buf.len() < read_bytes / 2 {
@@ -136,7 +143,12 @@ impl<R: AsyncRead + Unpin + Send> Listener for LineListener<R> {
                     End::Eof => decoder.decode_eof(&mut buf),
                 };
                 let Some(line) = line else { break };
+                let is_first = std::mem::take(&mut is_first_line);
                 let ending = match line {
+                    Incoming::Line(text) if is_first && is_request_line(text.as_bytes()) => {
+                        debug!("an HTTP request after the greeting: closed");
+                        Some(talker.close_quietly())
+                    }
                     Incoming::TooLong => {
                         talker.too_long();
                         None

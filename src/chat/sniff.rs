@@ -2,7 +2,9 @@
 //! HTTP request line (`GET /path HTTP/1.1`) is a browser (or curl); anything else is chat,
 //! even `GET x` typed by a user. A client that says nothing at first (telnet, nc, the
 //! lessons' clients wait for the server to speak) is a line client after a short wait, and
-//! a partial line followed by a pause is a message, as everywhere in chat.
+//! a partial line followed by a pause is a message, as everywhere in chat. Such a client
+//! only listens until it speaks, and a request line that comes after the greeting is not
+//! chat (`session`): the greeting already sent makes an HTTP answer impossible.
 
 use std::time::Duration;
 
@@ -15,7 +17,7 @@ use crate::net::line::MESSAGE_PAUSE;
 
 /// How long a silent client may take before it is greeted as a line client. HTTP clients
 /// send their request at once; a line client waiting for its welcome waits only this.
-pub(crate) const FIRST_BYTES_WAIT: Duration = Duration::from_millis(60);
+pub(crate) const FIRST_BYTES_WAIT: Duration = Duration::from_millis(100);
 
 /// The longest first line looked at; longer is chat.
 const MAX_REQUEST_LINE_BYTES: usize = 8 * 1024;
@@ -122,7 +124,7 @@ fn is_target(part: &[u8]) -> bool {
 }
 
 /// `METHOD TARGET HTTP/1.x` (or the HTTP/2 preface's `PRI * HTTP/2.0`).
-fn is_request_line(line: &[u8]) -> bool {
+pub(crate) fn is_request_line(line: &[u8]) -> bool {
     let mut parts = line.split(|b| *b == b' ');
     match (parts.next(), parts.next(), parts.next(), parts.next()) {
         (Some(method), Some(target), Some(version), None) => {

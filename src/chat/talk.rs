@@ -117,6 +117,8 @@ pub(crate) struct Talker {
     framing: Framing,
     /// Set once the member is in the hub (after its password when one is required).
     me: Option<(ClientId, String)>,
+    /// In the hub but not seen there yet: it has said nothing so far.
+    is_listening: bool,
     bucket: TokenBucket,
     /// Held back by flood control since its bucket was last full (told once per burst).
     is_throttled: bool,
@@ -139,6 +141,7 @@ impl Talker {
             peer,
             framing,
             me: None,
+            is_listening: false,
             is_throttled: false,
             pending: BytesMut::new(),
         }
@@ -151,10 +154,19 @@ impl Talker {
 
     /// Enters the hub with what the member asked for.
     pub(crate) fn enter(&mut self, entry: Entry) {
+        self.is_listening = entry.is_listening;
         let (id, nick) = self
             .hub
             .enter(self.peer, self.outbox.clone(), self.framing, entry);
         self.me = Some((id, nick));
+    }
+
+    /// The member said its first line: the room sees it from now on.
+    pub(crate) fn speak_up(&mut self) {
+        if let (true, Some((id, _))) = (self.is_listening, &self.me) {
+            self.hub.speak_up(*id);
+            self.is_listening = false;
+        }
     }
 
     /// Whether `given` is the server's password (or none is required).
@@ -218,6 +230,17 @@ impl Talker {
             close::POLICY,
         );
         Ending::Refused
+    }
+
+    /// Ends a session that turned out not to be chat (an HTTP request after the greeting):
+    /// no last words; a member that was only listening leaves unannounced (see
+    /// [`Hub::leave`]).
+    pub(crate) fn close_quietly(&self) -> Ending {
+        if self.has_entered() {
+            Ending::Leave(Departure::Closed)
+        } else {
+            Ending::Refused
+        }
     }
 
     /// Refuses the member at login: no password in time.
@@ -288,6 +311,7 @@ impl Talker {
     /// session. Chat lines are gathered until [`flush`](Self::flush) or a command.
     pub(crate) async fn handle(&mut self, text: &str, stop: &CancellationToken) -> Option<Ending> {
         let (id, nick) = self.me.clone()?;
+        self.speak_up();
         let input = match parse(text) {
             Ok(input) => input,
             Err(err) => {

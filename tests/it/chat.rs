@@ -276,6 +276,8 @@ async fn a_client_that_never_reads_is_dropped_and_never_pauses_the_others() {
     socket.set_recv_buffer_size(4096).unwrap();
     let mut sleeper = Peer::from_stream(socket.connect(server.addr).await.unwrap());
     sleeper.expect("you joined #lobby").await;
+    // A member from its first line on (a client that never spoke only listens).
+    sleeper.send("zzz").await;
     reader.expect("guest-4 joined").await;
 
     // The reader checks that every tick arrives within the bound, before, while and after
@@ -488,6 +490,120 @@ fn a_thousand_piped_lines_all_arrive_in_order_with_default_limits() {
     std::io::Read::read_to_string(&mut raw, &mut said).unwrap();
     assert!(said.contains("* slow down"), "{said}");
     assert!(said.ends_with("* bye\n"), "{said}");
+}
+
+/// Reads `peer`'s lines up to the one containing `needle`; returns them all.
+async fn lines_until(peer: &mut Peer, needle: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    loop {
+        match peer.line().await {
+            Some(line) if line.contains(needle) => {
+                lines.push(line);
+                return lines;
+            }
+            Some(line) => lines.push(line),
+            None => panic!("connection closed before {needle:?}; got {lines:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_silent_client_hears_the_room_but_is_a_member_only_once_it_speaks() {
+    let server = Running::start(fast_config()).await;
+    let mut alice = Peer::join(server.addr, "alice").await;
+    // Waits for the server to speak first, as telnet and the lessons' clients do.
+    let started = std::time::Instant::now();
+    let mut silent = Peer::connect(server.addr).await;
+    silent.expect("* welcome").await;
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "welcomed after {:?}",
+        started.elapsed()
+    );
+    let greeting = silent.expect("you joined #lobby").await;
+    let ghost = greeting
+        .rsplit(' ')
+        .next()
+        .expect("a nick in the greeting")
+        .to_owned();
+    // Long past the first-bytes wait: still nobody sees it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    alice.send("/who").await;
+    alice.send("/rooms").await;
+    let seen = lines_until(&mut alice, "* rooms:").await;
+    assert!(
+        seen.contains(&"* in #lobby (1): alice".to_owned()),
+        "{seen:?}"
+    );
+    assert!(seen.contains(&"* rooms: #lobby (1)".to_owned()), "{seen:?}");
+    assert!(!seen.iter().any(|l| l.contains(&ghost)), "{seen:?}");
+    // It hears the room meanwhile.
+    alice.send("anyone there?").await;
+    assert_eq!(silent.expect("anyone").await, "<alice> anyone there?");
+
+    // Its first line makes it a member: announced, then heard, then listed.
+    silent.send("hi").await;
+    let seen = lines_until(&mut alice, "> hi").await;
+    assert_eq!(
+        seen,
+        [format!("* {ghost} joined #lobby"), format!("<{ghost}> hi")]
+    );
+    alice.send("/who").await;
+    assert_eq!(
+        alice.expect("in #lobby").await,
+        format!("* in #lobby (2): alice, {ghost}")
+    );
+    silent.send("/who").await;
+    let own = lines_until(&mut silent, "in #lobby (2)").await;
+    assert!(!own.iter().any(|l| l.contains("joined")), "{own:?}");
+
+    // A listener that goes away unheard leaves unannounced.
+    let mut spare = Peer::connect(server.addr).await;
+    spare.expect("you joined #lobby").await;
+    drop(spare);
+    alice.send("/who").await;
+    let seen = lines_until(&mut alice, "in #lobby").await;
+    assert_eq!(seen, [format!("* in #lobby (2): alice, {ghost}")]);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_late_http_request_is_never_chat_and_closes_quietly() {
+    for password in [None, Some("secret")] {
+        let server = Running::start(chat::Config {
+            password: password.map(|p| chat::Password(p.into())),
+            ..fast_config()
+        })
+        .await;
+        let mut alice = Peer::connect(server.addr).await;
+        if password.is_some() {
+            alice.send("PASS secret").await;
+        }
+        alice.expect("you joined #lobby").await;
+        alice.send("/nick alice").await;
+        alice.expect("is now alice").await;
+
+        // A browser slow to send its request: the greeting went out before it came.
+        let mut late = Peer::connect(server.addr).await;
+        late.expect("* ").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        late.send_bytes(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let rest = late.until_eof().await;
+        assert!(
+            !rest.iter().any(|l| l.contains("wrong password")),
+            "{password:?}: {rest:?}"
+        );
+
+        alice.send("/history").await;
+        alice.send("/who").await;
+        let seen = lines_until(&mut alice, "in #lobby").await;
+        assert_eq!(
+            seen,
+            ["* in #lobby (1): alice"],
+            "{password:?}: no join, no chat line, no leave"
+        );
+        server.shutdown().await;
+    }
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 #![allow(unreachable_pub)]
 mod bench;
 mod chat;
+mod chat_browser;
 mod chat_ws;
 mod curl_habits;
 mod delivery;

@@ -291,6 +291,7 @@ impl Listener for WsListener {
                             nick: nick.clone(),
                             room,
                             after: after.as_deref().and_then(|a| a.parse().ok()),
+                            is_listening: false,
                         }
                     }
                     _ if talker.config.password.is_some() => return talker.refuse_password(),

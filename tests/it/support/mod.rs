@@ -9,6 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+pub mod browser;
+
 /// Every network wait in the tests sits inside this.
 pub const WAIT: Duration = Duration::from_secs(10);
 
