@@ -1406,3 +1406,53 @@ fn spa_answers_paths_that_match_nothing_with_the_root_index() {
     let bare = serve(root, &["--spa"]);
     assert_eq!(curl(&[&url(&bare, "/users/42")]).status, 404);
 }
+
+#[test]
+fn unreadable_files_fifos_and_sockets_get_403_without_blocking() {
+    require("setpriv");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::write(root.join("ok.txt"), b"ok\n").unwrap();
+    std::fs::write(root.join("secret.txt"), b"secret\n").unwrap();
+    std::fs::write(root.join("big-secret.bin"), random_bytes(1 << 20, 3)).unwrap();
+    std::fs::create_dir(root.join("locked")).unwrap();
+    std::fs::write(root.join("locked/inner.txt"), b"inner\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for name in ["secret.txt", "big-secret.bin"] {
+        std::fs::set_permissions(root.join(name), std::fs::Permissions::from_mode(0o000)).unwrap();
+    }
+    std::fs::set_permissions(root.join("locked"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    nix::unistd::mkfifo(&root.join("pipe"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(root.join("sock")).unwrap();
+    // The tests run as root, who reads everything: the server runs without the capabilities
+    // that let root pass file permissions (as an ordinary user would be).
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--bounding-set=-all", "--inh-caps=-all"])
+        .arg(env!("CARGO_BIN_EXE_sockit"))
+        .args(["serve", root.to_str().unwrap(), "--port", "0"]);
+    let server = Server::start_command(cmd, std::process::Stdio::null());
+    assert_eq!(curl(&[&url(&server, "/ok.txt")]).text(), "ok\n");
+    for path in [
+        "/secret.txt",
+        "/big-secret.bin",
+        "/locked/inner.txt",
+        "/pipe",
+        "/sock",
+    ] {
+        let started = Instant::now();
+        let reply = curl(&[&url(&server, path)]);
+        assert_eq!(reply.status, 403, "{path}");
+        assert!(
+            started.elapsed() < WAIT,
+            "{path} took {:?}",
+            started.elapsed()
+        );
+    }
+    // The server itself, with root's powers, reads the same files (no accident of the fixture).
+    let root_server = serve(root, &[]);
+    assert_eq!(
+        curl(&[&url(&root_server, "/secret.txt")]).text(),
+        "secret\n"
+    );
+    assert_eq!(curl(&[&url(&root_server, "/pipe")]).status, 403);
+}
