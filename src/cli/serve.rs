@@ -27,6 +27,8 @@ use crate::cli::output::say;
   sockit serve drop --upload --auth me:pw   accept PUT and form uploads with a password
   sockit serve --tls                        HTTPS with a fresh self-signed certificate
   sockit serve --text 'hello world'         answer every request with a fixed text
+  sockit serve dist --spa --cors            a single-page app any page may fetch from
+  sockit serve -H 'Cache-Control: no-cache' a header on every response
   curl -T file.txt http://127.0.0.1:8000/   upload with curl (needs --upload)")]
 pub(crate) struct ServeArgs {
     /// Directory to serve
@@ -82,6 +84,15 @@ pub(crate) struct ServeArgs {
     /// Worker threads; 1 runs everything on one thread (default: the CPUs this process may use)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: Option<u16>,
+    /// Add this header to every response ('Name: value'; repeatable; replaces the server's)
+    #[arg(short = 'H', long = "header", value_name = "HEADER", value_parser = parse_header_arg)]
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Let web pages of any origin read (Access-Control-Allow-Origin: *) and answer preflights
+    #[arg(long)]
+    cors: bool,
+    /// Single-page app: paths that match no file get the root index.html (200), not 404
+    #[arg(long)]
+    spa: bool,
     /// No access log on stderr
     #[arg(short, long)]
     quiet: bool,
@@ -129,8 +140,15 @@ impl ServeArgs {
                 ..Limits::default()
             },
             access_log: (!self.quiet).then(|| AccessLog::new(std::io::stderr())),
+            headers: self.headers.clone(),
+            cors: self.cors,
+            spa: self.spa,
         })
     }
+}
+
+fn parse_header_arg(line: &str) -> Result<(http::HeaderName, http::HeaderValue), String> {
+    server::parse_header_line(line).map_err(|e| e.to_string())
 }
 
 pub(crate) async fn run(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<()> {

@@ -118,6 +118,8 @@ over_both_protocols!(
     tls_with_a_given_certificate_and_a_self_signed_one,
     answers_without_content_carry_no_length_and_head_carries_the_gets,
     send_follows_the_same_request_rules,
+    added_headers_and_cors_are_on_every_answer,
+    spa_answers_paths_that_match_nothing_with_the_root_index,
 );
 
 /// Runs curl (no redirects followed) in the test's protocol and splits its answer.
@@ -1266,4 +1268,191 @@ fn send_follows_the_same_request_rules() {
     let status_line = proto().status_line().to_ascii_lowercase();
     assert!(done.starts_with(&format!("{status_line}204")), "{done}");
     assert!(!done.contains("content-length"), "{done}");
+}
+
+fn added_headers_and_cors_are_on_every_answer() {
+    let fx = fixture();
+    let server = serve(
+        &fx.root,
+        &[
+            "--header",
+            "X-Frame-Options: DENY",
+            "-H",
+            "Cache-Control: max-age=60",
+            "-H",
+            "Link: <a>",
+            "-H",
+            "Link: <b>",
+            "--cors",
+        ],
+    );
+    // A file, a listing (whose own Cache-Control is replaced), a 404 and a redirect.
+    for (path, status) in [
+        ("/hello.txt", 200),
+        ("/", 200),
+        ("/missing", 404),
+        ("/sub%20dir", 301),
+    ] {
+        let reply = curl(&[&url(&server, path)]);
+        assert_eq!(reply.status, status, "{path}");
+        assert_eq!(
+            reply.header("x-frame-options").as_deref(),
+            Some("DENY"),
+            "{path}"
+        );
+        assert_eq!(
+            reply.header("cache-control").as_deref(),
+            Some("max-age=60"),
+            "{path}"
+        );
+        assert_eq!(
+            reply.headers.matches("<a>").count() + reply.headers.matches("<b>").count(),
+            2,
+            "{path}"
+        );
+        assert_eq!(
+            reply.header("access-control-allow-origin").as_deref(),
+            Some("*"),
+            "{path}"
+        );
+    }
+    let preflight = [
+        "-X",
+        "OPTIONS",
+        "-H",
+        "Origin: http://app.example",
+        "-H",
+        "Access-Control-Request-Method: GET",
+        "-H",
+        "Access-Control-Request-Headers: x-custom, content-type",
+    ];
+    let answer = |server: &Server| {
+        let mut args = preflight.to_vec();
+        let target = url(server, "/hello.txt");
+        args.push(&target);
+        curl(&args)
+    };
+    let reply = answer(&server);
+    assert_eq!(reply.status, 204);
+    let methods = reply.header("access-control-allow-methods").unwrap();
+    assert!(
+        methods.contains("GET") && methods.contains("HEAD"),
+        "{methods}"
+    );
+    assert_eq!(
+        reply.header("access-control-allow-headers").as_deref(),
+        Some("x-custom, content-type")
+    );
+    assert_eq!(
+        reply.header("access-control-allow-origin").as_deref(),
+        Some("*")
+    );
+    assert!(reply.header("access-control-max-age").is_some());
+    // Browsers send preflights without credentials: they are answered before auth.
+    let guarded = serve(&fx.root, &["--cors", "--auth", "ann:pw"]);
+    assert_eq!(answer(&guarded).status, 204);
+    assert_eq!(curl(&[&url(&guarded, "/hello.txt")]).status, 401);
+    // Without --cors nothing is added.
+    let plain = serve(&fx.root, &[]);
+    let reply = answer(&plain);
+    assert_eq!(reply.header("access-control-allow-origin"), None);
+    assert_eq!(reply.header("access-control-allow-methods"), None);
+}
+
+#[test]
+fn header_lines_that_cannot_be_added_are_refused_at_start() {
+    let fx = fixture();
+    let root = fx.root.to_str().unwrap();
+    for (line, why) in [
+        ("Content-Length: 3", "set by the server"),
+        ("no colon", "expected 'Name: value'"),
+        ("Bad Name: x", "invalid header name"),
+    ] {
+        let (_, err, code) = run(&["serve", root, "--port", "0", "-H", line], b"");
+        assert_eq!(code, Some(2), "{line}: {err}");
+        assert!(err.contains(why), "{line}: {err}");
+    }
+}
+
+fn spa_answers_paths_that_match_nothing_with_the_root_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::write(root.join("index.html"), b"<app></app>\n").unwrap();
+    std::fs::create_dir(root.join("assets")).unwrap();
+    std::fs::write(root.join("assets/app.js"), b"run()\n").unwrap();
+    std::fs::write(root.join(".env"), b"secret\n").unwrap();
+    let spa = serve(root, &["--spa"]);
+    // As miniserve --spa: every path that would be a 404 gets the index, extension or not.
+    for path in ["/users/42", "/deep/link/", "/missing.js", "/.env"] {
+        let reply = curl(&[&url(&spa, path)]);
+        assert_eq!(reply.status, 200, "{path}");
+        assert_eq!(reply.text(), "<app></app>\n", "{path}");
+        assert!(
+            reply
+                .header("content-type")
+                .unwrap()
+                .starts_with("text/html")
+        );
+    }
+    assert_eq!(curl(&[&url(&spa, "/assets/app.js")]).text(), "run()\n");
+    assert!(curl(&[&url(&spa, "/assets/")]).text().contains("app.js"));
+    let head = curl(&["-I", &url(&spa, "/route")]);
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length").as_deref(), Some("12"));
+    // Without the flag, and with no root index, a 404 stays a 404.
+    let plain = serve(root, &[]);
+    assert_eq!(curl(&[&url(&plain, "/users/42")]).status, 404);
+    std::fs::remove_file(root.join("index.html")).unwrap();
+    let bare = serve(root, &["--spa"]);
+    assert_eq!(curl(&[&url(&bare, "/users/42")]).status, 404);
+}
+
+#[test]
+fn unreadable_files_fifos_and_sockets_get_403_without_blocking() {
+    require("setpriv");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::write(root.join("ok.txt"), b"ok\n").unwrap();
+    std::fs::write(root.join("secret.txt"), b"secret\n").unwrap();
+    std::fs::write(root.join("big-secret.bin"), random_bytes(1 << 20, 3)).unwrap();
+    std::fs::create_dir(root.join("locked")).unwrap();
+    std::fs::write(root.join("locked/inner.txt"), b"inner\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for name in ["secret.txt", "big-secret.bin"] {
+        std::fs::set_permissions(root.join(name), std::fs::Permissions::from_mode(0o000)).unwrap();
+    }
+    std::fs::set_permissions(root.join("locked"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    nix::unistd::mkfifo(&root.join("pipe"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(root.join("sock")).unwrap();
+    // The tests run as root, who reads everything: the server runs without the capabilities
+    // that let root pass file permissions (as an ordinary user would be).
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--bounding-set=-all", "--inh-caps=-all"])
+        .arg(env!("CARGO_BIN_EXE_sockit"))
+        .args(["serve", root.to_str().unwrap(), "--port", "0"]);
+    let server = Server::start_command(cmd, std::process::Stdio::null());
+    assert_eq!(curl(&[&url(&server, "/ok.txt")]).text(), "ok\n");
+    for path in [
+        "/secret.txt",
+        "/big-secret.bin",
+        "/locked/inner.txt",
+        "/pipe",
+        "/sock",
+    ] {
+        let started = Instant::now();
+        let reply = curl(&[&url(&server, path)]);
+        assert_eq!(reply.status, 403, "{path}");
+        assert!(
+            started.elapsed() < WAIT,
+            "{path} took {:?}",
+            started.elapsed()
+        );
+    }
+    // The server itself, with root's powers, reads the same files (no accident of the fixture).
+    let root_server = serve(root, &[]);
+    assert_eq!(
+        curl(&[&url(&root_server, "/secret.txt")]).text(),
+        "secret\n"
+    );
+    assert_eq!(curl(&[&url(&root_server, "/pipe")]).status, 403);
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use http::StatusCode;
+use http::header::{HeaderName, HeaderValue};
 
 use crate::http::server::auth::Credentials;
 use crate::http::server::connection::Limits;
@@ -42,6 +43,13 @@ pub struct Config {
     pub limits: Limits,
     /// Where to write the access log, if anywhere.
     pub access_log: Option<AccessLog>,
+    /// Fields added to every answer (`--header`), replacing the server's of the same name.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Let any origin read (`Access-Control-Allow-Origin: *`) and answer CORS preflights.
+    pub cors: bool,
+    /// Single-page application: a GET of a path that matches nothing gets the root
+    /// `index.html` (200) instead of a 404, for the page's own router.
+    pub spa: bool,
 }
 
 impl Default for Config {
@@ -57,6 +65,9 @@ impl Default for Config {
             fixed: None,
             limits: Limits::default(),
             access_log: None,
+            headers: Vec::new(),
+            cors: false,
+            spa: false,
         }
     }
 }

@@ -183,7 +183,10 @@ impl OpenLater {
                 *res.body_mut() = Body::file(file, count);
                 res
             }
-            Err(_) => text(StatusCode::NOT_FOUND, "not found\n"),
+            Err(error) => match Found::failed(&error) {
+                Found::Forbidden => text(StatusCode::FORBIDDEN, "forbidden\n"),
+                _ => text(StatusCode::NOT_FOUND, "not found\n"),
+            },
         }
     }
 }

@@ -16,7 +16,7 @@
 //! (what only holds for HTTP/1), `conformance` (what every request is checked for, either protocol),
 //! `site` (routing), `file_answer`, `upload_answer`, `range`, `conditional` and `response`
 //! (answers), `static_files`, `listing`, `upload` and `path` (the disk), `config`, `auth`,
-//! `log`.
+//! `added_headers` (`--header`, CORS), `log`.
 //!
 //! # Examples
 //!
@@ -36,6 +36,7 @@
 //! # Ok(()) }
 //! ```
 
+mod added_headers;
 mod auth;
 mod body;
 mod conditional;
@@ -58,6 +59,7 @@ mod static_files;
 mod upload;
 mod upload_answer;
 
+pub use added_headers::{HeaderLineError, parse_header_line};
 pub use auth::{Credentials, CredentialsError};
 pub use body::Body;
 pub use conditional::{Precondition, Validators, evaluate};

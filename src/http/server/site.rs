@@ -16,6 +16,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::{Body as _, Incoming};
 use tokio_util::sync::CancellationToken;
 
+use crate::http::server::added_headers;
 use crate::http::server::body::Body;
 use crate::http::server::config::{Config, ServeError};
 use crate::http::server::conformance;
@@ -120,6 +121,10 @@ impl Site {
         peer: SocketAddr,
     ) -> Response<Body> {
         conformance::finish(method, &mut res);
+        let config = &self.config;
+        if config.cors || !config.headers.is_empty() {
+            added_headers::add(res.headers_mut(), &config.headers, config.cors);
+        }
         if let (Some(log), Some(logged)) = (&self.config.access_log, logged) {
             log.record_answer(&logged, peer, &res);
         }
@@ -146,7 +151,10 @@ impl Site {
 
     /// Otherwise what is left to do, for [`Site::answer_later`].
     fn answer_now(&self, req: &Request<Incoming>) -> Result<Response<Body>, Later> {
-        if let Some(res) = conformance::refuse(req, self.allow()) {
+        if let Some(mut res) = conformance::refuse(req, self.allow()) {
+            if self.config.cors {
+                added_headers::answer_preflight(req, self.allow(), res.headers_mut());
+            }
             return Ok(res);
         }
         let is_write = matches!(*req.method(), Method::PUT | Method::POST);
@@ -219,6 +227,14 @@ impl Site {
                     };
                 }
                 Later::File(path, entry) => return self.file(&req, &path, entry).await,
+                Later::SpaIndex => {
+                    let index =
+                        RequestPath::parse("/index.html").expect("a fixed, valid request path");
+                    return match self.files.lookup(&index).await {
+                        Found::File(entry) => self.file(&req, &index, entry).await,
+                        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+                    };
+                }
                 Later::Open(open) => return open.finish().await,
                 Later::Put(path, upload) => return self.put(req, &path, &upload).await,
                 Later::Post(path, upload) => return self.post(req, &path, &upload).await,
@@ -255,6 +271,7 @@ impl Site {
                 Ok(redirect(StatusCode::MOVED_PERMANENTLY, &location))
             }
             Found::Dir(dir) => Err(Later::Dir(path, dir)),
+            Found::Missing if self.config.spa => Err(Later::SpaIndex),
             Found::Missing => Ok(text(StatusCode::NOT_FOUND, "not found\n")),
             Found::Forbidden => Ok(text(StatusCode::FORBIDDEN, "forbidden\n")),
         }
@@ -303,6 +320,8 @@ enum Later {
     Lookup(RequestPath, Uncached),
     /// A directory asked for with its trailing slash: its index or its listing.
     Dir(RequestPath, PathBuf),
+    /// `--spa`: a path that matches nothing, answered with the root `index.html`.
+    SpaIndex,
     /// A file that may be sent compressed.
     File(RequestPath, Arc<FileEntry>),
     /// A response whose body is read from disk.

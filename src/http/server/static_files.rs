@@ -42,8 +42,21 @@ pub(crate) enum Found {
     Dir(PathBuf),
     /// Nothing there, or hidden.
     Missing,
-    /// There, but not to be served: a symlink out of the directory, a FIFO or a device.
+    /// There, but not to be served: a symlink out of the directory, a FIFO, a socket or a
+    /// device, or a file the server may not read.
     Forbidden,
+}
+
+impl Found {
+    /// What a failed `stat` or `open` of a path means to the client: a file the server may
+    /// not read is forbidden (403), anything else is not there (404).
+    pub(crate) fn failed(error: &io::Error) -> Self {
+        if error.kind() == io::ErrorKind::PermissionDenied {
+            Found::Forbidden
+        } else {
+            Found::Missing
+        }
+    }
 }
 
 /// A path [`Files::lookup_cached`] could not answer, and what its `stat` said.
@@ -236,7 +249,7 @@ impl Files {
         // The one inline syscall per request (see the module docs).
         let meta = match std::fs::metadata(&full) {
             Ok(meta) => meta,
-            Err(_) => return Ok(Found::Missing),
+            Err(error) => return Ok(Found::failed(&error)),
         };
         if meta.is_file() {
             if let Some(entry) = self.cached(&full, Stamp::of(&meta)) {
@@ -286,7 +299,7 @@ impl Files {
                     self.remember(full.clone(), entry.clone());
                     Found::File(entry)
                 }
-                Err(_) => Found::Missing,
+                Err(error) => Found::failed(&error),
             },
         };
         drop(turn);

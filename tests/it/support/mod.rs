@@ -35,8 +35,15 @@ impl Server {
     }
 
     pub fn start_with_stdin(args: &[&str], stdin: Stdio) -> Server {
-        let mut child = sockit()
-            .args(args)
+        let mut cmd = sockit();
+        cmd.args(args);
+        Self::start_command(cmd, stdin)
+    }
+
+    /// Starts a command that runs sockit (under a wrapper such as `setpriv`), as [`Server::start`].
+    pub fn start_command(mut cmd: Command, stdin: Stdio) -> Server {
+        let args = format!("{cmd:?}");
+        let mut child = cmd
             .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
