@@ -120,6 +120,8 @@ pub struct Config {
     pub ping_interval: Duration,
     /// A pinged WebSocket member that stays silent this much longer is dropped.
     pub pong_timeout: Duration,
+    /// Members may ask `/stats` (the node's and the broker's health).
+    pub stats: bool,
 }
 
 impl Default for Config {
@@ -139,6 +141,7 @@ impl Default for Config {
             web_origins: Vec::new(),
             ping_interval: Duration::from_secs(30),
             pong_timeout: Duration::from_secs(30),
+            stats: false,
         }
     }
 }
