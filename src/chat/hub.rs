@@ -521,6 +521,25 @@ impl Hub {
         self.settle(&mut state, dropped);
     }
 
+    /// Rooms with members here.
+    pub(crate) fn rooms_here(&self) -> Vec<String> {
+        let state = self.lock();
+        state
+            .rooms
+            .iter()
+            .filter(|(_, r)| !r.is_empty())
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Forgets every room's history (the log it mirrored is gone).
+    pub(crate) fn clear_history(&self) {
+        let mut state = self.lock();
+        for room in state.rooms.values_mut() {
+            room.history = Ring::default();
+        }
+    }
+
     /// Replaces what this node knows of other nodes' members.
     pub(crate) fn set_remote(&self, members: Vec<RemoteMember>) {
         self.lock().remote = members;
