@@ -18,6 +18,8 @@ declare -A peers=(
   [python3]=python3
   [nginx]=nginx-light
   [tmux]=tmux
+  [redis-server]=redis-server
+  [redis-cli]=redis-tools
 )
 missing=()
 for program in "${!peers[@]}"; do

@@ -1191,10 +1191,21 @@ async fn beat(
     } else {
         p.cmd("GET").arg("sockit:guests");
     }
-    let (epoch, rooms, nodes, guests): (String, Vec<String>, Vec<String>, u64) =
+    let (epoch, rooms, nodes, guests): (String, Vec<String>, Vec<String>, Option<u64>) =
         p.query_async(conn).await?;
-    if is_low {
-        lock(&shared.out).guests = (guests - 99, guests + 1);
+    match guests {
+        Some(guests) if is_low => lock(&shared.out).guests = (guests - 99, guests + 1),
+        // Redis lost its data: take a new range above the one in hand.
+        None => {
+            let above = lock(&shared.out).guests.1 + 100;
+            let reserved: u64 = cmd("INCRBY")
+                .arg("sockit:guests")
+                .arg(above)
+                .query_async(conn)
+                .await?;
+            lock(&shared.out).guests = (reserved - 99, reserved + 1);
+        }
+        Some(_) => {}
     }
     let mut p = pipe();
     for node in &nodes {

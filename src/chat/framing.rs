@@ -429,12 +429,22 @@ mod tests {
 
     #[test]
     fn stored_lines_parse_back() {
-        let back = RoomLine::parse(LineId::local(7), 0, Bytes::from_static(b"<server> hi there\n")).unwrap();
+        let back = RoomLine::parse(
+            LineId::local(7),
+            0,
+            Bytes::from_static(b"<server> hi there\n"),
+        )
+        .unwrap();
         assert_eq!(
             (back.kind, &*back.nick, back.text()),
             (LineKind::Message, "server", "hi there")
         );
-        let back = RoomLine::parse(LineId::local(8), 0, Bytes::from_static(b"* bob waves twice\n")).unwrap();
+        let back = RoomLine::parse(
+            LineId::local(8),
+            0,
+            Bytes::from_static(b"* bob waves twice\n"),
+        )
+        .unwrap();
         assert_eq!(
             (back.kind, &*back.nick, back.text()),
             (LineKind::Action, "bob", "waves twice")

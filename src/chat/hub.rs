@@ -494,12 +494,22 @@ impl Hub {
     }
 
     /// Adds lines read from the log before this node delivered any of `room` (its past).
+    /// Members already here (they joined before this node read the room) get them too, so
+    /// a line said meanwhile on another node is not missed.
     pub(crate) fn load_history(&self, room: &str, lines: Vec<RoomLine>) {
         let mut state = self.lock();
         let r = state.rooms.entry(room.to_owned()).or_default();
-        for line in lines {
-            r.history.push(line, self.config.history_lines);
+        for line in &lines {
+            r.history.push(line.clone(), self.config.history_lines);
         }
+        if r.is_empty() || lines.is_empty() {
+            return;
+        }
+        let text: Vec<u8> = lines.iter().flat_map(|l| l.line.iter().copied()).collect();
+        let post = Post::lines(Bytes::from(text), lines);
+        let mut dropped = Vec::new();
+        r.deliver(room, &post, None, &mut dropped);
+        self.settle(&mut state, dropped);
     }
 
     /// Tells every member of this node `text` (a notice about the cluster itself).
