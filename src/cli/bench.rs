@@ -163,8 +163,10 @@ impl HttpArgs {
 
 #[derive(Debug, Args)]
 struct ChatBenchArgs {
-    /// The chat server: HOST:PORT, [IPv6]:PORT, :PORT or PORT
-    addr: HostPort,
+    /// The chat server: HOST:PORT, [IPv6]:PORT, :PORT or PORT; several (nodes of one
+    /// cluster) share the clients in turn
+    #[arg(value_name = "ADDR", required = true, num_args = 1..)]
+    addrs: Vec<HostPort>,
     /// Clients connected at once (senders included)
     #[arg(short = 'c', long, default_value_t = 100)]
     clients: usize,
@@ -291,7 +293,10 @@ pub(crate) async fn run(args: BenchArgs, stop: CancellationToken) -> anyhow::Res
             }
         }
         BenchMode::Chat(chat_args) => {
-            let addr = chat_args.addr.resolve(DEFAULT_CONNECT_HOST).await?[0];
+            let mut addrs = Vec::with_capacity(chat_args.addrs.len());
+            for addr in &chat_args.addrs {
+                addrs.push(addr.resolve(DEFAULT_CONNECT_HOST).await?[0]);
+            }
             let load = chat::ChatLoad {
                 clients: chat_args.clients,
                 senders: chat_args.senders,
@@ -302,7 +307,7 @@ pub(crate) async fn run(args: BenchArgs, stop: CancellationToken) -> anyhow::Res
                 ..chat::ChatLoad::default()
             };
             tokio::select! {
-                report = chat::run(addr, &load, chat_args.limit, &progress) => report?,
+                report = chat::run(&addrs, &load, chat_args.limit, &progress) => report?,
                 _ = stop.cancelled() => anyhow::bail!("interrupted"),
             }
         }

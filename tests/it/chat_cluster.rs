@@ -516,3 +516,44 @@ fn an_unreachable_redis_is_an_error_with_exit_code_7() {
         "{stderr}"
     );
 }
+
+#[test]
+fn bench_chat_spreads_its_clients_over_the_nodes() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let (a_addr, b_addr) = (a.addr.to_string(), b.addr.to_string());
+    let (out, stderr, code) = run(
+        &[
+            "bench",
+            "chat",
+            &a_addr,
+            &b_addr,
+            "--clients",
+            "6",
+            "--senders",
+            "2",
+            "--messages",
+            "50",
+            "--limit",
+            "30s",
+            "--json",
+        ],
+        b"",
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out).expect("one JSON report");
+    let counters: std::collections::HashMap<String, u64> =
+        serde_json::from_value(serde_json::Value::Object(
+            report["counters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| (c[0].as_str().unwrap().to_owned(), c[1].clone()))
+                .collect(),
+        ))
+        .unwrap();
+    assert_eq!(counters["expected"], 500, "{report}");
+    for bad in ["lost", "duplicated", "reordered", "disconnected"] {
+        assert_eq!(counters[bad], 0, "{bad}: {report}");
+    }
+}
