@@ -58,8 +58,9 @@ const READ_BLOCK_MS: u64 = 250;
 /// How long a node waits for Redis at start.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A delivery gap longer than this while writes succeed is reported (canary).
-const CANARY_ALARM: Duration = Duration::from_secs(3);
+/// A canary missing this long while writes succeed is reported: with a canary a second
+/// and a check every half heartbeat, a broker that stops delivering is reported within 3 s.
+const CANARY_ALARM: Duration = Duration::from_secs(2);
 
 /// A nick is claimed, or its claim refreshed, if free or already this node's.
 const CLAIM: &str = "local v = redis.call('GET', KEYS[1])

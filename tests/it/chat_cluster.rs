@@ -557,3 +557,41 @@ fn bench_chat_spreads_its_clients_over_the_nodes() {
         assert_eq!(counters[bad], 0, "{bad}: {report}");
     }
 }
+
+#[test]
+fn a_broker_that_takes_writes_but_delivers_nothing_is_reported_within_3_s() {
+    let redis = Redis::start();
+    let a = node(&redis, "a");
+    let mut alice = Client::join(a.addr, "alice");
+    alice.send("/stats");
+    alice.expect("canary: sent");
+    // Appends still work, reads are refused: the canary never comes back.
+    assert_eq!(
+        redis.cli(&["ACL", "SETUSER", "default", "-xread"]).trim(),
+        "OK"
+    );
+    let cut = Instant::now();
+    a.stderr_line_with("redis takes writes but delivers nothing");
+    let took = cut.elapsed();
+    assert!(
+        took < Duration::from_millis(3_500),
+        "reported after {took:?}"
+    );
+    alice.send("/stats");
+    alice.expect("alarm: redis takes writes but delivers nothing");
+    redis.cli(&["ACL", "SETUSER", "default", "+xread"]);
+    // The canary comes back.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        alice.send("/stats");
+        let canary = alice.expect("canary:");
+        if canary.contains("seen 0.") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the canary never came back: {canary}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
