@@ -595,3 +595,47 @@ fn a_broker_that_takes_writes_but_delivers_nothing_is_reported_within_3_s() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn browsers_and_line_clients_share_rooms_across_nodes_and_resume_anywhere() {
+    require("python3");
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/it/fixtures/ws_cluster_peer.py"
+    );
+    let out = std::process::Command::new("python3")
+        .args([
+            script,
+            &a.addr.port().to_string(),
+            &b.addr.port().to_string(),
+        ])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let found: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON findings");
+    // A line from node B reaches a page on node A, with the stream entry id as its id.
+    assert_eq!(found["from_b"][0], "raw");
+    assert_eq!(found["from_b"][1], "from b 你好");
+    let id = found["from_b"][2].as_str().unwrap();
+    let (ms, seq) = id.split_once('-').expect("an entry id MS-SEQ");
+    assert!(
+        ms.parse::<u64>().is_ok() && seq.parse::<u64>().is_ok(),
+        "{id}"
+    );
+    // The page's lines reach the line client on node B, in order.
+    assert_eq!(
+        found["raw"],
+        serde_json::json!(["<web> web 0", "<web> web 1", "<web> web 2"])
+    );
+    // A page resuming on node B after an id seen on node A gets only what came after it.
+    assert_eq!(
+        found["resumed"],
+        serde_json::json!(["web 1", "web 2", "marker"])
+    );
+}
