@@ -639,3 +639,44 @@ fn browsers_and_line_clients_share_rooms_across_nodes_and_resume_anywhere() {
         serde_json::json!(["web 1", "web 2", "marker"])
     );
 }
+
+#[test]
+fn a_full_queue_slows_its_senders_and_loses_nothing() {
+    let redis = Redis::start();
+    let a = Server::start(&[
+        "chat",
+        "serve",
+        "--port",
+        "0",
+        "--cluster",
+        &redis.url(),
+        "--node",
+        "a",
+        "--rate",
+        "0",
+        "--stats",
+        "--cluster-queue",
+        "5",
+    ]);
+    let mut alice = Client::join(a.addr, "alice");
+    let mut bob = Client::join(a.addr, "bob");
+    redis.signal("STOP");
+    for n in 0..50 {
+        alice.send(&format!("q {n}"));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    bob.send("/stats");
+    let stats = bob.expect("queued ");
+    let queued: usize = stats
+        .split_whitespace()
+        .nth(2)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {stats:?}"));
+    // The bound, one post of the sender past it, and the canaries of the pause.
+    assert!(queued <= 10, "the queue grew past its bound: {stats}");
+    redis.signal("CONT");
+    for n in 0..50 {
+        bob.expect_within(&format!("<alice> q {n}"), Duration::from_secs(20));
+    }
+}
