@@ -65,11 +65,13 @@ impl Post {
     }
 
     /// The room lines of the post (none for a notice).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn room_lines(&self) -> &[RoomLine] {
         &self.lines
     }
 
     /// The notice's text (empty for lines).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn notice_text(&self) -> &str {
         &self.notice
     }
@@ -319,11 +321,13 @@ pub struct Hub {
 
 impl ClientId {
     /// The number behind the id (unique within this process).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn number(self) -> u64 {
         self.0
     }
 
     /// The id with this number.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn from_number(n: u64) -> Self {
         Self(n)
     }
@@ -496,6 +500,7 @@ impl Hub {
     /// Adds lines read from the log before this node delivered any of `room` (its past).
     /// Members already here (they joined before this node read the room) get them too, so
     /// a line said meanwhile on another node is not missed.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn load_history(&self, room: &str, lines: Vec<RoomLine>) {
         let mut state = self.lock();
         let r = state.rooms.entry(room.to_owned()).or_default();
@@ -513,6 +518,7 @@ impl Hub {
     }
 
     /// Tells every member of this node `text` (a notice about the cluster itself).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn tell_everyone_here(&self, text: &str) {
         let state = self.lock();
         for member in state.clients.values() {
@@ -521,6 +527,7 @@ impl Hub {
     }
 
     /// Tells `room`'s members here that `nick` (of another node) left, and why.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn remote_left(&self, room: &str, text: &str) {
         let mut state = self.lock();
         let mut dropped = Vec::new();
@@ -532,6 +539,7 @@ impl Hub {
     }
 
     /// Rooms with members here.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn rooms_here(&self) -> Vec<String> {
         let state = self.lock();
         state
@@ -543,6 +551,7 @@ impl Hub {
     }
 
     /// Forgets every room's history (the log it mirrored is gone).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn clear_history(&self) {
         let mut state = self.lock();
         for room in state.rooms.values_mut() {
@@ -551,11 +560,13 @@ impl Hub {
     }
 
     /// Replaces what this node knows of other nodes' members.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn set_remote(&self, members: Vec<RemoteMember>) {
         self.lock().remote = members;
     }
 
     /// This node's members: (nick, room).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn members_here(&self) -> Vec<(String, String)> {
         let state = self.lock();
         state
@@ -571,6 +582,7 @@ impl Hub {
     }
 
     /// Hands a private message from another node to `to`, a member here.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn deliver_private(&self, from: &str, to: &str, text: &str) {
         let state = self.lock();
         if let Some(target) = state

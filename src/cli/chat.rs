@@ -183,6 +183,13 @@ async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<()> {
     let identity = args.tls.identity(addr, &[])?;
     config.server.tls = identity.as_ref().map(|id| id.config.clone());
     let listener = bind_tcp(addr)?;
+    #[cfg(not(feature = "cluster"))]
+    if args.cluster.is_some() {
+        anyhow::bail!(
+            "this sockit was built without the `cluster` feature: --cluster is not available"
+        );
+    }
+    #[cfg(feature = "cluster")]
     if let Some(url) = &args.cluster {
         if args.cluster_queue == 0 {
             anyhow::bail!("--cluster-queue must be at least 1");
@@ -221,6 +228,7 @@ async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<()> {
 }
 
 /// The host name and the port: a node's name unless `--node` says otherwise.
+#[cfg(feature = "cluster")]
 fn default_node_name(port: u16) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())

@@ -7,6 +7,7 @@ mod support;
 
 mod bench;
 mod chat;
+#[cfg(feature = "cluster")]
 mod chat_cluster;
 mod chat_ws;
 mod delivery;
