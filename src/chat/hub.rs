@@ -562,7 +562,24 @@ impl Hub {
     /// Replaces what this node knows of other nodes' members.
     #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn set_remote(&self, members: Vec<RemoteMember>) {
-        self.lock().remote = members;
+        let mut state = self.lock();
+        if state.remote == members {
+            return;
+        }
+        let old = std::mem::replace(&mut state.remote, members);
+        let mut rooms: Vec<String> = old
+            .into_iter()
+            .map(|m| m.room)
+            .chain(state.remote.iter().map(|m| m.room.clone()))
+            .collect();
+        rooms.sort_unstable();
+        rooms.dedup();
+        // Browsers show the member list: tell them of members that came or went elsewhere.
+        let mut dropped = Vec::new();
+        for room in rooms {
+            self.tell_members(&state, &room, &mut dropped);
+        }
+        self.settle(&mut state, dropped);
     }
 
     /// This node's members: (nick, room).
@@ -697,15 +714,7 @@ impl Hub {
         let Some(member) = state.clients.get(&id) else {
             return;
         };
-        let mut nicks = Self::nicks_in(&state, &member.room);
-        nicks.extend(
-            state
-                .remote
-                .iter()
-                .filter(|m| m.room == member.room && !state.nicks.contains_key(&nick_key(&m.nick)))
-                .map(|m| m.nick.as_str()),
-        );
-        nicks.sort_unstable_by_key(|n| n.to_lowercase());
+        let nicks = Self::nicks_in(&state, &member.room);
         let text = format!(
             "in #{} ({}): {}",
             member.room,
@@ -729,6 +738,14 @@ impl Hub {
             .chain(&r.web)
             .filter_map(|(m, _)| state.clients.get(m).map(|m| &*m.nick))
             .collect();
+        // Members of other nodes (cluster), unless one moved here meanwhile.
+        nicks.extend(
+            state
+                .remote
+                .iter()
+                .filter(|m| m.room == room && !state.nicks.contains_key(&nick_key(&m.nick)))
+                .map(|m| m.nick.as_str()),
+        );
         nicks.sort_unstable_by_key(|n| n.to_lowercase());
         nicks
     }

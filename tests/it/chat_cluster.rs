@@ -633,6 +633,9 @@ fn browsers_and_line_clients_share_rooms_across_nodes_and_resume_anywhere() {
         found["raw"],
         serde_json::json!(["<web> web 0", "<web> web 1", "<web> web 2"])
     );
+    // The page's member list counts members of the other node.
+    let members = found["members"].to_string();
+    assert!(members.contains("\"raw\"") && members.contains("\"web\""), "{members}");
     // A page resuming on node B after an id seen on node A gets only what came after it.
     assert_eq!(
         found["resumed"],
