@@ -23,6 +23,8 @@ declare -A peers=(
   [tinyproxy]=tinyproxy
   [chromium]=chromium
   [chromedriver]=chromium-driver
+  [redis-server]=redis-server
+  [redis-cli]=redis-tools
 )
 missing=()
 for program in "${!peers[@]}"; do

@@ -81,6 +81,9 @@ pub enum ChatBenchError {
         #[source]
         source: std::io::Error,
     },
+    /// No server address was given.
+    #[error("no chat server address given")]
+    NoAddress,
 }
 
 /// Counts of one receiver.
@@ -343,7 +346,9 @@ impl Flow {
     }
 }
 
-/// Runs `load` against the chat server at `addr`; the whole run is bounded by `limit`.
+/// Runs `load` against the chat server at `addrs` (client `i` connects to
+/// `addrs[i % len]`: the nodes of one cluster share the clients); the whole run is bounded
+/// by `limit`.
 ///
 /// # Errors
 ///
@@ -351,11 +356,14 @@ impl Flow {
 /// reordered, and a server that stalls, are not errors of the run: the report lists them
 /// in [`Report::problems`], next to the server's notices.
 pub async fn run(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     load: &ChatLoad,
     limit: Duration,
     live: &crate::bench::Progress,
 ) -> Result<Report, ChatBenchError> {
+    let Some(&first) = addrs.first() else {
+        return Err(ChatBenchError::NoAddress);
+    };
     let deadline = Instant::now() + limit;
     let epoch = Instant::now();
     let run_id = std::time::SystemTime::now()
@@ -382,6 +390,7 @@ pub async fn run(
     let timeline = Timeline::new(epoch, load.rate > 0.0);
     let is_measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for index in 0..load.clients {
+        let addr = addrs.get(index % addrs.len()).copied().unwrap_or(first);
         let stream = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
             .await
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))

@@ -47,6 +47,8 @@ pub enum Command {
     Quit(Option<String>),
     /// `/help`: list commands.
     Help,
+    /// `/stats`: the server's health (with `chat serve --stats`).
+    Stats,
 }
 
 /// Why a line could not be understood; the text goes back to its sender as a notice.
@@ -114,6 +116,7 @@ pub const HELP: &[&str] = &[
     "  /me ACTION        say an action",
     "  /msg NICK TEXT    private message",
     "  /history [N]      replay the last N lines of this room",
+    "  /stats            the server's health (when it allows it)",
     "  /quit [REASON]    leave",
     "  //text            say text that starts with /",
 ];
@@ -175,6 +178,7 @@ pub fn parse(line: &str) -> Result<Input, CommandError> {
         },
         "quit" | "exit" | "bye" => Command::Quit((!args.is_empty()).then(|| args.to_owned())),
         "help" | "?" => Command::Help,
+        "stats" => Command::Stats,
         _ => return Err(CommandError::Unknown(name.to_owned())),
     };
     Ok(Input::Command(command))
@@ -253,6 +257,7 @@ mod tests {
         assert_eq!(parse("/me waves"), cmd(Command::Me("waves".into())));
         assert_eq!(parse("/history"), cmd(Command::History(None)));
         assert_eq!(parse("/history 5"), cmd(Command::History(Some(5))));
+        assert_eq!(parse("/stats"), cmd(Command::Stats));
         assert_eq!(parse("/quit"), cmd(Command::Quit(None)));
         assert_eq!(
             parse("/quit gone fishing"),

@@ -30,11 +30,65 @@ pub(crate) enum LineKind {
     Action,
 }
 
+/// A room line's id, increasing within its room: a number counted by this server (kept
+/// across restarts with `--db`), or with `--cluster` the Redis stream entry id `MS-SEQ`, so a
+/// page can resume on any node. Browsers see it as an opaque string.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct LineId {
+    /// Milliseconds of a stream entry id; 0 for a number counted here.
+    ms: u64,
+    seq: u64,
+}
+
+impl LineId {
+    /// The `n`th line counted by this server.
+    pub(crate) const fn local(n: u64) -> Self {
+        Self { ms: 0, seq: n }
+    }
+
+    /// A Redis stream entry id.
+    pub(crate) const fn stream(ms: u64, seq: u64) -> Self {
+        Self { ms, seq }
+    }
+
+    /// Whether this id was counted by this server (not taken from a stream).
+    pub(crate) fn is_local(self) -> bool {
+        self.ms == 0
+    }
+
+    /// The number of a local id (what `--db` stores).
+    pub(crate) fn number(self) -> u64 {
+        self.seq
+    }
+}
+
+impl std::fmt::Display for LineId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.ms == 0 {
+            write!(f, "{}", self.seq)
+        } else {
+            write!(f, "{}-{}", self.ms, self.seq)
+        }
+    }
+}
+
+impl std::str::FromStr for LineId {
+    type Err = std::num::ParseIntError;
+
+    /// `N` (a local id) or `MS-SEQ` (a stream entry id).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once('-') {
+            Some((ms, seq)) => Ok(Self::stream(ms.parse()?, seq.parse()?)),
+            None => Ok(Self::local(s.parse()?)),
+        }
+    }
+}
+
 /// One line said in a room, with what every framing needs to show it.
 #[derive(Debug, Clone)]
 pub(crate) struct RoomLine {
-    /// Increasing within its room (kept across restarts with `--db`).
-    pub(crate) id: u64,
+    /// Increasing within its room.
+    pub(crate) id: LineId,
     /// When the server took it, in milliseconds since the Unix epoch.
     pub(crate) at_ms: i64,
     pub(crate) kind: LineKind,
@@ -65,7 +119,7 @@ impl RoomLine {
     }
 
     /// Reads back a line stored in its line form (history written by older versions).
-    pub(crate) fn parse(id: u64, at_ms: i64, line: Bytes) -> Option<RoomLine> {
+    pub(crate) fn parse(id: LineId, at_ms: i64, line: Bytes) -> Option<RoomLine> {
         let text = std::str::from_utf8(&line).ok()?;
         let (kind, nick) = if let Some(rest) = text.strip_prefix('<') {
             (LineKind::Message, rest.split_once("> ")?.0)
@@ -312,7 +366,7 @@ mod tests {
 
     fn line(kind: LineKind, nick: &str, text: &str) -> RoomLine {
         RoomLine {
-            id: 42,
+            id: LineId::local(42),
             at_ms: 1_795_838_706_123,
             kind,
             nick: Arc::from(nick),
@@ -375,17 +429,27 @@ mod tests {
 
     #[test]
     fn stored_lines_parse_back() {
-        let back = RoomLine::parse(7, 0, Bytes::from_static(b"<server> hi there\n")).unwrap();
+        let back = RoomLine::parse(
+            LineId::local(7),
+            0,
+            Bytes::from_static(b"<server> hi there\n"),
+        )
+        .unwrap();
         assert_eq!(
             (back.kind, &*back.nick, back.text()),
             (LineKind::Message, "server", "hi there")
         );
-        let back = RoomLine::parse(8, 0, Bytes::from_static(b"* bob waves twice\n")).unwrap();
+        let back = RoomLine::parse(
+            LineId::local(8),
+            0,
+            Bytes::from_static(b"* bob waves twice\n"),
+        )
+        .unwrap();
         assert_eq!(
             (back.kind, &*back.nick, back.text()),
             (LineKind::Action, "bob", "waves twice")
         );
-        assert!(RoomLine::parse(9, 0, Bytes::from_static(b"garbage\n")).is_none());
+        assert!(RoomLine::parse(LineId::local(9), 0, Bytes::from_static(b"garbage\n")).is_none());
     }
 
     #[test]

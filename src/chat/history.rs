@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tracing::{error, warn};
 
-use crate::chat::framing::RoomLine;
+use crate::chat::framing::{LineId, RoomLine};
 
 /// Lines kept per room by default.
 pub const DEFAULT_HISTORY_LINES: usize = 100;
@@ -47,17 +47,24 @@ impl Ring {
 
     /// The lines after id `after`, oldest first; `None` when the ring cannot tell (lines
     /// after it were already pushed out, or the id is unknown here).
-    pub(crate) fn after(&self, after: u64) -> Option<impl Iterator<Item = &RoomLine>> {
+    pub(crate) fn after(&self, after: LineId) -> Option<impl Iterator<Item = &RoomLine>> {
         let first = self.lines.front()?.id;
         let last = self.lines.back()?.id;
-        if after.saturating_add(1) < first || after > last {
+        // Local ids are consecutive, so a gap shows; stream ids are not, so anything
+        // before the oldest kept line may have had lines after it pushed out.
+        let is_gap = if first.is_local() {
+            after.number().saturating_add(1) < first.number()
+        } else {
+            after < first
+        };
+        if is_gap || after > last {
             return None;
         }
         Some(self.lines.iter().filter(move |line| line.id > after))
     }
 
     /// The id of the newest line.
-    pub(crate) fn last_id(&self) -> Option<u64> {
+    pub(crate) fn last_id(&self) -> Option<LineId> {
         self.lines.back().map(|line| line.id)
     }
 
@@ -201,7 +208,7 @@ fn load(conn: &rusqlite::Connection, keep: usize) -> rusqlite::Result<HashMap<St
     for row in rows {
         let (room, line, id, at_ms) = row?;
         let id = u64::try_from(id).unwrap_or(0);
-        match RoomLine::parse(id, at_ms, Bytes::from(line)) {
+        match RoomLine::parse(LineId::local(id), at_ms, Bytes::from(line)) {
             Some(line) => rooms.entry(room).or_default().push(line, keep),
             None => warn!(room, id, "history line not understood; skipped"),
         }
@@ -250,7 +257,7 @@ fn write_batch(
             "INSERT INTO lines (room, at, line, seq, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
         for Job::Append { room, line } in jobs {
-            let seq = i64::try_from(line.id).unwrap_or(i64::MAX);
+            let seq = i64::try_from(line.id.number()).unwrap_or(i64::MAX);
             insert.execute(rusqlite::params![room, at, &line.line[..], seq, line.at_ms])?;
         }
     }
@@ -274,7 +281,7 @@ mod tests {
 
     fn said(id: u64, text: &str) -> RoomLine {
         RoomLine {
-            id,
+            id: LineId::local(id),
             at_ms: 1_000 + id as i64,
             kind: LineKind::Message,
             nick: "a".into(),
@@ -296,7 +303,7 @@ mod tests {
         assert_eq!(texts(ring.last(1)), ["4"]);
         ring.push(said(9, "x"), 0);
         assert_eq!(ring.len(), 3);
-        assert_eq!(ring.last_id(), Some(5));
+        assert_eq!(ring.last_id(), Some(LineId::local(5)));
     }
 
     #[test]
@@ -305,14 +312,23 @@ mod tests {
         for i in 1..=5 {
             ring.push(said(i, &i.to_string()), 3);
         }
-        assert_eq!(texts(ring.after(3).unwrap()), ["4", "5"]);
-        assert_eq!(texts(ring.after(2).unwrap()), ["3", "4", "5"]);
-        assert_eq!(texts(ring.after(5).unwrap()), Vec::<String>::new());
+        assert_eq!(texts(ring.after(LineId::local(3)).unwrap()), ["4", "5"]);
+        assert_eq!(
+            texts(ring.after(LineId::local(2)).unwrap()),
+            ["3", "4", "5"]
+        );
+        assert_eq!(
+            texts(ring.after(LineId::local(5)).unwrap()),
+            Vec::<String>::new()
+        );
         assert!(
-            ring.after(1).is_none(),
+            ring.after(LineId::local(1)).is_none(),
             "line 2 was pushed out: cannot resume exactly"
         );
-        assert!(ring.after(6).is_none(), "an id from another server");
+        assert!(
+            ring.after(LineId::local(6)).is_none(),
+            "an id from another server"
+        );
     }
 
     #[test]
@@ -331,7 +347,7 @@ mod tests {
         let (_store, rooms) = Store::open(&path, 3).unwrap();
         let lobby: Vec<_> = rooms["lobby"]
             .last(10)
-            .map(|l| (l.id, l.at_ms, l.text().to_owned()))
+            .map(|l| (l.id.number(), l.at_ms, l.text().to_owned()))
             .collect();
         assert_eq!(
             lobby,
@@ -341,7 +357,7 @@ mod tests {
                 (1500, 2500, "1499".into())
             ]
         );
-        assert_eq!(rooms["lobby"].last_id(), Some(1500));
+        assert_eq!(rooms["lobby"].last_id(), Some(LineId::local(1500)));
         assert_eq!(rooms["rust"].len(), 1);
     }
 
@@ -364,7 +380,7 @@ mod tests {
         let (mut store, rooms) = Store::open(&path, 10).unwrap();
         let lobby: Vec<_> = rooms["lobby"]
             .last(10)
-            .map(|l| (l.id, l.at_ms, l.kind, l.text().to_owned()))
+            .map(|l| (l.id.number(), l.at_ms, l.kind, l.text().to_owned()))
             .collect();
         assert_eq!(
             lobby,
@@ -376,6 +392,6 @@ mod tests {
         store.append("lobby", said(3, "new"));
         store.close();
         let (_store, rooms) = Store::open(&path, 10).unwrap();
-        assert_eq!(rooms["lobby"].last_id(), Some(3));
+        assert_eq!(rooms["lobby"].last_id(), Some(LineId::local(3)));
     }
 }

@@ -8,19 +8,21 @@
 //! per-member allocation.
 //!
 //! Every line for a room goes through a [`Bus`]. The in-process [`LocalBus`] hands it
-//! straight to this hub's members; a backend that spreads rooms over several nodes (Redis
-//! pub/sub) would also forward it, and deliver what other nodes publish with
-//! [`Hub::deliver`], without any change to sessions.
+//! straight to this hub's members. A bus that keeps a shared log (the Redis cluster: one
+//! stream per room) numbers lines itself and hands every line back, this node's own
+//! included, through [`Hub::deliver`] in log order: local and remote lines take the same
+//! path into history, the console and the members' queues.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use tracing::{debug, info};
 
 use crate::chat::command::{DEFAULT_ROOM, HELP, check_nick, nick_key};
-use crate::chat::framing::{Event, Framing, LineKind, RoomLine, close_frame, now_ms};
+use crate::chat::framing::{Event, Framing, LineId, LineKind, RoomLine, close_frame, now_ms};
 use crate::chat::history::{Ring, Store};
 use crate::chat::outbox::Outbox;
 
@@ -40,7 +42,7 @@ pub struct Post {
 }
 
 impl Post {
-    fn lines(text: Bytes, lines: Vec<RoomLine>) -> Self {
+    pub(crate) fn lines(text: Bytes, lines: Vec<RoomLine>) -> Self {
         Self {
             text,
             lines,
@@ -48,7 +50,7 @@ impl Post {
         }
     }
 
-    fn notice(text: String) -> Self {
+    pub(crate) fn notice(text: String) -> Self {
         let rendered = Framing::Lines
             .render(&Event::Notice {
                 text: &text,
@@ -60,6 +62,18 @@ impl Post {
             lines: Vec::new(),
             notice: text,
         }
+    }
+
+    /// The room lines of the post (none for a notice).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn room_lines(&self) -> &[RoomLine] {
+        &self.lines
+    }
+
+    /// The notice's text (empty for lines).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn notice_text(&self) -> &str {
+        &self.notice
     }
 
     /// The post as `framing` sends it in `room`.
@@ -77,12 +91,54 @@ impl Post {
     }
 }
 
-/// Carries what is published to rooms: the publish/subscribe seam between the hub and other
-/// nodes.
+/// Carries what is published to rooms, and what rooms and names mean beyond this process:
+/// the seam between the hub and other nodes. Every method but `publish` has a single-node
+/// default.
 pub trait Bus: Send + Sync + 'static {
-    /// Publishes `post` to `room`; what is for this node's members is handed to
+    /// Publishes `post` to `room` (said by member `from`, if a member said it). Unless the
+    /// bus is a log ([`is_log`](Self::is_log)), what is for this node's members is handed to
     /// `deliver_here`, synchronously, before this returns (per-sender order depends on it).
-    fn publish(&self, room: &str, post: &Post, deliver_here: &mut dyn FnMut(&Post));
+    fn publish(
+        &self,
+        room: &str,
+        post: &Post,
+        from: Option<ClientId>,
+        deliver_here: &mut dyn FnMut(&Post),
+    );
+
+    /// Whether the bus is a shared log that numbers room lines and hands every line back
+    /// through [`Hub::deliver`], in log order, instead of to `deliver_here`.
+    fn is_log(&self) -> bool {
+        false
+    }
+
+    /// Waits until the bus can take another post from a member: a bounded queue that is
+    /// full slows senders (their sockets are not read meanwhile), it drops nothing.
+    fn ready(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
+
+    /// Claims `nick` for this node across every node: `Ok(false)` when another node's
+    /// member holds it, `Err` (why) when that cannot be known now.
+    fn claim<'a>(&'a self, _nick: &'a str) -> BoxFuture<'a, Result<bool, String>> {
+        Box::pin(std::future::ready(Ok(true)))
+    }
+
+    /// Gives up this node's claim on `nick` (unless a member here holds it again).
+    fn release(&self, _nick: &str) {}
+
+    /// A guest number unique across nodes, when the bus hands them out.
+    fn next_guest(&self) -> Option<u64> {
+        None
+    }
+
+    /// Sends a private message to `to`, a member of `node`.
+    fn send_private(&self, _node: &str, _from: &str, _to: &str, _text: &str) {}
+
+    /// What the bus can tell about its health, one line each (`/stats`).
+    fn stats(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// The single-node bus: every room lives in this process.
@@ -90,9 +146,24 @@ pub trait Bus: Send + Sync + 'static {
 pub struct LocalBus;
 
 impl Bus for LocalBus {
-    fn publish(&self, _room: &str, post: &Post, deliver_here: &mut dyn FnMut(&Post)) {
+    fn publish(
+        &self,
+        _room: &str,
+        post: &Post,
+        _from: Option<ClientId>,
+        deliver_here: &mut dyn FnMut(&Post),
+    ) {
         deliver_here(post);
     }
+}
+
+/// A member of another node, as its node last said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RemoteMember {
+    pub(crate) nick: String,
+    pub(crate) room: String,
+    /// The node (its incarnation) the member is connected to.
+    pub(crate) node: String,
 }
 
 /// Settings of a hub.
@@ -141,10 +212,12 @@ pub(crate) struct Entry {
     /// Room to join instead of the lobby (a checked name).
     pub(crate) room: Option<String>,
     /// The last line id seen in that room: history replays only what came after it.
-    pub(crate) after: Option<u64>,
+    pub(crate) after: Option<LineId>,
     /// Enters listening only (a connection that has not said anything yet): it hears the
     /// room but is not announced nor listed until [`Hub::speak_up`].
     pub(crate) is_listening: bool,
+    /// Why the nick asked for was refused before entering (taken on another node).
+    pub(crate) refusal: Option<String>,
 }
 
 struct Member {
@@ -240,6 +313,8 @@ struct State {
     rooms: HashMap<String, Room>,
     /// The server's console (`--console`): sees every room line, is never dropped.
     observer: Option<Arc<Outbox>>,
+    /// Members of other nodes (cluster), as last heard.
+    remote: Vec<RemoteMember>,
 }
 
 /// Rooms, nicknames and fan-out for one chat server.
@@ -248,6 +323,20 @@ pub struct Hub {
     config: HubConfig,
     bus: Box<dyn Bus>,
     store: Mutex<Option<Store>>,
+}
+
+impl ClientId {
+    /// The number behind the id (unique within this process).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn number(self) -> u64 {
+        self.0
+    }
+
+    /// The id with this number.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn from_number(n: u64) -> Self {
+        Self(n)
+    }
 }
 
 impl std::fmt::Debug for Hub {
@@ -279,7 +368,9 @@ impl Hub {
             let room = state.rooms.entry(name).or_default();
             // Ids go on from the last one stored: a page resuming after a restart gets
             // only what it missed.
-            room.next_id = room.next_id.max(history.last_id().map_or(1, |id| id + 1));
+            room.next_id = room
+                .next_id
+                .max(history.last_id().map_or(1, |id| id.number() + 1));
             room.history = history;
         }
         *self.store.lock().expect("store lock is never poisoned") = Some(store);
@@ -324,7 +415,7 @@ impl Hub {
         let mut state = self.lock();
         state.next_id += 1;
         let id = ClientId(state.next_id);
-        let mut refusal = None;
+        let mut refusal = entry.refusal.clone();
         let wanted = entry
             .nick
             .as_deref()
@@ -341,8 +432,12 @@ impl Hub {
             });
         let nick = wanted.unwrap_or_else(|| {
             loop {
-                state.next_guest += 1;
-                let nick = format!("guest-{}", state.next_guest);
+                // A guest number from the bus is unique across nodes.
+                let number = self.bus.next_guest().unwrap_or_else(|| {
+                    state.next_guest += 1;
+                    state.next_guest
+                });
+                let nick = format!("guest-{number}");
                 if !state.nicks.contains_key(&nick) {
                     break nick;
                 }
@@ -387,18 +482,163 @@ impl Hub {
         self.fan_out(&mut state, &room, &post, Some(id));
     }
 
-    /// Delivers what another node published to `room` to this node's members.
-    pub fn deliver(&self, room: &str, post: &Post) {
+    /// Delivers what the bus's log holds for `room` (lines numbered by it, or a notice) to
+    /// this node's members but `except` (a line client does not get its own lines back),
+    /// keeping lines in the room's history; every node calls this in log order.
+    pub fn deliver(&self, room: &str, post: &Post, except: Option<ClientId>) {
         let mut state = self.lock();
         let mut dropped = Vec::new();
-        if let Some(r) = state.rooms.get_mut(room) {
+        if let Some(observer) = &state.observer {
+            observer.push(&post.text);
+        }
+        if !post.lines.is_empty() {
+            // Kept even with nobody here, so a later join shows the room's past.
+            let r = state.rooms.entry(room.to_owned()).or_default();
             for line in &post.lines {
                 r.history.push(line.clone(), self.config.history_lines);
-                r.next_id = r.next_id.max(line.id + 1);
             }
-            r.deliver(room, post, None, &mut dropped);
+        }
+        if let Some(r) = state.rooms.get(room) {
+            r.deliver(room, post, except, &mut dropped);
         }
         self.settle(&mut state, dropped);
+    }
+
+    /// Adds lines read from the log before this node delivered any of `room` (its past).
+    /// Members already here (they joined before this node read the room) get them too, so
+    /// a line said meanwhile on another node is not missed.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn load_history(&self, room: &str, lines: Vec<RoomLine>) {
+        let mut state = self.lock();
+        let r = state.rooms.entry(room.to_owned()).or_default();
+        for line in &lines {
+            r.history.push(line.clone(), self.config.history_lines);
+        }
+        if r.is_empty() || lines.is_empty() {
+            return;
+        }
+        let text: Vec<u8> = lines.iter().flat_map(|l| l.line.iter().copied()).collect();
+        let post = Post::lines(Bytes::from(text), lines);
+        let mut dropped = Vec::new();
+        r.deliver(room, &post, None, &mut dropped);
+        self.settle(&mut state, dropped);
+    }
+
+    /// Tells every member of this node `text` (a notice about the cluster itself).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn tell_everyone_here(&self, text: &str) {
+        let state = self.lock();
+        for member in state.clients.values() {
+            member.notice(text);
+        }
+    }
+
+    /// Tells `room`'s members here that `nick` (of another node) left, and why.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn remote_left(&self, room: &str, text: &str) {
+        let mut state = self.lock();
+        let mut dropped = Vec::new();
+        if let Some(r) = state.rooms.get(room) {
+            let post = Post::notice(text.to_owned());
+            r.deliver(room, &post, None, &mut dropped);
+        }
+        self.settle(&mut state, dropped);
+    }
+
+    /// Rooms with members here.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn rooms_here(&self) -> Vec<String> {
+        let state = self.lock();
+        state
+            .rooms
+            .iter()
+            .filter(|(_, r)| !r.is_empty())
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Forgets every room's history (the log it mirrored is gone).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn clear_history(&self) {
+        let mut state = self.lock();
+        for room in state.rooms.values_mut() {
+            room.history = Ring::default();
+        }
+    }
+
+    /// Replaces what this node knows of other nodes' members.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn set_remote(&self, members: Vec<RemoteMember>) {
+        let mut state = self.lock();
+        if state.remote == members {
+            return;
+        }
+        let old = std::mem::replace(&mut state.remote, members);
+        let mut rooms: Vec<String> = old
+            .into_iter()
+            .map(|m| m.room)
+            .chain(state.remote.iter().map(|m| m.room.clone()))
+            .collect();
+        rooms.sort_unstable();
+        rooms.dedup();
+        // Browsers show the member list: tell them of members that came or went elsewhere.
+        let mut dropped = Vec::new();
+        for room in rooms {
+            self.tell_members(&state, &room, &mut dropped);
+        }
+        self.settle(&mut state, dropped);
+    }
+
+    /// This node's members: (nick, room).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn members_here(&self) -> Vec<(String, String)> {
+        let state = self.lock();
+        state
+            .clients
+            .values()
+            .map(|m| (m.nick.to_string(), m.room.clone()))
+            .collect()
+    }
+
+    /// Whether a member here holds `nick`.
+    pub(crate) fn has_nick(&self, nick: &str) -> bool {
+        self.lock().nicks.contains_key(&nick_key(nick))
+    }
+
+    /// Hands a private message from another node to `to`, a member here.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn deliver_private(&self, from: &str, to: &str, text: &str) {
+        let state = self.lock();
+        if let Some(target) = state
+            .nicks
+            .get(&nick_key(to))
+            .and_then(|t| state.clients.get(t))
+        {
+            target.tell(&Event::Private {
+                from,
+                to: &target.nick,
+                text,
+                at_ms: now_ms(),
+                is_echo: false,
+            });
+        }
+    }
+
+    /// The bus's health lines, with this node's counts (`/stats`).
+    pub(crate) fn stats(&self, id: ClientId) {
+        let mut lines = vec![format!("members here: {}", self.len())];
+        lines.extend(self.bus.stats());
+        let state = self.lock();
+        if let Some(member) = state.clients.get(&id) {
+            for line in lines {
+                member.notice(&line);
+            }
+        }
+    }
+
+    /// The bus, for what sessions must ask it before they reach the hub.
+    pub(crate) fn bus(&self) -> &dyn Bus {
+        &*self.bus
     }
 
     /// Copies every line fanned out to any room into `outbox` (the server's console).
@@ -450,6 +690,7 @@ impl Hub {
         }
         state.nicks.remove(&nick_key(&old));
         state.nicks.insert(key, id);
+        self.bus.release(&old);
         if let Some(member) = state.clients.get_mut(&id) {
             member.nick = Arc::from(wanted);
             member.tell(&Event::Nick { nick: wanted });
@@ -506,6 +747,14 @@ impl Hub {
             .filter(|m| !m.is_listening)
             .map(|m| &*m.nick)
             .collect();
+        // Members of other nodes (cluster), unless one moved here meanwhile.
+        nicks.extend(
+            state
+                .remote
+                .iter()
+                .filter(|m| m.room == room && !state.nicks.contains_key(&nick_key(&m.nick)))
+                .map(|m| m.nick.as_str()),
+        );
         nicks.sort_unstable_by_key(|n| n.to_lowercase());
         nicks
     }
@@ -516,13 +765,16 @@ impl Hub {
         let Some(member) = state.clients.get(&id) else {
             return;
         };
-        let mut rooms: Vec<(&str, usize)> = state
+        let mut counts: BTreeMap<&str, usize> = state
             .rooms
             .keys()
             .map(|name| (name.as_str(), Self::nicks_in(&state, name).len()))
             .filter(|(_, members)| *members > 0)
             .collect();
-        rooms.sort();
+        for m in &state.remote {
+            *counts.entry(m.room.as_str()).or_default() += 1;
+        }
+        let rooms: Vec<(&str, usize)> = counts.into_iter().collect();
         member.tell(&Event::Rooms { rooms: &rooms });
     }
 
@@ -547,7 +799,21 @@ impl Hub {
             .get(&nick_key(to))
             .and_then(|t| state.clients.get(t))
         else {
-            member.error(&format!("no one is called {to}"));
+            let key = nick_key(to);
+            match state.remote.iter().find(|m| nick_key(&m.nick) == key) {
+                Some(remote) => {
+                    self.bus
+                        .send_private(&remote.node, &member.nick, &remote.nick, text);
+                    member.tell(&Event::Private {
+                        from: &member.nick,
+                        to: &remote.nick,
+                        text,
+                        at_ms: now_ms(),
+                        is_echo: true,
+                    });
+                }
+                None => member.error(&format!("no one is called {to}")),
+            }
             return;
         };
         let mut event = Event::Private {
@@ -602,6 +868,7 @@ impl Hub {
     fn remove(&self, state: &mut State, id: ClientId) -> Option<Member> {
         let member = state.clients.remove(&id)?;
         state.nicks.remove(&nick_key(&member.nick));
+        self.bus.release(&member.nick);
         self.leave_room(state, id, &member.room);
         Some(member)
     }
@@ -616,7 +883,7 @@ impl Hub {
         }
     }
 
-    fn move_to(&self, state: &mut State, id: ClientId, room: &str, after: Option<u64>) {
+    fn move_to(&self, state: &mut State, id: ClientId, room: &str, after: Option<LineId>) {
         let Some(member) = state.clients.get_mut(&id) else {
             return;
         };
@@ -730,6 +997,19 @@ impl Hub {
         payload: &Bytes,
     ) -> Post {
         let at_ms = now_ms();
+        if self.bus.is_log() {
+            // The log numbers them; history takes them as they come back in log order.
+            let lines = split_lines(payload)
+                .map(|line| RoomLine {
+                    id: LineId::default(),
+                    at_ms,
+                    kind,
+                    nick: nick.clone(),
+                    line,
+                })
+                .collect();
+            return Post::lines(payload.clone(), lines);
+        }
         let keep = self.config.history_lines;
         let store = self.store.lock().expect("store lock is never poisoned");
         let r = state.rooms.entry(room.to_owned()).or_default();
@@ -737,7 +1017,7 @@ impl Hub {
         let mut lines = Vec::new();
         for line in split_lines(payload) {
             let line = RoomLine {
-                id: r.next_id,
+                id: LineId::local(r.next_id),
                 at_ms,
                 kind,
                 nick: nick.clone(),
@@ -759,12 +1039,17 @@ impl Hub {
     /// not take it.
     fn fan_out(&self, state: &mut State, room: &str, post: &Post, except: Option<ClientId>) {
         let mut dropped = Vec::new();
+        if self.bus.is_log() {
+            // Back through `deliver`, to the console too, in log order.
+            self.bus.publish(room, post, except, &mut |_| {});
+            return;
+        }
         if let Some(observer) = &state.observer {
             // A console that cannot keep up misses lines; it never holds anyone up.
             observer.push(&post.text);
         }
         if let Some(r) = state.rooms.get(room) {
-            self.bus.publish(room, post, &mut |post| {
+            self.bus.publish(room, post, except, &mut |post| {
                 r.deliver(room, post, except, &mut dropped);
             });
         }
@@ -799,7 +1084,7 @@ impl Hub {
                 member.nick
             ));
             if let Some(r) = state.rooms.get(&member.room) {
-                self.bus.publish(&member.room, &post, &mut |post| {
+                self.bus.publish(&member.room, &post, None, &mut |post| {
                     r.deliver(&member.room, post, None, &mut dropped);
                 });
             }
@@ -810,7 +1095,7 @@ impl Hub {
 
 /// Replays history to `member`: the last `n` lines, or with `after` only the lines after
 /// that id (all kept lines when `after` is not among them).
-fn replay(member: &Member, room: &str, history: &Ring, n: usize, after: Option<u64>) {
+fn replay(member: &Member, room: &str, history: &Ring, n: usize, after: Option<LineId>) {
     let newer = after.and_then(|after| history.after(after));
     let lines: Vec<RoomLine> = match newer {
         Some(lines) => lines.cloned().collect(),

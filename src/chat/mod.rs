@@ -15,6 +15,7 @@
 //! | `session` | a line client's task: reads lines, writes its queue |
 //! | `web` | the page and the WebSocket member's task |
 //! | [`client`] | `sockit chat join`: full duplex, safe printing |
+//! | `cluster` | many nodes through Redis: a stream per room, claims, presence, canary (feature `cluster`) |
 //!
 //! # Example
 //!
@@ -42,6 +43,8 @@
 //! ```
 
 pub mod client;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod command;
 mod framing;
 mod history;
@@ -120,6 +123,11 @@ pub struct Config {
     pub ping_interval: Duration,
     /// A pinged WebSocket member that stays silent this much longer is dropped.
     pub pong_timeout: Duration,
+    /// Members may ask `/stats` (the node's and the broker's health).
+    pub stats: bool,
+    /// Join other nodes through Redis; see [`Server::connect`].
+    #[cfg(feature = "cluster")]
+    pub cluster: Option<cluster::ClusterConfig>,
 }
 
 impl Default for Config {
@@ -139,6 +147,9 @@ impl Default for Config {
             web_origins: Vec::new(),
             ping_interval: Duration::from_secs(30),
             pong_timeout: Duration::from_secs(30),
+            stats: false,
+            #[cfg(feature = "cluster")]
+            cluster: None,
         }
     }
 }
@@ -149,6 +160,13 @@ pub enum ChatError {
     /// The history database could not be opened.
     #[error(transparent)]
     History(#[from] HistoryError),
+    /// The cluster could not be joined.
+    #[cfg(feature = "cluster")]
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
+    /// History lives in the cluster's streams, not in a local database.
+    #[error("--db and --cluster do not go together: with --cluster, history lives in redis")]
+    DbInCluster,
 }
 
 /// A chat server, ready to serve: its hub (with history loaded) and its configuration.
@@ -156,6 +174,8 @@ pub enum ChatError {
 pub struct Server {
     hub: Arc<Hub>,
     config: Arc<Config>,
+    #[cfg(feature = "cluster")]
+    node: Option<cluster::Node>,
 }
 
 impl Server {
@@ -165,11 +185,11 @@ impl Server {
     ///
     /// [`ChatError::History`] when the database cannot be opened or read.
     pub fn open(config: Config) -> Result<Self, ChatError> {
-        let hub = Arc::new(Hub::new(HubConfig {
-            history_lines: config.history_lines,
-            show_addrs: config.show_addrs,
-            announce_limit: config.announce_limit,
-        }));
+        #[cfg(feature = "cluster")]
+        if config.cluster.is_some() {
+            return Err(ChatError::Cluster(cluster::ClusterError::NeedsConnect));
+        }
+        let hub = Arc::new(Hub::new(hub_config(&config)));
         if let Some(path) = &config.db {
             let (store, rooms) = history::Store::open(path, config.history_lines)?;
             hub.attach_store(store, rooms);
@@ -177,7 +197,31 @@ impl Server {
         Ok(Self {
             hub,
             config: Arc::new(config),
+            #[cfg(feature = "cluster")]
+            node: None,
         })
+    }
+
+    /// Like [`open`](Self::open); with [`Config::cluster`] set, first joins the other nodes
+    /// through Redis: connects, and loads every room's history from its stream.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open); [`ChatError::Cluster`] when Redis cannot be reached.
+    pub async fn connect(config: Config) -> Result<Self, ChatError> {
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = config.cluster.clone() {
+            if config.db.is_some() {
+                return Err(ChatError::DbInCluster);
+            }
+            let node = cluster::Node::connect(cluster, hub_config(&config)).await?;
+            return Ok(Self {
+                hub: node.hub(),
+                config: Arc::new(config),
+                node: Some(node),
+            });
+        }
+        Self::open(config)
     }
 
     /// The hub, to post as the server (`--console`) or to watch it.
@@ -241,6 +285,10 @@ impl Server {
         web: Option<TcpListener>,
         stop: CancellationToken,
     ) {
+        #[cfg(feature = "cluster")]
+        let (node, node_stop) = (self.node, CancellationToken::new());
+        #[cfg(feature = "cluster")]
+        let node_task = node.map(|node| tokio::spawn(node.run(node_stop.clone())));
         let (hub, config) = (self.hub.clone(), self.config.clone());
         let is_tls = config.server.tls.is_some();
         let web_side = Arc::new(web::WebSide::new(
@@ -281,6 +329,20 @@ impl Server {
         };
         tokio::join!(chat, web_only);
         self.hub.close_store();
+        // The node outlives the sessions, so their last lines still reach Redis.
+        #[cfg(feature = "cluster")]
+        if let Some(task) = node_task {
+            node_stop.cancel();
+            let _ = task.await;
+        }
+    }
+}
+
+fn hub_config(config: &Config) -> HubConfig {
+    HubConfig {
+        history_lines: config.history_lines,
+        show_addrs: config.show_addrs,
+        announce_limit: config.announce_limit,
     }
 }
 

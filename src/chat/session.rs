@@ -98,10 +98,12 @@ impl<R: AsyncRead + Unpin + Send> Listener for LineListener<R> {
                 room: None,
             });
         } else {
-            talker.enter(Entry {
-                is_listening: buf.is_empty(),
-                ..Entry::default()
-            });
+            talker
+                .enter(Entry {
+                    is_listening: buf.is_empty(),
+                    ..Entry::default()
+                })
+                .await;
         }
         loop {
             if buf.capacity() - buf.len() < read_bytes / 2 {
@@ -153,7 +155,7 @@ impl<R: AsyncRead + Unpin + Send> Listener for LineListener<R> {
                         talker.too_long();
                         None
                     }
-                    Incoming::Line(text) if !talker.has_entered() => login(talker, &text),
+                    Incoming::Line(text) if !talker.has_entered() => login(talker, &text).await,
                     Incoming::Line(text) => talker.handle(&text, stop).await,
                 };
                 if let Some(ending) = ending {
@@ -181,10 +183,10 @@ impl<R: AsyncRead + Unpin + Send> Listener for LineListener<R> {
 }
 
 /// A line client's first line when a password is required: `PASS <password>`.
-fn login(talker: &mut Talker, line: &str) -> Option<Ending> {
+async fn login(talker: &mut Talker, line: &str) -> Option<Ending> {
     let given = line.strip_prefix("PASS ").map(str::trim);
     if given.is_some() && talker.is_password(given) {
-        talker.enter(Entry::default());
+        talker.enter(Entry::default()).await;
         None
     } else {
         Some(talker.refuse_password())

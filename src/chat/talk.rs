@@ -152,8 +152,16 @@ impl Talker {
         self.me.is_some()
     }
 
-    /// Enters the hub with what the member asked for.
-    pub(crate) fn enter(&mut self, entry: Entry) {
+    /// Enters the hub with what the member asked for; the nick asked for is claimed across
+    /// nodes first (with `--cluster`).
+    pub(crate) async fn enter(&mut self, mut entry: Entry) {
+        if let Some(nick) = entry.nick.take() {
+            match self.hub.bus().claim(&nick).await {
+                Ok(true) => entry.nick = Some(nick),
+                Ok(false) => entry.refusal = Some(format!("the nickname {nick} is taken")),
+                Err(why) => entry.refusal = Some(format!("cannot claim {nick} now: {why}")),
+            }
+        }
         self.is_listening = entry.is_listening;
         let (id, nick) = self
             .hub
@@ -307,6 +315,23 @@ impl Talker {
         }
     }
 
+    /// Waits while the bus's queue is full (Redis unreachable): the member's socket is not
+    /// read meanwhile, so the sender is slowed and nothing is dropped. `Some` when the server
+    /// stops meanwhile.
+    async fn wait_for_the_bus(&mut self, stop: &CancellationToken) -> Option<Ending> {
+        let hub = self.hub.clone();
+        let mut ready = hub.bus().ready();
+        if futures_util::FutureExt::now_or_never(&mut ready).is_some() {
+            return None;
+        }
+        // What was gathered goes into the queue first, in order.
+        self.flush();
+        tokio::select! {
+            _ = stop.cancelled() => Some(self.shutting_down()),
+            _ = ready => None,
+        }
+    }
+
     /// Handles one clean line the member typed (text or `/command`); `Some` ends the
     /// session. Chat lines are gathered until [`flush`](Self::flush) or a command.
     pub(crate) async fn handle(&mut self, text: &str, stop: &CancellationToken) -> Option<Ending> {
@@ -327,6 +352,9 @@ impl Talker {
         if is_costly && let Some(ending) = self.wait_for_a_token(stop).await {
             return Some(ending);
         }
+        if is_costly && let Some(ending) = self.wait_for_the_bus(stop).await {
+            return Some(ending);
+        }
         let command = match input {
             Input::Say(text) => {
                 self.pending
@@ -342,17 +370,27 @@ impl Talker {
                 let line = RoomLine::format(LineKind::Action, &nick, &action);
                 self.hub.publish(id, LineKind::Action, &line);
             }
-            Command::Nick(wanted) => {
-                if let Some(new) = self.hub.rename(id, &wanted) {
-                    self.me = Some((id, new));
+            Command::Nick(wanted) => match self.hub.bus().claim(&wanted).await {
+                Ok(true) => {
+                    if let Some(new) = self.hub.rename(id, &wanted) {
+                        self.me = Some((id, new));
+                    } else if !self.hub.has_nick(&wanted) {
+                        self.hub.bus().release(&wanted);
+                    }
                 }
-            }
+                Ok(false) => self.error(&format!("the nickname {wanted} is taken")),
+                Err(why) => self.error(&format!("cannot claim {wanted} now: {why}; try again")),
+            },
             Command::Join(room) => self.hub.join(id, &room),
             Command::Rooms => self.hub.rooms(id),
             Command::Who => self.hub.who(id),
             Command::Msg { nick: to, text } => self.hub.private(id, &to, &text),
             Command::History(n) => self.hub.history(id, n),
             Command::Help => self.hub.help(id),
+            Command::Stats if self.config.stats => self.hub.stats(id),
+            Command::Stats => {
+                self.error("/stats is not enabled on this server (chat serve --stats)")
+            }
             Command::Quit(reason) => {
                 self.last_words(
                     &Event::Notice {

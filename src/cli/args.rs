@@ -90,6 +90,11 @@ impl std::str::FromStr for AddrWord {
 }
 
 impl AddrWord {
+    /// The word as it was given.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+
     /// Where to connect: a Unix socket (`unix:PATH`, which takes no port), or the address
     /// with `port` as [`with_port`](Self::with_port) makes it.
     pub(crate) fn endpoint(&self, port: Option<u16>) -> anyhow::Result<Endpoint> {

@@ -170,11 +170,10 @@ impl HttpArgs {
 
 #[derive(Debug, Args)]
 struct ChatBenchArgs {
-    /// The chat server: HOST:PORT, [IPv6]:PORT, :PORT or PORT, or HOST PORT
-    addr: AddrWord,
-    /// The port, when ADDR is a bare HOST (nc style)
-    #[arg(value_name = "PORT")]
-    port: Option<u16>,
+    /// The chat server: HOST:PORT, [IPv6]:PORT, :PORT or PORT, or HOST PORT; several
+    /// (nodes of one cluster) share the clients in turn
+    #[arg(value_name = "ADDR", required = true, num_args = 1..)]
+    addrs: Vec<AddrWord>,
     /// Clients connected at once (senders included)
     #[arg(short = 'c', long, default_value_t = 100)]
     clients: usize,
@@ -308,11 +307,10 @@ pub(crate) async fn run(args: BenchArgs, stop: CancellationToken) -> anyhow::Res
             }
         }
         BenchMode::Chat(chat_args) => {
-            let addr = chat_args
-                .addr
-                .with_port(chat_args.port)?
-                .resolve(DEFAULT_CONNECT_HOST)
-                .await?[0];
+            let mut addrs = Vec::with_capacity(chat_args.addrs.len());
+            for addr in chat_addresses(&chat_args.addrs)? {
+                addrs.push(addr.resolve(DEFAULT_CONNECT_HOST).await?[0]);
+            }
             let load = chat::ChatLoad {
                 clients: chat_args.clients,
                 senders: chat_args.senders,
@@ -323,7 +321,7 @@ pub(crate) async fn run(args: BenchArgs, stop: CancellationToken) -> anyhow::Res
                 ..chat::ChatLoad::default()
             };
             tokio::select! {
-                report = chat::run(addr, &load, chat_args.limit, &progress) => report?,
+                report = chat::run(&addrs, &load, chat_args.limit, &progress) => report?,
                 _ = stop.cancelled() => anyhow::bail!("interrupted"),
             }
         }
@@ -395,4 +393,25 @@ fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
         report.table()
     };
     Ok(output::print("the report", text.as_bytes())?)
+}
+
+/// The chat servers named by `words`: each an address, or a bare HOST followed by its PORT
+/// (nc style).
+fn chat_addresses(words: &[AddrWord]) -> anyhow::Result<Vec<HostPort>> {
+    let mut addrs = Vec::with_capacity(words.len());
+    let mut words = words.iter().peekable();
+    while let Some(word) = words.next() {
+        let addr = match word.with_port(None) {
+            Ok(addr) => addr,
+            Err(no_port) => match words.peek().map(|next| next.as_str().parse::<u16>()) {
+                Some(Ok(port)) => {
+                    words.next();
+                    word.with_port(Some(port))?
+                }
+                _ => return Err(no_port),
+            },
+        };
+        addrs.push(addr);
+    }
+    Ok(addrs)
 }

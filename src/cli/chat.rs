@@ -90,6 +90,19 @@ struct ServeArgs {
     /// by default only the chat's own page may connect; repeatable
     #[arg(long, value_name = "ORIGIN")]
     web_origin: Vec<String>,
+    /// Share every room with other nodes through Redis: redis://[:PASSWORD@]HOST:PORT[/DB],
+    /// rediss://… (TLS) or unix:/PATH
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
+    /// This node's name in the cluster (default: host name and port)
+    #[arg(long, value_name = "NAME", requires = "cluster")]
+    node: Option<String>,
+    /// Lines kept while Redis is unreachable; past them senders are slowed, never dropped
+    #[arg(long, value_name = "N", default_value_t = 10_000, requires = "cluster")]
+    cluster_queue: usize,
+    /// Let members ask /stats: the node's and the broker's health
+    #[arg(long)]
+    stats: bool,
     /// On stop, how long clients get to receive their last lines
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     drain: Duration,
@@ -159,6 +172,7 @@ impl TryFrom<&ServeArgs> for Config {
             show_addrs: args.show_addrs,
             announce_limit: args.announce_limit,
             web_origins: args.web_origin.clone(),
+            stats: args.stats,
             ..Config::default()
         })
     }
@@ -186,7 +200,6 @@ async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<()> {
         None => None,
     };
     config.server.tls = identity.as_ref().map(|id| id.config.clone());
-    let server = chat::Server::open(config)?;
     let listener: Listener = match (&unix, addr) {
         (Some(unix), _) => {
             let listener = bind_unix(unix)?;
@@ -199,6 +212,27 @@ async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<()> {
             listener.into()
         }
     };
+    #[cfg(not(feature = "cluster"))]
+    if args.cluster.is_some() {
+        anyhow::bail!(
+            "this sockit was built without the `cluster` feature: --cluster is not available"
+        );
+    }
+    #[cfg(feature = "cluster")]
+    if let Some(url) = &args.cluster {
+        if args.cluster_queue == 0 {
+            anyhow::bail!("--cluster-queue must be at least 1");
+        }
+        let node = match (&args.node, &listener) {
+            (Some(node), _) => node.clone(),
+            (None, Listener::Tcp(tcp)) => default_node_name(tcp.local_addr()?.port()),
+            (None, _) => default_node_name(0),
+        };
+        let mut cluster = chat::cluster::ClusterConfig::new(url.clone(), node);
+        cluster.queue_posts = args.cluster_queue;
+        config.cluster = Some(cluster);
+    }
+    let server = chat::Server::connect(config).await?;
     let web = match &args.web {
         Some(web) => {
             let web = bind_tcp(web.clone().with_default_host(&args.bind.bind).bind_addr()?)?;
@@ -223,6 +257,17 @@ async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<()> {
     }
     server.serve_with_web(listener, web, stop).await;
     Ok(())
+}
+
+/// The host name and the port: a node's name unless `--node` says otherwise.
+#[cfg(feature = "cluster")]
+fn default_node_name(port: u16) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{host}:{port}")
 }
 
 async fn join(args: JoinArgs, stop: CancellationToken) -> anyhow::Result<()> {

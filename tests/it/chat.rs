@@ -771,7 +771,7 @@ async fn bench_chat_counts_every_line_once() {
             rate,
             ..ChatLoad::default()
         };
-        let report = run(server.addr, &load, WAIT, &sockit::bench::Progress::new())
+        let report = run(&[server.addr], &load, WAIT, &sockit::bench::Progress::new())
             .await
             .unwrap();
         assert_eq!(report.counter("expected"), Some(3 * 100 * 19));

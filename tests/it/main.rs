@@ -5,6 +5,8 @@
 mod bench;
 mod chat;
 mod chat_browser;
+#[cfg(feature = "cluster")]
+mod chat_cluster;
 mod chat_ws;
 mod curl_habits;
 mod delivery;

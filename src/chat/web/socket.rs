@@ -236,7 +236,7 @@ impl Listener for WsListener {
                     if talker.config.password.is_some() {
                         return talker.login_timed_out();
                     }
-                    talker.enter(Entry::default());
+                    talker.enter(Entry::default()).await;
                     continue;
                 }
                 heard = self.hear(talker) => heard,
@@ -291,13 +291,13 @@ impl Listener for WsListener {
                             nick: nick.clone(),
                             room,
                             after: after.as_deref().and_then(|a| a.parse().ok()),
-                            is_listening: false,
+                            ..Entry::default()
                         }
                     }
                     _ if talker.config.password.is_some() => return talker.refuse_password(),
                     _ => Entry::default(),
                 };
-                talker.enter(entry);
+                talker.enter(entry).await;
             }
             let text = match said {
                 Said::Request(Request::Hello { .. }) => continue,

@@ -426,3 +426,138 @@ http {{
     let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
     panic!("nginx did not start: {log}");
 }
+
+/// A `redis-server` of the tests' own on a free loopback port, its files in a temporary
+/// directory; killed (by PID) when dropped.
+pub struct Redis {
+    child: Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+    args: Vec<String>,
+}
+
+impl Redis {
+    /// Starts `redis-server` without persistence.
+    pub fn start() -> Redis {
+        Self::start_with(&["--save", "", "--appendonly", "no"])
+    }
+
+    /// Starts `redis-server` with `args` added (persistence settings).
+    pub fn start_with(args: &[&str]) -> Redis {
+        require("redis-server");
+        require("redis-cli");
+        let dir = tempfile::tempdir().expect("temporary directory for redis");
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = spawn_redis(port, dir.path(), &args);
+            if wait_redis(&mut child, port) {
+                return Redis {
+                    child,
+                    port,
+                    dir,
+                    args,
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("redis-server did not start");
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs `redis-cli ARGS…` against this server; returns its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(args)
+            .output()
+            .expect("run redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to the server.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} redis-server");
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same port and directory, with
+    /// `args` instead of the first ones when given.
+    pub fn restart(&mut self, args: Option<&[&str]>) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(args) = args {
+            self.args = args.iter().map(|a| a.to_string()).collect();
+        }
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::time::Instant::now() < deadline {
+            self.child = spawn_redis(self.port, self.dir.path(), &self.args);
+            if wait_redis(&mut self.child, self.port) {
+                return;
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        panic!("redis-server did not restart on port {}", self.port);
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until the redis-server on `port` answers PING; `false` if it exited.
+fn wait_redis(child: &mut Child, port: u16) -> bool {
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        let pong = Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "PING"])
+            .output()
+            .map(|o| o.stdout.starts_with(b"PONG"))
+            .unwrap_or(false);
+        if pong {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// A loopback port that was free a moment ago (for servers that cannot be told port 0).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn spawn_redis(port: u16, dir: &std::path::Path, args: &[String]) -> Child {
+    Command::new("redis-server")
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--bind")
+        .arg("127.0.0.1")
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn redis-server")
+}

@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# Chat across nodes: one `sockit chat serve` vs three joined through Redis
+# (`--cluster redis://…`), measured with `sockit bench chat` spreading its clients over the
+# nodes; beside it, the ceiling of Redis itself for stream appends (redis-benchmark XADD).
+#
+# Redis and every node pinned to CPU 0 (`taskset -c 0`), the load generator to CPU 1;
+# N clients (default 300) in one room, 10 senders; flat out and paced (100 lines/s per
+# sender); medians of RUNS runs (error counters: worst run). Redis runs without persistence
+# (`--save '' --appendonly no`) on a free loopback port, in a temporary directory.
+# Writes bench/results/chat-cluster.md. Loopback only; every run is bounded.
+#
+#   bench/chat-cluster.sh                                  # full run
+#   RUNS=1 N=12 FLAT_MESSAGES=50 PACED_MESSAGES=20 XADD_N=2000 BUILD=debug bench/chat-cluster.sh  # smoke
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/lib.sh
+
+RUNS=${RUNS:-3}
+N=${N:-300}
+SENDERS=10
+FLAT_MESSAGES=${FLAT_MESSAGES:-2000}
+PACED_RATE=100   # lines/s per sender (bench chat --rate takes the total)
+PACED_MESSAGES=${PACED_MESSAGES:-300}
+XADD_N=${XADD_N:-200000}
+BUILD=${BUILD:-release}
+OUT=${OUT:-bench/results/chat-cluster.md}
+
+ensure_tools redis-server=redis-server redis-benchmark=redis-tools taskset=util-linux
+if [[ $BUILD == release ]]; then SOCKIT=$(cargo_release)
+else cargo build --quiet >&2; SOCKIT=$PWD/target/debug/sockit; fi
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+TMP=$(mktemp -d)
+PIDS=()
+REDIS_PID=
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}" $REDIS_PID; do kill "$pid" 2>/dev/null || true; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+start_redis() {
+  REDIS_PORT=$(free_port)
+  mkdir -p "$TMP/redis"
+  taskset -c 0 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+    --dir "$TMP/redis" >"$TMP/redis.log" 2>&1 &
+  REDIS_PID=$!
+  wait_port "$REDIS_PORT"
+}
+
+stop_redis() { kill "$REDIS_PID" 2>/dev/null || true; wait "$REDIS_PID" 2>/dev/null || true; REDIS_PID=; }
+
+# start_nodes COUNT: COUNT chat nodes on CPU 0 (clustered through Redis when COUNT > 1);
+# sets ADDRS.
+start_nodes() {
+  local count=$1 i port cluster=()
+  ADDRS=()
+  if ((count > 1)); then start_redis; fi
+  for ((i = 0; i < count; i++)); do
+    port=$(free_port)
+    ((count > 1)) && cluster=(--cluster "redis://127.0.0.1:$REDIS_PORT" --node "node$i")
+    taskset -c 0 "$SOCKIT" chat serve --port "$port" --rate 0 --history 0 --max-clients 20000 \
+      "${cluster[@]}" 2>"$TMP/node$i.log" &
+    PIDS+=($!)
+    wait_port "$port"
+    ADDRS+=("127.0.0.1:$port")
+  done
+}
+
+stop_nodes() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  PIDS=()
+  [[ -n $REDIS_PID ]] && stop_redis
+  sleep 0.3
+}
+
+# one_run NODES MODE -> a JSON line in $TMP/results
+one_run() {
+  local nodes=$1 mode=$2 args json
+  if [[ $mode == flat ]]; then args="--messages $FLAT_MESSAGES --rate 0"
+  else args="--messages $PACED_MESSAGES --rate $((PACED_RATE * SENDERS))"; fi
+  if ((nodes > 1)); then start_nodes "$nodes"; else REDIS_PID=; start_nodes 1; fi
+  # shellcheck disable=SC2086
+  json=$(timeout 180 taskset -c 1 "$SOCKIT" bench chat "${ADDRS[@]}" --clients "$N" --senders $SENDERS $args \
+    --limit 150s --json 2>"$TMP/bench.err") || true
+  python3 -c 'import json,sys; json.loads(sys.argv[1])' "$json" 2>/dev/null || json=""
+  stop_nodes
+  if [[ -z $json ]]; then json="{\"failed\": $(python3 -c 'import json,sys; print(json.dumps(sys.stdin.read()[-200:]))' <"$TMP/bench.err")}"; fi
+  echo "{\"nodes\":$nodes,\"mode\":\"$mode\",\"cmd\":\"sockit bench chat ${ADDRS[*]} --clients $N --senders $SENDERS $args\",\"r\":$json}" >>"$TMP/results"
+  echo "  nodes=$nodes $mode: $(echo "$json" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r.get("failed") or "%.0f deliveries/s p99 %.2f ms lost %s" % (r["ops_per_sec"], (r["latency"] or {}).get("p99_ms", 0), dict(r["counters"])["lost"]))')" >&2
+}
+
+echo "chat cluster benchmark: $RUNS runs per point, N=$N" >&2
+for mode in flat paced; do
+  for nodes in 1 3; do
+    for _ in $(seq "$RUNS"); do one_run "$nodes" "$mode"; done
+  done
+done
+
+# The ceiling: Redis alone appending to a stream, on the same core, in the same run.
+start_redis
+XADD_LINE=$(taskset -c 1 redis-benchmark -p "$REDIS_PORT" -n "$XADD_N" -c 50 -q XADD bench '*' f v | tr '\r' '\n' | grep 'requests per second' | tail -1)
+stop_redis
+echo "  redis-benchmark XADD: $XADD_LINE" >&2
+
+python3 - "$TMP/results" "$OUT" "$RUNS" "$N" "$XADD_LINE" "$BUILD" <<'PY'
+import json, statistics, sys, os, platform, subprocess
+path, out, runs, n, xadd, build = sys.argv[1:]
+rows = [json.loads(l) for l in open(path)]
+groups = {}
+for r in rows:
+    groups.setdefault((r["mode"], r["nodes"]), []).append(r)
+def summary(rs):
+    ok = [r["r"] for r in rs if "failed" not in r["r"]]
+    if not ok:
+        return None
+    c = lambda name: max(dict(r["counters"]).get(name, 0) for r in ok)
+    lat = lambda q: statistics.median((r["latency"] or {}).get(q, 0) for r in ok)
+    rates = [r["ops_per_sec"] for r in ok]
+    return dict(rate=statistics.median(rates), lo=min(rates), hi=max(rates), p50=lat("p50_ms"), p99=lat("p99_ms"),
+                lost=c("lost"), dup=c("duplicated"), reord=c("reordered"), disc=c("disconnected"),
+                failed=len(rs) - len(ok))
+cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
+lines = ["# Chat across nodes: one node vs three joined through Redis", "",
+         f"Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}; sockit {build} build. "
+         f"Redis and every node pinned to CPU 0 (`taskset -c 0`), load generator to CPU 1; {runs} runs per point, "
+         "medians (deliveries/s min–max in brackets); error counters are the worst run. "
+         f"{n} clients in one room, spread over the nodes in turn, 10 senders; every client checks every other sender's lines.", "",
+         "Nodes: `sockit chat serve --port P --rate 0 --history 0 --max-clients 20000 [--cluster redis://127.0.0.1:R --node nodeI]`; "
+         "Redis: `redis-server --save '' --appendonly no`.", ""]
+for mode, title in (("flat", "Flat out"), ("paced", "Paced, 100 lines/s per sender")):
+    lines += [f"## {title}", "", "| nodes | deliveries/s | p50 ms | p99 ms | lost | dup | reordered | dropped clients | failed runs |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for nodes in (1, 3):
+        v = summary(groups.get((mode, nodes), []))
+        if v is None:
+            lines.append(f"| {nodes} | failed | | | | | | | |")
+            continue
+        lines.append(f"| {nodes} | {v['rate']:,.0f} ({v['lo']:,.0f}–{v['hi']:,.0f}) | {v['p50']:.2f} | {v['p99']:.2f} | "
+                     f"{v['lost']} | {v['dup']} | {v['reord']} | {v['disc']} | {v['failed']} |")
+    lines.append("")
+lines += ["## Redis ceiling", "",
+          f"`redis-benchmark -n … -c 50 -q XADD bench '*' f v` (Redis on CPU 0, client on CPU 1): {xadd}", "",
+          "Exact bench commands of the first run of each point:", ""]
+seen = set()
+for r in rows:
+    if (r["mode"], r["nodes"]) in seen:
+        continue
+    seen.add((r["mode"], r["nodes"]))
+    lines.append(f"    {r['cmd']}")
+open(out, "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY
