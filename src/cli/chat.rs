@@ -201,15 +201,9 @@ async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<()> {
     };
     config.server.tls = identity.as_ref().map(|id| id.config.clone());
     let listener: Listener = match (&unix, addr) {
-        (Some(unix), _) => {
-            let listener = bind_unix(unix)?;
-            say(format_args!("sockit chat listening on {unix}"));
-            listener.into()
-        }
+        (Some(unix), _) => bind_unix(unix)?.into(),
         (None, addr) => {
-            let listener = bind_tcp(anyhow::Context::context(addr, "no address to listen on")?)?;
-            announce("chat", listener.local_addr()?, identity.as_ref());
-            listener.into()
+            bind_tcp(anyhow::Context::context(addr, "no address to listen on")?)?.into()
         }
     };
     #[cfg(not(feature = "cluster"))]
@@ -232,7 +226,13 @@ async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<()> {
         cluster.queue_posts = args.cluster_queue;
         config.cluster = Some(cluster);
     }
+    // Said once the server is ready (with --cluster: Redis reached).
     let server = chat::Server::connect(config).await?;
+    match (&listener, &unix) {
+        (Listener::Tcp(tcp), _) => announce("chat", tcp.local_addr()?, identity.as_ref()),
+        (_, Some(unix)) => say(format_args!("sockit chat listening on {unix}")),
+        _ => {}
+    }
     let web = match &args.web {
         Some(web) => {
             let web = bind_tcp(web.clone().with_default_host(&args.bind.bind).bind_addr()?)?;
