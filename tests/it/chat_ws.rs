@@ -229,3 +229,42 @@ fn web_listener_serves_the_page_and_websocket_but_not_line_chat() {
         "{read:?}"
     );
 }
+
+/// The request of a WebSocket client that opened many connections at once comes late (its
+/// own event loop is busy with the others): a burst of silent connections is given longer
+/// before a silent one counts as a line client. A lone silent client is still greeted at
+/// once (`a_silent_line_client_is_greeted_at_once_and_get_x_is_chat`).
+#[test]
+fn websocket_clients_arriving_in_a_burst_are_not_taken_for_line_clients() {
+    let server = chat(&[]);
+    let clients: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| std::net::TcpStream::connect(server.addr).unwrap())
+        .collect();
+    // Later than a lone silent client is waited for, as a busy client would be.
+    std::thread::sleep(Duration::from_millis(250));
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        server.addr
+    );
+    let mut statuses = std::collections::BTreeMap::<String, usize>::new();
+    for mut client in &clients {
+        client.write_all(request.as_bytes()).unwrap();
+    }
+    for client in clients {
+        client.set_read_timeout(Some(WAIT)).unwrap();
+        let mut status = String::new();
+        BufReader::new(client).read_line(&mut status).unwrap();
+        let status = if status.starts_with("* welcome") {
+            "* welcome (greeted as a line client)"
+        } else {
+            status.trim()
+        };
+        *statuses.entry(status.to_owned()).or_default() += 1;
+    }
+    assert_eq!(
+        statuses,
+        [("HTTP/1.1 101 Switching Protocols".to_owned(), 300)].into(),
+        "every late request is answered as HTTP"
+    );
+}
