@@ -609,3 +609,102 @@ async fn a_tab_that_never_reads_is_dropped_while_the_others_keep_receiving() {
     let _flooder = sending.await.unwrap();
     server.shutdown().await;
 }
+
+#[test]
+fn with_tls_the_page_is_https_and_the_websocket_wss_on_both_addresses() {
+    require("curl");
+    require("python3");
+    let server = Server::start(&[
+        "chat",
+        "serve",
+        "--port",
+        "0",
+        "--tls",
+        "--web",
+        "127.0.0.1:0",
+    ]);
+    let fingerprint = server
+        .stderr_line_with("TLS certificate")
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    let web_url = server
+        .stderr_line_with("sockit chat web on")
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(web_url.starts_with("https://"), "{web_url}");
+    let web_port: u16 = web_url
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    for url in [web_url.clone(), format!("https://{}/", server.addr)] {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sk",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{scheme}",
+                &url,
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200 HTTPS", "{url}");
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/fixtures/ws_peer.py");
+    let out = std::process::Command::new("python3")
+        .args([script, "wss", &web_port.to_string()])
+        .env("SOCKIT_FINGERPRINT", &fingerprint)
+        .env("CHAT_PORT", server.addr.port().to_string())
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let found: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(found["welcome"], "alice");
+    assert_eq!(
+        found["pinned"],
+        serde_json::json!([true, true]),
+        "the printed certificate"
+    );
+    assert_eq!(
+        found["from"], "bob",
+        "wss on the chat's address reaches wss on --web"
+    );
+}
+
+#[test]
+fn websocket_over_http2_is_refused_with_a_clear_answer() {
+    require("curl");
+    let server = chat(&[]);
+    // curl cannot send RFC 8441's extended CONNECT (nor would a browser, which the server does
+    // not offer it to): a GET /ws over HTTP/2 is what tools send.
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "--http2-prior-knowledge",
+            "-w",
+            "\n%{http_code} %{http_version}",
+        ])
+        .arg(format!("http://{}/ws", server.addr))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.ends_with("\n400 2"), "{text}");
+    assert!(
+        text.contains("WebSocket over HTTP/2 (RFC 8441) is not supported")
+            && text.contains("over HTTP/1.1"),
+        "{text}"
+    );
+}
