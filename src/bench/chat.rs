@@ -426,19 +426,15 @@ pub async fn run(
 
     // Let the joins' notices settle so they do not count against the measured part, and
     // make sure every client is in the room (it was greeted) before anyone sends; a server
-    // that greets nobody gets a longer quiet period instead. A server that greets some is
-    // waited for longer still: it may greet silent clients of a burst only after seconds
-    // (sockit waits for browsers' late requests).
+    // that has not greeted everyone gets a longer quiet period: it may greet nobody, or
+    // greet silent clients of a burst only after a while (sockit gives a burst up to 2 s to
+    // send an HTTP request first).
     let mut quiet_since = (Instant::now(), received_bytes.load(Ordering::Relaxed));
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let now_bytes = received_bytes.load(Ordering::Relaxed);
-        let greeted_now = greeted.load(Ordering::Relaxed);
-        let quiet = match greeted_now {
-            n if n == load.clients => 300,
-            0 => 2000,
-            _ => 6000,
-        };
+        let is_everyone_in = greeted.load(Ordering::Relaxed) == load.clients;
+        let quiet = if is_everyone_in { 300 } else { 3000 };
         if now_bytes != quiet_since.1 {
             quiet_since = (Instant::now(), now_bytes);
         } else if quiet_since.0.elapsed() >= Duration::from_millis(quiet) {

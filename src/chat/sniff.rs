@@ -4,7 +4,7 @@
 //! lessons' clients wait for the server to speak) is a line client after a short wait, and
 //! a partial line followed by a pause is a message, as everywhere in chat.
 //!
-//! The wait grows with the connections arriving at once (`Arrivals`), up to 5 s: a burst of
+//! The wait grows with the connections arriving at once (`Arrivals`), up to 2 s: a burst of
 //! new connections is programs (a load test, browsers reconnecting after a restart), and a
 //! program busy opening hundreds of connections sends each request late.
 
@@ -26,10 +26,10 @@ use crate::net::line::MESSAGE_PAUSE;
 pub(crate) const FIRST_BYTES_WAIT: Duration = Duration::from_millis(60);
 
 /// What each other connection still being told apart adds to the wait.
-const WAIT_PER_ARRIVAL: Duration = Duration::from_millis(20);
+const WAIT_PER_ARRIVAL: Duration = Duration::from_millis(10);
 
 /// The longest wait, however many arrive at once.
-const MAX_FIRST_BYTES_WAIT: Duration = Duration::from_secs(5);
+const MAX_FIRST_BYTES_WAIT: Duration = Duration::from_secs(2);
 
 /// The connections of one listener whose kind is not known yet.
 #[derive(Debug, Default)]
@@ -253,7 +253,7 @@ mod tests {
         assert_eq!(Arrivals::first_bytes_wait(0), FIRST_BYTES_WAIT);
         assert_eq!(
             Arrivals::first_bytes_wait(100),
-            FIRST_BYTES_WAIT + Duration::from_secs(2)
+            FIRST_BYTES_WAIT + Duration::from_secs(1)
         );
         assert_eq!(Arrivals::first_bytes_wait(10_000), MAX_FIRST_BYTES_WAIT);
         assert_eq!(Arrivals::first_bytes_wait(usize::MAX), MAX_FIRST_BYTES_WAIT);
