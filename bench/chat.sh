@@ -95,9 +95,9 @@ for mode in flat paced; do
     done
 done
 
-python3 - "$TMP/results" "$OUT" "$RUNS" "$(node --version)" "$(node -p 'require("./bench/ws-node/node_modules/ws/package.json").version')" <<'PY'
+python3 - "$TMP/results" "$OUT" "$RUNS" "$(node --version)" "$(node -p 'require("./bench/ws-node/node_modules/ws/package.json").version')" "$FLAT_DELIVERIES" "$PACED_MESSAGES" <<'PY'
 import json, statistics, sys, os, platform, subprocess
-path, out, runs, node_version, ws_version = sys.argv[1:]
+path, out, runs, node_version, ws_version, flat_deliveries, paced_messages = sys.argv[1:]
 rows = [json.loads(l) for l in open(path)]
 groups = {}
 for r in rows:
@@ -146,7 +146,8 @@ lines = ["# Chat fan-out: sockit chat serve (TCP and WebSocket) vs ncat --chat a
          "    taskset -c 0 ncat -k --chat -m 10000 -l 127.0.0.1 17772",
          f"    taskset -c 0 node bench/ws-node/broadcast.js 17773    # node {node_version}, ws {ws_version}: the broadcast example of ws's README", "",
          "Load: `taskset -c 1 target/release/sockit bench chat 127.0.0.1:PORT --clients N --senders 10 …` "
-         "(flat out: `--rate 0 --messages M`, M chosen for about 10 M deliveries; paced: `--rate 100 --messages 300`); "
+         f"(flat out: `--rate 0 --messages M`, M chosen for about {int(flat_deliveries):,} deliveries; "
+         f"paced: `--rate 1000 --messages {paced_messages}`, 100 lines/s per sender); "
          "WebSocket clients of sockit with `--ws` (JSON `say` out, `message` events in), of Node with `--ws-raw` "
          "(each line one text frame). sockit's WebSocket and Node's runs alternate.", "",
          "Targets for sockit's WebSocket side: flat out ≥ 2× Node's deliveries/s and ≥ 0.6× sockit's own TCP figure; "
