@@ -7,6 +7,10 @@
 //! is cut, doubled, or whose padding is damaged counts as malformed (servers that relay
 //! `recv()` chunks instead of lines splice lines into each other).
 //!
+//! The clients speak text lines over TCP, or WebSocket ([`Transport`]): sockit's JSON events
+//! at `/ws`, or the raw text frames of a generic broadcast server (Node's `ws` example), so
+//! the same load measures all three side by side.
+//!
 //! Flat out means as fast as the server delivers, not faster than the receivers read:
 //! senders stay at most [`WINDOW_BYTES`] of lines ahead of the slowest receiver, so a server
 //! that drops clients which fall behind (as it should) never drops one only because the load
@@ -17,15 +21,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::bench::Report;
+pub use crate::bench::chat_wire::Transport;
+use crate::bench::chat_wire::{self, Heard, Reader, Writer};
 use crate::bench::timeline::{Pace, Recorder, Timeline};
 
 /// What to run against a chat server.
@@ -50,6 +52,11 @@ pub struct ChatLoad {
     /// While lines are still being sent, how long without a single delivery before the run
     /// stops and counts the server as stalled.
     pub stall: Duration,
+    /// TCP lines or WebSocket frames.
+    pub transport: Transport,
+    /// Instead of sending, hold the clients connected and silent this long (to measure the
+    /// server's memory per idle client); the report counts who stayed.
+    pub idle: Option<Duration>,
 }
 
 impl Default for ChatLoad {
@@ -63,6 +70,8 @@ impl Default for ChatLoad {
             greeting: None,
             settle: Duration::from_secs(2),
             stall: Duration::from_secs(10),
+            transport: Transport::Lines,
+            idle: None,
         }
     }
 }
@@ -302,8 +311,6 @@ impl Seen {
 /// receiver: a quarter of a server's usual 1 MiB per-client queue, and plenty to keep every
 /// queue busy.
 pub const WINDOW_BYTES: usize = 256 * 1024;
-/// Bytes allowed per line for a server's prefix (`<guest-123> `) when sizing the window.
-const PREFIX_ALLOWANCE: usize = 32;
 
 /// Lines written by each sender and lines received by each client, so senders can stay
 /// within the window of the slowest receiver.
@@ -314,11 +321,13 @@ struct Flow {
 }
 
 impl Flow {
-    fn new(senders: usize, clients: usize, size: usize) -> Self {
+    /// `overhead` is what the server adds to each line it queues (a prefix like
+    /// `<guest-123> `, a JSON envelope).
+    fn new(senders: usize, clients: usize, size: usize, overhead: usize) -> Self {
         Self {
             sent: (0..senders).map(|_| AtomicU64::new(0)).collect(),
             received: (0..clients).map(|_| AtomicU64::new(0)).collect(),
-            window_lines: (WINDOW_BYTES / (size + 1 + PREFIX_ALLOWANCE)).max(1) as u64,
+            window_lines: (WINDOW_BYTES / (size + 1 + overhead)).max(1) as u64,
         }
     }
 
@@ -385,25 +394,25 @@ pub async fn run(
         senders,
         load.clients,
         load.size.max(MIN_LINE_BYTES),
+        load.transport.overhead_bytes(),
     ));
     let stop = CancellationToken::new();
     let timeline = Timeline::new(epoch, load.rate > 0.0);
     let is_measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for index in 0..load.clients {
         let addr = addrs.get(index % addrs.len()).copied().unwrap_or(first);
-        let stream = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
-            .await
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))
-            .and_then(|r| r)
-            .map_err(|source| ChatBenchError::Connect {
-                index,
-                addr,
-                source,
-            })?;
-        let _ = stream.set_nodelay(true);
-        let (reader, mut writer) = stream.into_split();
+        let (mut writer, reader) =
+            tokio::time::timeout_at(deadline, chat_wire::open(addr, &load.transport))
+                .await
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))
+                .and_then(|r| r)
+                .map_err(|source| ChatBenchError::Connect {
+                    index,
+                    addr,
+                    source,
+                })?;
         if let Some(greeting) = &load.greeting {
-            let _ = writer.write_all(format!("{greeting}\n").as_bytes()).await;
+            let _ = writer.greet(greeting).await;
         }
         writers.push(writer);
         let receiver = Receiver {
@@ -426,18 +435,24 @@ pub async fn run(
 
     // Let the joins' notices settle so they do not count against the measured part, and
     // make sure every client is in the room (it was greeted) before anyone sends; a server
-    // that greets nobody gets a longer quiet period instead.
+    // that has not greeted everyone gets a longer quiet period: it may greet nobody, or
+    // greet silent clients of a burst only after a while (sockit gives a burst up to 2 s to
+    // send an HTTP request first).
     let mut quiet_since = (Instant::now(), received_bytes.load(Ordering::Relaxed));
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let now_bytes = received_bytes.load(Ordering::Relaxed);
         let is_everyone_in = greeted.load(Ordering::Relaxed) == load.clients;
-        let quiet = if is_everyone_in { 300 } else { 2000 };
+        let quiet = if is_everyone_in { 300 } else { 3000 };
         if now_bytes != quiet_since.1 {
             quiet_since = (Instant::now(), now_bytes);
         } else if quiet_since.0.elapsed() >= Duration::from_millis(quiet) {
             break;
         }
+    }
+
+    if let Some(hold) = load.idle {
+        return Ok(hold_idle(load, hold, deadline, writers, readers, stop).await);
     }
 
     let start = Instant::now();
@@ -587,14 +602,44 @@ struct Stamp {
     epoch: Instant,
 }
 
+/// Holds the connected clients silent for `hold` (within `deadline`); reports how many the
+/// server kept.
+async fn hold_idle(
+    load: &ChatLoad,
+    hold: Duration,
+    deadline: Instant,
+    writers: Vec<Writer>,
+    mut readers: JoinSet<Tally>,
+    stop: CancellationToken,
+) -> Report {
+    tokio::time::sleep_until((Instant::now() + hold).min(deadline)).await;
+    stop.cancel();
+    let mut disconnected = 0;
+    while let Some(tally) = readers.join_next().await {
+        disconnected += u64::from(tally.is_ok_and(|t| t.disconnected));
+    }
+    drop(writers);
+    let clients = load.clients as u64;
+    Report::new(
+        format!("chat idle: {clients} clients held silent for {hold:?}"),
+        hold,
+        clients - disconnected,
+        0,
+        None,
+    )
+    .with_counter("clients", clients)
+    .with_counter("disconnected", disconnected)
+    .with_problem_if(disconnected, "clients disconnected by the server")
+}
+
 async fn send_lines(
-    mut writer: OwnedWriteHalf,
+    mut writer: Writer,
     stamp: Stamp,
     mut pace: Option<Pace>,
     mut recorder: Recorder,
     load: ChatLoad,
     flow: Arc<Flow>,
-) -> OwnedWriteHalf {
+) -> Writer {
     let Stamp { sender, run, epoch } = stamp;
     let size = load.size.max(MIN_LINE_BYTES);
     let mut out = Vec::with_capacity(32 * (size + 1));
@@ -634,7 +679,7 @@ async fn send_lines(
             seq += 1;
         }
         flow.sent[sender as usize].fetch_add(batch, Ordering::Relaxed);
-        if writer.write_all(&out).await.is_err() {
+        if !writer.send_lines(&out).await {
             break;
         }
         free_since = Instant::now();
@@ -661,29 +706,21 @@ struct Receiver {
 }
 
 impl Receiver {
-    async fn run(mut self, mut reader: OwnedReadHalf, stop: CancellationToken) -> Tally {
+    async fn run(mut self, mut reader: Reader, stop: CancellationToken) -> Tally {
         let mut tally = Tally::default();
         let mut seen = Seen::new(self.senders, self.messages);
-        let mut buf = BytesMut::with_capacity(64 * 1024);
         let mut is_greeted = false;
         loop {
-            if buf.capacity() - buf.len() < 16 * 1024 {
-                buf.reserve(64 * 1024);
-            }
             let read = tokio::select! {
                 _ = stop.cancelled() => break,
-                read = reader.read_buf(&mut buf) => read,
+                read = reader.wait() => read,
             };
-            let n = match read {
-                Ok(0) | Err(_) => {
-                    tally.disconnected = true;
-                    // Gone: senders no longer wait for it.
-                    self.flow.received[self.index].store(u64::MAX, Ordering::Relaxed);
-                    break;
-                }
-                Ok(n) => n,
+            let Some(n) = read else {
+                tally.disconnected = true;
+                // Gone: senders no longer wait for it.
+                self.flow.received[self.index].store(u64::MAX, Ordering::Relaxed);
+                break;
             };
-            self.received_bytes.fetch_add(n as u64, Ordering::Relaxed);
             if !is_greeted {
                 is_greeted = true;
                 self.greeted.fetch_add(1, Ordering::Relaxed);
@@ -691,12 +728,16 @@ impl Receiver {
             let read_at = Instant::now();
             let now = read_at.saturating_duration_since(self.epoch).as_micros() as u64;
             let before = (tally.delivered, tally.malformed);
-            let mut start = 0;
-            for end in memchr::memchr_iter(b'\n', &buf) {
-                self.check(&buf[start..end], (now, read_at), &mut tally, &mut seen);
-                start = end + 1;
-            }
-            let _ = buf.split_to(start);
+            let extra = reader.drain(|heard| match heard {
+                Heard::Line(line) => self.check(line, (now, read_at), &mut tally, &mut seen),
+                Heard::Notice(text) => {
+                    if self.is_measuring.load(Ordering::Relaxed) {
+                        tally.notice(&format!("* {text}"));
+                    }
+                }
+            });
+            self.received_bytes
+                .fetch_add((n + extra) as u64, Ordering::Relaxed);
             if tally.delivered > before.0 {
                 self.progress
                     .fetch_add(tally.delivered - before.0, Ordering::Relaxed);
@@ -723,7 +764,6 @@ impl Receiver {
         tally: &mut Tally,
         seen: &mut Seen,
     ) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
         let token = match find_token(line, self.pad) {
             Found::Nothing => {
                 if let Some(text) = notice_text(line)
@@ -824,7 +864,7 @@ mod tests {
 
     #[test]
     fn senders_stay_within_the_window_of_the_slowest_receiver() {
-        let flow = Flow::new(2, 3, 64);
+        let flow = Flow::new(2, 3, 64, 32);
         let window = flow.window_lines;
         assert!(flow.has_room(window));
         flow.sent[0].store(window, Ordering::Relaxed);

@@ -4,6 +4,7 @@
 //! it (table or JSON) is the caller's business.
 
 pub mod chat;
+mod chat_wire;
 pub mod echo;
 pub mod http;
 mod plot;

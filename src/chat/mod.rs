@@ -298,6 +298,7 @@ impl Server {
             stop.clone(),
         ));
         let on_web = web_side.clone();
+        let arrivals = Arc::new(sniff::Arrivals::default());
         let chat = crate::net::serve(
             listener,
             self.config.server.clone(),
@@ -309,6 +310,7 @@ impl Server {
                     hub.clone(),
                     config.clone(),
                     web_side.clone(),
+                    arrivals.clone(),
                     stop,
                 )
             },

@@ -16,7 +16,7 @@ use crate::chat::Config;
 use crate::chat::framing::{Event, Framing};
 use crate::chat::hub::{Departure, Entry, Hub};
 use crate::chat::line::{Incoming, LineDecoder};
-use crate::chat::sniff::{Sniffed, is_request_line, sniff};
+use crate::chat::sniff::{Arrivals, Sniffed, is_request_line, sniff};
 use crate::chat::talk::{Ending, Listener, Talker, converse, describe};
 use crate::chat::web::WebSide;
 use crate::net::BoxStream;
@@ -47,9 +47,10 @@ pub(crate) async fn run(
     hub: Arc<Hub>,
     config: Arc<Config>,
     web: Arc<WebSide>,
+    arrivals: Arc<Arrivals>,
     stop: CancellationToken,
 ) {
-    let (first, is_paused) = match sniff(&mut stream, &stop).await {
+    let (first, is_paused) = match sniff(&mut stream, &arrivals, &stop).await {
         Sniffed::Http(first) => {
             debug!("speaks HTTP");
             web.serve(stream, first, peer, stop).await;

@@ -5,19 +5,60 @@
 //! a partial line followed by a pause is a message, as everywhere in chat. Such a client
 //! only listens until it speaks, and a request line that comes after the greeting is not
 //! chat (`session`): the greeting already sent makes an HTTP answer impossible.
+//!
+//! The wait grows with the connections arriving at once (`Arrivals`), up to 2 s: a burst of
+//! new connections is programs (a load test, browsers reconnecting after a restart), and a
+//! program busy opening hundreds of connections sends each request late.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::net::BoxStream;
 use crate::net::line::MESSAGE_PAUSE;
 
-/// How long a silent client may take before it is greeted as a line client. HTTP clients
-/// send their request at once; a line client waiting for its welcome waits only this.
+/// How long a silent client may take before it is greeted as a line client, when it comes
+/// alone. HTTP clients send their request at once; a line client waiting for its welcome
+/// waits only this.
 pub(crate) const FIRST_BYTES_WAIT: Duration = Duration::from_millis(100);
+
+/// What each other connection still being told apart adds to the wait.
+const WAIT_PER_ARRIVAL: Duration = Duration::from_millis(10);
+
+/// The longest wait, however many arrive at once.
+const MAX_FIRST_BYTES_WAIT: Duration = Duration::from_secs(2);
+
+/// The connections of one listener whose kind is not known yet.
+#[derive(Debug, Default)]
+pub(crate) struct Arrivals(AtomicUsize);
+
+impl Arrivals {
+    /// Counts one connection in until the guard is dropped.
+    fn arrive(self: &Arc<Self>) -> Arrival {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Arrival(self.clone())
+    }
+
+    /// How long a silent connection is given, with `others` arriving beside it.
+    fn first_bytes_wait(others: usize) -> Duration {
+        let extra = WAIT_PER_ARRIVAL.saturating_mul(u32::try_from(others).unwrap_or(u32::MAX));
+        (FIRST_BYTES_WAIT + extra).min(MAX_FIRST_BYTES_WAIT)
+    }
+}
+
+/// One connection counted in [`Arrivals`].
+struct Arrival(Arc<Arrivals>);
+
+impl Drop for Arrival {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// The longest first line looked at; longer is chat.
 const MAX_REQUEST_LINE_BYTES: usize = 8 * 1024;
@@ -43,8 +84,21 @@ pub(crate) enum Guess {
     Undecided,
 }
 
-/// Reads the first bytes of `stream` until its kind is known.
-pub(crate) async fn sniff(stream: &mut BoxStream, stop: &CancellationToken) -> Sniffed {
+/// Reads the first bytes of `stream` until its kind is known; `arrivals` counts the
+/// listener's connections doing the same.
+pub(crate) async fn sniff(
+    stream: &mut BoxStream,
+    arrivals: &Arc<Arrivals>,
+    stop: &CancellationToken,
+) -> Sniffed {
+    let _arrival = arrivals.arrive();
+    let arrived_at = Instant::now();
+    // Looked at again when it runs out: connections that arrive meanwhile are the same
+    // burst, and the first of a burst needs the time as much as the last.
+    let silent_until = || {
+        let others = arrivals.0.load(Ordering::Relaxed).saturating_sub(1);
+        arrived_at + Arrivals::first_bytes_wait(others)
+    };
     let mut buf = BytesMut::with_capacity(1024);
     loop {
         match guess(&buf) {
@@ -57,19 +111,21 @@ pub(crate) async fn sniff(stream: &mut BoxStream, stop: &CancellationToken) -> S
             }
             Guess::Undecided => {}
         }
-        let wait = if buf.is_empty() {
-            FIRST_BYTES_WAIT
+        let until = if buf.is_empty() {
+            silent_until()
         } else {
-            MESSAGE_PAUSE
+            Instant::now() + MESSAGE_PAUSE
         };
         if buf.capacity() == buf.len() {
             buf.reserve(1024);
         }
         let read = tokio::select! {
             _ = stop.cancelled() => return Sniffed::Gone,
-            read = tokio::time::timeout(wait, stream.read_buf(&mut buf)) => read,
+            read = tokio::time::timeout_at(until, stream.read_buf(&mut buf)) => read,
         };
         match read {
+            // More arrived while this one was silent: it gets their time too.
+            Err(_) if buf.is_empty() && silent_until() > Instant::now() => {}
             // Silent, or a partial line and a pause: chat.
             Err(_) => {
                 let is_paused = !buf.is_empty();
@@ -192,5 +248,21 @@ mod tests {
         }
         let long = format!("GET /{}", "a".repeat(MAX_REQUEST_LINE_BYTES));
         assert_eq!(guess(long.as_bytes()), Guess::Lines);
+    }
+
+    #[test]
+    fn a_burst_of_arrivals_waits_longer_within_a_bound() {
+        assert_eq!(Arrivals::first_bytes_wait(0), FIRST_BYTES_WAIT);
+        assert_eq!(
+            Arrivals::first_bytes_wait(100),
+            FIRST_BYTES_WAIT + Duration::from_secs(1)
+        );
+        assert_eq!(Arrivals::first_bytes_wait(10_000), MAX_FIRST_BYTES_WAIT);
+        assert_eq!(Arrivals::first_bytes_wait(usize::MAX), MAX_FIRST_BYTES_WAIT);
+        let arrivals = Arc::new(Arrivals::default());
+        let (a, b) = (arrivals.arrive(), arrivals.arrive());
+        assert_eq!(arrivals.0.load(Ordering::Relaxed), 2);
+        drop((a, b));
+        assert_eq!(arrivals.0.load(Ordering::Relaxed), 0, "guards count out");
     }
 }

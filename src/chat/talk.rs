@@ -482,7 +482,154 @@ impl Password {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+
+    use futures_util::FutureExt as _;
+
     use super::*;
+    use crate::chat::HubConfig;
+    use crate::chat::outbox::Next;
+
+    fn hub() -> Arc<Hub> {
+        Arc::new(Hub::new(HubConfig {
+            history_lines: 0,
+            show_addrs: false,
+            announce_limit: 100,
+        }))
+    }
+
+    /// A member of `hub`, entered, speaking `framing`.
+    async fn member(hub: &Arc<Hub>, config: Config, framing: Framing) -> Talker {
+        let peer = "127.0.0.1:4000".parse().expect("an address");
+        let mut talker = Talker::new(hub.clone(), Arc::new(config), peer, framing);
+        talker.enter(Entry::default()).await;
+        talker
+    }
+
+    async fn lines_member(hub: &Arc<Hub>) -> Talker {
+        let config = Config {
+            rate: 0.0,
+            ..Config::default()
+        };
+        member(hub, config, Framing::Lines).await
+    }
+
+    /// Everything queued for `talker` so far, as text.
+    fn queued(talker: &Talker) -> String {
+        let mut out = Vec::new();
+        let mut batch = VecDeque::new();
+        while let Some(Next::Write) = talker.outbox.next(&mut batch).now_or_never() {
+            for bytes in batch.drain(..) {
+                out.extend_from_slice(&bytes);
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test]
+    async fn commands_rename_message_privately_and_quit_with_a_goodbye() {
+        let hub = hub();
+        let stop = CancellationToken::new();
+        let (mut alice, mut bob) = (lines_member(&hub).await, lines_member(&hub).await);
+        assert!(alice.handle("/nick alice", &stop).await.is_none());
+        assert!(bob.handle("/nick bob", &stop).await.is_none());
+        assert!(queued(&bob).contains("is now alice"));
+        let _ = queued(&alice);
+
+        assert!(alice.handle("/msg bob psst", &stop).await.is_none());
+        assert_eq!(queued(&bob), "*alice* psst\n");
+        assert_eq!(queued(&alice), "-> *bob* psst\n");
+
+        assert!(alice.handle("/dance", &stop).await.is_none());
+        assert!(queued(&alice).starts_with("* "), "an error, to alice only");
+        assert_eq!(queued(&bob), "");
+        assert!(alice.handle("   ", &stop).await.is_none());
+        alice.flush();
+        assert_eq!(queued(&bob), "", "a blank line is not said");
+
+        let ending = alice.handle("/quit gone fishing", &stop).await;
+        assert!(
+            matches!(&ending, Some(Ending::Leave(Departure::Quit(Some(r)))) if r == "gone fishing"),
+            "{ending:?}"
+        );
+        assert!(queued(&alice).ends_with("* bye\n"));
+    }
+
+    #[tokio::test]
+    async fn said_lines_wait_for_a_flush_and_a_command_sends_them_first() {
+        let hub = hub();
+        let stop = CancellationToken::new();
+        let (mut alice, bob) = (lines_member(&hub).await, lines_member(&hub).await);
+        let _ = queued(&bob);
+        let nick = alice.me.clone().expect("entered").1;
+        alice.handle("one", &stop).await;
+        alice.handle("two", &stop).await;
+        assert_eq!(queued(&bob), "", "gathered, not yet published");
+        alice.handle("/me waves", &stop).await;
+        assert_eq!(
+            queued(&bob),
+            format!("<{nick}> one\n<{nick}> two\n* {nick} waves\n"),
+            "in the order typed"
+        );
+        alice.handle("three", &stop).await;
+        alice.flush();
+        assert_eq!(queued(&bob), format!("<{nick}> three\n"));
+    }
+
+    #[tokio::test]
+    async fn a_browser_gets_json_and_its_own_lines_back() {
+        let hub = hub();
+        let stop = CancellationToken::new();
+        let config = Config {
+            rate: 0.0,
+            ..Config::default()
+        };
+        let mut web = member(&hub, config, Framing::WebSocket).await;
+        let _ = queued(&web);
+        web.handle("hello", &stop).await;
+        web.flush();
+        let frames = queued(&web);
+        assert!(frames.contains(r#""kind":"message""#), "{frames}");
+        assert!(frames.contains(r#""text":"hello""#), "{frames}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn flood_control_tells_once_and_takes_the_rest_at_the_rate() {
+        let hub = hub();
+        let stop = CancellationToken::new();
+        let config = Config {
+            rate: 10.0,
+            burst: 2.0,
+            ..Config::default()
+        };
+        let mut alice = member(&hub, config, Framing::Lines).await;
+        let bob = lines_member(&hub).await;
+        let _ = (queued(&alice), queued(&bob));
+        let started = Instant::now();
+        for i in 0..6 {
+            assert!(alice.handle(&format!("line {i}"), &stop).await.is_none());
+        }
+        alice.flush();
+        // Two in the burst, four at 10 a second.
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(390) && took < Duration::from_millis(500),
+            "{took:?}"
+        );
+        let to_bob = queued(&bob);
+        let said: Vec<&str> = to_bob.lines().filter(|l| l.contains("> line")).collect();
+        assert_eq!(said.len(), 6, "nothing dropped: {to_bob}");
+        assert!(said.windows(2).all(|w| w[0] < w[1]), "in order: {said:?}");
+        let told = queued(&alice);
+        assert_eq!(told.matches("slow down").count(), 1, "{told}");
+        // A server stopping meanwhile ends the wait with a goodbye.
+        stop.cancel();
+        let ending = alice.handle("one more", &stop).await;
+        assert!(
+            matches!(ending, Some(Ending::Leave(Departure::Shutdown))),
+            "{ending:?}"
+        );
+    }
 
     #[test]
     fn bucket_allows_bursts_then_the_rate() {

@@ -68,6 +68,9 @@ enum BenchMode {
     #[command(after_help = "Examples:
   sockit bench chat :7777 --clients 100 --senders 10 --messages 1000        flat out
   sockit bench chat :7777 --clients 500 --rate 1000 --messages 300          paced, 1000 lines/s
+  sockit bench chat :7777 --ws --clients 1000                               browsers: WebSocket /ws
+  sockit bench chat :8080 --ws-raw --ws-path /                              a generic broadcast server
+  sockit bench chat :7777 --ws --clients 10000 --idle 10s                   hold idle clients (memory)
   sockit bench chat :7777 --json                                            for scripts")]
     Chat(ChatBenchArgs),
 }
@@ -196,6 +199,45 @@ struct ChatBenchArgs {
     /// Give up (and report what arrived) after this long
     #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
     limit: Duration,
+    /// Clients are browsers: a WebSocket to a sockit chat (`say` requests out, `message`
+    /// events in)
+    #[arg(long, conflicts_with = "ws_raw")]
+    ws: bool,
+    /// Clients speak WebSocket to a generic broadcast server: each line goes out as a text
+    /// frame, and every frame that comes back is a line
+    #[arg(long)]
+    ws_raw: bool,
+    /// The WebSocket's path (default /ws with --ws, / with --ws-raw)
+    #[arg(long, value_name = "PATH")]
+    ws_path: Option<String>,
+    /// Send nothing: hold the clients connected and silent this long, then report how many
+    /// the server kept (watch its memory meanwhile)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    idle: Option<Duration>,
+}
+
+impl ChatBenchArgs {
+    fn transport(&self) -> anyhow::Result<chat::Transport> {
+        let path = |default: &str| {
+            let path = self.ws_path.clone().unwrap_or_else(|| default.to_owned());
+            if path.starts_with('/') {
+                Ok(path)
+            } else {
+                Err(anyhow::anyhow!(
+                    "invalid --ws-path {path:?}: a path starts with /"
+                ))
+            }
+        };
+        Ok(if self.ws {
+            chat::Transport::ChatWebSocket { path: path("/ws")? }
+        } else if self.ws_raw {
+            chat::Transport::RawWebSocket { path: path("/")? }
+        } else if self.ws_path.is_some() {
+            anyhow::bail!("--ws-path needs --ws or --ws-raw");
+        } else {
+            chat::Transport::Lines
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -312,6 +354,8 @@ pub(crate) async fn run(args: BenchArgs, stop: CancellationToken) -> anyhow::Res
                 addrs.push(addr.resolve(DEFAULT_CONNECT_HOST).await?[0]);
             }
             let load = chat::ChatLoad {
+                transport: chat_args.transport()?,
+                idle: chat_args.idle,
                 clients: chat_args.clients,
                 senders: chat_args.senders,
                 messages: chat_args.messages,
@@ -360,6 +404,7 @@ impl BenchMode {
             BenchMode::Echo(a) if a.udp => "datagrams",
             BenchMode::Echo(_) => "round trips",
             BenchMode::Http(_) => "responses",
+            BenchMode::Chat(a) if a.idle.is_some() => "clients",
             BenchMode::Chat(_) => "deliveries",
         }
     }

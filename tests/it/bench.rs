@@ -846,3 +846,150 @@ fn http2_load_against_an_http1_only_server_fails_at_once_with_one_line() {
     assert!(err.contains("HTTP/1"), "{err}");
     assert!(started.elapsed() < WAIT, "it must not hang");
 }
+
+#[test]
+fn chat_load_over_websocket_counts_every_line_of_a_sockit_chat() {
+    let server = Server::start(&["chat", "serve", "--port", "0", "--rate", "0"]);
+    let addr = server.addr.to_string();
+    let flat = bench_json(&[
+        "bench",
+        "chat",
+        &addr,
+        "--ws",
+        "--clients",
+        "5",
+        "--senders",
+        "2",
+        "--messages",
+        "100",
+        "--json",
+    ]);
+    assert_eq!(counter(&flat, "expected"), 800, "{flat}");
+    assert_eq!(
+        flat["ops"], 800,
+        "every line reached every other client: {flat}"
+    );
+    for name in [
+        "lost",
+        "duplicated",
+        "reordered",
+        "malformed",
+        "disconnected",
+    ] {
+        assert_eq!(counter(&flat, name), 0, "{name}: {flat}");
+    }
+    let paced = bench_json(&[
+        "bench",
+        "chat",
+        &addr,
+        "--ws",
+        "--clients",
+        "4",
+        "--senders",
+        "2",
+        "--messages",
+        "20",
+        "--rate",
+        "100",
+        "--json",
+    ]);
+    assert_eq!(paced["ops"], 120, "{paced}");
+    assert!(
+        paced["latency"]["p99_ms"].as_f64().unwrap() > 0.0,
+        "paced lines carry their due time: {paced}"
+    );
+}
+
+/// `fixtures/ws_broadcast.py`: a generic broadcast server (Python `websockets`) sending each
+/// message `times` times to every other client; the child and its address.
+fn python_ws_broadcast(times: u32) -> (ChildGuard, String) {
+    require("python3");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/it/fixtures/ws_broadcast.py"
+    );
+    let mut child = std::process::Command::new("python3")
+        .args([script, &times.to_string()])
+        .stdout(std::process::Stdio::piped())
+        // It logs every client that leaves without a close frame, as the load's do.
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 runs");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    (ChildGuard(child), format!("127.0.0.1:{}", line.trim()))
+}
+
+/// Kills the child when the test ends, whatever happens.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn chat_load_over_raw_websocket_measures_a_generic_broadcast_server() {
+    let (_server, addr) = python_ws_broadcast(1);
+    let r = bench_json(&[
+        "bench",
+        "chat",
+        &addr,
+        "--ws-raw",
+        "--clients",
+        "4",
+        "--senders",
+        "2",
+        "--messages",
+        "50",
+        "--json",
+    ]);
+    assert_eq!(r["ops"], 300, "{r}");
+    assert_eq!(counter(&r, "lost"), 0, "{r}");
+    assert_eq!(counter(&r, "duplicated"), 0, "{r}");
+
+    let (_twice, addr) = python_ws_broadcast(2);
+    let (r, code) = bench_failing(&[
+        "bench",
+        "chat",
+        &addr,
+        "--ws-raw",
+        "--clients",
+        "3",
+        "--senders",
+        "2",
+        "--messages",
+        "20",
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(counter(&r, "duplicated"), 80, "{r}");
+}
+
+#[test]
+fn chat_idle_load_holds_websocket_and_line_clients() {
+    let server = Server::start(&["chat", "serve", "--port", "0"]);
+    let addr = server.addr.to_string();
+    for transport in [None, Some("--ws")] {
+        let mut args = vec![
+            "bench",
+            "chat",
+            &addr,
+            "--clients",
+            "30",
+            "--idle",
+            "1s",
+            "--json",
+        ];
+        args.extend(transport);
+        let r = bench_json(&args);
+        assert_eq!(counter(&r, "clients"), 30, "{r}");
+        assert_eq!(counter(&r, "disconnected"), 0, "{r}");
+        assert_eq!(r["ops"], 30, "{r}");
+    }
+}

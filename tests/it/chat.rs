@@ -15,14 +15,14 @@ use sockit::chat::{self, QueueLimits};
 use crate::support::*;
 
 /// An in-process chat server on 127.0.0.1 port 0.
-struct Running {
-    addr: SocketAddr,
+pub(crate) struct Running {
+    pub(crate) addr: SocketAddr,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
 
 impl Running {
-    async fn start(config: chat::Config) -> Running {
+    pub(crate) async fn start(config: chat::Config) -> Running {
         let listener = sockit::net::bind_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
@@ -31,7 +31,7 @@ impl Running {
         Running { addr, stop, task }
     }
 
-    async fn shutdown(self) {
+    pub(crate) async fn shutdown(self) {
         self.stop.cancel();
         tokio::time::timeout(WAIT, self.task)
             .await

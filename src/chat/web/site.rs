@@ -107,10 +107,7 @@ impl ChatSite {
     fn upgrade(&self, req: &Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let headers = req.headers();
         if req.version() != Version::HTTP_11 {
-            return text(
-                StatusCode::BAD_REQUEST,
-                "a WebSocket needs HTTP/1.1 (RFC 6455)\n",
-            );
+            return not_http11();
         }
         let is_upgrade = has_token(headers, header::CONNECTION, "upgrade")
             && has_token(headers, header::UPGRADE, "websocket");
@@ -185,6 +182,17 @@ impl ChatSite {
         let scheme = if self.is_tls { "https" } else { "http" };
         origin == normalise_origin(&format!("{scheme}://{host}"))
     }
+}
+
+/// The answer to `/ws` over anything but HTTP/1.1. Browsers open a WebSocket over HTTP/2
+/// only where the server offers extended CONNECT (RFC 8441), which this one does not, so a
+/// request here is a tool's: it gets the reason and what to do.
+fn not_http11() -> Response<Body> {
+    text(
+        StatusCode::BAD_REQUEST,
+        "the chat's WebSocket needs HTTP/1.1 (RFC 6455): WebSocket over HTTP/2 \
+         (RFC 8441) is not supported; connect to /ws over HTTP/1.1\n",
+    )
 }
 
 /// An origin compared as RFC 6454 says: lower case, default port left out, no trailing `/`.
