@@ -54,8 +54,10 @@ loads=()
 for n in $(seq "$ROUNDS"); do
   echo "round $n/$ROUNDS" >&2
   loads+=("$(cut -d' ' -f1 /proc/loadavg)")
+  ss -ltnH >"$tmp/ss.$n"
   timed nc "$n" nc -z -v 127.0.0.1 1-65535
   timed sockit "$n" "$SOCKIT" connect -z 127.0.0.1 1-65535
+  ss -ltnH >>"$tmp/ss.$n"
 done
 
 mkdir -p bench/results
@@ -64,12 +66,24 @@ import os, statistics, subprocess, sys
 tmp, rounds, listeners, loads = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4].split()
 times = {n: [float(l) for l in open(f"{tmp}/{n}.times")] for n in ("nc", "sockit")}
 ours = set(open(f"{tmp}/ours").read().split())
-agree, missing = 0, 0
+def listening(i):
+    # Ports listening on 127.0.0.1 or on every address just before or just after round i.
+    ports = set()
+    for line in open(f"{tmp}/ss.{i}"):
+        local = line.split()[3]
+        host, _, port = local.rpartition(":")
+        if host in ("127.0.0.1", "0.0.0.0", "*", "[::]", "[::ffff:127.0.0.1]"):
+            ports.add(port)
+    return ports
+agree, missing, extra = 0, 0, {"nc": [], "sockit": []}
 for i in range(1, rounds + 1):
     a = open(f"{tmp}/nc.{i}.open").read().split()
     b = open(f"{tmp}/sockit.{i}.open").read().split()
     agree += a == b
     missing += not ours <= set(b)
+    truth = listening(i)
+    for name, found in (("nc", a), ("sockit", b)):
+        extra[name] += [p for p in found if p not in truth]
 med = {n: statistics.median(t) for n, t in times.items()}
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
 print("## Port probe: sockit connect -z vs nc -z (1-65535 on 127.0.0.1)\n")
@@ -84,6 +98,11 @@ for n, cmd in (("nc", "nc -z"), ("sockit", "sockit connect -z")):
 print()
 print(f"Same open ports found by both: {agree} of {rounds} rounds; rounds where sockit missed one of "
       f"the listeners started here: {missing}. (Other programs on the machine may open and close "
-      "listeners during a round, so a round can differ without either tool being wrong.)")
+      "listeners during a round, so a round can differ without either tool being wrong.)\n")
+for name in ("nc", "sockit"):
+    print(f"Ports reported open by {name} that no socket listened on (`ss -ltn` just before and after "
+          f"the round): {len(extra[name])} ({', '.join(extra[name]) or 'none'}).\n")
+print("Such a port lies in the ephemeral range, and the probe's socket was given that very port as its "
+      "source: TCP's simultaneous open connects it to itself. sockit checks for this and counts the port closed.")
 PY
 cat "$OUT"
