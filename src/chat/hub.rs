@@ -2,7 +2,7 @@
 //! the members' queues; room history. Small shared state behind one lock that is never held
 //! across an `.await` (every method here is synchronous).
 //!
-//! The hub knows no transport. Each member has a [`Framing`] (text lines or WebSocket JSON);
+//! The hub knows no transport. Each member has a framing (text lines or WebSocket JSON);
 //! whatever goes to a room is rendered once per framing present in it and the same bytes are
 //! queued for every member of that framing, so a publish costs O(members) pushes and no
 //! per-member allocation.

@@ -272,7 +272,7 @@ fn content_range_start(value: &str) -> Option<u64> {
 }
 
 /// Most body bytes read in one go before they are written: one write per batch of DATA
-/// frames or reads, and at most [`WRITER_BATCHES`] batches held in memory.
+/// frames or reads, and at most `WRITER_BATCHES` batches held in memory.
 pub const BATCH_BYTES: usize = 1 << 20;
 
 /// Batches queued for the writer thread before reading waits for it.

@@ -1,16 +1,20 @@
 //! A TCP connect probe over many ports of one host at once (`sockit connect -z`, nc's `-z`):
 //! which ports accept a connection, which refuse, which stay silent.
 //!
-//! A fixed number of probes is in flight; each is one socket and nothing else, so memory does
-//! not grow with the number of ports. Resolving the host is the caller's job.
+//! A fixed number of probes is in flight; each is one non-blocking socket and nothing else, so
+//! memory does not grow with the number of ports. Resolving the host is the caller's job.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-use tokio::net::TcpStream;
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrStorage};
 
 /// A sorted list of distinct ports, parsed from `1-1024,8080`.
 ///
@@ -187,6 +191,12 @@ const RESERVED_FDS: u64 = 64;
 /// Probes every port of `ports` on `ip` with a TCP connect, `config.concurrency` at a time.
 /// An accepted connection is closed at once.
 ///
+/// The probes run on a few plain threads (one per core, at most [`MAX_THREADS`]), off the
+/// async runtime. Each thread keeps its share of the probes in flight as non-blocking sockets
+/// and waits for all of them with one `poll(2)`: no task, timer or allocation per port, and on
+/// a loopback or LAN target most answers are already there when the call is made. Dropping the
+/// returned future stops the threads within [`CANCEL_CHECK`].
+///
 /// # Examples
 ///
 /// ```
@@ -205,24 +215,30 @@ pub async fn scan(ip: IpAddr, ports: &PortList, config: &ScanConfig) -> ScanRepo
         .concurrency
         .clamp(1, usize::try_from(fd_room).unwrap_or(usize::MAX))
         .min(ports.len().max(1));
-    let next = AtomicUsize::new(0);
-    let states: Vec<AtomicU8> = ports.as_slice().iter().map(|_| AtomicU8::new(0)).collect();
-    let worker = || async {
-        loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(&port) = ports.as_slice().get(i) else {
-                break;
-            };
-            let state = probe(SocketAddr::new(ip, port), config.timeout).await;
-            states[i].store(state.to_u8(), Ordering::Relaxed);
-        }
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_THREADS)
+        .min(concurrency);
+    let stop = Arc::new(AtomicBool::new(false));
+    let _stop_on_drop = StopOnDrop(Arc::clone(&stop));
+    let job = Job {
+        ip,
+        ports: ports.clone(),
+        timeout: config.timeout,
+        next: AtomicUsize::new(0),
+        states: ports.as_slice().iter().map(|_| AtomicU8::new(0)).collect(),
+        stop,
     };
-    futures_util::future::join_all((0..concurrency).map(|_| worker())).await;
+    let states = match tokio::task::spawn_blocking(move || job.run(threads, concurrency)).await {
+        Ok(states) => states,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => vec![0; ports.len()],
+    };
     let ports = ports
         .as_slice()
         .iter()
-        .zip(&states)
-        .map(|(&port, state)| (port, PortState::from_u8(state.load(Ordering::Relaxed))))
+        .zip(states)
+        .map(|(&port, state)| (port, PortState::from_u8(state)))
         .collect();
     ScanReport {
         ip,
@@ -231,20 +247,250 @@ pub async fn scan(ip: IpAddr, ports: &PortList, config: &ScanConfig) -> ScanRepo
     }
 }
 
-/// One connect: its outcome as a port state. Running out of descriptors or local ports is
-/// retried a few times after a short pause, since other probes free them as they finish.
-async fn probe(addr: SocketAddr, timeout: Duration) -> PortState {
-    for _attempt in 0..5 {
-        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Err(_) => return PortState::Filtered,
-            Ok(Ok(_stream)) => return PortState::Open,
-            Ok(Err(e)) => match classify(&e) {
-                PortState::Failed => tokio::time::sleep(Duration::from_millis(20)).await,
-                state => return state,
-            },
+/// Threads a scan runs on, at most.
+const MAX_THREADS: usize = 4;
+
+/// How long a scan thread waits at most before it looks whether the scan was abandoned.
+const CANCEL_CHECK: Duration = Duration::from_millis(100);
+
+/// Tries to make a socket for one port while descriptors or local ports are short.
+const RESOURCE_ATTEMPTS: u8 = 5;
+
+/// Connects a thread starts before it looks again whether the scan was abandoned.
+const STARTS_PER_ROUND: usize = 4096;
+
+/// The pause before such a retry when no probe of this thread is in flight to free one.
+const RESOURCE_PAUSE: Duration = Duration::from_millis(20);
+
+/// Sets the flag when the scan's future goes away, so that its threads stop.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// One scan, shared by its threads: the ports, the next one to take, what each one gave.
+struct Job {
+    ip: IpAddr,
+    ports: PortList,
+    timeout: Duration,
+    next: AtomicUsize,
+    states: Vec<AtomicU8>,
+    stop: Arc<AtomicBool>,
+}
+
+/// A connect in flight: the socket, the index of its port, when it counts as filtered.
+struct Probe {
+    socket: OwnedFd,
+    index: usize,
+    deadline: Instant,
+}
+
+/// Where a connect stands.
+enum Step {
+    /// Answered; the socket can start the next connect when `reusable`.
+    Done { state: PortState, reusable: bool },
+    /// Still waiting for the host.
+    Pending,
+}
+
+impl Job {
+    /// Runs the scan on `threads` threads, `concurrency` probes in flight in all; returns
+    /// each port's state code, in the order of the port list.
+    fn run(self, threads: usize, concurrency: usize) -> Vec<u8> {
+        let job = &self;
+        std::thread::scope(|scope| {
+            for t in 1..threads {
+                let share = concurrency / threads + usize::from(t <= concurrency % threads);
+                scope.spawn(move || job.worker(share));
+            }
+            job.worker(concurrency / threads);
+        });
+        self.states.into_iter().map(AtomicU8::into_inner).collect()
+    }
+
+    /// One thread's loop: keep up to `slots` probes in flight, wait for them all with one
+    /// `poll`, record each answer, start new probes in the freed slots. A socket whose connect
+    /// was refused starts the next one (Linux resets it when the refusal is read), so a closed
+    /// port costs two `connect` calls and nothing else.
+    fn worker(&self, slots: usize) {
+        let mut flight: Vec<Probe> = Vec::with_capacity(slots);
+        let mut spare: Vec<OwnedFd> = Vec::with_capacity(slots);
+        let mut answers: Vec<PollFlags> = Vec::with_capacity(slots);
+        // A port whose socket could not be made yet, and how many tries it has had.
+        let mut waiting: Option<(usize, u8)> = None;
+        let mut exhausted = false;
+        while !self.stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            let mut started = 0;
+            while flight.len() < slots && started < STARTS_PER_ROUND {
+                let (index, tries) = match waiting.take() {
+                    Some(w) => w,
+                    None => match self.take_port() {
+                        Some(index) => (index, 0),
+                        None => {
+                            exhausted = true;
+                            break;
+                        }
+                    },
+                };
+                started += 1;
+                let addr = SocketAddr::new(self.ip, self.ports.as_slice()[index]);
+                let socket = match spare.pop() {
+                    Some(socket) => Ok(socket),
+                    None => new_socket(addr),
+                };
+                let step = match &socket {
+                    Ok(socket) => connect(socket, addr),
+                    Err(e) if short_of_resources(*e) => Err(()),
+                    Err(e) => Ok(Step::Done {
+                        state: classify(&(*e).into()),
+                        reusable: false,
+                    }),
+                };
+                match (step, socket) {
+                    (Ok(Step::Pending), Ok(socket)) => flight.push(Probe {
+                        socket,
+                        index,
+                        deadline: now + self.timeout,
+                    }),
+                    (Ok(Step::Done { state, reusable }), socket) => {
+                        self.record(index, state);
+                        if let (true, Ok(socket)) = (reusable, socket) {
+                            spare.push(socket);
+                        }
+                    }
+                    _ if tries + 1 >= RESOURCE_ATTEMPTS => self.record(index, PortState::Failed),
+                    _ => {
+                        waiting = Some((index, tries + 1));
+                        if flight.is_empty() {
+                            std::thread::sleep(RESOURCE_PAUSE);
+                        }
+                        break;
+                    }
+                }
+            }
+            if flight.is_empty() {
+                if exhausted && waiting.is_none() {
+                    return;
+                }
+                continue;
+            }
+            let wait = flight
+                .iter()
+                .map(|p| p.deadline)
+                .min()
+                .map_or(Duration::ZERO, |d| d.saturating_duration_since(now))
+                .min(CANCEL_CHECK);
+            answers.clear();
+            {
+                let mut fds: Vec<PollFd<'_>> = flight
+                    .iter()
+                    .map(|p| PollFd::new(p.socket.as_fd(), PollFlags::POLLOUT))
+                    .collect();
+                let millis = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
+                match poll(&mut fds, PollTimeout::from(millis)) {
+                    Ok(_) => answers.extend(
+                        fds.iter()
+                            .map(|fd| fd.revents().unwrap_or(PollFlags::empty())),
+                    ),
+                    Err(_) => answers.resize(flight.len(), PollFlags::empty()),
+                }
+            }
+            let now = Instant::now();
+            // Backwards, so that `swap_remove` moves only entries already looked at.
+            for i in (0..flight.len()).rev() {
+                let probe = &flight[i];
+                let addr = SocketAddr::new(self.ip, self.ports.as_slice()[probe.index]);
+                let (state, reusable) = match connect(&probe.socket, addr) {
+                    Ok(Step::Done { state, reusable }) => (state, reusable),
+                    Ok(Step::Pending) if now < probe.deadline => continue,
+                    Ok(Step::Pending) => (PortState::Filtered, false),
+                    Err(()) => (PortState::Failed, false),
+                };
+                let probe = flight.swap_remove(i);
+                self.record(probe.index, state);
+                if reusable {
+                    spare.push(probe.socket);
+                }
+            }
         }
     }
-    PortState::Failed
+
+    fn take_port(&self) -> Option<usize> {
+        let index = self.next.fetch_add(1, Ordering::Relaxed);
+        (index < self.ports.len()).then_some(index)
+    }
+
+    fn record(&self, index: usize, state: PortState) {
+        self.states[index].store(state.to_u8(), Ordering::Relaxed);
+    }
+}
+
+/// A non-blocking TCP socket for `addr`'s family.
+fn new_socket(addr: SocketAddr) -> Result<OwnedFd, Errno> {
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+    socket::socket(family, SockType::Stream, flags, None)
+}
+
+/// Starts a connect to `addr`, or, when one is under way, asks how it went: calling
+/// `connect` again answers `EALREADY` while waiting, 0 once connected, and the pending error
+/// (which also resets the socket for a new connect) when refused. A loopback refusal is
+/// usually there by the second call, without any wait. `Err` means short of descriptors or
+/// local ports.
+fn connect(socket: &OwnedFd, addr: SocketAddr) -> Result<Step, ()> {
+    let addr = SockaddrStorage::from(addr);
+    let mut result = socket::connect(socket.as_raw_fd(), &addr);
+    if result == Err(Errno::EINPROGRESS) {
+        result = socket::connect(socket.as_raw_fd(), &addr);
+    }
+    match result {
+        Ok(()) | Err(Errno::EISCONN) => Ok(Step::Done {
+            state: connected(socket),
+            reusable: false,
+        }),
+        Err(Errno::EALREADY | Errno::EINPROGRESS) => Ok(Step::Pending),
+        Err(Errno::ECONNREFUSED) => Ok(Step::Done {
+            state: PortState::Closed,
+            reusable: true,
+        }),
+        Err(e) if short_of_resources(e) => Err(()),
+        Err(e) => Ok(Step::Done {
+            state: classify(&e.into()),
+            reusable: false,
+        }),
+    }
+}
+
+/// A connect that succeeded is an open port, unless the socket got connected to itself:
+/// a probe of a free port in the local ephemeral range can be given that very port as its
+/// source, and TCP's simultaneous open then "connects" with nothing listening.
+fn connected(socket: &OwnedFd) -> PortState {
+    let local = socket::getsockname::<SockaddrStorage>(socket.as_raw_fd());
+    let peer = socket::getpeername::<SockaddrStorage>(socket.as_raw_fd());
+    match (local, peer) {
+        (Ok(local), Ok(peer)) if local == peer => PortState::Closed,
+        _ => PortState::Open,
+    }
+}
+
+/// Errors that mean "no descriptor or local port free just now", which other probes free.
+fn short_of_resources(e: Errno) -> bool {
+    matches!(
+        e,
+        Errno::EMFILE
+            | Errno::ENFILE
+            | Errno::ENOBUFS
+            | Errno::ENOMEM
+            | Errno::EADDRNOTAVAIL
+            | Errno::EAGAIN
+    )
 }
 
 fn classify(error: &io::Error) -> PortState {
@@ -310,4 +556,69 @@ mod tests {
             assert_eq!(PortState::from_u8(state.to_u8()), state);
         }
     }
+
+    /// A free port: bound for a moment, then let go.
+    fn free_port() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    }
+
+    #[tokio::test]
+    async fn one_probe_at_a_time_reuses_its_socket_and_tells_every_port_apart() {
+        let listeners: Vec<_> = (0..3)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let open: Vec<u16> = listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect();
+        let closed: Vec<u16> = (0..5).map(|_| free_port()).collect();
+        let spec: Vec<String> = open.iter().chain(&closed).map(u16::to_string).collect();
+        let ports: PortList = spec.join(",").parse().unwrap();
+        let config = ScanConfig {
+            concurrency: 1,
+            timeout: Duration::from_secs(2),
+        };
+        let report = scan("127.0.0.1".parse().unwrap(), &ports, &config).await;
+        assert_eq!(report.concurrency, 1);
+        for (port, state) in &report.ports {
+            let want = if open.contains(port) {
+                PortState::Open
+            } else {
+                PortState::Closed
+            };
+            assert_eq!(*state, want, "port {port}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_port_that_never_answers_is_filtered_after_the_timeout() {
+        // A listener with a full accept queue drops new SYNs: the connect waits for nothing.
+        let listener = new_socket("127.0.0.1:0".parse().unwrap()).unwrap();
+        let any = SockaddrStorage::from("127.0.0.1:0".parse::<SocketAddr>().unwrap());
+        socket::bind(listener.as_raw_fd(), &any).unwrap();
+        socket::listen(&listener, socket::Backlog::new(0).unwrap()).unwrap();
+        let local: SockaddrStorage = socket::getsockname(listener.as_raw_fd()).unwrap();
+        let port = local.as_sockaddr_in().unwrap().port();
+        let addr = SocketAddr::new("127.0.0.1".parse().unwrap(), port);
+        let fillers: Vec<_> = (0..3)
+            .map(|_| {
+                let s = new_socket(addr).unwrap();
+                let _ = socket::connect(s.as_raw_fd(), &SockaddrStorage::from(addr));
+                s
+            })
+            .collect();
+        let config = ScanConfig {
+            concurrency: 8,
+            timeout: Duration::from_millis(300),
+        };
+        let started = Instant::now();
+        let report = scan(addr.ip(), &port.to_string().parse().unwrap(), &config).await;
+        assert_eq!(report.ports, vec![(port, PortState::Filtered)]);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert!(started.elapsed() < BOUND);
+        drop(fillers);
+    }
+
+    const BOUND: Duration = Duration::from_secs(10);
 }
