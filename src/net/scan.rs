@@ -191,11 +191,11 @@ const RESERVED_FDS: u64 = 64;
 /// Probes every port of `ports` on `ip` with a TCP connect, `config.concurrency` at a time.
 /// An accepted connection is closed at once.
 ///
-/// The probes run on a few plain threads (one per core, at most [`MAX_THREADS`]), off the
+/// The probes run on a few plain threads (one per core, at most `MAX_THREADS`), off the
 /// async runtime. Each thread keeps its share of the probes in flight as non-blocking sockets
 /// and waits for all of them with one `poll(2)`: no task, timer or allocation per port, and on
 /// a loopback or LAN target most answers are already there when the call is made. Dropping the
-/// returned future stops the threads within [`CANCEL_CHECK`].
+/// returned future stops the threads within `CANCEL_CHECK`.
 ///
 /// # Examples
 ///
