@@ -16,8 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::bench::schedule::Schedule;
-use crate::bench::timeline::{Recorder, Timeline};
+use crate::bench::timeline::{Pace, Recorder, Timeline};
 use crate::bench::{Progress, Report};
 use crate::http::{Http1RequestFirst, SendState};
 use crate::net::tls::{Verify, client_config};
@@ -146,9 +145,6 @@ pub async fn run(load: HttpLoad, progress: &Progress) -> Result<Report, HttpBenc
         Stop::Requests(n) => n,
         Stop::After(_) => u64::MAX,
     };
-    let schedule = load
-        .rate
-        .map(|rate| Schedule::start(start, rate, deadline, budget, deadline + load.timeout));
     let load = Arc::new(load);
     let timeline = Timeline::new(start, load.rate.is_some());
     let mut workers = JoinSet::new();
@@ -156,7 +152,7 @@ pub async fn run(load: HttpLoad, progress: &Progress) -> Result<Report, HttpBenc
         Protocol::Http1 => 1,
         Protocol::Http2 { streams } => streams.max(1),
     };
-    for _ in 0..load.connections {
+    for index in 0..load.connections {
         let run = Run {
             target: target.clone(),
             load: load.clone(),
@@ -164,9 +160,9 @@ pub async fn run(load: HttpLoad, progress: &Progress) -> Result<Report, HttpBenc
             budget,
             deadline,
             shared: shared.clone(),
-            schedule: schedule.clone(),
         };
-        let mut lanes = (0..lanes_per_connection).map(|_| Lane {
+        let mut lanes = (0..lanes_per_connection).map(|stream| Lane {
+            index: index * lanes_per_connection + stream,
             recorder: Recorder::new(timeline.clone()),
             progress: progress.clone(),
         });
@@ -185,11 +181,6 @@ pub async fn run(load: HttpLoad, progress: &Progress) -> Result<Report, HttpBenc
         if let Ok(tally) = joined {
             total.merge(tally);
         }
-    }
-    if let Some(schedule) = &schedule {
-        // Requests that fell due and found no connection before the last call.
-        schedule.stop();
-        total.timeouts += schedule.left();
     }
     let elapsed = start.elapsed();
     let mode = match load.rate {
@@ -350,56 +341,74 @@ struct Run {
     budget: u64,
     deadline: Instant,
     shared: Arc<Shared>,
-    /// The open-loop schedule every lane takes its requests from; `None` in a closed loop.
-    schedule: Option<Arc<Schedule>>,
 }
 
 /// One sequence of requests, each sent when the last is answered (or on its schedule): an
 /// HTTP/1 connection, or one stream slot of an HTTP/2 connection. It outlives reconnects.
 struct Lane {
+    /// Its place among all lanes of the run (for the schedule's stagger).
+    index: usize,
     recorder: Recorder,
     progress: Progress,
 }
 
-/// When one lane sends: on the run's shared schedule, or back to back.
+/// The schedule and timer of one lane.
 struct Clock {
-    schedule: Option<Arc<Schedule>>,
-    /// When the lane finished its last request.
+    pace: Option<Pace>,
     free_since: Instant,
 }
 
 impl Clock {
-    fn new(run: &Run) -> Self {
+    fn new(run: &Run, lanes: usize, index: usize) -> Self {
         Self {
-            schedule: run.schedule.clone(),
+            pace: run
+                .load
+                .rate
+                .map(|rate| Pace::new(run.shared.start, rate, lanes, index)),
             free_since: Instant::now(),
         }
     }
 
-    /// Waits for the next request's due time: returns it and when it went out, or `None`
-    /// when the schedule has nothing more for this lane. Requests due before the end go out
-    /// even when every lane was busy, but not past the grace of one timeout; those left
-    /// then count as timed out (see [`Schedule::left`]).
-    async fn next(&mut self, run: &Run, recorder: &mut Recorder) -> Option<(Instant, Instant)> {
-        match &self.schedule {
-            Some(schedule) => {
-                let sent = schedule.next(self.free_since).await?;
+    /// Whether the lane sends another request (not yet counting it against the budget).
+    /// Requests due before the end go out even when a busy lane made them late, but not
+    /// past the grace of one timeout; those left then count as timed out.
+    fn is_on(&self, run: &Run, tally: &mut Tally) -> bool {
+        match &self.pace {
+            Some(pace) if pace.due() < run.deadline => {
+                if Instant::now() >= run.deadline + run.load.timeout {
+                    tally.timeouts += pace.left_before(run.deadline);
+                    false
+                } else {
+                    true
+                }
+            }
+            Some(_) => false,
+            None => Instant::now() < run.deadline,
+        }
+    }
+
+    /// Waits for the next request's due time: returns it and when it went out.
+    async fn next(&mut self, recorder: &mut Recorder) -> (Instant, Instant) {
+        match &mut self.pace {
+            Some(pace) => {
+                let sent = pace.next(self.free_since).await;
                 recorder.sent(&sent);
-                Some((sent.due, sent.at))
+                (sent.due, sent.at)
             }
             None => {
                 let now = Instant::now();
-                (now < run.deadline).then_some((now, now))
+                (now, now)
             }
         }
     }
 }
 
 impl Run {
-    /// Whether one more request may go out: the budget not spent, the server not stalled
-    /// (the clock says when). Counts the request when it may.
-    fn may_send(&self) -> bool {
-        self.issued.fetch_add(1, Ordering::Relaxed) < self.budget
+    /// Whether one more request may go out: the run is on, the budget not spent, the
+    /// server not stalled. Counts the request when it may.
+    fn may_send(&self, clock: &Clock, tally: &mut Tally) -> bool {
+        clock.is_on(self, tally)
+            && self.issued.fetch_add(1, Ordering::Relaxed) < self.budget
             && !self.shared.is_stalled.load(Ordering::Relaxed)
     }
 
@@ -457,7 +466,7 @@ async fn drain(mut body: hyper::body::Incoming) -> Result<u64, hyper::Error> {
 async fn worker(run: Run, mut lane: Lane) -> Tally {
     let (target, load, shared) = (run.target.clone(), run.load.clone(), run.shared.clone());
     let mut tally = Tally::default();
-    let mut clock = Clock::new(&run);
+    let mut clock = Clock::new(&run, load.connections, lane.index);
     // One timer per worker, reset for each request, rather than one per request.
     let expiry = tokio::time::sleep_until(run.deadline);
     tokio::pin!(expiry);
@@ -488,14 +497,11 @@ async fn worker(run: Run, mut lane: Lane) -> Tally {
         let conn = tokio::spawn(conn);
         clock.free_since = clock.free_since.max(Instant::now());
         loop {
-            let next = match run.may_send() {
-                true => clock.next(&run, &mut lane.recorder).await,
-                false => None,
-            };
-            let Some((due, sent)) = next else {
+            if !run.may_send(&clock, &mut tally) {
                 conn.abort();
                 break 'connections;
-            };
+            }
+            let (due, sent) = clock.next(&mut lane.recorder).await;
             let request = build_request(&target, &load);
             // A request in flight at the deadline still gets its whole timeout: it was sent,
             // so it is counted, answered or not.
@@ -558,7 +564,11 @@ enum LaneEnd {
 /// connection: the other lanes finish the request they have in flight, then move over.
 async fn h2_worker(run: Run, mut lanes: Vec<Lane>) -> Tally {
     let mut tally = Tally::default();
-    let mut clocks: Vec<Clock> = lanes.iter().map(|_| Clock::new(&run)).collect();
+    let all_lanes = run.load.connections * lanes.len();
+    let mut clocks: Vec<Clock> = lanes
+        .iter()
+        .map(|lane| Clock::new(&run, all_lanes, lane.index))
+        .collect();
     while run.is_running() {
         let connect_by = run.deadline.min(Instant::now() + run.load.timeout);
         let connected = tokio::time::timeout_at(connect_by, async {
@@ -619,13 +629,10 @@ async fn h2_lane(
         if is_replaced.load(Ordering::Relaxed) || sender.is_closed() {
             return (LaneEnd::Reconnect, tally);
         }
-        let next = match run.may_send() {
-            true => clock.next(run, &mut lane.recorder).await,
-            false => None,
-        };
-        let Some((due, sent)) = next else {
+        if !run.may_send(clock, &mut tally) {
             return (LaneEnd::Done, tally);
-        };
+        }
+        let (due, sent) = clock.next(&mut lane.recorder).await;
         let request = build_request(&run.target, &run.load);
         expiry.as_mut().reset(sent + run.load.timeout);
         let exchange = async {

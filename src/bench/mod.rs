@@ -9,7 +9,6 @@ pub mod echo;
 pub mod http;
 mod plot;
 mod report;
-mod schedule;
 pub mod timeline;
 
 pub use report::{

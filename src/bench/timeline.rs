@@ -48,6 +48,12 @@ impl Pace {
         }
     }
 
+    /// Operations still due before `end` (a run cut short counts them).
+    pub(crate) fn left_before(&self, end: Instant) -> u64 {
+        let left = end.saturating_duration_since(self.next);
+        (left.as_secs_f64() / self.period.as_secs_f64()).ceil() as u64
+    }
+
     /// When the next operation is due.
     pub(crate) fn due(&self) -> Instant {
         self.next
