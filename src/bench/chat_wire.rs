@@ -5,15 +5,15 @@
 use std::io;
 use std::net::SocketAddr;
 
+use std::sync::Arc;
+
+use base64::Engine as _;
 use bytes::BytesMut;
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio::sync::Mutex;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 /// How the load's clients talk to the server.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,37 +46,47 @@ impl Transport {
     }
 }
 
-type Ws = WebSocketStream<TcpStream>;
+/// Bytes a client asks for per read: enough for a burst of lines or frames.
+const READ_BYTES: usize = 64 * 1024;
 
-/// Bytes a WebSocket client reads at once: enough for a burst of frames, small enough for
-/// thousands of idle clients.
-const WS_READ_BUFFER_BYTES: usize = 16 * 1024;
+/// The longest handshake answer a WebSocket client waits for.
+const MAX_HANDSHAKE_BYTES: usize = 16 * 1024;
 
-/// Frames handed over per wake-up of a WebSocket reader before it lets others run.
-const WS_FRAMES_PER_TURN: usize = 64;
+/// The longest message a WebSocket client assembles from fragments.
+const MAX_MESSAGE_BYTES: usize = 1 << 20;
 
 /// The sending half of one client.
 pub(super) enum Writer {
     Tcp(OwnedWriteHalf),
     Ws {
-        sink: SplitSink<Ws, Message>,
+        /// Shared with the reader, which answers pings.
+        half: Arc<Mutex<OwnedWriteHalf>>,
         is_raw: bool,
-        /// One buffer per batch; every frame is a slice of it.
-        frames: BytesMut,
+        masks: Masks,
+        /// The frames of one batch, written at once.
+        frames: Vec<u8>,
     },
 }
 
-/// The receiving half of one client.
+/// The receiving half of one client. Over a WebSocket the frames are read in place: a
+/// server's frames are unmasked (RFC 6455 §5.1), so a line is a slice of the read buffer,
+/// as over TCP, and the generator's cost per delivery stays well below the server's.
 pub(super) enum Reader {
     Tcp {
         half: OwnedReadHalf,
         buf: BytesMut,
     },
     Ws {
-        stream: SplitStream<Ws>,
+        half: OwnedReadHalf,
+        buf: BytesMut,
         is_raw: bool,
-        /// A frame waited for and not yet handed over.
-        pending: Option<Message>,
+        /// The message being put together from fragments.
+        fragments: Vec<u8>,
+        /// For the answers to pings.
+        writer: Arc<Mutex<OwnedWriteHalf>>,
+        /// Pings heard and not yet answered.
+        pings: Vec<Vec<u8>>,
+        masks: Masks,
         is_closed: bool,
     },
 }
@@ -92,36 +102,179 @@ pub(super) enum Heard<'a> {
 
 /// Connects one client to `addr` over `transport`.
 pub(super) async fn open(addr: SocketAddr, transport: &Transport) -> io::Result<(Writer, Reader)> {
-    let stream = TcpStream::connect(addr).await?;
+    let mut stream = TcpStream::connect(addr).await?;
     let _ = stream.set_nodelay(true);
     let (path, is_raw) = match transport {
         Transport::Lines => {
             let (half, writer) = stream.into_split();
-            let buf = BytesMut::with_capacity(64 * 1024);
+            let buf = BytesMut::with_capacity(READ_BYTES);
             return Ok((Writer::Tcp(writer), Reader::Tcp { half, buf }));
         }
         Transport::ChatWebSocket { path } => (path, false),
         Transport::RawWebSocket { path } => (path, true),
     };
-    let url = format!("ws://{addr}{path}");
-    let config = WebSocketConfig::default().read_buffer_size(WS_READ_BUFFER_BYTES);
-    let (ws, _) = tokio_tungstenite::client_async_with_config(url.as_str(), stream, Some(config))
-        .await
-        .map_err(|err| io::Error::other(format!("WebSocket handshake at {url} failed: {err}")))?;
-    let (sink, stream) = ws.split();
+    let mut masks = Masks::new(addr, stream.local_addr().ok());
+    let buf = handshake(&mut stream, addr, path, &mut masks).await?;
+    let (half, writer) = stream.into_split();
+    let writer = Arc::new(Mutex::new(writer));
     Ok((
         Writer::Ws {
-            sink,
+            half: writer.clone(),
             is_raw,
-            frames: BytesMut::new(),
+            masks: masks.fork(),
+            frames: Vec::new(),
         },
         Reader::Ws {
-            stream,
+            half,
+            buf,
             is_raw,
-            pending: None,
+            fragments: Vec::new(),
+            writer,
+            pings: Vec::new(),
+            masks,
             is_closed: false,
         },
     ))
+}
+
+/// The opening handshake (RFC 6455 §4.1); returns what the server sent after its answer.
+async fn handshake(
+    stream: &mut TcpStream,
+    addr: SocketAddr,
+    path: &str,
+    masks: &mut Masks,
+) -> io::Result<BytesMut> {
+    let fail = |why: String| {
+        io::Error::other(format!(
+            "WebSocket handshake at ws://{addr}{path} failed: {why}"
+        ))
+    };
+    let key = base64::engine::general_purpose::STANDARD.encode(masks.key_bytes());
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut buf = BytesMut::with_capacity(READ_BYTES);
+    let head_len = loop {
+        if let Some(end) = memchr::memmem::find(&buf, b"\r\n\r\n") {
+            break end + 4;
+        }
+        if buf.len() > MAX_HANDSHAKE_BYTES {
+            return Err(fail("the answer's head is too long".into()));
+        }
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Err(fail("the server closed the connection".into()));
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_len]).into_owned();
+    let status = head.lines().next().unwrap_or_default();
+    if status.split_whitespace().nth(1) != Some("101") {
+        return Err(fail(format!("the server answered {status:?}")));
+    }
+    let accept = derive_accept_key(key.as_bytes());
+    let is_accepted = head.lines().any(|line| {
+        line.split_once(':').is_some_and(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("sec-websocket-accept") && value.trim() == accept
+        })
+    });
+    if !is_accepted {
+        return Err(fail("wrong or missing Sec-WebSocket-Accept".into()));
+    }
+    let _ = buf.split_to(head_len);
+    Ok(buf)
+}
+
+/// Masking keys for a client's frames (RFC 6455 §5.3): a xorshift generator, seeded per
+/// connection. A load generator needs keys a server cannot predict from its own side, not
+/// secrets.
+pub(super) struct Masks(u64);
+
+impl Masks {
+    fn new(peer: SocketAddr, local: Option<SocketAddr>) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let port = local.map_or(0, |a| u64::from(a.port()));
+        Self((nanos ^ (port << 32) ^ u64::from(peer.port())) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn fork(&mut self) -> Self {
+        Self(self.next() | 1)
+    }
+
+    fn key_bytes(&mut self) -> [u8; 16] {
+        let mut key = [0; 16];
+        key[..8].copy_from_slice(&self.next().to_le_bytes());
+        key[8..].copy_from_slice(&self.next().to_le_bytes());
+        key
+    }
+
+    fn mask(&mut self) -> [u8; 4] {
+        (self.next() as u32).to_le_bytes()
+    }
+}
+
+/// WebSocket opcodes (RFC 6455 §5.2).
+const OP_CONTINUATION: u8 = 0x0;
+const OP_TEXT: u8 = 0x1;
+const OP_BINARY: u8 = 0x2;
+const OP_CLOSE: u8 = 0x8;
+const OP_PING: u8 = 0x9;
+const OP_PONG: u8 = 0xa;
+
+/// Appends one masked, final client frame.
+fn push_client_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8], masks: &mut Masks) {
+    out.push(0x80 | opcode);
+    match payload.len() {
+        n @ 0..=125 => out.push(0x80 | n as u8),
+        n @ 126..=0xffff => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    let mask = masks.mask();
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+}
+
+/// One frame at the start of `buf`: (final, opcode, payload range, frame length), or `None`
+/// while it has not all arrived. Errors on a masked frame (a server never masks).
+fn parse_frame(buf: &[u8]) -> io::Result<Option<(bool, u8, std::ops::Range<usize>)>> {
+    let [b0, b1, ..] = *buf else { return Ok(None) };
+    if b1 & 0x80 != 0 {
+        return Err(io::Error::other("the server sent a masked frame"));
+    }
+    let (len, header) = match b1 & 0x7f {
+        126 => match buf.get(2..4) {
+            Some(b) => (u64::from(u16::from_be_bytes([b[0], b[1]])), 4),
+            None => return Ok(None),
+        },
+        127 => match buf.get(2..10) {
+            Some(b) => (u64::from_be_bytes(b.try_into().unwrap_or_default()), 10),
+            None => return Ok(None),
+        },
+        n => (u64::from(n), 2),
+    };
+    let len = usize::try_from(len)
+        .ok()
+        .filter(|&len| len <= MAX_MESSAGE_BYTES)
+        .ok_or_else(|| io::Error::other("the server sent a frame too long"))?;
+    if buf.len() < header + len {
+        return Ok(None);
+    }
+    Ok(Some((b0 & 0x80 != 0, b0 & 0x0f, header..header + len)))
 }
 
 impl Writer {
@@ -129,45 +282,51 @@ impl Writer {
     pub(super) async fn greet(&mut self, text: &str) -> bool {
         match self {
             Writer::Tcp(half) => half.write_all(format!("{text}\n").as_bytes()).await.is_ok(),
-            Writer::Ws { sink, .. } => sink.send(Message::text(text)).await.is_ok(),
+            Writer::Ws {
+                half,
+                masks,
+                frames,
+                ..
+            } => {
+                frames.clear();
+                push_client_frame(frames, OP_TEXT, text.as_bytes(), masks);
+                half.lock().await.write_all(frames).await.is_ok()
+            }
         }
     }
 
     /// Sends `lines` (each ending in `\n`): in one write over TCP, as one frame each over a
     /// WebSocket (written together). `false` when the connection failed.
     pub(super) async fn send_lines(&mut self, lines: &[u8]) -> bool {
-        let (sink, is_raw, frames) = match self {
+        let (half, is_raw, masks, frames) = match self {
             Writer::Tcp(half) => return half.write_all(lines).await.is_ok(),
             Writer::Ws {
-                sink,
+                half,
                 is_raw,
+                masks,
                 frames,
-            } => (sink, *is_raw, frames),
+            } => (half, *is_raw, masks, frames),
         };
-        // Room for every frame at once, so each is a slice of one allocation.
-        frames.reserve(lines.len() + lines.len() / 8 + 64 * 32);
+        frames.clear();
+        let mut say = Vec::new();
         for line in lines.split(|&b| b == b'\n') {
             if line.is_empty() {
                 continue;
             }
             if is_raw {
-                frames.extend_from_slice(line);
+                push_client_frame(frames, OP_TEXT, line, masks);
             } else {
-                push_say(frames, line);
-            }
-            let Ok(text) = Utf8Bytes::try_from(frames.split().freeze()) else {
-                continue; // not UTF-8: the load's own lines always are
-            };
-            if sink.feed(Message::Text(text)).await.is_err() {
-                return false;
+                say.clear();
+                push_say(&mut say, line);
+                push_client_frame(frames, OP_TEXT, &say, masks);
             }
         }
-        sink.flush().await.is_ok()
+        half.lock().await.write_all(frames).await.is_ok()
     }
 }
 
 /// Appends `{"kind":"say","text":LINE}`.
-fn push_say(out: &mut BytesMut, line: &[u8]) {
+fn push_say(out: &mut Vec<u8>, line: &[u8]) {
     let is_plain = line
         .iter()
         .all(|&b| b >= 0x20 && b != b'"' && b != b'\\' && b != 0x7f);
@@ -188,47 +347,45 @@ impl Reader {
     /// Waits until something arrives; the bytes that did, or `None` when the connection
     /// closed or failed. [`drain`](Self::drain) then hands it over. Cancel-safe.
     pub(super) async fn wait(&mut self) -> Option<usize> {
-        match self {
-            Reader::Tcp { half, buf } => {
-                if buf.capacity() - buf.len() < 16 * 1024 {
-                    buf.reserve(64 * 1024);
-                }
-                match half.read_buf(buf).await {
-                    Ok(0) | Err(_) => None,
-                    Ok(n) => Some(n),
-                }
-            }
+        let (half, buf) = match self {
+            Reader::Tcp { half, buf } => (half, buf),
             Reader::Ws {
-                stream,
-                pending,
+                half,
+                buf,
+                writer,
+                pings,
+                masks,
                 is_closed,
                 ..
             } => {
-                if pending.is_some() {
-                    // Left over from the last turn (its bytes are counted).
-                    return Some(0);
-                }
                 if *is_closed {
                     return None;
                 }
-                match stream.next().await {
-                    Some(Ok(message)) if !message.is_close() => {
-                        let n = message.len();
-                        *pending = Some(message);
-                        Some(n)
+                if !pings.is_empty() {
+                    let mut pongs = Vec::new();
+                    for ping in pings.drain(..) {
+                        push_client_frame(&mut pongs, OP_PONG, &ping, masks);
                     }
-                    _ => {
+                    if writer.lock().await.write_all(&pongs).await.is_err() {
                         *is_closed = true;
-                        None
+                        return None;
                     }
                 }
+                (half, buf)
             }
+        };
+        if buf.capacity() - buf.len() < 16 * 1024 {
+            buf.reserve(READ_BYTES);
+        }
+        match half.read_buf(buf).await {
+            Ok(0) | Err(_) => None,
+            Ok(n) => Some(n),
         }
     }
 
-    /// Hands what arrived to `each`, whole lines only (a partial line waits for its end);
-    /// over a WebSocket also the frames already there, up to a few dozen. Returns the bytes
-    /// of those extra frames.
+    /// Hands what arrived to `each`: whole lines only (a partial line waits for its end),
+    /// or every whole WebSocket message. Returns bytes that arrived beyond those `wait`
+    /// reported (none: everything is read there).
     pub(super) fn drain(&mut self, mut each: impl FnMut(Heard<'_>)) -> usize {
         match self {
             Reader::Tcp { buf, .. } => {
@@ -239,37 +396,55 @@ impl Reader {
                     start = end + 1;
                 }
                 let _ = buf.split_to(start);
-                0
             }
             Reader::Ws {
-                stream,
+                buf,
                 is_raw,
-                pending,
+                fragments,
+                pings,
                 is_closed,
+                ..
             } => {
-                let mut extra = 0;
-                let mut next = pending.take();
-                for _ in 0..WS_FRAMES_PER_TURN {
-                    let Some(message) = next.take() else { break };
-                    match &message {
-                        Message::Text(text) => hear_frame(text.as_bytes(), *is_raw, &mut each),
-                        Message::Binary(bytes) => hear_frame(bytes, true, &mut each),
-                        _ => {}
-                    }
-                    // Frames already read: no wait, no clock read of their own.
-                    match stream.next().now_or_never() {
-                        None => {}
-                        Some(Some(Ok(message))) if !message.is_close() => {
-                            extra += message.len();
-                            next = Some(message);
+                let mut start = 0;
+                loop {
+                    let (fin, opcode, payload) = match parse_frame(&buf[start..]) {
+                        Ok(Some(frame)) => frame,
+                        Ok(None) => break,
+                        Err(_) => {
+                            *is_closed = true;
+                            break;
                         }
-                        Some(_) => *is_closed = true,
+                    };
+                    let frame_end = start + payload.end;
+                    let payload = &buf[start + payload.start..frame_end];
+                    start = frame_end;
+                    match opcode {
+                        OP_TEXT | OP_BINARY if fin && fragments.is_empty() => {
+                            hear_frame(payload, *is_raw || opcode == OP_BINARY, &mut each);
+                        }
+                        OP_TEXT | OP_BINARY | OP_CONTINUATION => {
+                            if fragments.len() + payload.len() > MAX_MESSAGE_BYTES {
+                                *is_closed = true;
+                                break;
+                            }
+                            fragments.extend_from_slice(payload);
+                            if fin {
+                                hear_frame(fragments, *is_raw, &mut each);
+                                fragments.clear();
+                            }
+                        }
+                        OP_PING => pings.push(payload.to_vec()),
+                        OP_CLOSE => {
+                            *is_closed = true;
+                            break;
+                        }
+                        _ => {} // pongs, unknown opcodes
                     }
                 }
-                *pending = next;
-                extra
+                let _ = buf.split_to(start);
             }
         }
+        0
     }
 }
 
@@ -352,6 +527,108 @@ mod tests {
         assert!(heard("not json", false).is_empty());
     }
 
+    /// An unmasked server frame.
+    fn server_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
+        match payload.len() {
+            n @ 0..=125 => out.push(n as u8),
+            n @ 126..=0xffff => {
+                out.push(126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[test]
+    fn frames_of_every_length_encoding_parse_once_whole() {
+        for len in [0, 5, 125, 126, 300, 0xffff, 70_000] {
+            let payload = vec![b'x'; len];
+            let frame = server_frame(true, OP_TEXT, &payload);
+            for cut in [1, frame.len() / 2, frame.len() - 1] {
+                assert!(
+                    parse_frame(&frame[..cut]).unwrap().is_none(),
+                    "{len} cut at {cut}"
+                );
+            }
+            let (fin, opcode, range) = parse_frame(&frame).unwrap().unwrap();
+            assert!(fin);
+            assert_eq!(opcode, OP_TEXT);
+            assert_eq!(range.end, frame.len(), "{len}");
+            assert_eq!(&frame[range], &payload[..]);
+        }
+        let mut masked = server_frame(true, OP_TEXT, b"hi");
+        masked[1] |= 0x80;
+        assert!(parse_frame(&masked).is_err(), "a server never masks");
+    }
+
+    #[test]
+    fn client_frames_are_masked_and_unmask_to_the_text() {
+        let mut masks = Masks(12345);
+        for len in [3, 200, 70_000] {
+            let text = vec![b'a'; len];
+            let mut out = Vec::new();
+            push_client_frame(&mut out, OP_TEXT, &text, &mut masks);
+            assert_eq!(out[0], 0x81);
+            assert_ne!(out[1] & 0x80, 0, "masked");
+            let header = match out[1] & 0x7f {
+                126 => 4,
+                127 => 10,
+                _ => 2,
+            };
+            let mask = &out[header..header + 4];
+            let unmasked: Vec<u8> = out[header + 4..]
+                .iter()
+                .zip(mask.iter().cycle())
+                .map(|(b, m)| b ^ m)
+                .collect();
+            assert_eq!(unmasked, text);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reader_puts_fragments_together_and_keeps_pings_for_an_answer() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (half, writer) = client.into_split();
+        let mut bytes = Vec::new();
+        bytes.extend(server_frame(false, OP_TEXT, b"one "));
+        bytes.extend(server_frame(true, OP_PING, b"p"));
+        bytes.extend(server_frame(true, OP_CONTINUATION, b"two"));
+        bytes.extend(server_frame(true, OP_TEXT, b"three\nfour"));
+        let partial = server_frame(true, OP_TEXT, b"five");
+        bytes.extend(&partial[..3]);
+        let mut reader = Reader::Ws {
+            half,
+            buf: BytesMut::from(&bytes[..]),
+            is_raw: true,
+            fragments: Vec::new(),
+            writer: Arc::new(Mutex::new(writer)),
+            pings: Vec::new(),
+            masks: Masks(7),
+            is_closed: false,
+        };
+        let mut lines = Vec::new();
+        reader.drain(|heard| {
+            if let Heard::Line(line) = heard {
+                lines.push(String::from_utf8_lossy(line).into_owned());
+            }
+        });
+        assert_eq!(lines, ["one two", "three", "four"]);
+        let Reader::Ws { buf, pings, .. } = &reader else {
+            unreachable!()
+        };
+        assert_eq!(pings, &[b"p".to_vec()]);
+        assert_eq!(&buf[..], &partial[..3], "a partial frame waits");
+    }
+
     #[test]
     fn raw_frames_are_lines() {
         assert_eq!(heard("one", true), ["one"]);
@@ -360,10 +637,10 @@ mod tests {
 
     #[test]
     fn say_requests_escape_only_when_needed() {
-        let mut out = BytesMut::new();
+        let mut out = Vec::new();
         push_say(&mut out, b"plain ~sl~");
         assert_eq!(&out[..], br#"{"kind":"say","text":"plain ~sl~"}"#);
-        let mut out = BytesMut::new();
+        let mut out = Vec::new();
         push_say(&mut out, br#"a "quote" \ and	tab"#);
         let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(value["text"], "a \"quote\" \\ and\ttab");

@@ -940,7 +940,7 @@ async fn print_body(
         last = held.last().copied().unwrap_or(b'\n');
     }
     let what = "the response body";
-    let writer = download::Writer::spawn(out.into_file());
+    let mut writer = download::Writer::for_file(out.into_file());
     let result = loop {
         match next_chunks(response, stop).await {
             Ok(Some(mut chunks)) => {
@@ -1057,7 +1057,7 @@ async fn save(
         if !response.status().is_success() {
             return Err(StatusError(response.status()).into());
         }
-        let writer = download::Writer::spawn(out);
+        let mut writer = download::Writer::for_file(out);
         let mut total = 0;
         let result = loop {
             match next_chunks(&mut response, stop).await {

@@ -188,7 +188,7 @@ pub async fn download(
             file = open => file.map_err(|e| file_err(io::Error::other(e)))?.map_err(file_err)?,
         }
     };
-    let writer = Writer::spawn(file);
+    let mut writer = Writer::for_file(file);
     let mut done = offset;
     on_progress(Progress { done, total }, &response);
     let result = loop {
@@ -278,15 +278,44 @@ pub const BATCH_BYTES: usize = 1 << 20;
 /// Batches queued for the writer thread before reading waits for it.
 const WRITER_BATCHES: usize = 4;
 
-/// Writes batches of chunks on a thread of its own, so file or stdout I/O never blocks the
-/// runtime; each batch goes out in vectored writes, without being copied together first.
+/// Writes batches of chunks, each in vectored writes without copying them together first.
+/// A regular file or a device such as `/dev/null` takes a write at once: it is written in
+/// place, as curl does (a hand-off to another thread per batch costs more than the write).
+/// Anything that can make a writer wait (a pipe, a FIFO, a socket, a terminal) is written
+/// on a thread of its own, so that it never blocks the runtime.
 #[derive(Debug)]
 pub struct Writer {
-    tx: tokio::sync::mpsc::Sender<Vec<Bytes>>,
-    done: tokio::sync::oneshot::Receiver<io::Result<()>>,
+    to: WriteTo,
+}
+
+#[derive(Debug)]
+enum WriteTo {
+    InPlace {
+        out: std::fs::File,
+        /// The first write error; later batches are dropped.
+        failed: Option<io::Error>,
+    },
+    Thread {
+        tx: tokio::sync::mpsc::Sender<Vec<Bytes>>,
+        done: tokio::sync::oneshot::Receiver<io::Result<()>>,
+    },
 }
 
 impl Writer {
+    /// A writer for `file`: in place when writing it never waits for a reader.
+    pub fn for_file(file: std::fs::File) -> Self {
+        if never_waits(&file) {
+            Self {
+                to: WriteTo::InPlace {
+                    out: file,
+                    failed: None,
+                },
+            }
+        } else {
+            Self::spawn(file)
+        }
+    }
+
     /// Starts the thread that writes to `out`.
     pub fn spawn(mut out: impl Write + Send + 'static) -> Self {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(WRITER_BATCHES);
@@ -302,13 +331,25 @@ impl Writer {
             let result = result.and_then(|()| out.flush());
             let _ = done_tx.send(result);
         });
-        Self { tx, done }
+        Self {
+            to: WriteTo::Thread { tx, done },
+        }
     }
 
-    /// Queues a batch of chunks; `false` when the writer has stopped (its error comes from
-    /// `finish`).
-    pub async fn send(&self, chunks: Vec<Bytes>) -> bool {
-        self.tx.send(chunks).await.is_ok()
+    /// Writes (or queues) a batch of chunks; `false` when the writer has stopped (its error
+    /// comes from `finish`).
+    pub async fn send(&mut self, chunks: Vec<Bytes>) -> bool {
+        match &mut self.to {
+            WriteTo::InPlace { out, failed } => {
+                if failed.is_none() {
+                    if let Err(e) = write_chunks(out, &chunks) {
+                        *failed = Some(e);
+                    }
+                }
+                failed.is_none()
+            }
+            WriteTo::Thread { tx, .. } => tx.send(chunks).await.is_ok(),
+        }
     }
 
     /// Waits until everything queued is written.
@@ -317,11 +358,29 @@ impl Writer {
     ///
     /// The first write error.
     pub async fn finish(self) -> io::Result<()> {
-        drop(self.tx);
-        self.done
-            .await
-            .unwrap_or_else(|_| Err(io::Error::other("the writer thread stopped")))
+        match self.to {
+            WriteTo::InPlace { mut out, failed } => match failed {
+                Some(e) => Err(e),
+                None => out.flush(),
+            },
+            WriteTo::Thread { tx, done } => {
+                drop(tx);
+                done.await
+                    .unwrap_or_else(|_| Err(io::Error::other("the writer thread stopped")))
+            }
+        }
     }
+}
+
+/// Whether writing `file` never waits for someone else: a regular file, or a character
+/// device that is not a terminal (`/dev/null`). Pipes, FIFOs, sockets and terminals can.
+fn never_waits(file: &std::fs::File) -> bool {
+    use std::io::IsTerminal;
+    use std::os::unix::fs::FileTypeExt;
+    file.metadata().is_ok_and(|m| {
+        let kind = m.file_type();
+        kind.is_file() || (kind.is_char_device() && !file.is_terminal())
+    })
 }
 
 /// Writes all of `chunks`, in as few vectored writes as `out` allows.
@@ -468,6 +527,27 @@ mod tests {
         let mut out = Trickle(Vec::new());
         write_chunks(&mut out, &chunks).unwrap();
         assert_eq!(out.0, chunks.concat());
+    }
+
+    #[test]
+    fn files_and_dev_null_are_written_in_place_fifos_on_a_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::File::create(dir.path().join("out")).unwrap();
+        assert!(never_waits(&file), "a regular file");
+        let null = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/null")
+            .unwrap();
+        assert!(never_waits(&null), "/dev/null");
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        // Read and write: opening does not wait for a reader.
+        let fifo = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&fifo)
+            .unwrap();
+        assert!(!never_waits(&fifo), "a FIFO waits for its reader");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt as _, StreamExt};
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf};
 use tokio::time::Instant;
@@ -40,6 +40,9 @@ const HELLO_WAIT: Duration = Duration::from_millis(100);
 
 /// Room for the JSON around a `say` text of `--max-line` bytes.
 const ENVELOPE_BYTES: usize = 1024;
+
+/// Messages already read that are handled before their lines go to the hub together.
+const MESSAGES_PER_TURN: usize = 64;
 
 /// Bytes tungstenite reads at once: an idle browser costs little memory.
 const READ_BUFFER_BYTES: usize = 2 * 1024;
@@ -134,6 +137,10 @@ enum Said {
 }
 
 fn read_message(text: &str) -> Said {
+    // The usual case at once; anything else is looked at as a whole.
+    if let Ok(request) = serde_json::from_str::<Request>(text) {
+        return Said::Request(request);
+    }
     let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
         return Said::Text(text.to_owned());
     };
@@ -226,29 +233,48 @@ impl Listener for WsListener {
             };
         let mut last_heard = Instant::now();
         let mut is_pinged = false;
+        // Messages handled since the last publish: those already read go to the hub
+        // together, as one read of a line client's does.
+        let mut batched = 0;
         loop {
-            let ping_at = last_heard + talker.config.ping_interval;
-            let give_up_at = ping_at + talker.config.pong_timeout;
-            let heard = tokio::select! {
-                biased;
-                _ = stop.cancelled() => return talker.shutting_down(),
-                _ = tokio::time::sleep_until(login_deadline), if !talker.has_entered() => {
-                    if talker.config.password.is_some() {
-                        return talker.login_timed_out();
+            let ready = if batched < MESSAGES_PER_TURN {
+                self.hear(talker).now_or_never()
+            } else {
+                None
+            };
+            let heard = if let Some(heard) = ready {
+                batched += 1;
+                heard
+            } else {
+                talker.flush();
+                if batched >= MESSAGES_PER_TURN {
+                    // A sender flat out takes its share of the thread, not all of it.
+                    tokio::task::yield_now().await;
+                }
+                batched = 0;
+                let ping_at = last_heard + talker.config.ping_interval;
+                let give_up_at = ping_at + talker.config.pong_timeout;
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => return talker.shutting_down(),
+                    _ = tokio::time::sleep_until(login_deadline), if !talker.has_entered() => {
+                        if talker.config.password.is_some() {
+                            return talker.login_timed_out();
+                        }
+                        talker.enter(Entry::default()).await;
+                        continue;
                     }
-                    talker.enter(Entry::default()).await;
-                    continue;
-                }
-                heard = self.hear(talker) => heard,
-                _ = tokio::time::sleep_until(ping_at), if !is_pinged => {
-                    talker.outbox.push(&ping_frame());
-                    is_pinged = true;
-                    continue;
-                }
-                _ = tokio::time::sleep_until(give_up_at), if is_pinged => {
-                    let text = "no answer to ping";
-                    talker.last_words(&Event::Error { text, code: None }, close::GOING_AWAY);
-                    return Ending::Leave(Departure::Lost(text.into()));
+                    heard = self.hear(talker) => heard,
+                    _ = tokio::time::sleep_until(ping_at), if !is_pinged => {
+                        talker.outbox.push(&ping_frame());
+                        is_pinged = true;
+                        continue;
+                    }
+                    _ = tokio::time::sleep_until(give_up_at), if is_pinged => {
+                        let text = "no answer to ping";
+                        talker.last_words(&Event::Error { text, code: None }, close::GOING_AWAY);
+                        return Ending::Leave(Departure::Lost(text.into()));
+                    }
                 }
             };
             last_heard = Instant::now();
@@ -321,7 +347,6 @@ impl Listener for WsListener {
                     return ending;
                 }
             }
-            talker.flush();
         }
     }
 }
