@@ -120,6 +120,7 @@ over_both_protocols!(
     send_follows_the_same_request_rules,
     added_headers_and_cors_are_on_every_answer,
     spa_answers_paths_that_match_nothing_with_the_root_index,
+    names_that_are_not_utf8_are_listed_escaped_and_served_by_their_href,
 );
 
 /// Runs curl (no redirects followed) in the test's protocol and splits its answer.
@@ -1455,4 +1456,90 @@ fn unreadable_files_fifos_and_sockets_get_403_without_blocking() {
         "secret\n"
     );
     assert_eq!(curl(&[&url(&root_server, "/pipe")]).status, 403);
+}
+
+/// File names no request path could name before: bytes that are not UTF-8, a newline, an ESC
+/// that would draw on a terminal.
+const RAW_NAMES: &[&[u8]] = &[b"bad\xff.bin", b"new\nline.txt", b"esc\x1b[31mred.txt"];
+
+fn names_that_are_not_utf8_are_listed_escaped_and_served_by_their_href() {
+    use std::os::unix::ffi::OsStrExt;
+    let fx = fixture();
+    let os = |name: &[u8]| std::ffi::OsStr::from_bytes(name).to_owned();
+    let dir = fx.root.join(os(b"d\xfeir"));
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join(os(b"in\xfe.txt")), b"inside odd dir\n").unwrap();
+    for (i, name) in RAW_NAMES.iter().enumerate() {
+        std::fs::write(fx.root.join(os(name)), format!("raw {i}\n")).unwrap();
+    }
+    let server = serve(&fx.root, &["--upload"]);
+    let html = curl(&[&url(&server, "/")]).text();
+    assert!(
+        !html.contains('\x1b') && !html.contains("new\nline"),
+        "raw controls: {html}"
+    );
+    assert!(html.contains(">bad\\xFF.bin</a>"), "{html}");
+    assert!(html.contains(">new\\nline.txt</a>"), "{html}");
+    assert!(html.contains(">esc\\x1B[31mred.txt</a>"), "{html}");
+    assert!(html.contains(">d\\xFEir/</a>"), "{html}");
+    let links = hrefs(&html);
+    for (i, name) in RAW_NAMES.iter().enumerate() {
+        let mut href = String::from("./");
+        sockit::http::server::encode_segment(name, &mut href);
+        assert!(links.contains(&href), "{href} not in {links:?}");
+        let reply = curl(&[&url(&server, &format!("/{}", &href[2..]))]);
+        assert_eq!(
+            (reply.status, reply.text()),
+            (200, format!("raw {i}\n")),
+            "{href}"
+        );
+    }
+    // Into the directory whose name is not UTF-8, by the links the pages give.
+    assert!(links.contains(&"./d%FEir/".to_owned()), "{links:?}");
+    let inner = curl(&[&url(&server, "/d%FEir/")]).text();
+    assert!(inner.contains("Index of /d\\xFEir/"), "{inner}");
+    assert!(hrefs(&inner).contains(&"./in%FE.txt".to_owned()), "{inner}");
+    let file = curl(&[&url(&server, "/d%FEir/in%FE.txt")]);
+    assert_eq!(file.text(), "inside odd dir\n");
+
+    // The JSON listing names each file as text and links it exactly.
+    let json = curl(&[&url(&server, "/?format=json")]);
+    let entries: serde_json::Value = serde_json::from_slice(&json.body).unwrap();
+    let bad = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["href"] == "bad%FF.bin")
+        .unwrap_or_else(|| panic!("bad%FF.bin not in {entries}"));
+    assert_eq!(bad["name"], "bad\u{FFFD}.bin");
+    assert_eq!(curl(&[&url(&server, "/bad%FF.bin")]).text(), "raw 0\n");
+
+    // An upload to such a name creates exactly that name, served back by the same href.
+    let source = fx.root.join("hello.txt");
+    let put = curl(&[
+        "-T",
+        source.to_str().unwrap(),
+        &url(&server, "/up%FF%0A.txt"),
+    ]);
+    assert_eq!(put.status, 201, "{}", put.text());
+    assert_eq!(put.header("location").as_deref(), Some("/up%FF%0A.txt"));
+    assert_eq!(
+        std::fs::read(fx.root.join(os(b"up\xff\n.txt"))).unwrap(),
+        b"hello world\n"
+    );
+    let again = curl(&[
+        "-T",
+        source.to_str().unwrap(),
+        &url(&server, "/up%FF%0A.txt"),
+    ]);
+    assert_eq!(again.status, 409);
+    assert!(
+        again.text().contains("up\\xFF\\n.txt exists"),
+        "{}",
+        again.text()
+    );
+    assert_eq!(
+        curl(&[&url(&server, "/up%FF%0A.txt")]).text(),
+        "hello world\n"
+    );
 }

@@ -67,7 +67,7 @@ pub use config::{Config, FixedAnswer, ServeError};
 pub use connection::{ALPN, Limits};
 pub use listing::ListEntry;
 pub use log::AccessLog;
-pub use path::{PathError, RequestPath, encode_segment};
+pub use path::{PathError, RequestPath, display_name, encode_segment};
 pub use range::{RangeAnswer, resolve_range};
 pub use site::serve;
 pub use upload::UploadConfig;
