@@ -114,7 +114,9 @@ pub(crate) fn to_html(path: &RequestPath, entries: &[ListEntry], upload: bool) -
          <meta name=\"viewport\" content=\"width=device-width\">\
          <title>Index of {title}</title>\
          <style>body{{font-family:sans-serif;margin:2em}}td{{padding:0 1em 0 0}}\
-         td.n{{text-align:right}}</style></head>\n<body><h1>Index of {title}</h1>\n"
+         td.n{{text-align:right}}</style></head>\n<body><h1>Index of {title}</h1>\n\
+         <p><a href=\"?download=tar\">download .tar</a> \
+         <a href=\"?download=zip\">download .zip</a></p>\n"
     );
     if upload {
         page.push_str(
