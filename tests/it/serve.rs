@@ -1543,3 +1543,53 @@ fn names_that_are_not_utf8_are_listed_escaped_and_served_by_their_href() {
         "hello world\n"
     );
 }
+
+#[test]
+fn binding_every_interface_prints_each_interfaces_url_loopback_first() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hello.txt"), b"hello\n").unwrap();
+    let server = Server::start(&[
+        "serve",
+        dir.path().to_str().unwrap(),
+        "--bind",
+        "0.0.0.0",
+        "--port",
+        "0",
+    ]);
+    assert!(server.addr.ip().is_unspecified(), "{}", server.addr);
+    let port = server.addr.port();
+    let expected: Vec<std::net::Ipv4Addr> = nix::ifaddrs::getifaddrs()
+        .unwrap()
+        .filter(|i| i.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP))
+        .filter_map(|i| i.address?.as_sockaddr_in().map(|a| a.ip()))
+        .collect();
+    assert!(!expected.is_empty(), "{expected:?}");
+    let first = server.stderr_line_with("open http://");
+    assert_eq!(
+        first,
+        format!("open http://127.0.0.1:{port}/ (lo)"),
+        "loopback first"
+    );
+    let mut seen = vec![first];
+    for _ in 1..expected
+        .iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+    {
+        seen.push(server.stderr_line_with("open http://"));
+    }
+    for ip in &expected {
+        let url = format!("open http://{ip}:{port}/ (");
+        assert!(
+            seen.iter().any(|l| l.starts_with(&url)),
+            "{url} not in {seen:?}"
+        );
+    }
+    // Traffic stays on loopback: the first URL answers.
+    let local = format!("http://127.0.0.1:{port}/hello.txt");
+    let (body, err, code) = run_cmd(
+        std::process::Command::new("curl").args(["-sS", "--max-time", "10", &local]),
+        b"",
+    );
+    assert_eq!((code, body), (Some(0), b"hello\n".to_vec()), "{err}");
+}
