@@ -25,6 +25,7 @@ declare -A peers=(
   [chromedriver]=chromium-driver
   [redis-server]=redis-server
   [redis-cli]=redis-tools
+  [unzip]=unzip
 )
 missing=()
 for program in "${!peers[@]}"; do

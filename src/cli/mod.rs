@@ -18,6 +18,7 @@ pub(crate) use http::StatusError;
 #[error("{0}")]
 pub(crate) struct UsageError(pub(crate) Box<dyn std::error::Error + Send + Sync + 'static>);
 mod serve;
+mod share;
 
 /// A client stopped by Ctrl-C or SIGTERM before its job was done: exit 130, as a shell
 /// reports for nc or curl killed by the signal, so that `sockit connect … && next` stops.

@@ -194,12 +194,11 @@ async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let scheme = if identity.is_some() { "https" } else { "http" };
     announce("serve", local, identity.as_ref());
-    let shown = if local.ip().is_unspecified() {
-        std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), local.port())
+    if local.ip().is_unspecified() {
+        crate::cli::share::announce_urls(scheme, local);
     } else {
-        local
-    };
-    say(format_args!("open {scheme}://{shown}/"));
+        say(format_args!("open {scheme}://{local}/"));
+    }
     let net = ServerConfig {
         tls: identity.map(|id| id.config),
         trace: args.trace.sink(),

@@ -21,6 +21,7 @@ mod peers_nc;
 mod proxy;
 mod redbot;
 mod serve;
+mod serve_archive;
 mod serve_h2;
 mod support;
 mod tls_hints;

@@ -120,6 +120,7 @@ over_both_protocols!(
     send_follows_the_same_request_rules,
     added_headers_and_cors_are_on_every_answer,
     spa_answers_paths_that_match_nothing_with_the_root_index,
+    names_that_are_not_utf8_are_listed_escaped_and_served_by_their_href,
 );
 
 /// Runs curl (no redirects followed) in the test's protocol and splits its answer.
@@ -1455,4 +1456,140 @@ fn unreadable_files_fifos_and_sockets_get_403_without_blocking() {
         "secret\n"
     );
     assert_eq!(curl(&[&url(&root_server, "/pipe")]).status, 403);
+}
+
+/// File names no request path could name before: bytes that are not UTF-8, a newline, an ESC
+/// that would draw on a terminal.
+const RAW_NAMES: &[&[u8]] = &[b"bad\xff.bin", b"new\nline.txt", b"esc\x1b[31mred.txt"];
+
+fn names_that_are_not_utf8_are_listed_escaped_and_served_by_their_href() {
+    use std::os::unix::ffi::OsStrExt;
+    let fx = fixture();
+    let os = |name: &[u8]| std::ffi::OsStr::from_bytes(name).to_owned();
+    let dir = fx.root.join(os(b"d\xfeir"));
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join(os(b"in\xfe.txt")), b"inside odd dir\n").unwrap();
+    for (i, name) in RAW_NAMES.iter().enumerate() {
+        std::fs::write(fx.root.join(os(name)), format!("raw {i}\n")).unwrap();
+    }
+    let server = serve(&fx.root, &["--upload"]);
+    let html = curl(&[&url(&server, "/")]).text();
+    assert!(
+        !html.contains('\x1b') && !html.contains("new\nline"),
+        "raw controls: {html}"
+    );
+    assert!(html.contains(">bad\\xFF.bin</a>"), "{html}");
+    assert!(html.contains(">new\\nline.txt</a>"), "{html}");
+    assert!(html.contains(">esc\\x1B[31mred.txt</a>"), "{html}");
+    assert!(html.contains(">d\\xFEir/</a>"), "{html}");
+    let links = hrefs(&html);
+    for (i, name) in RAW_NAMES.iter().enumerate() {
+        let mut href = String::from("./");
+        sockit::http::server::encode_segment(name, &mut href);
+        assert!(links.contains(&href), "{href} not in {links:?}");
+        let reply = curl(&[&url(&server, &format!("/{}", &href[2..]))]);
+        assert_eq!(
+            (reply.status, reply.text()),
+            (200, format!("raw {i}\n")),
+            "{href}"
+        );
+    }
+    // Into the directory whose name is not UTF-8, by the links the pages give.
+    assert!(links.contains(&"./d%FEir/".to_owned()), "{links:?}");
+    let inner = curl(&[&url(&server, "/d%FEir/")]).text();
+    assert!(inner.contains("Index of /d\\xFEir/"), "{inner}");
+    assert!(hrefs(&inner).contains(&"./in%FE.txt".to_owned()), "{inner}");
+    let file = curl(&[&url(&server, "/d%FEir/in%FE.txt")]);
+    assert_eq!(file.text(), "inside odd dir\n");
+
+    // The JSON listing names each file as text and links it exactly.
+    let json = curl(&[&url(&server, "/?format=json")]);
+    let entries: serde_json::Value = serde_json::from_slice(&json.body).unwrap();
+    let bad = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["href"] == "bad%FF.bin")
+        .unwrap_or_else(|| panic!("bad%FF.bin not in {entries}"));
+    assert_eq!(bad["name"], "bad\u{FFFD}.bin");
+    assert_eq!(curl(&[&url(&server, "/bad%FF.bin")]).text(), "raw 0\n");
+
+    // An upload to such a name creates exactly that name, served back by the same href.
+    let source = fx.root.join("hello.txt");
+    let put = curl(&[
+        "-T",
+        source.to_str().unwrap(),
+        &url(&server, "/up%FF%0A.txt"),
+    ]);
+    assert_eq!(put.status, 201, "{}", put.text());
+    assert_eq!(put.header("location").as_deref(), Some("/up%FF%0A.txt"));
+    assert_eq!(
+        std::fs::read(fx.root.join(os(b"up\xff\n.txt"))).unwrap(),
+        b"hello world\n"
+    );
+    let again = curl(&[
+        "-T",
+        source.to_str().unwrap(),
+        &url(&server, "/up%FF%0A.txt"),
+    ]);
+    assert_eq!(again.status, 409);
+    assert!(
+        again.text().contains("up\\xFF\\n.txt exists"),
+        "{}",
+        again.text()
+    );
+    assert_eq!(
+        curl(&[&url(&server, "/up%FF%0A.txt")]).text(),
+        "hello world\n"
+    );
+}
+
+#[test]
+fn binding_every_interface_prints_each_interfaces_url_loopback_first() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hello.txt"), b"hello\n").unwrap();
+    let server = Server::start(&[
+        "serve",
+        dir.path().to_str().unwrap(),
+        "--bind",
+        "0.0.0.0",
+        "--port",
+        "0",
+    ]);
+    assert!(server.addr.ip().is_unspecified(), "{}", server.addr);
+    let port = server.addr.port();
+    let expected: Vec<std::net::Ipv4Addr> = nix::ifaddrs::getifaddrs()
+        .unwrap()
+        .filter(|i| i.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP))
+        .filter_map(|i| i.address?.as_sockaddr_in().map(|a| a.ip()))
+        .collect();
+    assert!(!expected.is_empty(), "{expected:?}");
+    let first = server.stderr_line_with("open http://");
+    assert_eq!(
+        first,
+        format!("open http://127.0.0.1:{port}/ (lo)"),
+        "loopback first"
+    );
+    let mut seen = vec![first];
+    for _ in 1..expected
+        .iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+    {
+        seen.push(server.stderr_line_with("open http://"));
+    }
+    for ip in &expected {
+        let url = format!("open http://{ip}:{port}/ (");
+        assert!(
+            seen.iter().any(|l| l.starts_with(&url)),
+            "{url} not in {seen:?}"
+        );
+    }
+    // Traffic stays on loopback: the first URL answers.
+    let local = format!("http://127.0.0.1:{port}/hello.txt");
+    let (body, err, code) = run_cmd(
+        std::process::Command::new("curl").args(["-sS", "--max-time", "10", &local]),
+        b"",
+    );
+    assert_eq!((code, body), (Some(0), b"hello\n".to_vec()), "{err}");
 }

@@ -1,5 +1,6 @@
 //! The response body: bytes in memory (which the connection may send from the file they
-//! were read from), or a slice of a file read in large chunks.
+//! were read from), a slice of a file read in large chunks, or chunks made as they are sent
+//! (archives of a directory), whose length nobody knows in advance.
 
 use std::fs::File;
 use std::io;
@@ -17,7 +18,8 @@ use crate::http::server::http1_sendfile::FileBytes;
 /// Biggest chunk read from a file at once: few trips to the blocking pool, bounded memory.
 const FILE_CHUNK_BYTES: usize = 256 * 1024;
 
-/// A response body with an exact length, so hyper always sends `Content-Length`.
+/// A response body; all but [`Body::chunks`] have an exact length, so hyper sends
+/// `Content-Length` for them.
 #[derive(Debug)]
 pub struct Body {
     kind: Kind,
@@ -34,6 +36,8 @@ enum Kind {
     },
     // Boxed: hyper moves bodies around by value, and most are bytes.
     File(Box<FileBody>),
+    /// Chunks from a producer; an error ends the body (the client sees a cut-off transfer).
+    Chunks(Option<tokio::sync::mpsc::Receiver<io::Result<Bytes>>>),
 }
 
 #[derive(Debug)]
@@ -78,6 +82,17 @@ impl Body {
                 remaining: len,
                 buf: BytesMut::new(),
             })),
+        }
+    }
+}
+
+impl Body {
+    /// A body of unknown length made of what `chunks` yields, until it closes or yields an
+    /// error; with `None`, an empty body of unknown length (a HEAD answer). Chunked on
+    /// HTTP/1.1.
+    pub(crate) fn chunks(chunks: Option<tokio::sync::mpsc::Receiver<io::Result<Bytes>>>) -> Self {
+        Self {
+            kind: Kind::Chunks(chunks),
         }
     }
 }
@@ -138,6 +153,16 @@ impl http_body::Body for Body {
                 *remaining -= n as u64;
                 Poll::Ready(Some(Ok(Frame::data(chunk))))
             }
+            Kind::Chunks(chunks) => {
+                let Some(rx) = chunks else {
+                    return Poll::Ready(None);
+                };
+                let next = ready!(rx.poll_recv(cx));
+                if !matches!(next, Some(Ok(_))) {
+                    *chunks = None;
+                }
+                Poll::Ready(next.map(|chunk| chunk.map(Frame::data)))
+            }
         }
     }
 
@@ -145,6 +170,8 @@ impl http_body::Body for Body {
         match &self.kind {
             Kind::Bytes(bytes) | Kind::Cached { bytes, .. } => bytes.is_none(),
             Kind::File(body) => body.remaining == 0,
+            // Never known in advance: an empty one would be sent with `Content-Length: 0`.
+            Kind::Chunks(_) => false,
         }
     }
 
@@ -154,6 +181,7 @@ impl http_body::Body for Body {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
             Kind::File(body) => SizeHint::with_exact(body.remaining),
+            Kind::Chunks(_) => SizeHint::default(),
         }
     }
 }

@@ -141,8 +141,9 @@ impl Site {
         entry: &Arc<FileEntry>,
         coding: Coding,
     ) -> Option<Representation> {
-        let name = path.file_name()?;
-        let sibling = path.parent().join(&format!("{name}{}", coding.suffix()));
+        let mut sibling_name = path.file_name()?.to_owned();
+        sibling_name.push(coding.suffix());
+        let sibling = path.parent().join(sibling_name);
         if let Found::File(packed) = self.files.lookup(&sibling).await {
             let mut rep = Representation::identity(packed);
             rep.coding = Some(coding);

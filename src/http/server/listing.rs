@@ -1,21 +1,32 @@
 //! Directory listings: HTML for people, JSON for scripts. Names are escaped for their place
-//! (percent-encoded in links, HTML-escaped in text), whatever bytes they hold.
+//! (percent-encoded in links, HTML-escaped in text), whatever bytes they hold: a name that is
+//! not UTF-8, or holds control characters, is linked by its exact bytes and shown with those
+//! bytes visibly escaped ([`display_name`]).
 
+use std::ffi::OsString;
 use std::fmt::Write as _;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::SystemTime;
 
 use serde::Serialize;
 
 use crate::http::server::path::RequestPath;
-use crate::http::server::path::encode_segment;
+use crate::http::server::path::{display_name, encode_segment};
 use crate::http::server::static_files::{Files, Inside};
 
 /// One entry of a directory listing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ListEntry {
-    /// The file name.
+    /// The file name as text: exact when it is UTF-8, else with U+FFFD for the bytes that
+    /// are not (`href` has them all).
     pub name: String,
+    /// The link to the entry, relative to the directory: the exact name, percent-encoded,
+    /// with a `/` after a directory's.
+    pub href: String,
+    /// The file name's bytes, exactly (JSON carries them in `href`).
+    #[serde(skip)]
+    pub raw_name: OsString,
     /// Whether it is a directory.
     pub is_dir: bool,
     /// Size in bytes (0 for directories).
@@ -33,11 +44,8 @@ pub(crate) async fn read(files: &Files, dir: &Path) -> std::io::Result<Vec<ListE
         let mut out = Vec::new();
         for item in std::fs::read_dir(&dir)? {
             let Ok(item) = item else { continue };
-            // Names that are not UTF-8 cannot be asked for in a request path; skip them.
-            let Ok(name) = item.file_name().into_string() else {
-                continue;
-            };
-            if name.starts_with('.') && !show_hidden {
+            let name = item.file_name();
+            if name.as_bytes().starts_with(b".") && !show_hidden {
                 continue;
             }
             let is_link = item.file_type().is_ok_and(|t| t.is_symlink());
@@ -63,15 +71,32 @@ pub(crate) async fn read(files: &Files, dir: &Path) -> std::io::Result<Vec<ListE
             .ok()
             .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs());
-        entries.push(ListEntry {
-            name,
+        entries.push(ListEntry::new(name, &meta, modified));
+    }
+    entries.sort_by(|a, b| {
+        b.is_dir
+            .cmp(&a.is_dir)
+            .then_with(|| a.raw_name.cmp(&b.raw_name))
+    });
+    Ok(entries)
+}
+
+impl ListEntry {
+    fn new(raw_name: OsString, meta: &std::fs::Metadata, modified: u64) -> Self {
+        let mut href = String::new();
+        encode_segment(raw_name.as_bytes(), &mut href);
+        if meta.is_dir() {
+            href.push('/');
+        }
+        Self {
+            name: String::from_utf8_lossy(raw_name.as_bytes()).into_owned(),
+            href,
+            raw_name,
             is_dir: meta.is_dir(),
             size: if meta.is_dir() { 0 } else { meta.len() },
             modified,
-        });
+        }
     }
-    entries.sort_by(|a, b| b.is_dir.cmp(&a.is_dir).then_with(|| a.name.cmp(&b.name)));
-    Ok(entries)
 }
 
 /// The listing as JSON: an array of entries.
@@ -81,12 +106,7 @@ pub(crate) fn to_json(entries: &[ListEntry]) -> String {
 
 /// The listing as an HTML page; `upload` adds a form that posts files to this directory.
 pub(crate) fn to_html(path: &RequestPath, entries: &[ListEntry], upload: bool) -> String {
-    let mut title = String::from("/");
-    for segment in path.segments() {
-        title.push_str(segment);
-        title.push('/');
-    }
-    let title = escape_html(&title);
+    let title = escape_html(&path.to_display());
     let mut page = String::with_capacity(1024 + entries.len() * 160);
     let _ = write!(
         page,
@@ -94,7 +114,9 @@ pub(crate) fn to_html(path: &RequestPath, entries: &[ListEntry], upload: bool) -
          <meta name=\"viewport\" content=\"width=device-width\">\
          <title>Index of {title}</title>\
          <style>body{{font-family:sans-serif;margin:2em}}td{{padding:0 1em 0 0}}\
-         td.n{{text-align:right}}</style></head>\n<body><h1>Index of {title}</h1>\n"
+         td.n{{text-align:right}}</style></head>\n<body><h1>Index of {title}</h1>\n\
+         <p><a href=\"?download=tar\">download .tar</a> \
+         <a href=\"?download=zip\">download .zip</a></p>\n"
     );
     if upload {
         page.push_str(
@@ -108,12 +130,8 @@ pub(crate) fn to_html(path: &RequestPath, entries: &[ListEntry], upload: bool) -
     }
     for entry in entries {
         // "./" keeps a name like "javascript:x" from reading as a URL scheme.
-        let mut href = String::from("./");
-        encode_segment(&entry.name, &mut href);
+        let href = format!("./{}", entry.href);
         let slash = if entry.is_dir { "/" } else { "" };
-        if entry.is_dir {
-            href.push('/');
-        }
         let size = if entry.is_dir {
             String::from("-")
         } else {
@@ -123,7 +141,7 @@ pub(crate) fn to_html(path: &RequestPath, entries: &[ListEntry], upload: bool) -
             page,
             "<tr><td><a href=\"{href}\">{}{slash}</a></td><td class=\"n\">{size}</td>\
              <td>{}</td></tr>",
-            escape_html(&entry.name),
+            escape_html(&display_name(entry.raw_name.as_bytes())),
             civil_time(entry.modified),
         );
     }
@@ -190,12 +208,40 @@ mod tests {
     use super::*;
 
     fn entry(name: &str, is_dir: bool) -> ListEntry {
+        entry_bytes(name.as_bytes(), is_dir)
+    }
+
+    fn entry_bytes(name: &[u8], is_dir: bool) -> ListEntry {
+        let mut href = String::new();
+        encode_segment(name, &mut href);
+        if is_dir {
+            href.push('/');
+        }
         ListEntry {
-            name: name.to_owned(),
+            name: String::from_utf8_lossy(name).into_owned(),
+            href,
+            raw_name: std::ffi::OsStr::from_bytes(name).to_owned(),
             is_dir,
             size: 1536,
             modified: 0,
         }
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_or_hold_controls_are_linked_exactly_and_shown_escaped() {
+        let html = to_html(
+            &RequestPath::root(),
+            &[
+                entry_bytes(b"bad\xff.bin", false),
+                entry_bytes(b"a\nb\x1b[31m", false),
+            ],
+            false,
+        );
+        assert!(html.contains("href=\"./bad%FF.bin\">bad\\xFF.bin</a>"));
+        assert!(html.contains("href=\"./a%0Ab%1B%5B31m\">a\\nb\\x1B[31m</a>"));
+        assert!(!html.contains('\x1b'));
+        let json = to_json(&[entry_bytes(b"bad\xff.bin", false)]);
+        assert!(json.contains("\"name\":\"bad\u{FFFD}.bin\",\"href\":\"bad%FF.bin\""));
     }
 
     #[test]
@@ -233,7 +279,7 @@ mod tests {
         let json = to_json(&[entry("a b", false)]);
         assert_eq!(
             json,
-            r#"[{"name":"a b","is_dir":false,"size":1536,"modified":0}]"#
+            r#"[{"name":"a b","href":"a%20b","is_dir":false,"size":1536,"modified":0}]"#
         );
     }
 }

@@ -15,7 +15,8 @@
 //! HTTP/1.1 or HTTP/2), `rewind`, `idle`, and `http1` with `http1_heads` and `http1_sendfile`
 //! (what only holds for HTTP/1), `conformance` (what every request is checked for, either protocol),
 //! `site` (routing), `file_answer`, `upload_answer`, `range`, `conditional` and `response`
-//! (answers), `static_files`, `listing`, `upload` and `path` (the disk), `config`, `auth`,
+//! (answers), `static_files`, `listing`, `upload` and `path` (the disk), `archive` and
+//! `archive_stream` (a directory downloaded as a tar or zip), `config`, `auth`,
 //! `added_headers` (`--header`, CORS), `log`.
 //!
 //! # Examples
@@ -37,6 +38,8 @@
 //! ```
 
 mod added_headers;
+mod archive;
+mod archive_stream;
 mod auth;
 mod body;
 mod conditional;
@@ -67,7 +70,7 @@ pub use config::{Config, FixedAnswer, ServeError};
 pub use connection::{ALPN, Limits};
 pub use listing::ListEntry;
 pub use log::AccessLog;
-pub use path::{PathError, RequestPath, encode_segment};
+pub use path::{PathError, RequestPath, display_name, encode_segment};
 pub use range::{RangeAnswer, resolve_range};
 pub use site::serve;
 pub use upload::UploadConfig;

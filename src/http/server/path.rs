@@ -4,8 +4,14 @@
 //! Empty segments collapse (`//a` is `/a`); `.` and `..`, NUL, backslashes and malformed
 //! escapes are refused outright, so the result, joined under the served directory, can only
 //! name something below it. Symlinks are the file layer's business (`static_files.rs`).
+//!
+//! Segments are bytes, as Unix file names are: a name that is not UTF-8 is served by its
+//! percent-encoded href like any other ([`encode_segment`]) and shown to people with its
+//! odd bytes visibly escaped ([`display_name`]).
 
+use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 /// Why a request path was refused (always answered with 400).
@@ -17,9 +23,6 @@ pub enum PathError {
     /// A `%` not followed by two hex digits.
     #[error("malformed percent-escape in request path")]
     BadEscape,
-    /// The decoded path is not UTF-8.
-    #[error("request path is not UTF-8")]
-    NotUtf8,
     /// A NUL byte, decoded or not.
     #[error("NUL byte in request path")]
     Nul,
@@ -34,7 +37,7 @@ pub enum PathError {
 /// A checked request path: decoded segments that are safe to join under the served directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestPath {
-    segments: Vec<String>,
+    segments: Vec<OsString>,
     trailing_slash: bool,
 }
 
@@ -61,7 +64,7 @@ impl RequestPath {
             return Err(PathError::NotAbsolute);
         }
         // Most paths hold no escape: check them in place instead of copying.
-        let text: std::borrow::Cow<'_, str> = if bytes.contains(&b'%') {
+        let text: std::borrow::Cow<'_, [u8]> = if bytes.contains(&b'%') {
             let mut decoded = Vec::with_capacity(bytes.len());
             let mut i = 0;
             while i < bytes.len() {
@@ -79,25 +82,23 @@ impl RequestPath {
                     i += 1;
                 }
             }
-            String::from_utf8(decoded)
-                .map_err(|_| PathError::NotUtf8)?
-                .into()
+            decoded.into()
         } else {
-            raw.into()
+            bytes.into()
         };
-        if text.as_bytes().contains(&0) {
+        if text.contains(&0) {
             return Err(PathError::Nul);
         }
-        if text.as_bytes().contains(&b'\\') {
+        if text.contains(&b'\\') {
             return Err(PathError::Backslash);
         }
-        let trailing_slash = text.len() > 1 && text.ends_with('/');
+        let trailing_slash = text.len() > 1 && text.ends_with(b"/");
         let mut segments = Vec::new();
-        for segment in text.split('/') {
+        for segment in text.split(|&b| b == b'/') {
             match segment {
-                "" => {}
-                "." | ".." => return Err(PathError::DotSegment),
-                s => segments.push(s.to_owned()),
+                b"" => {}
+                b"." | b".." => return Err(PathError::DotSegment),
+                s => segments.push(OsStr::from_bytes(s).to_owned()),
             }
         }
         Ok(Self {
@@ -114,8 +115,9 @@ impl RequestPath {
         }
     }
 
-    /// The decoded segments, none empty, `.` or `..`, none holding `/`, `\` or NUL.
-    pub fn segments(&self) -> &[String] {
+    /// The decoded segments, none empty, `.` or `..`, none holding `/`, `\` or NUL; any
+    /// other bytes, UTF-8 or not.
+    pub fn segments(&self) -> &[OsString] {
         &self.segments
     }
 
@@ -126,7 +128,7 @@ impl RequestPath {
 
     /// Whether any segment is a hidden (dot) name.
     pub fn is_hidden(&self) -> bool {
-        self.segments.iter().any(|s| s.starts_with('.'))
+        self.segments.iter().any(|s| s.as_bytes().starts_with(b"."))
     }
 
     /// The path relative to the served directory (empty for the root).
@@ -135,9 +137,9 @@ impl RequestPath {
     }
 
     /// This path with one more segment.
-    pub(crate) fn join(&self, segment: &str) -> Self {
+    pub(crate) fn join(&self, segment: impl AsRef<OsStr>) -> Self {
         let mut segments = self.segments.clone();
-        segments.push(segment.to_owned());
+        segments.push(segment.as_ref().to_owned());
         Self {
             segments,
             trailing_slash: false,
@@ -145,8 +147,8 @@ impl RequestPath {
     }
 
     /// The last segment, or `None` for the root.
-    pub fn file_name(&self) -> Option<&str> {
-        self.segments.last().map(String::as_str)
+    pub fn file_name(&self) -> Option<&OsStr> {
+        self.segments.last().map(OsString::as_os_str)
     }
 
     /// The parent path (the root's parent is the root).
@@ -169,19 +171,37 @@ impl RequestPath {
             if i > 0 {
                 href.push('/');
             }
-            encode_segment(segment, &mut href);
+            encode_segment(segment.as_bytes(), &mut href);
         }
         if dir && !self.segments.is_empty() {
             href.push('/');
         }
         href
     }
+
+    /// The path as people read it: `/`-separated, each segment as [`display_name`] shows it.
+    pub fn to_display(&self) -> String {
+        let mut out = String::from("/");
+        for segment in &self.segments {
+            out.push_str(&display_name(segment.as_bytes()));
+            out.push('/');
+        }
+        out
+    }
 }
 
-/// Percent-encodes one path segment: everything but unreserved characters, so the result
-/// holds no `/`, `?`, `#`, `:`, quotes or angle brackets.
-pub fn encode_segment(segment: &str, out: &mut String) {
-    for &b in segment.as_bytes() {
+/// Percent-encodes one path segment, whatever its bytes: everything but unreserved
+/// characters, so the result holds no `/`, `?`, `#`, `:`, quotes or angle brackets.
+///
+/// # Examples
+///
+/// ```
+/// let mut href = String::new();
+/// sockit::http::server::encode_segment(b"a b\xff", &mut href);
+/// assert_eq!(href, "a%20b%FF");
+/// ```
+pub fn encode_segment(segment: impl AsRef<[u8]>, out: &mut String) {
+    for &b in segment.as_ref() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
             out.push(b as char);
         } else {
@@ -190,13 +210,52 @@ pub fn encode_segment(segment: &str, out: &mut String) {
     }
 }
 
+/// A file name as people read it, for a page or a message: UTF-8 text as it is, but every
+/// byte that is not UTF-8 shown as `\xFF` and every control character (ESC, newline, DEL,
+/// C1 controls) as `\n`, `\t`, `\r` or `\u{1b}`-like `\x1B`, so that no name can draw on a
+/// terminal or pass for another line. Lossy on purpose: the href is the exact name.
+///
+/// # Examples
+///
+/// ```
+/// use sockit::http::server::display_name;
+///
+/// assert_eq!(display_name(b"caf\xc3\xa9.txt"), "café.txt");
+/// assert_eq!(display_name(b"a\xffb\nc\x1b[31m"), "a\\xFFb\\nc\\x1B[31m");
+/// ```
+pub fn display_name(name: &[u8]) -> String {
+    let mut out = String::with_capacity(name.len());
+    for chunk in name.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                '\r' => out.push_str("\\r"),
+                c if c.is_control() => {
+                    let _ = write!(out, "\\x{:02X}", u32::from(c));
+                }
+                // Bidirectional overrides and isolates: they reorder what follows on screen.
+                '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' => {
+                    let _ = write!(out, "\\u{{{:X}}}", u32::from(c));
+                }
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02X}");
+        }
+    }
+    out
+}
+
 /// Whether `name` is acceptable as one file name created by an upload.
-pub(crate) fn is_plain_name(name: &str) -> bool {
+pub(crate) fn is_plain_name(name: &OsStr) -> bool {
+    let name = name.as_bytes();
     !name.is_empty()
-        && name != "."
-        && name != ".."
+        && name != b"."
+        && name != b".."
         && name.len() <= 255
-        && !name.bytes().any(|b| b == b'/' || b == b'\\' || b == 0)
+        && !name.iter().any(|&b| b == b'/' || b == b'\\' || b == 0)
 }
 
 fn hex_value(c: u8) -> Option<u8> {
@@ -228,6 +287,20 @@ mod tests {
     }
 
     #[test]
+    fn names_that_are_not_utf8_round_trip_through_their_href() {
+        let p = RequestPath::parse("/d%FFir/a%0Ab%1B.txt").unwrap();
+        assert_eq!(p.segments()[0].as_bytes(), b"d\xffir");
+        assert_eq!(p.file_name().unwrap().as_bytes(), b"a\nb\x1b.txt");
+        assert_eq!(p.to_href(false), "/d%FFir/a%0Ab%1B.txt");
+        assert_eq!(p.to_display(), "/d\\xFFir/a\\nb\\x1B.txt/");
+        assert_eq!(
+            display_name("\u{202E}gpj.exe".as_bytes()),
+            "\\u{202E}gpj.exe"
+        );
+        assert_eq!(display_name(b"\x7f\xc2\x9b"), "\\x7F\\x9B");
+    }
+
+    #[test]
     fn escapes_and_tricks_are_refused() {
         use PathError::*;
         let cases = [
@@ -245,7 +318,6 @@ mod tests {
             ("/a%00.txt", Nul),
             ("/a%zz", BadEscape),
             ("/a%2", BadEscape),
-            ("/%ff%fe", NotUtf8),
         ];
         for (raw, want) in cases {
             assert_eq!(RequestPath::parse(raw), Err(want), "{raw}");
@@ -275,7 +347,7 @@ mod tests {
     fn check_invariants(p: &RequestPath) -> Result<(), TestCaseError> {
         for s in p.segments() {
             prop_assert!(!s.is_empty() && s != "." && s != "..");
-            prop_assert!(!s.contains(['/', '\\', '\0']));
+            prop_assert!(!s.as_bytes().iter().any(|b| matches!(b, b'/' | b'\\' | 0)));
         }
         let rel = p.to_relative();
         prop_assert!(rel.is_relative());
@@ -300,7 +372,7 @@ mod tests {
             if let Ok(p) = RequestPath::parse(&raw) {
                 for s in p.segments() {
                     prop_assert!(!s.is_empty() && s != "." && s != "..");
-                    prop_assert!(!s.contains('/') && !s.contains('\\') && !s.contains('\0'));
+                    prop_assert!(!s.as_bytes().iter().any(|b| matches!(b, b'/' | b'\\' | 0)));
                 }
                 let rel = p.to_relative();
                 prop_assert!(rel.is_relative());
@@ -310,8 +382,8 @@ mod tests {
 
         #[test]
         fn href_round_trips(segments in proptest::collection::vec("[^/\\\\\\x00]{1,20}", 0..4)) {
-            let segments: Vec<String> = segments.into_iter()
-                .filter(|s| s != "." && s != "..").collect();
+            let segments: Vec<OsString> = segments.into_iter()
+                .filter(|s| s != "." && s != "..").map(OsString::from).collect();
             let p = RequestPath { segments: segments.clone(), trailing_slash: false };
             let again = RequestPath::parse(&p.to_href(false)).unwrap();
             prop_assert_eq!(again.segments(), &segments[..]);
@@ -340,7 +412,9 @@ mod tests {
                 check_invariants(&form)?;
             }
             if let Some(name) = p.file_name() {
-                check_invariants(&p.parent().join(&format!("{name}.gz")))?;
+                let mut packed = name.to_owned();
+                packed.push(".gz");
+                check_invariants(&p.parent().join(packed))?;
             }
         }
     }

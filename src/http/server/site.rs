@@ -17,6 +17,7 @@ use hyper::body::{Body as _, Incoming};
 use tokio_util::sync::CancellationToken;
 
 use crate::http::server::added_headers;
+use crate::http::server::archive::Format;
 use crate::http::server::body::Body;
 use crate::http::server::config::{Config, ServeError};
 use crate::http::server::conformance;
@@ -220,6 +221,9 @@ impl Site {
                     }
                 }
                 Later::Dir(path, dir) => {
+                    if let Some(format) = Format::from_query(req.uri().query()) {
+                        return self.archive(&req, &path, dir, format);
+                    }
                     let index = self.files.lookup(&path.join("index.html")).await;
                     return match index {
                         Found::File(index) => self.file(&req, &path, index).await,

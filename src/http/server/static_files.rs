@@ -342,9 +342,34 @@ impl Files {
     /// Whether `full` (a path under the root) stays inside the root once symlinks are
     /// resolved, and names no hidden file there.
     pub(crate) async fn check_inside(&self, full: &Path) -> Inside {
-        let Ok(real) = tokio::fs::canonicalize(full).await else {
-            return Inside::Gone;
-        };
+        match tokio::fs::canonicalize(full).await {
+            Ok(real) => self.rules().classify(&real),
+            Err(_) => Inside::Gone,
+        }
+    }
+
+    /// The rules of this directory, for work done away from it (archives, on the blocking
+    /// pool).
+    pub(crate) fn rules(&self) -> TreeRules {
+        TreeRules {
+            root: self.root.clone(),
+            show_hidden: self.show_hidden,
+            follow_symlinks: self.follow_symlinks,
+        }
+    }
+}
+
+/// What of the tree under `root` may be served: hidden names, symlinks that lead out.
+#[derive(Debug, Clone)]
+pub(crate) struct TreeRules {
+    pub(crate) root: PathBuf,
+    pub(crate) show_hidden: bool,
+    pub(crate) follow_symlinks: bool,
+}
+
+impl TreeRules {
+    /// Where `real`, a path with every symlink resolved, lies.
+    pub(crate) fn classify(&self, real: &Path) -> Inside {
         match real.strip_prefix(&self.root) {
             Ok(rest) => {
                 let hidden = rest
@@ -358,6 +383,14 @@ impl Files {
             }
             Err(_) if self.follow_symlinks => Inside::Yes,
             Err(_) => Inside::Escapes,
+        }
+    }
+
+    /// [`TreeRules::classify`] of `full` once resolved, blocking.
+    pub(crate) fn check_inside_blocking(&self, full: &Path) -> Inside {
+        match std::fs::canonicalize(full) {
+            Ok(real) => self.classify(&real),
+            Err(_) => Inside::Gone,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! next to its destination and renamed only once complete, so a failed or cut-off upload
 //! leaves nothing behind; an existing file is kept unless overwriting is allowed.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -13,7 +14,7 @@ use hyper::body::Incoming;
 use tokio::io::AsyncWriteExt;
 
 use crate::http::server::path::RequestPath;
-use crate::http::server::path::is_plain_name;
+use crate::http::server::path::{display_name, is_plain_name};
 use crate::http::server::static_files::{Files, Inside};
 
 /// What uploads may do.
@@ -46,7 +47,7 @@ pub(crate) enum UploadError {
     Exists(String),
     #[error("{0} is a directory")]
     IsDir(String),
-    #[error("invalid file name {0:?}")]
+    #[error("invalid file name \"{0}\"")]
     BadName(String),
     #[error("directory {0} does not exist")]
     NoDir(String),
@@ -138,7 +139,8 @@ pub(crate) async fn post(
         if name.is_empty() {
             continue; // the form was sent with no file chosen
         }
-        check_name(files, &name)?;
+        let name = OsStr::new(&name);
+        check_name(files, name)?;
         let mut temp = TempFile::create(&full_dir).await?;
         while let Some(chunk) = field
             .chunk()
@@ -148,10 +150,10 @@ pub(crate) async fn post(
             temp.write(&chunk, config.max_file_bytes).await?;
         }
         let replaced = temp
-            .finish(&full_dir.join(&name), config.overwrite, &name)
+            .finish(&full_dir.join(name), config.overwrite, name)
             .await?;
         saved.push(Saved {
-            path: dir.join(&name),
+            path: dir.join(name),
             replaced,
         });
     }
@@ -161,9 +163,10 @@ pub(crate) async fn post(
     Ok(saved)
 }
 
-fn check_name(files: &Files, name: &str) -> Result<(), UploadError> {
-    if !is_plain_name(name) || (name.starts_with('.') && !files.show_hidden()) {
-        return Err(UploadError::BadName(name.to_owned()));
+fn check_name(files: &Files, name: &OsStr) -> Result<(), UploadError> {
+    use std::os::unix::ffi::OsStrExt;
+    if !is_plain_name(name) || (name.as_bytes().starts_with(b".") && !files.show_hidden()) {
+        return Err(UploadError::BadName(display_name(name.as_bytes())));
     }
     Ok(())
 }
@@ -249,17 +252,19 @@ impl TempFile {
         mut self,
         dest: &Path,
         overwrite: bool,
-        name: &str,
+        name: &OsStr,
     ) -> Result<bool, UploadError> {
+        use std::os::unix::ffi::OsStrExt;
+        let name = display_name(name.as_bytes());
         self.file.flush().await?;
         self.file.sync_all().await?;
         let temp = self.path.clone().expect("set until finished");
         if let Ok(meta) = tokio::fs::symlink_metadata(dest).await {
             if meta.is_dir() {
-                return Err(UploadError::IsDir(name.to_owned()));
+                return Err(UploadError::IsDir(name));
             }
             if !overwrite {
-                return Err(UploadError::Exists(name.to_owned()));
+                return Err(UploadError::Exists(name));
             }
             tokio::fs::rename(&temp, dest).await?;
             self.path = None;
@@ -269,7 +274,7 @@ impl TempFile {
         match tokio::fs::hard_link(&temp, dest).await {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(UploadError::Exists(name.to_owned()));
+                return Err(UploadError::Exists(name));
             }
             Err(e) => return Err(e.into()),
         }
