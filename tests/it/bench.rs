@@ -1027,7 +1027,11 @@ fn http_open_loop_keeps_its_schedule_well_under_a_millisecond() {
         r["schedule"]["sends"].as_u64().unwrap(),
         r["schedule"]["behind_busy"].as_u64().unwrap(),
     );
-    assert!(behind_busy < sends / 2, "the server did not keep up: {r}");
+    assert!(
+        behind_busy < sends / 2,
+        "{behind_busy} of {sends} sends were due while their connection was busy: the \
+         server (or a loaded machine) did not keep up, the schedule was not tested: {r}"
+    );
     assert_median_lag_is_fine(&r);
     let p99 = schedule_lag_ms(&r, "p99");
     assert!(p99 < 0.5, "schedule lag p99 {p99} ms: {r}");
