@@ -1,5 +1,5 @@
-//! A timer fine enough for an open-loop schedule: paced sends leave within tens of
-//! microseconds of their due time instead of up to two milliseconds after it.
+//! A timer fine enough for an open-loop schedule: a paced send is woken at its due time (at
+//! most [`COALESCE`] after it), not at tokio's next millisecond tick.
 //!
 //! tokio's timer has a resolution of 1 ms and rounds every deadline up to a tick, so paced
 //! sends waiting on `tokio::time::sleep_until` left 0–2 ms late, in bursts at each tick.
@@ -14,6 +14,9 @@
 //! Fires are coalesced, at most one per [`COALESCE`], which bounds the wake-ups per second at
 //! high rates; an entry then leaves at most that late, never early. Where there is no
 //! timerfd (other systems, or a runtime without I/O) tokio's timer does the waiting.
+//! Measured in a debug build on a loaded two-core machine, eight sleepers every 4 ms: median
+//! lateness 0.12 ms, against 1.04 ms on tokio's timer; the tail (several ms there) is the
+//! machine's scheduler, which a plain sleeping thread shows as well.
 
 use std::fmt;
 use std::time::Duration;
