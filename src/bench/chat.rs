@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bench::Report;
 pub use crate::bench::chat_wire::Transport;
 use crate::bench::chat_wire::{self, Heard, Reader, Writer};
+use crate::bench::fine_timer::FineTimer;
 use crate::bench::timeline::{Pace, Recorder, Timeline};
 
 /// What to run against a chat server.
@@ -457,6 +458,7 @@ pub async fn run(
 
     let start = Instant::now();
     is_measuring.store(true, Ordering::Relaxed);
+    let timer = (load.rate > 0.0).then(FineTimer::start);
     let mut sending = JoinSet::new();
     let mut idle_writers = Vec::new();
     for (index, writer) in writers.into_iter().enumerate() {
@@ -466,7 +468,9 @@ pub async fn run(
                 run: run_id,
                 epoch,
             };
-            let pace = (load.rate > 0.0).then(|| Pace::new(start, load.rate, senders, index));
+            let pace = timer
+                .clone()
+                .map(|timer| Pace::new(start, load.rate, senders, index, timer));
             sending.spawn(send_lines(
                 writer,
                 line,

@@ -10,6 +10,7 @@ use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::bench::fine_timer::FineTimer;
 use crate::bench::timeline::{Pace, Recorder, Timeline};
 use crate::bench::{Latency, Progress, Report};
 use crate::net::relay::COPY_BUFFER_BYTES;
@@ -200,11 +201,14 @@ async fn round_trip_load(
     let start = Instant::now();
     let end = duration.map(|d| start + d);
     let timeline = Timeline::new(start, rate.is_some());
+    let timer = rate.map(|_| FineTimer::start());
     let mut tasks = JoinSet::new();
     for (index, mut pinger) in pingers.into_iter().enumerate() {
         let progress = progress.clone();
         let mut recorder = Recorder::new(timeline.clone());
-        let mut pace = rate.map(|rate| Pace::new(start, rate, connections, index));
+        let mut pace = rate
+            .zip(timer.clone())
+            .map(|(rate, timer)| Pace::new(start, rate, connections, index, timer));
         tasks.spawn(async move {
             let mut free_since = start;
             for _ in 0..round_trips {

@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::bench::fine_timer::FineTimer;
 use crate::bench::timeline::{Pace, Recorder, Timeline};
 use crate::bench::{Progress, Report};
 use crate::http::{Http1RequestFirst, SendState};
@@ -135,6 +136,10 @@ pub async fn run(load: HttpLoad, progress: &Progress) -> Result<Report, HttpBenc
         start,
         last_answer_micros: AtomicU64::new(0),
         is_stalled: AtomicBool::new(false),
+        timer: match load.rate {
+            Some(_) => FineTimer::start(),
+            None => FineTimer::coarse(),
+        },
     });
     let deadline = start
         + match load.stop {
@@ -241,6 +246,8 @@ struct Shared {
     last_answer_micros: AtomicU64,
     /// Set when no connection got an answer for a whole timeout: nobody starts another request.
     is_stalled: AtomicBool,
+    /// What every paced lane waits on.
+    timer: FineTimer,
 }
 
 impl Shared {
@@ -361,10 +368,15 @@ struct Clock {
 impl Clock {
     fn new(run: &Run, lanes: usize, index: usize) -> Self {
         Self {
-            pace: run
-                .load
-                .rate
-                .map(|rate| Pace::new(run.shared.start, rate, lanes, index)),
+            pace: run.load.rate.map(|rate| {
+                Pace::new(
+                    run.shared.start,
+                    rate,
+                    lanes,
+                    index,
+                    run.shared.timer.clone(),
+                )
+            }),
             free_since: Instant::now(),
         }
     }

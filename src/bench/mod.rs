@@ -6,6 +6,7 @@
 pub mod chat;
 mod chat_wire;
 pub mod echo;
+mod fine_timer;
 pub mod http;
 mod plot;
 mod report;

@@ -228,6 +228,9 @@ pub struct ScheduleSummary {
     pub achieved_per_sec: f64,
     /// Operations sent.
     pub sends: u64,
+    /// The generator's own delay in starting a send (its connection free): median, the
+    /// precision of its timer.
+    pub lag_p50_ms: f64,
     /// The generator's own delay in starting a send (its connection free): 99th percentile.
     pub lag_p99_ms: f64,
     /// The generator's largest delay.
@@ -339,6 +342,7 @@ impl Report {
                 target_per_sec: rate,
                 achieved_per_sec: schedule.sends as f64 / self.seconds,
                 sends: schedule.sends,
+                lag_p50_ms: ms(schedule.lag.quantile(0.5)),
                 lag_p99_ms: ms(schedule.lag.quantile(0.99)),
                 lag_max_ms: ms(schedule.lag.quantile(1.0)),
                 late_sends: schedule.late_sends,
@@ -488,11 +492,12 @@ impl Report {
         if let Some(sc) = &self.schedule {
             let _ = writeln!(
                 s,
-                "  {:<14} {:.0}/s of {:.0}/s asked; generator lag p99 {:.3} · max {:.3} ms, \
-                 {} sends late, {} waited for a busy connection",
+                "  {:<14} {:.0}/s of {:.0}/s asked; generator lag p50 {:.3} · p99 {:.3} · max \
+                 {:.3} ms, {} sends late, {} waited for a busy connection",
                 "rate",
                 sc.achieved_per_sec,
                 sc.target_per_sec,
+                sc.lag_p50_ms,
                 sc.lag_p99_ms,
                 sc.lag_max_ms,
                 sc.late_sends,

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::bench::Latency;
+use crate::bench::fine_timer::FineTimer;
 
 /// A send later than this after it was due (with its connection free) means the generator
 /// did not keep its schedule.
@@ -24,6 +25,8 @@ pub const LATE_SEND: Duration = Duration::from_millis(1);
 pub(crate) struct Pace {
     next: Instant,
     period: Duration,
+    /// Shared by every connection of the run: tokio's own timer is 1 ms coarse.
+    timer: FineTimer,
 }
 
 /// When one paced operation was due and when it actually went out.
@@ -39,12 +42,19 @@ pub(crate) struct Sent {
 
 impl Pace {
     /// Connection `index` of `connections` sharing `rate` operations per second: each sends
-    /// every `connections / rate` seconds, staggered by `1 / rate`.
-    pub(crate) fn new(start: Instant, rate: f64, connections: usize, index: usize) -> Self {
+    /// every `connections / rate` seconds, staggered by `1 / rate`, waiting on `timer`.
+    pub(crate) fn new(
+        start: Instant,
+        rate: f64,
+        connections: usize,
+        index: usize,
+        timer: FineTimer,
+    ) -> Self {
         let rate = rate.max(1e-3);
         Self {
             next: start + Duration::from_secs_f64(index as f64 / rate),
             period: Duration::from_secs_f64(connections.max(1) as f64 / rate),
+            timer,
         }
     }
 
@@ -67,7 +77,7 @@ impl Pace {
         let due = self.next;
         self.next += self.period;
         if due > Instant::now() {
-            tokio::time::sleep_until(due).await;
+            self.timer.sleep_until(due).await;
         }
         let at = Instant::now();
         Sent {
@@ -246,7 +256,7 @@ mod tests {
     async fn overdue_sends_keep_their_due_time_and_busy_waits_are_not_lag() {
         let start = Instant::now();
         // 100/s over 2 connections: each every 20 ms, the second 10 ms after the first.
-        let mut pace = Pace::new(start, 100.0, 2, 1);
+        let mut pace = Pace::new(start, 100.0, 2, 1, FineTimer::coarse());
         assert_eq!(pace.due(), start + Duration::from_millis(10));
         let first = pace.next(start).await;
         assert_eq!(first.at, start + Duration::from_millis(10));
