@@ -3,17 +3,17 @@
 //! server's raw text (every text frame is a line). The accounting (`chat`) sees lines only.
 
 use std::io;
-use std::net::SocketAddr;
 
 use bytes::BytesMut;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+use crate::net::dial::{DialOptions, Dialed, dial};
+use crate::net::{BoxStream, HostPort, NetError};
 
 /// How the load's clients talk to the server.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,7 +46,14 @@ impl Transport {
     }
 }
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<BoxStream>;
+
+/// The sending half of a line client's stream: an owned TCP half (no lock shared with the
+/// reader) or a half of any other transport.
+type LineWriter = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// The receiving half of a line client's stream.
+type LineReader = Box<dyn AsyncRead + Send + Unpin>;
 
 /// Bytes a WebSocket client reads at once: enough for a burst of frames, small enough for
 /// thousands of idle clients.
@@ -57,7 +64,7 @@ const WS_FRAMES_PER_TURN: usize = 64;
 
 /// The sending half of one client.
 pub(super) enum Writer {
-    Tcp(OwnedWriteHalf),
+    Lines(LineWriter),
     Ws {
         sink: SplitSink<Ws, Message>,
         is_raw: bool,
@@ -68,8 +75,8 @@ pub(super) enum Writer {
 
 /// The receiving half of one client.
 pub(super) enum Reader {
-    Tcp {
-        half: OwnedReadHalf,
+    Lines {
+        half: LineReader,
         buf: BytesMut,
     },
     Ws {
@@ -90,24 +97,52 @@ pub(super) enum Heard<'a> {
     Notice(&'a str),
 }
 
-/// Connects one client to `addr` over `transport`.
-pub(super) async fn open(addr: SocketAddr, transport: &Transport) -> io::Result<(Writer, Reader)> {
-    let stream = TcpStream::connect(addr).await?;
-    let _ = stream.set_nodelay(true);
+/// Why a client could not join.
+#[derive(Debug)]
+pub(super) enum OpenError {
+    /// The route to the server failed (connect, proxy, Unix socket).
+    Dial(NetError),
+    /// The WebSocket handshake failed.
+    WebSocket(io::Error),
+}
+
+/// Connects one client to `addr` by `route` (directly, through a proxy or over a Unix
+/// socket), then speaks `transport`. The dial layer sets TCP_NODELAY on TCP connections.
+pub(super) async fn open(
+    addr: &HostPort,
+    route: &DialOptions,
+    transport: &Transport,
+) -> Result<(Writer, Reader), OpenError> {
+    let (dialed, _) = dial(addr, route).await.map_err(OpenError::Dial)?;
     let (path, is_raw) = match transport {
         Transport::Lines => {
-            let (half, writer) = stream.into_split();
+            let (half, writer): (LineReader, LineWriter) = match dialed {
+                // Owned halves of a TCP stream share no lock between reader and writer.
+                Dialed::Tcp(tcp) => {
+                    let (half, writer) = tcp.into_split();
+                    (Box::new(half), Box::new(writer))
+                }
+                Dialed::Boxed(stream) => {
+                    let (half, writer) = tokio::io::split(stream);
+                    (Box::new(half), Box::new(writer))
+                }
+            };
             let buf = BytesMut::with_capacity(64 * 1024);
-            return Ok((Writer::Tcp(writer), Reader::Tcp { half, buf }));
+            return Ok((Writer::Lines(writer), Reader::Lines { half, buf }));
         }
         Transport::ChatWebSocket { path } => (path, false),
         Transport::RawWebSocket { path } => (path, true),
     };
     let url = format!("ws://{addr}{path}");
     let config = WebSocketConfig::default().read_buffer_size(WS_READ_BUFFER_BYTES);
+    let stream = dialed.into_boxed();
     let (ws, _) = tokio_tungstenite::client_async_with_config(url.as_str(), stream, Some(config))
         .await
-        .map_err(|err| io::Error::other(format!("WebSocket handshake at {url} failed: {err}")))?;
+        .map_err(|err| {
+            OpenError::WebSocket(io::Error::other(format!(
+                "WebSocket handshake at {url} failed: {err}"
+            )))
+        })?;
     let (sink, stream) = ws.split();
     Ok((
         Writer::Ws {
@@ -128,7 +163,7 @@ impl Writer {
     /// Sends `text` as it is: a line (a newline is added) or the text of one frame.
     pub(super) async fn greet(&mut self, text: &str) -> bool {
         match self {
-            Writer::Tcp(half) => half.write_all(format!("{text}\n").as_bytes()).await.is_ok(),
+            Writer::Lines(half) => half.write_all(format!("{text}\n").as_bytes()).await.is_ok(),
             Writer::Ws { sink, .. } => sink.send(Message::text(text)).await.is_ok(),
         }
     }
@@ -137,7 +172,7 @@ impl Writer {
     /// WebSocket (written together). `false` when the connection failed.
     pub(super) async fn send_lines(&mut self, lines: &[u8]) -> bool {
         let (sink, is_raw, frames) = match self {
-            Writer::Tcp(half) => return half.write_all(lines).await.is_ok(),
+            Writer::Lines(half) => return half.write_all(lines).await.is_ok(),
             Writer::Ws {
                 sink,
                 is_raw,
@@ -189,7 +224,7 @@ impl Reader {
     /// closed or failed. [`drain`](Self::drain) then hands it over. Cancel-safe.
     pub(super) async fn wait(&mut self) -> Option<usize> {
         match self {
-            Reader::Tcp { half, buf } => {
+            Reader::Lines { half, buf } => {
                 if buf.capacity() - buf.len() < 16 * 1024 {
                     buf.reserve(64 * 1024);
                 }
@@ -231,7 +266,7 @@ impl Reader {
     /// of those extra frames.
     pub(super) fn drain(&mut self, mut each: impl FnMut(Heard<'_>)) -> usize {
         match self {
-            Reader::Tcp { buf, .. } => {
+            Reader::Lines { buf, .. } => {
                 let mut start = 0;
                 for end in memchr::memchr_iter(b'\n', buf) {
                     let line = &buf[start..end];

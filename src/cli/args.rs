@@ -292,6 +292,7 @@ impl RouteArgs {
                 (_, true) => Some(Family::V6),
                 _ => None,
             },
+            socket_buffer_bytes: None,
         })
     }
 

@@ -135,7 +135,7 @@ pub(crate) async fn run(
                 let err = err.into();
                 if options.tls.is_some() {
                     let name = args.tls.sni.as_deref().unwrap_or(addr.host_or(DEFAULT_CONNECT_HOST));
-                    hints::after_failure(&err, &addr, name, true, "leave out --tls, --pin, --ca and -k", None).await;
+                    hints::after_failure(&err, &addr, &options.dial, name, true, "leave out --tls, --pin, --ca and -k", None).await;
                 }
                 return Err(err);
             }
@@ -297,7 +297,26 @@ async fn run_scan(args: ConnectArgs, verbose: u8, stop: CancellationToken) -> an
         }
     };
     let ports: PortList = spec.parse().map_err(|e| UsageError(Box::new(e)))?;
-    let ip = host.resolve(DEFAULT_CONNECT_HOST).await?[0].ip();
+    // The probes are bare TCP connects from this host: a route they cannot take is refused,
+    // never silently bypassed.
+    let route = &args.route;
+    for (is_set, flag) in [
+        (
+            route.proxy.as_deref().is_some_and(|p| !p.trim().is_empty()),
+            "--proxy",
+        ),
+        (route.unix_socket.is_some(), "--unix-socket"),
+        (!route.connect_to.is_empty(), "--connect-to"),
+        (route.source.is_some(), "--source"),
+    ] {
+        if is_set {
+            return Err(UsageError(
+                format!("-z probes directly from this host; it cannot take {flag}").into(),
+            )
+            .into());
+        }
+    }
+    let ip = route.dial_without_proxy()?.resolve(&host).await?[0].ip();
     let config = ScanConfig {
         concurrency: args.concurrency,
         timeout: args.timeout.unwrap_or(PROBE_TIMEOUT),

@@ -341,12 +341,13 @@ pub(crate) async fn recv(args: RecvArgs, stop: CancellationToken) -> anyhow::Res
     }
     let code: Code = args.code.parse()?;
     let out_dir = args.output.clone().unwrap_or_else(|| PathBuf::from("."));
+    let route = args.route.dial_options(&code.addr)?;
     let config = RecvConfig {
         out_dir: out_dir.clone(),
         overwrite: args.overwrite,
         parallel: args.parallel,
         connect_timeout: args.connect_timeout,
-        dial: args.route.dial_options(&code.addr)?,
+        dial: route.clone(),
         ..RecvConfig::default()
     };
     let result = receive(&code, &config, &progress, stop).await;
@@ -358,6 +359,7 @@ pub(crate) async fn recv(args: RecvArgs, stop: CancellationToken) -> anyhow::Res
             crate::cli::hints::after_failure(
                 &err,
                 &code.addr,
+                &route,
                 &name,
                 true,
                 "nothing sockit send started listens there; check the code it printed",

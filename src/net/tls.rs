@@ -187,23 +187,31 @@ fn default_roots() -> rustls::RootCertStore {
     roots
 }
 
-/// Connects to `addr` and completes a handshake that trusts any certificate, only to read
-/// the server's: its fingerprint (for a hint to pin it), or an error when the server does
-/// not speak TLS. Nothing is sent after the handshake.
+/// Connects to `addr` by `route` (the route the failed connection took: directly, through
+/// its proxy or over its Unix socket) and completes a handshake that trusts any
+/// certificate, only to read the server's: its fingerprint (for a hint to pin it), or an
+/// error when the server does not speak TLS. Nothing is sent after the handshake.
 ///
 /// # Errors
 ///
 /// [`NetError`] when connecting or the handshake fails, or no certificate came.
 pub async fn probe_fingerprint(
     addr: &crate::net::HostPort,
+    route: &crate::net::DialOptions,
     server_name: &str,
     timeout: std::time::Duration,
 ) -> Result<Fingerprint, NetError> {
-    let stream = crate::net::connect(addr, timeout).await?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let (dialed, _) = tokio::time::timeout_at(deadline, crate::net::dial::dial(addr, route))
+        .await
+        .map_err(|_| NetError::Timeout {
+            what: format!("connecting to {addr}"),
+            after: timeout,
+        })??;
     let name = ServerName::try_from(server_name.to_owned())
         .map_err(|e| NetError::TlsConfig(format!("server name {server_name:?}: {e}")))?;
     let connector = tokio_rustls::TlsConnector::from(client_config(&Verify::Insecure, &[])?);
-    let tls = tokio::time::timeout(timeout, connector.connect(name, stream))
+    let tls = tokio::time::timeout_at(deadline, connector.connect(name, dialed.into_boxed()))
         .await
         .map_err(|_| NetError::Timeout {
             what: format!("TLS handshake with {addr}"),

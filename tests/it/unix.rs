@@ -307,3 +307,22 @@ fn chat_serve_on_a_unix_socket_takes_nc_clients() {
     let text = String::from_utf8_lossy(&out);
     assert!(text.contains("is now ada"), "{text}");
 }
+
+#[test]
+fn bench_echo_loads_a_unix_socket_echo_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("echo.sock");
+    let addr = format!("unix:{}", socket.display());
+    let _server = UnixServer::start(&["listen", &addr, "--echo"], &socket, Stdio::null());
+    let (out, err, code) = run(
+        &["bench", "echo", "--json", &addr, "-c", "3", "-n", "10"],
+        b"",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(report["ops"], 30, "{report}");
+    let (out, err, code) = run(&["bench", "echo", "--json", &addr, "--stream", "2MiB"], b"");
+    assert_eq!(code, Some(0), "{err}");
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(report["bytes"], 2 << 20, "{report}");
+}
