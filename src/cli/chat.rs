@@ -189,7 +189,7 @@ async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<()> {
     let mut config = Config::try_from(&args)?;
     let unix = UnixAddr::parse_prefixed(&args.bind.bind);
     let addr = match &unix {
-        Some(_) if args.tls.tls || args.tls.cert.is_some() => {
+        Some(_) if args.tls.is_on() => {
             anyhow::bail!("--tls over a Unix socket is not supported")
         }
         Some(_) => None,
