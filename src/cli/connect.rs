@@ -167,8 +167,16 @@ async fn run_udp(args: ConnectArgs, addr: HostPort, stop: CancellationToken) -> 
     if args.route.proxy.is_some() || args.route.unix_socket.is_some() {
         anyhow::bail!("--udp goes direct: --proxy and --unix-socket are for TCP");
     }
-    let peers = args.addr_family_filter(&addr, addr.resolve(DEFAULT_CONNECT_HOST).await?)?;
-    let peer = peers[0];
+    // The route's overrides hold for datagrams too: --resolve, -4/-6.
+    let peers = args.route.dial_without_proxy()?.resolve(&addr).await?;
+    let peer = match args.route.source {
+        Some(source) => peers
+            .iter()
+            .copied()
+            .find(|p| p.is_ipv4() == source.is_ipv4())
+            .unwrap_or(peers[0]),
+        None => peers[0],
+    };
     let local = match args.route.source {
         Some(ip) => SocketAddr::new(ip, 0),
         None if peer.is_ipv4() => SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -252,24 +260,6 @@ fn refused(error: std::io::Error, peer: SocketAddr) -> anyhow::Error {
         ))
     } else {
         anyhow::Error::new(error).context(format!("UDP to {peer}"))
-    }
-}
-
-impl ConnectArgs {
-    /// Keeps the addresses of the family asked for with -4/-6.
-    fn addr_family_filter(
-        &self,
-        addr: &HostPort,
-        addrs: Vec<SocketAddr>,
-    ) -> anyhow::Result<Vec<SocketAddr>> {
-        let kept: Vec<SocketAddr> = addrs
-            .into_iter()
-            .filter(|a| (!self.route.ipv4 || a.is_ipv4()) && (!self.route.ipv6 || a.is_ipv6()))
-            .collect();
-        if kept.is_empty() {
-            anyhow::bail!("{} has no address of the family asked for", addr);
-        }
-        Ok(kept)
     }
 }
 

@@ -326,3 +326,25 @@ fn bench_echo_loads_a_unix_socket_echo_server() {
     let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(report["bytes"], 2 << 20, "{report}");
 }
+
+#[test]
+fn connect_udp_takes_resolve_overrides_too() {
+    let echo = Server::start(&["listen", "--port", "0", "--udp", "--echo"]);
+    let port = echo.addr.port();
+    let rule = format!("echo.invalid:{port}:127.0.0.1");
+    let target = format!("echo.invalid:{port}");
+    let (out, err, code) = run(
+        &[
+            "connect",
+            "--udp",
+            "--linger",
+            "300ms",
+            "--resolve",
+            &rule,
+            &target,
+        ],
+        b"over udp\n",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, b"over udp\n");
+}
