@@ -181,3 +181,22 @@ fn an_exposed_corrupt_or_linked_identity_file_is_refused_with_one_line() {
     let again = Server::start(&["listen", "--port", "0", "--identity", f]);
     assert_eq!(printed_pin(&again), pin);
 }
+
+#[test]
+fn identity_is_refused_where_tls_cannot_go_and_no_file_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("id.pem");
+    let f = file.to_str().unwrap();
+    let (_, err, code) = run(&["listen", "--port", "0", "--udp", "--identity", f], b"");
+    assert_eq!(code, Some(2), "{err}");
+    let (_, err, code) = run(&["listen", "--port", "0", "--socks5", "--identity", f], b"");
+    assert_eq!(code, Some(2), "{err}");
+    let socket = format!("unix:{}", dir.path().join("s.sock").display());
+    let (_, err, code) = run(&["listen", &socket, "--identity", f], b"");
+    assert_ne!(code, Some(0));
+    assert!(err.contains("--tls over a Unix socket"), "{err}");
+    let (_, err, code) = run(&["listen", &socket, "--tls"], b"");
+    assert_ne!(code, Some(0));
+    assert!(err.contains("--tls over a Unix socket"), "{err}");
+    assert!(!file.exists());
+}
