@@ -121,11 +121,7 @@ pub async fn run_via(
     limit: Duration,
     progress: &Progress,
 ) -> Result<Report, EchoBenchError> {
-    let io = |source| EchoBenchError::Io {
-        target: target.clone(),
-        source,
-    };
-    let server = Server { target, route };
+    let server = EchoServer { target, route };
     let work = async {
         match *load {
             EchoLoad::RoundTrips {
@@ -155,7 +151,7 @@ pub async fn run_via(
                 let addr = server.udp_addr().await?;
                 udp_load(addr, route.source, datagrams, window, size, progress)
                     .await
-                    .map_err(io)
+                    .map_err(|source| server.io(source))
             }
         }
     };
@@ -165,12 +161,12 @@ pub async fn run_via(
 }
 
 /// The echo server and the route to it.
-struct Server<'a> {
+struct EchoServer<'a> {
     target: &'a HostPort,
     route: &'a DialOptions,
 }
 
-impl Server<'_> {
+impl EchoServer<'_> {
     /// A connection by the route, within `timeout`.
     async fn connect(
         &self,
@@ -237,7 +233,7 @@ struct Pinger {
 
 impl Pinger {
     async fn connect(
-        server: &Server<'_>,
+        server: &EchoServer<'_>,
         index: usize,
         size: usize,
         timeout: Duration,
@@ -282,7 +278,7 @@ struct Shape {
 }
 
 async fn round_trip_load(
-    server: &Server<'_>,
+    server: &EchoServer<'_>,
     shape: &Shape,
     progress: &Progress,
 ) -> Result<Report, EchoBenchError> {
@@ -399,7 +395,7 @@ enum Ending {
 }
 
 async fn stream_load(
-    server: &Server<'_>,
+    server: &EchoServer<'_>,
     bytes: u64,
     progress: &Progress,
 ) -> Result<Report, EchoBenchError> {

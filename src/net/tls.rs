@@ -321,8 +321,8 @@ impl ServerIdentity {
     ///
     /// [`NetError::TlsConfig`] if the certificate cannot be generated.
     pub fn self_signed(names: &[String], alpn: &[&[u8]]) -> Result<Self, NetError> {
-        let (generated, cert, key) = generate(names)?;
-        Self::from_parts(vec![cert], key, generated.cert.pem(), alpn)
+        let made = generate(names)?;
+        Self::from_parts(vec![made.cert], made.key, made.cert_pem, alpn)
     }
 
     /// The self-signed identity kept in the PEM file `path` (certificate, then private
@@ -359,23 +359,30 @@ impl ServerIdentity {
             Err(IdentityOpen::Missing) => {}
             Err(IdentityOpen::Failed(e)) => return Err(e),
         }
-        let (generated, cert, key) = generate(names)?;
-        let pem = format!(
-            "{}{}",
-            generated.cert.pem(),
-            generated.key_pair.serialize_pem()
-        );
-        let mut file = std::fs::OpenOptions::new()
+        let made = generate(names)?;
+        let created = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-            .open(path)
-            .map_err(|e| error(&format!("cannot create it: {e}")))?;
+            .open(path);
+        let mut file = match created {
+            Ok(file) => file,
+            // Another server made it a moment ago: take that one.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return match open_identity_file(path) {
+                    Ok(file) => Self::from_identity_file(path, file, alpn),
+                    Err(IdentityOpen::Missing) => Err(error(&"it vanished while being made")),
+                    Err(IdentityOpen::Failed(e)) => Err(e),
+                };
+            }
+            Err(e) => return Err(error(&format!("cannot create it: {e}"))),
+        };
+        let pem = format!("{}{}", made.cert_pem, made.key_pem);
         std::io::Write::write_all(&mut file, pem.as_bytes())
             .and_then(|()| file.sync_all())
             .map_err(|e| error(&format!("cannot write it: {e}")))?;
-        Self::from_parts(vec![cert], key, generated.cert.pem(), alpn)
+        Self::from_parts(vec![made.cert], made.key, made.cert_pem, alpn)
     }
 
     fn from_identity_file(
@@ -444,17 +451,16 @@ impl ServerIdentity {
     }
 }
 
+/// A fresh self-signed certificate and its key, in DER and in PEM.
+struct SelfSigned {
+    cert: CertificateDer<'static>,
+    key: PrivateKeyDer<'static>,
+    cert_pem: String,
+    key_pem: String,
+}
+
 /// A fresh self-signed certificate for `names` plus `localhost`, `127.0.0.1` and `::1`.
-fn generate(
-    names: &[String],
-) -> Result<
-    (
-        rcgen::CertifiedKey,
-        CertificateDer<'static>,
-        PrivateKeyDer<'static>,
-    ),
-    NetError,
-> {
+fn generate(names: &[String]) -> Result<SelfSigned, NetError> {
     let mut all: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
     for name in names {
         if !all.contains(name) {
@@ -463,9 +469,12 @@ fn generate(
     }
     let generated = rcgen::generate_simple_self_signed(all)
         .map_err(|e| NetError::TlsConfig(format!("generating a certificate: {e}")))?;
-    let cert = generated.cert.der().clone();
-    let key = PrivateKeyDer::Pkcs8(generated.key_pair.serialize_der().into());
-    Ok((generated, cert, key))
+    Ok(SelfSigned {
+        cert: generated.cert.der().clone(),
+        key: PrivateKeyDer::Pkcs8(generated.key_pair.serialize_der().into()),
+        cert_pem: generated.cert.pem(),
+        key_pem: generated.key_pair.serialize_pem(),
+    })
 }
 
 /// The `CERTIFICATE` blocks of a PEM text, without the key that may follow them.
@@ -504,7 +513,8 @@ fn open_identity_file(path: &Path) -> Result<std::fs::File, IdentityOpen> {
     };
     let file = match std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        // Non-blocking: opening a FIFO planted there must not hang the server.
+        .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
         .open(path)
     {
         Ok(file) => file,

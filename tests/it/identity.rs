@@ -157,6 +157,26 @@ fn an_exposed_corrupt_or_linked_identity_file_is_refused_with_one_line() {
         &["symbolic link"],
     );
 
+    // A FIFO planted there neither hangs the server nor counts as an identity.
+    let fifo = dir.path().join("fifo.pem");
+    let made = std::process::Command::new("mkfifo")
+        .arg("-m")
+        .arg("600")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    assert_refused(
+        &[
+            "listen",
+            "--port",
+            "0",
+            "--identity",
+            fifo.to_str().unwrap(),
+        ],
+        &["not a regular file"],
+    );
+
     // Damaged: cut in half, garbage, or a certificate without its key.
     let pem = std::fs::read_to_string(&file).unwrap();
     let cert_only = &pem[..pem.find("-----BEGIN PRIVATE KEY-----").unwrap()];
