@@ -27,9 +27,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bench::Report;
 pub use crate::bench::chat_wire::Transport;
-use crate::bench::chat_wire::{self, Heard, Reader, Writer};
+use crate::bench::chat_wire::{self, Heard, OpenError, Reader, Writer};
 use crate::bench::fine_timer::FineTimer;
 use crate::bench::timeline::{Pace, Recorder, Timeline};
+use crate::net::{DialOptions, HostPort, NetError};
 
 /// What to run against a chat server.
 #[derive(Debug, Clone)]
@@ -80,13 +81,24 @@ impl Default for ChatLoad {
 /// Why a chat run failed as a whole.
 #[derive(Debug, thiserror::Error)]
 pub enum ChatBenchError {
-    /// A client could not connect.
+    /// A client could not connect (directly, through the proxy or the socket).
     #[error("client {index} could not connect to {addr}")]
     Connect {
         /// Which client.
         index: usize,
         /// The server.
-        addr: SocketAddr,
+        addr: HostPort,
+        /// What failed.
+        #[source]
+        source: NetError,
+    },
+    /// A client connected, but its WebSocket handshake failed.
+    #[error("client {index} could not open a WebSocket at {addr}")]
+    WebSocket {
+        /// Which client.
+        index: usize,
+        /// The server.
+        addr: HostPort,
         /// What failed.
         #[source]
         source: std::io::Error,
@@ -356,22 +368,43 @@ impl Flow {
     }
 }
 
-/// Runs `load` against the chat server at `addrs` (client `i` connects to
-/// `addrs[i % len]`: the nodes of one cluster share the clients); the whole run is bounded
-/// by `limit`.
+/// Runs `load` against the chat server at `addrs`, connecting directly; see [`run_via`],
+/// which takes a route (proxy, Unix socket, source address).
 ///
 /// # Errors
 ///
-/// [`ChatBenchError::Connect`] when a client cannot connect. Lines lost, duplicated or
-/// reordered, and a server that stalls, are not errors of the run: the report lists them
-/// in [`Report::problems`], next to the server's notices.
+/// As [`run_via`].
 pub async fn run(
     addrs: &[SocketAddr],
     load: &ChatLoad,
     limit: Duration,
     live: &crate::bench::Progress,
 ) -> Result<Report, ChatBenchError> {
-    let Some(&first) = addrs.first() else {
+    let targets: Vec<HostPort> = addrs
+        .iter()
+        .map(|addr| HostPort::new(Some(addr.ip().to_string()), addr.port()))
+        .collect();
+    run_via(&targets, &DialOptions::default(), load, limit, live).await
+}
+
+/// Runs `load` against the chat server at `addrs` (client `i` connects to
+/// `addrs[i % len]`: the nodes of one cluster share the clients), reached by `route`
+/// (directly, through a proxy or over a Unix socket); the whole run is bounded by `limit`.
+///
+/// # Errors
+///
+/// [`ChatBenchError::Connect`] when a client cannot connect, [`ChatBenchError::WebSocket`]
+/// when its WebSocket handshake fails. Lines lost, duplicated or
+/// reordered, and a server that stalls, are not errors of the run: the report lists them
+/// in [`Report::problems`], next to the server's notices.
+pub async fn run_via(
+    addrs: &[HostPort],
+    route: &DialOptions,
+    load: &ChatLoad,
+    limit: Duration,
+    live: &crate::bench::Progress,
+) -> Result<Report, ChatBenchError> {
+    let Some(first) = addrs.first() else {
         return Err(ChatBenchError::NoAddress);
     };
     let deadline = Instant::now() + limit;
@@ -401,17 +434,28 @@ pub async fn run(
     let timeline = Timeline::new(epoch, load.rate > 0.0);
     let is_measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for index in 0..load.clients {
-        let addr = addrs.get(index % addrs.len()).copied().unwrap_or(first);
-        let (mut writer, reader) =
-            tokio::time::timeout_at(deadline, chat_wire::open(addr, &load.transport))
+        let addr = addrs.get(index % addrs.len()).unwrap_or(first);
+        let opened =
+            tokio::time::timeout_at(deadline, chat_wire::open(addr, route, &load.transport))
                 .await
-                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))
-                .and_then(|r| r)
-                .map_err(|source| ChatBenchError::Connect {
-                    index,
-                    addr,
-                    source,
-                })?;
+                .unwrap_or_else(|_| {
+                    Err(OpenError::Dial(NetError::Timeout {
+                        what: format!("connecting to {addr}"),
+                        after: limit,
+                    }))
+                });
+        let (mut writer, reader) = opened.map_err(|error| match error {
+            OpenError::Dial(source) => ChatBenchError::Connect {
+                index,
+                addr: addr.clone(),
+                source,
+            },
+            OpenError::WebSocket(source) => ChatBenchError::WebSocket {
+                index,
+                addr: addr.clone(),
+                source,
+            },
+        })?;
         if let Some(greeting) = &load.greeting {
             let _ = writer.greet(greeting).await;
         }

@@ -3,17 +3,16 @@
 //! server's raw text (every text frame is a line). The accounting (`chat`) sees lines only.
 
 use std::io;
-use std::net::SocketAddr;
-
 use std::sync::Arc;
 
 use base64::Engine as _;
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+use crate::net::dial::{DialOptions, Dialed, dial};
+use crate::net::{HostPort, NetError};
 
 /// How the load's clients talk to the server.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -55,12 +54,19 @@ const MAX_HANDSHAKE_BYTES: usize = 16 * 1024;
 /// The longest message a WebSocket client assembles from fragments.
 const MAX_MESSAGE_BYTES: usize = 1 << 20;
 
+/// The sending half of a client's stream: an owned TCP half (no lock shared with the
+/// reader) or a half of any other transport.
+type HalfWriter = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// The receiving half of a client's stream.
+type HalfReader = Box<dyn AsyncRead + Send + Unpin>;
+
 /// The sending half of one client.
 pub(super) enum Writer {
-    Tcp(OwnedWriteHalf),
+    Lines(HalfWriter),
     Ws {
         /// Shared with the reader, which answers pings.
-        half: Arc<Mutex<OwnedWriteHalf>>,
+        half: Arc<Mutex<HalfWriter>>,
         is_raw: bool,
         masks: Masks,
         /// The frames of one batch, written at once.
@@ -72,18 +78,18 @@ pub(super) enum Writer {
 /// server's frames are unmasked (RFC 6455 §5.1), so a line is a slice of the read buffer,
 /// as over TCP, and the generator's cost per delivery stays well below the server's.
 pub(super) enum Reader {
-    Tcp {
-        half: OwnedReadHalf,
+    Lines {
+        half: HalfReader,
         buf: BytesMut,
     },
     Ws {
-        half: OwnedReadHalf,
+        half: HalfReader,
         buf: BytesMut,
         is_raw: bool,
         /// The message being put together from fragments.
         fragments: Vec<u8>,
         /// For the answers to pings.
-        writer: Arc<Mutex<OwnedWriteHalf>>,
+        writer: Arc<Mutex<HalfWriter>>,
         /// Pings heard and not yet answered.
         pings: Vec<Vec<u8>>,
         masks: Masks,
@@ -100,22 +106,46 @@ pub(super) enum Heard<'a> {
     Notice(&'a str),
 }
 
-/// Connects one client to `addr` over `transport`.
-pub(super) async fn open(addr: SocketAddr, transport: &Transport) -> io::Result<(Writer, Reader)> {
-    let mut stream = TcpStream::connect(addr).await?;
-    let _ = stream.set_nodelay(true);
+/// Why a client could not join.
+#[derive(Debug)]
+pub(super) enum OpenError {
+    /// The route to the server failed (connect, proxy, Unix socket).
+    Dial(NetError),
+    /// The WebSocket handshake failed.
+    WebSocket(io::Error),
+}
+
+/// Connects one client to `addr` by `route` (directly, through a proxy or over a Unix
+/// socket), then speaks `transport`. The dial layer sets TCP_NODELAY on TCP connections.
+pub(super) async fn open(
+    addr: &HostPort,
+    route: &DialOptions,
+    transport: &Transport,
+) -> Result<(Writer, Reader), OpenError> {
+    let (dialed, _) = dial(addr, route).await.map_err(OpenError::Dial)?;
+    let (mut half, mut writer): (HalfReader, HalfWriter) = match dialed {
+        // Owned halves of a TCP stream share no lock between reader and writer.
+        Dialed::Tcp(tcp) => {
+            let (half, writer) = tcp.into_split();
+            (Box::new(half), Box::new(writer))
+        }
+        Dialed::Boxed(stream) => {
+            let (half, writer) = tokio::io::split(stream);
+            (Box::new(half), Box::new(writer))
+        }
+    };
     let (path, is_raw) = match transport {
         Transport::Lines => {
-            let (half, writer) = stream.into_split();
             let buf = BytesMut::with_capacity(READ_BYTES);
-            return Ok((Writer::Tcp(writer), Reader::Tcp { half, buf }));
+            return Ok((Writer::Lines(writer), Reader::Lines { half, buf }));
         }
         Transport::ChatWebSocket { path } => (path, false),
         Transport::RawWebSocket { path } => (path, true),
     };
-    let mut masks = Masks::new(addr, stream.local_addr().ok());
-    let buf = handshake(&mut stream, addr, path, &mut masks).await?;
-    let (half, writer) = stream.into_split();
+    let mut masks = Masks::new();
+    let buf = handshake(&mut half, &mut writer, addr, path, &mut masks)
+        .await
+        .map_err(OpenError::WebSocket)?;
     let writer = Arc::new(Mutex::new(writer));
     Ok((
         Writer::Ws {
@@ -139,8 +169,9 @@ pub(super) async fn open(addr: SocketAddr, transport: &Transport) -> io::Result<
 
 /// The opening handshake (RFC 6455 §4.1); returns what the server sent after its answer.
 async fn handshake(
-    stream: &mut TcpStream,
-    addr: SocketAddr,
+    reader: &mut HalfReader,
+    writer: &mut HalfWriter,
+    addr: &HostPort,
     path: &str,
     masks: &mut Masks,
 ) -> io::Result<BytesMut> {
@@ -154,7 +185,7 @@ async fn handshake(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
-    stream.write_all(request.as_bytes()).await?;
+    writer.write_all(request.as_bytes()).await?;
     let mut buf = BytesMut::with_capacity(READ_BYTES);
     let head_len = loop {
         if let Some(end) = memchr::memmem::find(&buf, b"\r\n\r\n") {
@@ -163,7 +194,7 @@ async fn handshake(
         if buf.len() > MAX_HANDSHAKE_BYTES {
             return Err(fail("the answer's head is too long".into()));
         }
-        if stream.read_buf(&mut buf).await? == 0 {
+        if reader.read_buf(&mut buf).await? == 0 {
             return Err(fail("the server closed the connection".into()));
         }
     };
@@ -191,12 +222,13 @@ async fn handshake(
 pub(super) struct Masks(u64);
 
 impl Masks {
-    fn new(peer: SocketAddr, local: Option<SocketAddr>) -> Self {
+    fn new() -> Self {
+        static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        let port = local.map_or(0, |a| u64::from(a.port()));
-        Self((nanos ^ (port << 32) ^ u64::from(peer.port())) | 1)
+        let n = CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self((nanos ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1)
     }
 
     fn next(&mut self) -> u64 {
@@ -281,7 +313,7 @@ impl Writer {
     /// Sends `text` as it is: a line (a newline is added) or the text of one frame.
     pub(super) async fn greet(&mut self, text: &str) -> bool {
         match self {
-            Writer::Tcp(half) => half.write_all(format!("{text}\n").as_bytes()).await.is_ok(),
+            Writer::Lines(half) => half.write_all(format!("{text}\n").as_bytes()).await.is_ok(),
             Writer::Ws {
                 half,
                 masks,
@@ -299,7 +331,7 @@ impl Writer {
     /// WebSocket (written together). `false` when the connection failed.
     pub(super) async fn send_lines(&mut self, lines: &[u8]) -> bool {
         let (half, is_raw, masks, frames) = match self {
-            Writer::Tcp(half) => return half.write_all(lines).await.is_ok(),
+            Writer::Lines(half) => return half.write_all(lines).await.is_ok(),
             Writer::Ws {
                 half,
                 is_raw,
@@ -348,7 +380,7 @@ impl Reader {
     /// closed or failed. [`drain`](Self::drain) then hands it over. Cancel-safe.
     pub(super) async fn wait(&mut self) -> Option<usize> {
         let (half, buf) = match self {
-            Reader::Tcp { half, buf } => (half, buf),
+            Reader::Lines { half, buf } => (half, buf),
             Reader::Ws {
                 half,
                 buf,
@@ -388,7 +420,7 @@ impl Reader {
     /// reported (none: everything is read there).
     pub(super) fn drain(&mut self, mut each: impl FnMut(Heard<'_>)) -> usize {
         match self {
-            Reader::Tcp { buf, .. } => {
+            Reader::Lines { buf, .. } => {
                 let mut start = 0;
                 for end in memchr::memchr_iter(b'\n', buf) {
                     let line = &buf[start..end];
@@ -594,10 +626,11 @@ mod tests {
     #[tokio::test]
     async fn a_reader_puts_fragments_together_and_keeps_pings_for_an_answer() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap())
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         let (half, writer) = client.into_split();
+        let (half, writer): (HalfReader, HalfWriter) = (Box::new(half), Box::new(writer));
         let mut bytes = Vec::new();
         bytes.extend(server_frame(false, OP_TEXT, b"one "));
         bytes.extend(server_frame(true, OP_PING, b"p"));

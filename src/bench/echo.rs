@@ -5,16 +5,18 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream, UdpSocket};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::bench::fine_timer::FineTimer;
 use crate::bench::timeline::{Pace, Recorder, Timeline};
 use crate::bench::{Latency, Progress, Report};
+use crate::net::dial::{DialOptions, Dialed, dial};
 use crate::net::relay::COPY_BUFFER_BYTES;
 use crate::net::udp_batch::{RecvBatch, SendBatch};
+use crate::net::{BoxStream, HostPort, NetError};
 
 /// Send and receive buffer asked for by the stream load (Linux caps it at `wmem_max`).
 const STREAM_SOCKET_BUFFER_BYTES: u32 = 4 * 1024 * 1024;
@@ -61,34 +63,66 @@ pub enum EchoBenchError {
     /// The run did not finish within its time limit (a stalled or deadlocked server).
     #[error("no progress within {0:?}: the server stalled (or deadlocked)")]
     Stalled(Duration),
+    /// A client could not reach the server (directly, through the proxy or the socket).
+    #[error("connecting to the echo server {target}")]
+    Connect {
+        /// The server.
+        target: HostPort,
+        /// What failed.
+        #[source]
+        source: NetError,
+    },
     /// A socket error.
-    #[error("echo load against {addr}")]
+    #[error("echo load against {target}")]
     Io {
         /// The server.
-        addr: SocketAddr,
+        target: HostPort,
         /// What failed.
         #[source]
         source: std::io::Error,
     },
+    /// UDP was asked for over a route that carries TCP only.
+    #[error("UDP goes direct: {0} carries TCP only")]
+    UdpRoute(&'static str),
     /// The server answered with different bytes.
     #[error("the echo differs from what was sent ({0})")]
     Mismatch(String),
 }
 
-/// Runs `load` against the echo server at `addr`; the whole run is bounded by `limit`.
-/// `progress` counts round trips (or datagrams, or MB of a stream) as they complete.
+/// Runs `load` against the echo server at `addr`, connecting directly; the whole run is
+/// bounded by `limit`. [`run_via`] takes a route (proxy, Unix socket, source address).
 ///
 /// # Errors
 ///
-/// [`EchoBenchError::Stalled`] past `limit`, [`EchoBenchError::Io`] on a socket error,
-/// [`EchoBenchError::Mismatch`] when the echoed bytes differ.
+/// As [`run_via`].
 pub async fn run(
     addr: SocketAddr,
     load: &EchoLoad,
     limit: Duration,
     progress: &Progress,
 ) -> Result<Report, EchoBenchError> {
-    let io = |source| EchoBenchError::Io { addr, source };
+    let target = HostPort::new(Some(addr.ip().to_string()), addr.port());
+    run_via(&target, &DialOptions::default(), load, limit, progress).await
+}
+
+/// Runs `load` against the echo server at `target`, reached by `route` (directly, through a
+/// proxy or over a Unix socket; UDP goes direct); the whole run is bounded by `limit`.
+/// `progress` counts round trips (or datagrams, or MB of a stream) as they complete.
+///
+/// # Errors
+///
+/// [`EchoBenchError::Stalled`] past `limit`, [`EchoBenchError::Connect`] when a client
+/// cannot reach the server, [`EchoBenchError::Io`] on a socket error,
+/// [`EchoBenchError::Mismatch`] when the echoed bytes differ, and
+/// [`EchoBenchError::UdpRoute`] for UDP through a proxy or a Unix socket.
+pub async fn run_via(
+    target: &HostPort,
+    route: &DialOptions,
+    load: &EchoLoad,
+    limit: Duration,
+    progress: &Progress,
+) -> Result<Report, EchoBenchError> {
+    let server = EchoServer { target, route };
     let work = async {
         match *load {
             EchoLoad::RoundTrips {
@@ -107,16 +141,19 @@ pub async fn run(
                     rate,
                     duration,
                 };
-                round_trip_load(addr, &shape, progress).await
+                round_trip_load(&server, &shape, progress).await
             }
-            EchoLoad::Stream { bytes } => stream_load(addr, bytes, progress).await.map_err(io),
+            EchoLoad::Stream { bytes } => stream_load(&server, bytes, progress).await,
             EchoLoad::Udp {
                 datagrams,
                 window,
                 size,
-            } => udp_load(addr, datagrams, window, size, progress)
-                .await
-                .map_err(io),
+            } => {
+                let addr = server.udp_addr().await?;
+                udp_load(addr, route.source, datagrams, window, size, progress)
+                    .await
+                    .map_err(|source| server.io(source))
+            }
         }
     };
     tokio::time::timeout(limit, work)
@@ -124,17 +161,86 @@ pub async fn run(
         .map_err(|_| EchoBenchError::Stalled(limit))?
 }
 
+/// The echo server and the route to it.
+struct EchoServer<'a> {
+    target: &'a HostPort,
+    route: &'a DialOptions,
+}
+
+impl EchoServer<'_> {
+    /// A connection by the route, within `timeout`.
+    async fn connect(
+        &self,
+        route: &DialOptions,
+        timeout: Duration,
+    ) -> Result<Dialed, EchoBenchError> {
+        let error = |source| EchoBenchError::Connect {
+            target: self.target.clone(),
+            source,
+        };
+        let dialed = tokio::time::timeout(timeout, dial(self.target, route))
+            .await
+            .map_err(|_| {
+                error(NetError::Timeout {
+                    what: format!("connecting to {}", self.target),
+                    after: timeout,
+                })
+            })?;
+        Ok(dialed.map_err(error)?.0)
+    }
+
+    /// The address datagrams go to: UDP takes no proxy and no Unix socket.
+    async fn udp_addr(&self) -> Result<SocketAddr, EchoBenchError> {
+        if self.route.proxy.is_some() {
+            return Err(EchoBenchError::UdpRoute("a proxy"));
+        }
+        if self.route.unix_socket.is_some() {
+            return Err(EchoBenchError::UdpRoute("a Unix socket"));
+        }
+        let addrs =
+            self.route
+                .resolve(self.target)
+                .await
+                .map_err(|source| EchoBenchError::Connect {
+                    target: self.target.clone(),
+                    source,
+                })?;
+        let source = self.route.source;
+        // Resolving never gives an empty list; the family of `-s` is preferred.
+        Ok(addrs
+            .iter()
+            .find(|a| source.is_none_or(|s| s.is_ipv4() == a.is_ipv4()))
+            .unwrap_or(&addrs[0])
+            .to_owned())
+    }
+
+    fn io(&self, source: std::io::Error) -> EchoBenchError {
+        EchoBenchError::Io {
+            target: self.target.clone(),
+            source,
+        }
+    }
+}
+
+/// How long one connection of a stream load may take to open.
+const STREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// One connection of a round-trip load: its message and a reply buffer.
 struct Pinger {
-    stream: TcpStream,
+    stream: BoxStream,
     message: Vec<u8>,
     reply: Vec<u8>,
 }
 
 impl Pinger {
-    async fn connect(addr: SocketAddr, index: usize, size: usize) -> std::io::Result<Self> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
+    async fn connect(
+        server: &EchoServer<'_>,
+        index: usize,
+        size: usize,
+        timeout: Duration,
+    ) -> Result<Self, EchoBenchError> {
+        // The dial layer sets TCP_NODELAY on every TCP connection it opens.
+        let stream = server.connect(server.route, timeout).await?.into_boxed();
         Ok(Self {
             stream,
             message: (0..size).map(|j| (index + j) as u8).collect(),
@@ -173,7 +279,7 @@ struct Shape {
 }
 
 async fn round_trip_load(
-    addr: SocketAddr,
+    server: &EchoServer<'_>,
     shape: &Shape,
     progress: &Progress,
 ) -> Result<Report, EchoBenchError> {
@@ -189,13 +295,11 @@ async fn round_trip_load(
     // accepted every connection and the measured part is only round trips.
     let mut pingers = Vec::with_capacity(connections);
     for i in 0..connections {
-        let mut pinger = Pinger::connect(addr, i, size)
-            .await
-            .map_err(|source| EchoBenchError::Io { addr, source })?;
+        let mut pinger = Pinger::connect(server, i, size, timeout).await?;
         tokio::time::timeout(timeout, pinger.round_trip())
             .await
             .map_err(|_| EchoBenchError::Stalled(timeout))?
-            .map_err(|source| EchoBenchError::Io { addr, source })?;
+            .map_err(|source| server.io(source))?;
         pingers.push(pinger);
     }
     let start = Instant::now();
@@ -294,19 +398,48 @@ enum Ending {
     Timeout,
 }
 
-async fn stream_load(addr: SocketAddr, bytes: u64, progress: &Progress) -> std::io::Result<Report> {
+async fn stream_load(
+    server: &EchoServer<'_>,
+    bytes: u64,
+    progress: &Progress,
+) -> Result<Report, EchoBenchError> {
     // Socket buffers as large as the system allows by default: the load must not be what
     // limits a bulk echo. The server keeps whatever it chose.
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
+    let route = DialOptions {
+        socket_buffer_bytes: Some(STREAM_SOCKET_BUFFER_BYTES),
+        ..server.route.clone()
     };
-    socket.set_send_buffer_size(STREAM_SOCKET_BUFFER_BYTES)?;
-    socket.set_recv_buffer_size(STREAM_SOCKET_BUFFER_BYTES)?;
-    let stream = socket.connect(addr).await?;
-    let (mut reader, mut writer) = stream.into_split();
+    let dialed = server.connect(&route, STREAM_CONNECT_TIMEOUT).await?;
     let start = Instant::now();
+    let received = match dialed {
+        // Owned halves of a TCP stream need no lock between the two directions.
+        Dialed::Tcp(tcp) => {
+            let (reader, writer) = tcp.into_split();
+            push_and_check(reader, writer, bytes, progress).await
+        }
+        Dialed::Boxed(stream) => {
+            let (reader, writer) = tokio::io::split(stream);
+            push_and_check(reader, writer, bytes, progress).await
+        }
+    }
+    .map_err(|source| server.io(source))?;
+    Ok(Report::new(
+        format!("echo stream: {bytes} B full duplex"),
+        start.elapsed(),
+        1,
+        received,
+        None,
+    ))
+}
+
+/// Writes `bytes` of a pattern to `writer` while reading them back from `reader`, both at
+/// once, and checks the echo; the bytes that came back.
+async fn push_and_check(
+    mut reader: impl AsyncRead + Unpin,
+    mut writer: impl AsyncWrite + Unpin,
+    bytes: u64,
+    progress: &Progress,
+) -> std::io::Result<u64> {
     let send = async move {
         let chunk = vec![0x5a_u8; COPY_BUFFER_BYTES];
         let mut left = bytes;
@@ -341,31 +474,23 @@ async fn stream_load(addr: SocketAddr, bytes: u64, progress: &Progress) -> std::
     };
     let (sent, received) = tokio::join!(send, receive);
     sent?;
-    let received = received?;
-    Ok(Report::new(
-        format!("echo stream: {bytes} B full duplex"),
-        start.elapsed(),
-        1,
-        received,
-        None,
-    ))
+    received
 }
 
 async fn udp_load(
     addr: SocketAddr,
+    source: Option<std::net::IpAddr>,
     datagrams: u64,
     window: usize,
     size: usize,
     progress: &Progress,
 ) -> std::io::Result<Report> {
     let size = size.max(8);
-    let local: SocketAddr = if addr.is_ipv4() {
-        "127.0.0.1:0"
-    } else {
-        "[::1]:0"
-    }
-    .parse()
-    .expect("literal");
+    let local = match source {
+        Some(ip) => SocketAddr::new(ip, 0),
+        None if addr.is_ipv4() => SocketAddr::from(([0, 0, 0, 0], 0)),
+        None => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
+    };
     let socket = UdpSocket::bind(local).await?;
     socket.connect(addr).await?;
     // The window is refilled with one system call and replies are taken with one, so the

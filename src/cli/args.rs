@@ -292,6 +292,7 @@ impl RouteArgs {
                 (_, true) => Some(Family::V6),
                 _ => None,
             },
+            socket_buffer_bytes: None,
         })
     }
 
@@ -327,21 +328,56 @@ pub(crate) struct ServerTlsArgs {
     /// PEM private key for --cert
     #[arg(long, value_name = "FILE", requires = "cert")]
     pub(crate) key: Option<PathBuf>,
+    /// Keep the self-signed certificate and key in FILE: made on the first run (mode 0600),
+    /// loaded on later ones, so the --pin fingerprint survives restarts (implies --tls)
+    #[arg(long = "identity", value_name = "FILE", conflicts_with_all = ["cert", "key"])]
+    pub(crate) identity_file: Option<PathBuf>,
 }
 
 impl ServerTlsArgs {
+    /// Whether the server speaks TLS.
+    pub(crate) fn is_on(&self) -> bool {
+        self.tls || self.cert.is_some() || self.identity_file.is_some()
+    }
+
     /// The server identity, or `None` when TLS is off.
     pub(crate) fn identity(
         &self,
         bind: std::net::SocketAddr,
         alpn: &[&[u8]],
     ) -> Result<Option<ServerIdentity>, NetError> {
-        match (&self.cert, &self.key) {
-            (Some(cert), Some(key)) => ServerIdentity::from_pem_files(cert, key, alpn).map(Some),
-            _ if self.tls => ServerIdentity::self_signed(&[bind.ip().to_string()], alpn).map(Some),
+        let names = [bind.ip().to_string()];
+        match (&self.cert, &self.key, &self.identity_file) {
+            (Some(cert), Some(key), _) => ServerIdentity::from_pem_files(cert, key, alpn).map(Some),
+            (_, _, Some(file)) => kept_identity(file, &names, alpn).map(Some),
+            _ if self.tls => ServerIdentity::self_signed(&names, alpn).map(Some),
             _ => Ok(None),
         }
     }
+}
+
+/// `--identity FILE`: the identity kept in FILE (made there on the first run); a failure
+/// leaves the hint that fixes it.
+pub(crate) fn kept_identity(
+    file: &std::path::Path,
+    names: &[String],
+    alpn: &[&[u8]],
+) -> Result<ServerIdentity, NetError> {
+    let loaded = ServerIdentity::load_or_create(file, names, alpn);
+    match &loaded {
+        Err(NetError::IdentityExposed { path, .. }) => crate::cli::hints::set(format!(
+            "chmod 600 {} (and make a new identity if others may have read the key)",
+            path.display()
+        )),
+        Err(NetError::IdentityInvalid { .. }) => {
+            crate::cli::hints::set(format!(
+                "move {} away to make a new identity (its fingerprint changes: clients must pin the new one)",
+                file.display()
+            ));
+        }
+        _ => {}
+    }
+    loaded
 }
 
 /// `--trace`: the exact bytes on the wire.

@@ -7,7 +7,8 @@ use clap::{Args, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use sockit::bench::{Progress, Report, chat, echo, http};
-use sockit::net::{DEFAULT_CONNECT_HOST, HostPort};
+use sockit::net::dial::Endpoint;
+use sockit::net::{DEFAULT_CONNECT_HOST, DialOptions, HostPort};
 
 use crate::cli::args::{AddrWord, RouteArgs, parse_bytes, parse_duration};
 use crate::cli::output::{self, say_partial};
@@ -54,7 +55,8 @@ enum BenchMode {
   sockit bench echo :9000 -c 1000 -n 100 --size 64     round trips/s, p50/p99
   sockit bench echo :9000 --stream 512MiB              full-duplex MB/s
   sockit bench echo :9000 --udp -n 200000 --window 32  datagrams/s, lost, boundaries
-  sockit bench echo :9000 -c 10 --rate 5000 -d 10s      open loop: latency from due time")]
+  sockit bench echo :9000 -c 10 --rate 5000 -d 10s      open loop: latency from due time
+  sockit bench echo --proxy socks5h://127.0.0.1:1080 host:9000   through a SOCKS5 proxy")]
     Echo(EchoArgs),
     /// Load an HTTP server with keep-alive requests (like wrk), or HTTP/2 streams (like h2load)
     #[command(after_help = "Examples:
@@ -71,7 +73,8 @@ enum BenchMode {
   sockit bench chat :7777 --ws --clients 1000                               browsers: WebSocket /ws
   sockit bench chat :8080 --ws-raw --ws-path /                              a generic broadcast server
   sockit bench chat :7777 --ws --clients 10000 --idle 10s                   hold idle clients (memory)
-  sockit bench chat :7777 --json                                            for scripts")]
+  sockit bench chat :7777 --json                                            for scripts
+  sockit bench chat --proxy socks5h://127.0.0.1:1080 host:7777              through a proxy")]
     Chat(ChatBenchArgs),
 }
 
@@ -214,6 +217,8 @@ struct ChatBenchArgs {
     /// the server kept (watch its memory meanwhile)
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     idle: Option<Duration>,
+    #[command(flatten)]
+    route: RouteArgs,
 }
 
 impl ChatBenchArgs {
@@ -242,7 +247,7 @@ impl ChatBenchArgs {
 
 #[derive(Debug, Args)]
 struct EchoArgs {
-    /// The echo server: HOST:PORT, [IPv6]:PORT, :PORT or PORT, or HOST PORT
+    /// The echo server: HOST:PORT, [IPv6]:PORT, :PORT or PORT, or HOST PORT, or unix:PATH
     addr: AddrWord,
     /// The port, when ADDR is a bare HOST (nc style)
     #[arg(value_name = "PORT")]
@@ -279,6 +284,8 @@ struct EchoArgs {
     /// A round trip not echoed after this long counts as timed out
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     timeout: Duration,
+    #[command(flatten)]
+    route: RouteArgs,
 }
 
 pub(crate) async fn run(args: BenchArgs, stop: CancellationToken) -> anyhow::Result<()> {
@@ -287,11 +294,7 @@ pub(crate) async fn run(args: BenchArgs, stop: CancellationToken) -> anyhow::Res
     let ticker = live_progress(progress.clone(), args.mode.unit());
     let report = match args.mode {
         BenchMode::Echo(echo_args) => {
-            let addr = echo_args
-                .addr
-                .with_port(echo_args.port)?
-                .resolve(DEFAULT_CONNECT_HOST)
-                .await?[0];
+            let (target, route) = echo_args.target()?;
             let load = if let Some(bytes) = echo_args.stream {
                 echo::EchoLoad::Stream {
                     bytes: bytes as u64,
@@ -320,7 +323,7 @@ pub(crate) async fn run(args: BenchArgs, stop: CancellationToken) -> anyhow::Res
                 }
             };
             tokio::select! {
-                report = echo::run(addr, &load, echo_args.limit, &progress) => report?,
+                report = echo::run_via(&target, &route, &load, echo_args.limit, &progress) => report?,
                 _ = stop.cancelled() => anyhow::bail!("interrupted"),
             }
         }
@@ -349,10 +352,12 @@ pub(crate) async fn run(args: BenchArgs, stop: CancellationToken) -> anyhow::Res
             }
         }
         BenchMode::Chat(chat_args) => {
-            let mut addrs = Vec::with_capacity(chat_args.addrs.len());
-            for addr in chat_addresses(&chat_args.addrs)? {
-                addrs.push(addr.resolve(DEFAULT_CONNECT_HOST).await?[0]);
-            }
+            let addrs: Vec<HostPort> = chat_addresses(&chat_args.addrs)?
+                .into_iter()
+                .map(|addr| addr.with_default_host(DEFAULT_CONNECT_HOST))
+                .collect();
+            // One route for every node; --noproxy is checked against the first.
+            let route = chat_args.route.dial_options(&addrs[0])?;
             let load = chat::ChatLoad {
                 transport: chat_args.transport()?,
                 idle: chat_args.idle,
@@ -365,7 +370,7 @@ pub(crate) async fn run(args: BenchArgs, stop: CancellationToken) -> anyhow::Res
                 ..chat::ChatLoad::default()
             };
             tokio::select! {
-                report = chat::run(&addrs, &load, chat_args.limit, &progress) => report?,
+                report = chat::run_via(&addrs, &route, &load, chat_args.limit, &progress) => report?,
                 _ = stop.cancelled() => anyhow::bail!("interrupted"),
             }
         }
@@ -394,6 +399,26 @@ pub(crate) async fn run(args: BenchArgs, stop: CancellationToken) -> anyhow::Res
         anyhow::bail!("the server failed the run: {}", report.problems.join("; "));
     }
     Ok(())
+}
+
+impl EchoArgs {
+    /// The echo server and the route to it (a `unix:` address is a Unix socket).
+    fn target(&self) -> anyhow::Result<(HostPort, DialOptions)> {
+        match self.addr.endpoint(self.port)? {
+            Endpoint::Tcp(target) => {
+                let route = self.route.dial_options(&target)?;
+                Ok((target, route))
+            }
+            Endpoint::Unix(unix) => {
+                let mut route = self.route.dial_without_proxy()?;
+                route.unix_socket = Some(unix);
+                Ok((
+                    HostPort::new(Some(DEFAULT_CONNECT_HOST.to_owned()), 0),
+                    route,
+                ))
+            }
+        }
+    }
 }
 
 impl BenchMode {

@@ -189,7 +189,7 @@ async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<()> {
     let mut config = Config::try_from(&args)?;
     let unix = UnixAddr::parse_prefixed(&args.bind.bind);
     let addr = match &unix {
-        Some(_) if args.tls.tls || args.tls.cert.is_some() => {
+        Some(_) if args.tls.is_on() => {
             anyhow::bail!("--tls over a Unix socket is not supported")
         }
         Some(_) => None,
@@ -282,7 +282,7 @@ async fn join(args: JoinArgs, stop: CancellationToken) -> anyhow::Result<()> {
                 let err = err.into();
                 if options.tls.is_some() {
                     let name = args.tls.sni.as_deref().unwrap_or(addr.host_or("localhost"));
-                    crate::cli::hints::after_failure(&err, &addr, name, true, "leave out --tls, --pin, --ca and -k", None).await;
+                    crate::cli::hints::after_failure(&err, &addr, &options.dial, name, true, "leave out --tls, --pin, --ca and -k", None).await;
                 }
                 return Err(err);
             }

@@ -135,7 +135,7 @@ pub(crate) async fn run(
                 let err = err.into();
                 if options.tls.is_some() {
                     let name = args.tls.sni.as_deref().unwrap_or(addr.host_or(DEFAULT_CONNECT_HOST));
-                    hints::after_failure(&err, &addr, name, true, "leave out --tls, --pin, --ca and -k", None).await;
+                    hints::after_failure(&err, &addr, &options.dial, name, true, "leave out --tls, --pin, --ca and -k", None).await;
                 }
                 return Err(err);
             }
@@ -167,8 +167,16 @@ async fn run_udp(args: ConnectArgs, addr: HostPort, stop: CancellationToken) -> 
     if args.route.proxy.is_some() || args.route.unix_socket.is_some() {
         anyhow::bail!("--udp goes direct: --proxy and --unix-socket are for TCP");
     }
-    let peers = args.addr_family_filter(&addr, addr.resolve(DEFAULT_CONNECT_HOST).await?)?;
-    let peer = peers[0];
+    // The route's overrides hold for datagrams too: --resolve, -4/-6.
+    let peers = args.route.dial_without_proxy()?.resolve(&addr).await?;
+    let peer = match args.route.source {
+        Some(source) => peers
+            .iter()
+            .copied()
+            .find(|p| p.is_ipv4() == source.is_ipv4())
+            .unwrap_or(peers[0]),
+        None => peers[0],
+    };
     let local = match args.route.source {
         Some(ip) => SocketAddr::new(ip, 0),
         None if peer.is_ipv4() => SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -255,24 +263,6 @@ fn refused(error: std::io::Error, peer: SocketAddr) -> anyhow::Error {
     }
 }
 
-impl ConnectArgs {
-    /// Keeps the addresses of the family asked for with -4/-6.
-    fn addr_family_filter(
-        &self,
-        addr: &HostPort,
-        addrs: Vec<SocketAddr>,
-    ) -> anyhow::Result<Vec<SocketAddr>> {
-        let kept: Vec<SocketAddr> = addrs
-            .into_iter()
-            .filter(|a| (!self.route.ipv4 || a.is_ipv4()) && (!self.route.ipv6 || a.is_ipv6()))
-            .collect();
-        if kept.is_empty() {
-            anyhow::bail!("{} has no address of the family asked for", addr);
-        }
-        Ok(kept)
-    }
-}
-
 /// How long one probe of `-z` waits unless `--timeout` says otherwise: a port that does
 /// not answer within it counts as filtered.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -297,7 +287,26 @@ async fn run_scan(args: ConnectArgs, verbose: u8, stop: CancellationToken) -> an
         }
     };
     let ports: PortList = spec.parse().map_err(|e| UsageError(Box::new(e)))?;
-    let ip = host.resolve(DEFAULT_CONNECT_HOST).await?[0].ip();
+    // The probes are bare TCP connects from this host: a route they cannot take is refused,
+    // never silently bypassed.
+    let route = &args.route;
+    for (is_set, flag) in [
+        (
+            route.proxy.as_deref().is_some_and(|p| !p.trim().is_empty()),
+            "--proxy",
+        ),
+        (route.unix_socket.is_some(), "--unix-socket"),
+        (!route.connect_to.is_empty(), "--connect-to"),
+        (route.source.is_some(), "--source"),
+    ] {
+        if is_set {
+            return Err(UsageError(
+                format!("-z probes directly from this host; it cannot take {flag}").into(),
+            )
+            .into());
+        }
+    }
+    let ip = route.dial_without_proxy()?.resolve(&host).await?[0].ip();
     let config = ScanConfig {
         concurrency: args.concurrency,
         timeout: args.timeout.unwrap_or(PROBE_TIMEOUT),

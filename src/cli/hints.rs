@@ -5,8 +5,8 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use sockit::net::HostPort;
 use sockit::net::tls::probe_fingerprint;
+use sockit::net::{DialOptions, HostPort};
 
 static HINT: Mutex<Option<String>> = Mutex::new(None);
 
@@ -23,13 +23,15 @@ pub(crate) fn take() -> Option<String> {
     HINT.lock().unwrap_or_else(|p| p.into_inner()).take()
 }
 
-/// After `err` on a connection to `addr`: when TLS was spoken (`spoke_tls`), a certificate
+/// After `err` on a connection to `addr` by `route` (the second look takes the same route,
+/// so it never bypasses a proxy): when TLS was spoken (`spoke_tls`), a certificate
 /// that is not trusted gets its fingerprint and the `--pin` to type, and a peer that
 /// answered in plain text gets `to_plain`; when plain text was spoken and `to_tls` is given,
 /// a peer that turns out to speak TLS gets `to_tls`.
 pub(crate) async fn after_failure(
     err: &anyhow::Error,
     addr: &HostPort,
+    route: &DialOptions,
     server_name: &str,
     spoke_tls: bool,
     to_plain: &str,
@@ -43,7 +45,7 @@ pub(crate) async fn after_failure(
             "the server does not speak TLS (its answer is no TLS handshake): {to_plain}"
         ));
     } else if spoke_tls && text.contains("invalid peer certificate") {
-        if let Ok(fingerprint) = probe_fingerprint(addr, server_name, PROBE_TIMEOUT).await {
+        if let Ok(fingerprint) = probe_fingerprint(addr, route, server_name, PROBE_TIMEOUT).await {
             set(format!(
                 "the server's certificate is {fingerprint}; if that is the one you expect, \
                  add --pin {fingerprint} (or -k to skip verification)"
@@ -53,7 +55,7 @@ pub(crate) async fn after_failure(
         let garbled = text.contains("invalid HTTP")
             || text.contains("connection closed before message completed");
         if garbled
-            && probe_fingerprint(addr, server_name, PROBE_TIMEOUT)
+            && probe_fingerprint(addr, route, server_name, PROBE_TIMEOUT)
                 .await
                 .is_ok()
         {

@@ -321,11 +321,18 @@ pub(crate) async fn run(
     );
     let server_name = target.host_or("localhost").to_owned();
     let spoke_tls = request.url.scheme() == "https";
+    // The second look for a hint takes the request's own route, proxy included.
+    let hint_route = opts.route.dial_without_proxy().ok().and_then(|mut route| {
+        let policy = opts.route.policy(true).ok()?;
+        route.proxy = policy.proxy_for(request.url.scheme(), &server_name).ok()?;
+        Some(route)
+    });
     let result = send_and_print(&client, request, &opts, &show, &stop).await;
-    if let Err(err) = &result {
+    if let (Err(err), Some(route)) = (&result, &hint_route) {
         hints::after_failure(
             err,
             &target,
+            route,
             &server_name,
             spoke_tls,
             "use http://",

@@ -57,7 +57,7 @@ pub(crate) struct ListenArgs {
     #[arg(short, long, value_name = "TEMPLATE")]
     greet: Option<String>,
     /// Use UDP: one socket serves every peer
-    #[arg(short, long, conflicts_with_all = ["tls", "cert"])]
+    #[arg(short, long, conflicts_with_all = ["tls", "cert", "identity_file"])]
     udp: bool,
     /// Most connections served at once; more are closed on arrival
     #[arg(long, value_name = "N", default_value_t = 10_000)]
@@ -77,7 +77,7 @@ pub(crate) struct ListenArgs {
     #[command(flatten)]
     trace: TraceArgs,
     /// Be a SOCKS5 proxy (CONNECT only; many clients at once)
-    #[arg(long, conflicts_with_all = ["echo", "greet", "udp", "keep_open", "tls", "cert"])]
+    #[arg(long, conflicts_with_all = ["echo", "greet", "udp", "keep_open", "tls", "cert", "identity_file"])]
     socks5: bool,
     /// With --socks5: require this user name and password (RFC 1929)
     #[arg(long, value_name = "USER:PASS", requires = "socks5")]
@@ -93,6 +93,9 @@ pub(crate) async fn run(args: ListenArgs, stop: CancellationToken) -> anyhow::Re
         Some(Endpoint::Unix(unix)) => {
             if args.udp || args.keep_open {
                 anyhow::bail!("--udp and --keep-open need an IP address, not a Unix socket");
+            }
+            if args.tls.is_on() {
+                anyhow::bail!("--tls over a Unix socket is not supported; listen on an IP address");
             }
             let listener = bind_unix(unix)?;
             say(format_args!("sockit listen listening on {unix}"));

@@ -216,7 +216,7 @@ async fn serve_unix(
     unix: UnixAddr,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    if args.tls.tls || args.tls.cert.is_some() {
+    if args.tls.is_on() {
         anyhow::bail!("--tls over a Unix socket is not supported; serve plain HTTP there");
     }
     let config = args.config()?;

@@ -19,7 +19,7 @@ use sockit::transfer::{
 };
 
 use crate::cli::UsageError;
-use crate::cli::args::{AddrWord, RouteArgs, announce, parse_bytes, parse_duration};
+use crate::cli::args::{AddrWord, RouteArgs, announce, kept_identity, parse_bytes, parse_duration};
 use crate::cli::output;
 
 /// Offer files and directories over HTTPS with a pinned certificate; prints the recv command.
@@ -53,6 +53,10 @@ pub(crate) struct SendArgs {
     /// Classic mode: every TCP client gets the file's bytes, then EOF (no TLS, no checks)
     #[arg(long)]
     raw: bool,
+    /// Keep the self-signed certificate and key in FILE: made on the first run (mode 0600),
+    /// loaded on later ones, so the code's #sha256: fingerprint survives restarts
+    #[arg(long = "identity", value_name = "FILE", conflicts_with = "raw")]
+    identity_file: Option<PathBuf>,
 }
 
 /// Fetch what `sockit send` offers: verified, resumable, into a directory.
@@ -103,8 +107,11 @@ pub(crate) async fn send(args: SendArgs, stop: CancellationToken) -> anyhow::Res
         .host
         .clone()
         .unwrap_or_else(|| advertised_ip(local).to_string());
-    let identity =
-        ServerIdentity::self_signed(std::slice::from_ref(&host), sockit::http::server::ALPN)?;
+    let names = std::slice::from_ref(&host);
+    let identity = match &args.identity_file {
+        Some(file) => kept_identity(file, names, sockit::http::server::ALPN)?,
+        None => ServerIdentity::self_signed(names, sockit::http::server::ALPN)?,
+    };
     let code = Code {
         addr: HostPort::new(Some(host), local.port()),
         token: Token::random()?,
@@ -341,12 +348,13 @@ pub(crate) async fn recv(args: RecvArgs, stop: CancellationToken) -> anyhow::Res
     }
     let code: Code = args.code.parse()?;
     let out_dir = args.output.clone().unwrap_or_else(|| PathBuf::from("."));
+    let route = args.route.dial_options(&code.addr)?;
     let config = RecvConfig {
         out_dir: out_dir.clone(),
         overwrite: args.overwrite,
         parallel: args.parallel,
         connect_timeout: args.connect_timeout,
-        dial: args.route.dial_options(&code.addr)?,
+        dial: route.clone(),
         ..RecvConfig::default()
     };
     let result = receive(&code, &config, &progress, stop).await;
@@ -358,6 +366,7 @@ pub(crate) async fn recv(args: RecvArgs, stop: CancellationToken) -> anyhow::Res
             crate::cli::hints::after_failure(
                 &err,
                 &code.addr,
+                &route,
                 &name,
                 true,
                 "nothing sockit send started listens there; check the code it printed",

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpSocket, TcpStream, UnixStream};
 use tracing::debug;
 
@@ -296,6 +297,38 @@ pub struct DialOptions {
     pub source: Option<IpAddr>,
     /// Only this address family.
     pub family: Option<Family>,
+    /// Ask for TCP send and receive buffers of this many bytes, set before connecting so
+    /// that the window scale fits them (Linux caps them at `wmem_max`/`rmem_max`).
+    pub socket_buffer_bytes: Option<u32>,
+}
+
+/// A transport as [`dial`] opened it: the bare TCP stream whenever the route gives one
+/// (direct, or a SOCKS5 or `http://` proxy's tunnel), so that a caller can split it into
+/// owned halves; otherwise (Unix socket, `https://` proxy) a boxed stream.
+pub enum Dialed {
+    /// A TCP connection to the target or, through a proxy, a tunnel to it.
+    Tcp(TcpStream),
+    /// Any other transport.
+    Boxed(BoxStream),
+}
+
+impl fmt::Debug for Dialed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dialed::Tcp(tcp) => f.debug_tuple("Tcp").field(tcp).finish(),
+            Dialed::Boxed(_) => f.write_str("Boxed(..)"),
+        }
+    }
+}
+
+impl Dialed {
+    /// The transport as a boxed stream, whatever it is.
+    pub fn into_boxed(self) -> BoxStream {
+        match self {
+            Dialed::Tcp(tcp) => Box::new(tcp),
+            Dialed::Boxed(stream) => stream,
+        }
+    }
 }
 
 /// Who the transport actually reached, for logs and messages.
@@ -340,7 +373,11 @@ impl DialOptions {
     }
 
     /// The addresses for `target`: a `--resolve` entry, else DNS; only of `family` if set.
-    async fn resolve(&self, target: &HostPort) -> Result<Vec<SocketAddr>, NetError> {
+    ///
+    /// # Errors
+    ///
+    /// [`NetError::Addr`] when the host does not resolve or has no address of `family`.
+    pub async fn resolve(&self, target: &HostPort) -> Result<Vec<SocketAddr>, NetError> {
         let host = target.host_or(DEFAULT_CONNECT_HOST).to_ascii_lowercase();
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         let pinned = self.resolve.iter().find(|r| {
@@ -382,7 +419,7 @@ impl DialOptions {
                 continue;
             }
             debug!(%addr, "connecting");
-            match connect_from(addr, self.source).await {
+            match connect_from(addr, self.source, self.socket_buffer_bytes).await {
                 Ok(stream) => {
                     // Not fatal: the stream still works, just with Nagle on.
                     if let Err(error) = stream.set_nodelay(true) {
@@ -402,7 +439,11 @@ impl DialOptions {
     }
 }
 
-async fn connect_from(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, NetError> {
+async fn connect_from(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    buffer_bytes: Option<u32>,
+) -> Result<TcpStream, NetError> {
     let error = |source: std::io::Error| {
         if source.kind() == std::io::ErrorKind::ConnectionRefused {
             NetError::Refused { addr }
@@ -410,38 +451,55 @@ async fn connect_from(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStr
             NetError::Connect { addr, source }
         }
     };
-    let Some(source) = source else {
+    if source.is_none() && buffer_bytes.is_none() {
         return TcpStream::connect(addr).await.map_err(error);
-    };
+    }
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()
     } else {
         TcpSocket::new_v6()
     }
     .map_err(error)?;
-    let local = SocketAddr::new(source, 0);
-    socket.bind(local).map_err(|source| NetError::Bind {
-        addr: local,
-        source,
-    })?;
+    if let Some(bytes) = buffer_bytes {
+        socket.set_send_buffer_size(bytes).map_err(error)?;
+        socket.set_recv_buffer_size(bytes).map_err(error)?;
+    }
+    if let Some(source) = source {
+        let local = SocketAddr::new(source, 0);
+        socket.bind(local).map_err(|source| NetError::Bind {
+            addr: local,
+            source,
+        })?;
+    }
     socket.connect(addr).await.map_err(error)
 }
 
 /// Opens the transport to `target` the way `options` say: the stream (not yet TLS to the
-/// target) and who was reached. The caller bounds the time.
+/// target) and who was reached. The caller bounds the time. Every client connection of the
+/// crate starts here ([`open`](crate::net::open) adds TLS and tracing on top).
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use sockit::net::dial::{Dialed, DialOptions, dial};
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let target = listener.local_addr()?.to_string().parse()?;
+/// let (transport, peer) = dial(&target, &DialOptions::default()).await?;
+/// assert!(matches!(transport, Dialed::Tcp(_)));
+/// assert_eq!(peer.to_string(), listener.local_addr()?.to_string());
+/// # Ok(()) }
+/// ```
 ///
 /// # Errors
 ///
 /// Those of a direct connect; [`NetError::Unix`] for a Unix socket;
 /// [`NetError::ProxyUnreachable`] when the proxy cannot be reached and [`NetError::Proxy`]
 /// when it refuses or breaks the handshake.
-pub(crate) async fn dial(
-    target: &HostPort,
-    options: &DialOptions,
-) -> Result<(BoxStream, Peer), NetError> {
+pub async fn dial(target: &HostPort, options: &DialOptions) -> Result<(Dialed, Peer), NetError> {
     if let Some(unix) = &options.unix_socket {
         let stream = unix.connect().await?;
-        return Ok((Box::new(stream), Peer::Unix(unix.clone())));
+        return Ok((Dialed::Boxed(Box::new(stream)), Peer::Unix(unix.clone())));
     }
     let target = options.redirect(target);
     let Some(proxy) = &options.proxy else {
@@ -450,14 +508,14 @@ pub(crate) async fn dial(
             addr: SocketAddr::from(([0, 0, 0, 0], target.port())),
             source,
         })?;
-        return Ok((Box::new(stream), Peer::Tcp(peer)));
+        return Ok((Dialed::Tcp(stream), Peer::Tcp(peer)));
     };
     let unreachable = |source: NetError| NetError::ProxyUnreachable {
         proxy: proxy.to_string(),
         source: Box::new(source),
     };
     let tcp = options.tcp(&proxy.addr).await.map_err(unreachable)?;
-    let mut stream: BoxStream = match proxy.kind {
+    let mut stream = match proxy.kind {
         ProxyKind::Https => {
             let config = match &options.proxy_tls {
                 Some(config) => config.clone(),
@@ -474,10 +532,31 @@ pub(crate) async fn dial(
                         source,
                     })
                 })?;
-            Box::new(tls_stream)
+            Dialed::Boxed(Box::new(tls_stream))
         }
-        _ => Box::new(tcp),
+        _ => Dialed::Tcp(tcp),
     };
+    match &mut stream {
+        Dialed::Tcp(tcp) => open_tunnel(tcp, proxy, &target, options).await?,
+        Dialed::Boxed(boxed) => open_tunnel(boxed, proxy, &target, options).await?,
+    }
+    debug!(%proxy, %target, "tunnel open");
+    Ok((
+        stream,
+        Peer::Proxied {
+            target: target.to_string(),
+            proxy: proxy.to_string(),
+        },
+    ))
+}
+
+/// Asks `proxy`, reached over `stream`, for a tunnel to `target`.
+async fn open_tunnel<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    proxy: &Proxy,
+    target: &HostPort,
+    options: &DialOptions,
+) -> Result<(), NetError> {
     let handshake_error = |source: ProxyError| NetError::Proxy {
         proxy: proxy.to_string(),
         source,
@@ -489,28 +568,20 @@ pub(crate) async fn dial(
                 Ok(ip) => socks5::Destination::Addr(SocketAddr::new(ip, target.port())),
                 Err(_) if remote_dns => socks5::Destination::Name(host.to_owned(), target.port()),
                 Err(_) => {
-                    let addrs = options.resolve(&target).await?;
+                    let addrs = options.resolve(target).await?;
                     socks5::Destination::Addr(addrs[0])
                 }
             };
-            socks5::handshake(&mut stream, &dest, proxy.credentials.as_ref())
+            socks5::handshake(stream, &dest, proxy.credentials.as_ref())
                 .await
-                .map_err(handshake_error)?;
+                .map_err(handshake_error)
         }
         ProxyKind::Http | ProxyKind::Https => {
-            proxy::connect_tunnel(&mut stream, &target.to_string(), proxy.credentials.as_ref())
+            proxy::connect_tunnel(stream, &target.to_string(), proxy.credentials.as_ref())
                 .await
-                .map_err(handshake_error)?;
+                .map_err(handshake_error)
         }
     }
-    debug!(%proxy, %target, "tunnel open");
-    Ok((
-        stream,
-        Peer::Proxied {
-            target: target.to_string(),
-            proxy: proxy.to_string(),
-        },
-    ))
 }
 
 #[cfg(test)]

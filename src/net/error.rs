@@ -57,6 +57,24 @@ pub enum NetError {
     /// TLS could not be set up (unreadable certificate or key, bad pin syntax).
     #[error("TLS setup: {0}")]
     TlsConfig(String),
+    /// A server identity file (`--identity`) that does not hold a certificate and its
+    /// matching private key (damaged, or not an identity file).
+    #[error("identity file {}: {reason}", path.display())]
+    IdentityInvalid {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with its content.
+        reason: String,
+    },
+    /// A server identity file (`--identity`) that others may read or write: its private key
+    /// is no longer private, so it is not used.
+    #[error("identity file {} is open to group or others (mode {mode:03o}); it holds a private key", path.display())]
+    IdentityExposed {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// A Unix socket could not be reached.
     #[error("cannot connect to {addr}")]
     Unix {
@@ -139,7 +157,10 @@ impl NetError {
                 _ => FailureClass::Proxy,
             },
             NetError::Timeout { .. } => FailureClass::Timeout,
-            NetError::Tls { .. } | NetError::TlsConfig(_) => FailureClass::Tls,
+            NetError::Tls { .. }
+            | NetError::TlsConfig(_)
+            | NetError::IdentityInvalid { .. }
+            | NetError::IdentityExposed { .. } => FailureClass::Tls,
             NetError::Addr(AddrError::Invalid { .. })
             | NetError::Bind { .. }
             | NetError::UnixBind { .. }

@@ -73,7 +73,7 @@ pub async fn open(
     options: &ClientOptions,
 ) -> Result<(BoxStream, Peer), NetError> {
     let deadline = tokio::time::Instant::now() + options.connect_timeout;
-    let (transport, peer) = tokio::time::timeout_at(deadline, dial(target, &options.dial))
+    let (dialed, peer) = tokio::time::timeout_at(deadline, dial(target, &options.dial))
         .await
         .map_err(|_| NetError::Timeout {
             what: match &options.dial.proxy {
@@ -82,6 +82,7 @@ pub async fn open(
             },
             after: options.connect_timeout,
         })??;
+    let transport = dialed.into_boxed();
     let Some(config) = &options.tls else {
         return Ok((maybe_traced(transport, &peer, &options.trace), peer));
     };

@@ -2,6 +2,7 @@
 //! certificate fingerprint, or none), and server identities (fresh self-signed or PEM files).
 
 use std::fmt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -187,23 +188,31 @@ fn default_roots() -> rustls::RootCertStore {
     roots
 }
 
-/// Connects to `addr` and completes a handshake that trusts any certificate, only to read
-/// the server's: its fingerprint (for a hint to pin it), or an error when the server does
-/// not speak TLS. Nothing is sent after the handshake.
+/// Connects to `addr` by `route` (the route the failed connection took: directly, through
+/// its proxy or over its Unix socket) and completes a handshake that trusts any
+/// certificate, only to read the server's: its fingerprint (for a hint to pin it), or an
+/// error when the server does not speak TLS. Nothing is sent after the handshake.
 ///
 /// # Errors
 ///
 /// [`NetError`] when connecting or the handshake fails, or no certificate came.
 pub async fn probe_fingerprint(
     addr: &crate::net::HostPort,
+    route: &crate::net::DialOptions,
     server_name: &str,
     timeout: std::time::Duration,
 ) -> Result<Fingerprint, NetError> {
-    let stream = crate::net::connect(addr, timeout).await?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let (dialed, _) = tokio::time::timeout_at(deadline, crate::net::dial::dial(addr, route))
+        .await
+        .map_err(|_| NetError::Timeout {
+            what: format!("connecting to {addr}"),
+            after: timeout,
+        })??;
     let name = ServerName::try_from(server_name.to_owned())
         .map_err(|e| NetError::TlsConfig(format!("server name {server_name:?}: {e}")))?;
     let connector = tokio_rustls::TlsConnector::from(client_config(&Verify::Insecure, &[])?);
-    let tls = tokio::time::timeout(timeout, connector.connect(name, stream))
+    let tls = tokio::time::timeout_at(deadline, connector.connect(name, dialed.into_boxed()))
         .await
         .map_err(|_| NetError::Timeout {
             what: format!("TLS handshake with {addr}"),
@@ -312,17 +321,95 @@ impl ServerIdentity {
     ///
     /// [`NetError::TlsConfig`] if the certificate cannot be generated.
     pub fn self_signed(names: &[String], alpn: &[&[u8]]) -> Result<Self, NetError> {
-        let mut all: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
-        for name in names {
-            if !all.contains(name) {
-                all.push(name.clone());
-            }
+        let made = generate(names)?;
+        Self::from_parts(vec![made.cert], made.key, made.cert_pem, alpn)
+    }
+
+    /// The self-signed identity kept in the PEM file `path` (certificate, then private
+    /// key): loaded when the file exists, so the fingerprint stays the same across
+    /// restarts; otherwise made as [`self_signed`](Self::self_signed) does for `names` and
+    /// written there first. The file is created with mode 0600, exclusively (an existing
+    /// file is never overwritten) and never through a symbolic link; an existing one must
+    /// be a regular file that neither group nor others may read or write.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sockit::net::tls::ServerIdentity;
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("server.pem");
+    /// let first = ServerIdentity::load_or_create(&path, &[], &[])?;
+    /// let again = ServerIdentity::load_or_create(&path, &[], &[])?;
+    /// assert_eq!(first.fingerprint, again.fingerprint);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`NetError::IdentityExposed`] for a file open to group or others;
+    /// [`NetError::IdentityInvalid`] for one that does not hold a certificate and its
+    /// matching private key; [`NetError::TlsConfig`] when the file cannot be read or
+    /// written, or is a symbolic link or not a regular file.
+    pub fn load_or_create(path: &Path, names: &[String], alpn: &[&[u8]]) -> Result<Self, NetError> {
+        let error = |what: &dyn fmt::Display| {
+            NetError::TlsConfig(format!("identity file {}: {what}", path.display()))
+        };
+        match open_identity_file(path) {
+            Ok(file) => return Self::from_identity_file(path, file, alpn),
+            Err(IdentityOpen::Missing) => {}
+            Err(IdentityOpen::Failed(e)) => return Err(e),
         }
-        let generated = rcgen::generate_simple_self_signed(all)
-            .map_err(|e| NetError::TlsConfig(format!("generating a certificate: {e}")))?;
-        let cert = generated.cert.der().clone();
-        let key = PrivateKeyDer::Pkcs8(generated.key_pair.serialize_der().into());
-        Self::from_parts(vec![cert], key, generated.cert.pem(), alpn)
+        let made = generate(names)?;
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+            .open(path);
+        let mut file = match created {
+            Ok(file) => file,
+            // Another server made it a moment ago: take that one.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return match open_identity_file(path) {
+                    Ok(file) => Self::from_identity_file(path, file, alpn),
+                    Err(IdentityOpen::Missing) => Err(error(&"it vanished while being made")),
+                    Err(IdentityOpen::Failed(e)) => Err(e),
+                };
+            }
+            Err(e) => return Err(error(&format!("cannot create it: {e}"))),
+        };
+        let pem = format!("{}{}", made.cert_pem, made.key_pem);
+        std::io::Write::write_all(&mut file, pem.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|e| error(&format!("cannot write it: {e}")))?;
+        Self::from_parts(vec![made.cert], made.key, made.cert_pem, alpn)
+    }
+
+    fn from_identity_file(
+        path: &Path,
+        mut file: std::fs::File,
+        alpn: &[&[u8]],
+    ) -> Result<Self, NetError> {
+        let error = |what: &dyn fmt::Display| NetError::IdentityInvalid {
+            path: path.to_owned(),
+            reason: what.to_string(),
+        };
+        let mut pem = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut pem)
+            .map_err(|e| NetError::TlsConfig(format!("identity file {}: {e}", path.display())))?;
+        let chain = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| error(&format!("not PEM: {e}")))?;
+        if chain.is_empty() {
+            return Err(error(&"it holds no certificate"));
+        }
+        let key = PrivateKeyDer::from_pem_slice(&pem)
+            .map_err(|e| error(&format!("it holds no private key ({e})")))?;
+        let cert_pem = certificate_blocks(&String::from_utf8_lossy(&pem));
+        Self::from_parts(chain, key, cert_pem, alpn).map_err(|e| match e {
+            NetError::TlsConfig(reason) => error(&reason),
+            other => other,
+        })
     }
 
     /// An identity from a PEM certificate chain and a PEM private key.
@@ -362,6 +449,95 @@ impl ServerIdentity {
             cert_pem,
         })
     }
+}
+
+/// A fresh self-signed certificate and its key, in DER and in PEM.
+struct SelfSigned {
+    cert: CertificateDer<'static>,
+    key: PrivateKeyDer<'static>,
+    cert_pem: String,
+    key_pem: String,
+}
+
+/// A fresh self-signed certificate for `names` plus `localhost`, `127.0.0.1` and `::1`.
+fn generate(names: &[String]) -> Result<SelfSigned, NetError> {
+    let mut all: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+    for name in names {
+        if !all.contains(name) {
+            all.push(name.clone());
+        }
+    }
+    let generated = rcgen::generate_simple_self_signed(all)
+        .map_err(|e| NetError::TlsConfig(format!("generating a certificate: {e}")))?;
+    Ok(SelfSigned {
+        cert: generated.cert.der().clone(),
+        key: PrivateKeyDer::Pkcs8(generated.key_pair.serialize_der().into()),
+        cert_pem: generated.cert.pem(),
+        key_pem: generated.key_pair.serialize_pem(),
+    })
+}
+
+/// The `CERTIFICATE` blocks of a PEM text, without the key that may follow them.
+fn certificate_blocks(pem: &str) -> String {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut blocks = String::new();
+    let mut rest = pem;
+    while let Some(start) = rest.find(BEGIN) {
+        let Some(len) = rest[start..].find(END) else {
+            break;
+        };
+        blocks.push_str(&rest[start..start + len + END.len()]);
+        blocks.push('\n');
+        rest = &rest[start + len + END.len()..];
+    }
+    blocks
+}
+
+/// Why an identity file could not be opened for reading.
+enum IdentityOpen {
+    /// There is none yet.
+    Missing,
+    /// It is there but unusable.
+    Failed(NetError),
+}
+
+/// Opens an existing identity file without following a symbolic link, and checks that it
+/// is a regular file only its owner may read or write.
+fn open_identity_file(path: &Path) -> Result<std::fs::File, IdentityOpen> {
+    let failed = |what: String| {
+        IdentityOpen::Failed(NetError::TlsConfig(format!(
+            "identity file {}: {what}",
+            path.display()
+        )))
+    };
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        // Non-blocking: opening a FIFO planted there must not hang the server.
+        .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(IdentityOpen::Missing),
+        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) => {
+            return Err(failed("it is a symbolic link; give the file itself".into()));
+        }
+        Err(e) => return Err(failed(format!("cannot open it: {e}"))),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| failed(format!("cannot stat it: {e}")))?;
+    if !meta.is_file() {
+        return Err(failed("it is not a regular file".into()));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(IdentityOpen::Failed(NetError::IdentityExposed {
+            path: path.to_owned(),
+            mode,
+        }));
+    }
+    Ok(file)
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, NetError> {

@@ -15,6 +15,7 @@ mod full_output;
 mod http;
 mod http2;
 mod httpbin;
+mod identity;
 mod nc_habits;
 mod net;
 mod peers_nc;

@@ -82,13 +82,18 @@ fn microsocks(auth: Option<(&str, &str)>) -> ProxyPeer {
 }
 
 fn danted(dir: &Path) -> ProxyPeer {
+    danted_from(dir, "127.0.0.1")
+}
+
+/// dante, connecting out from `external`.
+fn danted_from(dir: &Path, external: &str) -> ProxyPeer {
     require("danted");
     let port = free_port();
     let config = dir.join("sockd.conf");
     std::fs::write(
         &config,
         format!(
-            "logoutput: stderr\ninternal: 127.0.0.1 port = {port}\nexternal: 127.0.0.1\n\
+            "logoutput: stderr\ninternal: 127.0.0.1 port = {port}\nexternal: {external}\n\
              clientmethod: none\nsocksmethod: none\n\
              client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}\n\
              socks pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}\n"
@@ -707,4 +712,219 @@ fn recv_goes_through_a_proxy_and_still_pins_the_sender() {
     // The tunnel really went through the proxy.
     let access = socks.stderr_line_with("socks5 CONNECT");
     assert!(access.contains(&sender.addr.to_string()), "{access}");
+}
+
+/// A server (ncat or socat) that logs the source of every connection: the witness of the
+/// route a client took.
+struct Witness {
+    peer: ProxyPeer,
+    log: std::path::PathBuf,
+}
+
+impl Witness {
+    /// `ncat -l -k -v ARGS` (`--chat`, `--ssl`…).
+    fn ncat(dir: &Path, name: &str, args: &[&str]) -> Witness {
+        require("ncat");
+        let port = free_port();
+        let mut command = Command::new("ncat");
+        command
+            .args(["-l", "-k", "-v"])
+            .args(args)
+            .args(["127.0.0.1", &port.to_string()]);
+        Self::start(command, port, dir, name, "Listening on")
+    }
+
+    /// An echo server: socat with a pipe per connection, which carries half-close.
+    fn socat_echo(dir: &Path) -> Witness {
+        require("socat");
+        let port = free_port();
+        let mut command = Command::new("socat");
+        command.args([
+            "-d",
+            "-d",
+            "-t",
+            "10",
+            &format!("TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr"),
+            "PIPE",
+        ]);
+        Self::start(command, port, dir, "echo", "listening on")
+    }
+
+    fn start(mut command: Command, port: u16, dir: &Path, name: &str, ready: &str) -> Witness {
+        let log = dir.join(format!("{name}.log"));
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn the server");
+        let witness = Witness {
+            peer: ProxyPeer { child, port },
+            log,
+        };
+        // Ready when it says so: a test connection would count as a client.
+        let deadline = Instant::now() + WAIT;
+        while !std::fs::read_to_string(&witness.log)
+            .unwrap_or_default()
+            .contains(ready)
+        {
+            assert!(Instant::now() < deadline, "{command:?} did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        witness
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.peer.port)
+    }
+
+    /// The source IP of every connection so far: ncat's `Connection from IP:PORT.`, socat's
+    /// `accepting connection from AF=2 IP:PORT on …`.
+    fn sources(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| {
+                let (_, from) = line
+                    .split_once("Ncat: Connection from ")
+                    .or_else(|| line.split_once("accepting connection from AF=2 "))?;
+                let word = from.split_whitespace().next()?.trim_end_matches('.');
+                // ncat logs each connection twice, without and with the port.
+                word.rsplit_once(':').map(|(ip, _)| ip.to_owned())
+            })
+            .collect()
+    }
+}
+
+/// microsocks connecting out from 127.0.0.3: a connection that arrives from anywhere else
+/// did not go through it (dante does the same with `danted_from`).
+fn microsocks_from_127_0_0_3() -> ProxyPeer {
+    require("microsocks");
+    let port = free_port();
+    let mut command = Command::new("microsocks");
+    command.args([
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-b",
+        "127.0.0.3",
+    ]);
+    start_proxy(command, port)
+}
+
+fn assert_all_from_proxy(witness: &Witness, at_least: usize, what: &str) {
+    let sources = witness.sources();
+    assert!(
+        sources.len() >= at_least,
+        "{what}: {} connections at the server, expected {at_least}: {sources:?}",
+        sources.len()
+    );
+    assert!(
+        sources.iter().all(|ip| ip == "127.0.0.3"),
+        "{what}: a connection bypassed the proxy (the proxy connects from 127.0.0.3): {sources:?}"
+    );
+}
+
+#[test]
+fn bench_echo_round_trips_and_stream_go_through_the_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = Witness::socat_echo(dir.path());
+    // dante carries the stream's half-close (microsocks would end the tunnel at it).
+    let socks = danted_from(dir.path(), "127.0.0.3");
+    let proxy = socks.url("socks5h");
+    let target = echo.addr();
+    let (out, err, code) = run(
+        &[
+            "bench", "echo", "--json", "--proxy", &proxy, &target, "-c", "4", "-n", "20",
+        ],
+        b"",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(report["ops"], 80, "{report}");
+    assert_all_from_proxy(&echo, 4, "bench echo -c 4");
+
+    let (out, err, code) = run(
+        &[
+            "bench", "echo", "--json", "--proxy", &proxy, &target, "--stream", "4MiB",
+        ],
+        b"",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(report["bytes"], 4 << 20, "{report}");
+    assert_all_from_proxy(&echo, 5, "bench echo --stream");
+
+    // UDP has no proxy to take: refused, not sent around it.
+    let (_, err, code) = run(&["bench", "echo", "--udp", "--proxy", &proxy, &target], b"");
+    assert_ne!(code, Some(0));
+    assert!(err.contains("UDP goes direct"), "{err}");
+}
+
+#[test]
+fn bench_chat_clients_go_through_the_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let chat = Witness::ncat(dir.path(), "chat", &["--chat"]);
+    let socks = microsocks_from_127_0_0_3();
+    let (out, err, code) = run(
+        &[
+            "bench",
+            "chat",
+            "--json",
+            "--proxy",
+            &socks.url("socks5h"),
+            &chat.addr(),
+            "--clients",
+            "4",
+            "--senders",
+            "2",
+            "--messages",
+            "20",
+        ],
+        b"",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    // ncat's chat sends each line to everyone but its sender: 2 senders × 20 × 3 others.
+    assert_eq!(report["ops"], 120, "{report}");
+    assert_all_from_proxy(&chat, 4, "bench chat --clients 4");
+}
+
+#[test]
+fn the_certificate_hint_probes_through_the_proxy_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = Witness::ncat(dir.path(), "tls", &["--ssl"]);
+    let socks = microsocks_from_127_0_0_3();
+    let (_, err, code) = run(
+        &[
+            "connect",
+            "--tls",
+            "--proxy",
+            &socks.url("socks5h"),
+            &tls.addr(),
+        ],
+        b"",
+    );
+    assert_eq!(code, Some(35), "{err}");
+    assert!(err.contains("add --pin sha256:"), "{err}");
+    // The failed handshake and the second look for the fingerprint: both by the proxy.
+    assert_all_from_proxy(&tls, 2, "connect --tls and its hint");
+}
+
+#[test]
+fn scan_refuses_a_route_it_cannot_take() {
+    for flag in [
+        ["--proxy", "socks5h://127.0.0.1:1080"],
+        ["--unix-socket", "/tmp/x.sock"],
+        ["--source", "127.0.0.2"],
+    ] {
+        let (out, err, code) = run(
+            &["connect", "-z", flag[0], flag[1], "127.0.0.1", "1-10"],
+            b"",
+        );
+        assert_eq!(code, Some(2), "{flag:?}: {err}");
+        assert!(out.is_empty());
+        assert!(err.contains("-z probes directly"), "{flag:?}: {err}");
+    }
 }

@@ -307,3 +307,44 @@ fn chat_serve_on_a_unix_socket_takes_nc_clients() {
     let text = String::from_utf8_lossy(&out);
     assert!(text.contains("is now ada"), "{text}");
 }
+
+#[test]
+fn bench_echo_loads_a_unix_socket_echo_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("echo.sock");
+    let addr = format!("unix:{}", socket.display());
+    let _server = UnixServer::start(&["listen", &addr, "--echo"], &socket, Stdio::null());
+    let (out, err, code) = run(
+        &["bench", "echo", "--json", &addr, "-c", "3", "-n", "10"],
+        b"",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(report["ops"], 30, "{report}");
+    let (out, err, code) = run(&["bench", "echo", "--json", &addr, "--stream", "2MiB"], b"");
+    assert_eq!(code, Some(0), "{err}");
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(report["bytes"], 2 << 20, "{report}");
+}
+
+#[test]
+fn connect_udp_takes_resolve_overrides_too() {
+    let echo = Server::start(&["listen", "--port", "0", "--udp", "--echo"]);
+    let port = echo.addr.port();
+    let rule = format!("echo.invalid:{port}:127.0.0.1");
+    let target = format!("echo.invalid:{port}");
+    let (out, err, code) = run(
+        &[
+            "connect",
+            "--udp",
+            "--linger",
+            "300ms",
+            "--resolve",
+            &rule,
+            &target,
+        ],
+        b"over udp\n",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, b"over udp\n");
+}
