@@ -100,3 +100,10 @@ async fn nicknames_are_unique_without_regard_to_case() {
     let (c, _) = client(&hub, QueueLimits::default());
     assert_eq!(hub.rename(c, "alice"), Some("alice".into()));
 }
+
+#[test]
+fn a_members_entry_stays_small() {
+    // One per connected client, idle or not (its nick and room name are allocated apart).
+    let bytes = std::mem::size_of::<crate::chat::hub::members::Member>();
+    assert!(bytes <= 96, "a hub member is {bytes} bytes");
+}
