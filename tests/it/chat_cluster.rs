@@ -686,3 +686,79 @@ fn a_full_queue_slows_its_senders_and_loses_nothing() {
         bob.expect_within(&format!("<alice> q {n}"), Duration::from_secs(20));
     }
 }
+
+#[test]
+fn a_silent_connection_is_not_a_member_on_other_nodes() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    // Says nothing: it only listens (a browser's spare connection, a port check).
+    let mut silent = Client::connect(a.addr);
+    let welcome = silent.expect("* welcome to sockit chat, ");
+    let guest = welcome
+        .split(", ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .expect("the guest nick in the welcome")
+        .to_owned();
+    let _alice = Client::join(a.addr, "alice");
+    let mut bob = Client::join(b.addr, "bob");
+    // Node a's presence carries alice: the silent guest would have come with her.
+    let who = bob.who_until(WAIT, |who| who.contains("alice"));
+    assert!(
+        !who.contains(&guest),
+        "{guest} is listed before saying anything: {who}"
+    );
+    bob.send("/rooms");
+    let rooms = bob.expect("* rooms:");
+    assert!(rooms.contains("#lobby (2)"), "{rooms}");
+    // Once it speaks, it is a member everywhere.
+    silent.send("hello");
+    bob.expect(&format!("<{guest}> hello"));
+    let who = bob.who_until(WAIT, |who| who.contains(&guest));
+    assert!(who.contains("(3)"), "{who}");
+}
+
+#[test]
+fn a_password_in_the_url_works_and_a_wrong_one_exits_7_without_showing_it() {
+    let redis = Redis::start();
+    redis.cli(&["CONFIG", "SET", "requirepass", "s3cret-pw"]);
+    let url = format!("redis://:s3cret-pw@127.0.0.1:{}", redis.port);
+    let a = Server::start(&[
+        "chat",
+        "serve",
+        "--port",
+        "0",
+        "--cluster",
+        &url,
+        "--node",
+        "a",
+        "--rate",
+        "0",
+    ]);
+    let mut alice = Client::join(a.addr, "alice");
+    let mut bob = Client::join(a.addr, "bob");
+    // Every line goes through Redis and back: this one proves the password was taken.
+    alice.send("through redis");
+    bob.expect("<alice> through redis");
+
+    let wrong = format!("redis://:not-the-pw@127.0.0.1:{}", redis.port);
+    let started = Instant::now();
+    let (_, stderr, code) = run(&["chat", "serve", "--port", "0", "--cluster", &wrong], b"");
+    assert_eq!(code, Some(7), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.starts_with("error: redis at redis://:redacted@127.0.0.1:"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("refused this node: check the password in the url"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("not-the-pw"), "{stderr}");
+    // Refused at once: a wrong password is not retried until the connect timeout.
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}

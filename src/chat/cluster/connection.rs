@@ -101,6 +101,15 @@ pub enum ClusterError {
     /// A cluster node is made with `Server::connect`, which reaches Redis first.
     #[error("a chat cluster node must be started with Server::connect")]
     NeedsConnect,
+    /// Redis refused the password in the URL, or wants one it was not given.
+    #[error("redis at {url} refused this node: check the password in the url")]
+    Password {
+        /// The URL (password hidden).
+        url: RedisUrl,
+        /// What Redis said, as a refusal (exit codes).
+        #[source]
+        source: std::io::Error,
+    },
     /// Redis did not answer in time.
     #[error("cannot reach redis at {url}: no answer within {}s", CONNECT_TIMEOUT.as_secs())]
     Timeout {
@@ -139,11 +148,26 @@ pub(super) async fn manager(
     let connecting = ConnectionManager::new_with_config(client.clone(), config);
     match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
         Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(source)) => Err(ClusterError::Connect {
-            url: url.clone(),
-            source: as_io(source),
-        }),
+        Ok(Err(source)) => Err(joining_failed(url, source)),
         Err(_) => Err(ClusterError::Timeout { url: url.clone() }),
+    }
+}
+
+/// Why joining failed, from what Redis (or the way to it) said.
+pub(super) fn joining_failed(url: &RedisUrl, err: redis::RedisError) -> ClusterError {
+    let is_password = err.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(err.code(), Some("NOAUTH" | "WRONGPASS"));
+    if is_password {
+        // A refusal, as the exit code says; the password itself is in no message.
+        let source = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, err);
+        return ClusterError::Password {
+            url: url.clone(),
+            source,
+        };
+    }
+    ClusterError::Connect {
+        url: url.clone(),
+        source: as_io(err),
     }
 }
 

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::chat::cluster::connection::{
-    ClusterConfig, ClusterError, Health, WRITE_TIMEOUT, as_io, manager,
+    ClusterConfig, ClusterError, Health, WRITE_TIMEOUT, joining_failed, manager,
 };
 use crate::chat::cluster::outbound::{Outgoing, RedisBus, append_loop};
 use crate::chat::cluster::presence::{RELEASE, heartbeat_loop, nick_claim_key};
@@ -85,10 +85,7 @@ impl Node {
         let mut writer = manager(&client, WRITE_TIMEOUT, &url).await?;
         // The reader blocks in Redis for READ_BLOCK_MS at a time.
         let reader = manager(&client, WRITE_TIMEOUT, &url).await?;
-        let connect_err = |source| ClusterError::Connect {
-            url: url.clone(),
-            source: as_io(source),
-        };
+        let connect_err = |source| joining_failed(&url, source);
         let incarnation = format!("{}/{}", config.node, now_ms());
         let (epoch, guests, rooms): (String, u64, Vec<String>) = pipe()
             .cmd("SET")

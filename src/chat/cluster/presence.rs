@@ -173,7 +173,7 @@ pub(super) async fn beat(
     for room in rooms_here {
         p.cmd("SADD").arg("sockit:rooms").arg(room).ignore();
     }
-    for (nick, _) in &here {
+    for nick in &hub.nicks_here() {
         p.cmd("EVAL")
             .arg(CLAIM)
             .arg(1)

@@ -1,7 +1,7 @@
 //! What one member asks of the hub beyond chat lines: `/who`, `/rooms`, `/history`,
 //! `/msg` (here or on another node), `/help`, `/stats`.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 use crate::chat::command::{HELP, nick_key};
 use crate::chat::framing::{Event, now_ms};
@@ -35,16 +35,18 @@ impl Hub {
         let Some(member) = state.clients.get(&id) else {
             return;
         };
-        let mut counts: BTreeMap<&str, usize> = state
+        // Rooms here and on other nodes; `nicks_in` counts each member once, wherever it is.
+        let names: BTreeSet<&str> = state
             .rooms
             .keys()
-            .map(|name| (name.as_str(), Self::nicks_in(&state, name).len()))
+            .map(String::as_str)
+            .chain(state.remote.iter().map(|m| m.room.as_str()))
+            .collect();
+        let rooms: Vec<(&str, usize)> = names
+            .into_iter()
+            .map(|name| (name, Self::nicks_in(&state, name).len()))
             .filter(|(_, members)| *members > 0)
             .collect();
-        for m in &state.remote {
-            *counts.entry(m.room.as_str()).or_default() += 1;
-        }
-        let rooms: Vec<(&str, usize)> = counts.into_iter().collect();
         member.tell(&Event::Rooms { rooms: &rooms });
     }
 

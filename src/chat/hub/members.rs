@@ -410,13 +410,11 @@ impl Hub {
 
     /// The nicks of `room`'s members, sorted without regard to case.
     pub(super) fn nicks_in<'a>(state: &'a State, room: &str) -> Vec<&'a str> {
-        let Some(r) = state.rooms.get(room) else {
-            return Vec::new();
-        };
-        let mut nicks: Vec<&str> = r
-            .lines
-            .iter()
-            .chain(&r.web)
+        let mut nicks: Vec<&str> = state
+            .rooms
+            .get(room)
+            .into_iter()
+            .flat_map(|r| r.lines.iter().chain(&r.web))
             .filter_map(|(m, _)| state.clients.get(m))
             .filter(|m| !m.is_listening)
             .map(|m| &*m.nick)
@@ -481,15 +479,24 @@ impl Hub {
         self.lock().nicks.contains_key(&nick_key(nick))
     }
 
-    /// This node's members: (nick, room).
+    /// This node's members as other nodes may list them: (nick, room). A connection that
+    /// has said nothing yet only listens, here as everywhere, so it is left out.
     #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn members_here(&self) -> Vec<(String, String)> {
         let state = self.lock();
         state
             .clients
             .values()
+            .filter(|m| !m.is_listening)
             .map(|m| (m.nick.to_string(), m.room.clone()))
             .collect()
+    }
+
+    /// Every nick held here, listening members' included (their claims must hold too).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn nicks_here(&self) -> Vec<String> {
+        let state = self.lock();
+        state.clients.values().map(|m| m.nick.to_string()).collect()
     }
 
     /// Replaces what this node knows of other nodes' members.
