@@ -59,6 +59,9 @@ pub struct ClusterConfig {
     pub heartbeat: Duration,
     /// Posts kept while Redis cannot take them; past it senders are slowed, never dropped.
     pub queue_posts: usize,
+    /// CA certificates (PEM) a `rediss://` server's certificate must chain to, instead of
+    /// the system's roots (`--cluster-cacert`).
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl ClusterConfig {
@@ -69,6 +72,7 @@ impl ClusterConfig {
             node: node.into(),
             heartbeat: DEFAULT_HEARTBEAT,
             queue_posts: DEFAULT_QUEUE_POSTS,
+            ca_pem: None,
         }
     }
 

@@ -77,11 +77,21 @@ impl Node {
         hub_config: HubConfig,
     ) -> Result<Node, ClusterError> {
         let url = config.url.clone();
-        let client =
-            redis::Client::open(config.url.0.as_str()).map_err(|source| ClusterError::Url {
-                url: url.clone(),
-                source,
-            })?;
+        let url_error = |source| ClusterError::Url {
+            url: url.clone(),
+            source,
+        };
+        let client = match &config.ca_pem {
+            Some(pem) => redis::Client::build_with_tls(
+                config.url.0.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+            None => redis::Client::open(config.url.0.as_str()),
+        }
+        .map_err(url_error)?;
         let mut writer = manager(&client, WRITE_TIMEOUT, &url).await?;
         // The reader blocks in Redis for READ_BLOCK_MS at a time.
         let reader = manager(&client, WRITE_TIMEOUT, &url).await?;
