@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::pin::Pin;
 use std::sync::Mutex;
 
 use bytes::{Buf, Bytes};
@@ -193,16 +194,21 @@ pub(crate) async fn write_batch<W: AsyncWrite + Unpin>(
     batch: &mut VecDeque<Bytes>,
 ) -> std::io::Result<()> {
     while !batch.is_empty() {
-        let written = if batch.len() == 1 || !out.is_write_vectored() {
-            out.write(&batch[0]).await?
-        } else {
+        // The slices live on the stack of one poll, not in the future: every member's task
+        // would otherwise carry them (1 KiB) for its whole life, idle or not.
+        let written = std::future::poll_fn(|cx| {
+            let out = Pin::new(&mut *out);
+            if batch.len() == 1 || !out.is_write_vectored() {
+                return out.poll_write(cx, &batch[0]);
+            }
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let count = batch.len().min(MAX_IOVECS);
             for (slice, buf) in slices.iter_mut().zip(batch.iter()) {
                 *slice = IoSlice::new(buf);
             }
-            out.write_vectored(&slices[..count]).await?
-        };
+            out.poll_write_vectored(cx, &slices[..count])
+        })
+        .await?;
         if written == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }

@@ -4,10 +4,12 @@
 //! one shared buffer, so a burst costs the hub one fan-out instead of one per line.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Poll, ready};
 
 use bytes::{BufMut, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -53,7 +55,8 @@ pub(crate) async fn run(
     let (first, is_paused) = match sniff(&mut stream, &arrivals, &stop).await {
         Sniffed::Http(first) => {
             debug!("speaks HTTP");
-            web.serve(stream, first, peer, stop).await;
+            // Boxed: a line client's task must not be as big as a browser's.
+            Box::pin(web.serve(stream, first, peer, stop)).await;
             return;
         }
         Sniffed::Lines { first, is_paused } => (first, is_paused),
@@ -107,12 +110,17 @@ impl<R: AsyncRead + Unpin + Send> Listener for LineListener<R> {
                 .await;
         }
         loop {
-            if buf.capacity() - buf.len() < read_bytes / 2 {
+            if buf.is_empty() && read_bytes == SMALL_READ_BYTES {
+                // A quiet client holds no read buffer: the next read takes one.
+                buf = BytesMut::new();
+            } else if buf.capacity() - buf.len() < read_bytes / 2 {
                 buf.reserve(read_bytes);
             }
-            let spare = (buf.capacity() - buf.len()).min(read_bytes);
+            let spare = match buf.capacity() - buf.len() {
+                0 => read_bytes.min(SMALL_READ_BYTES),
+                room => room.min(read_bytes),
+            };
             let is_partial = decoder.is_partial(&buf);
-            let mut limited = (&mut buf).limit(read_bytes);
             let event = if let Some(event) = first.take() {
                 event
             } else {
@@ -123,7 +131,7 @@ impl<R: AsyncRead + Unpin + Send> Listener for LineListener<R> {
                         return talker.login_timed_out();
                     }
                     // Bounded reads bound what one publish adds to every member's queue.
-                    read = self.reader.read_buf(&mut limited) => match read {
+                    read = read_lazily(&mut self.reader, &mut buf, read_bytes) => match read {
                         Ok(0) => End::Eof,
                         Ok(n) => End::Read(n),
                         Err(err) => {
@@ -171,16 +179,36 @@ impl<R: AsyncRead + Unpin + Send> Listener for LineListener<R> {
             // One read per turn: a sender flat out takes its share of the thread, not all
             // of it, so every member's writer gets to drain between two reads.
             tokio::task::yield_now().await;
-            // After a burst, an idle client goes back to a small buffer.
+            // After a burst, an idle client goes back to small reads (and no buffer).
             if buf.is_empty()
                 && read_bytes == BIG_READ_BYTES
                 && matches!(event, End::Read(n) if n < SMALL_READ_BYTES)
             {
                 read_bytes = SMALL_READ_BYTES;
-                buf = BytesMut::new();
             }
         }
     }
+}
+
+/// Reads at most `limit` bytes into `buf`. A `buf` with no room left (a quiet client's, which
+/// holds no memory) is not grown before the bytes are there: they land on the stack of the
+/// poll that finds them, then take exactly their room in `buf`.
+pub(crate) async fn read_lazily<R: AsyncRead + Unpin + ?Sized>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    limit: usize,
+) -> std::io::Result<usize> {
+    if buf.capacity() > buf.len() {
+        return reader.read_buf(&mut (&mut *buf).limit(limit)).await;
+    }
+    std::future::poll_fn(|cx| {
+        let mut landing = [0u8; SMALL_READ_BYTES];
+        let mut read = ReadBuf::new(&mut landing[..limit.min(SMALL_READ_BYTES)]);
+        ready!(Pin::new(&mut *reader).poll_read(cx, &mut read))?;
+        buf.extend_from_slice(read.filled());
+        Poll::Ready(Ok(read.filled().len()))
+    })
+    .await
 }
 
 /// A line client's first line when a password is required: `PASS <password>`.
@@ -191,5 +219,60 @@ async fn login(talker: &mut Talker, line: &str) -> Option<Ending> {
         None
     } else {
         Some(talker.refuse_password())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::hub::HubConfig;
+
+    /// Every connected line client holds its session's future for its whole life: this pins
+    /// what an idle one costs (the rest is its hub entry, its queue and the kernel's socket).
+    #[test]
+    fn a_line_clients_task_stays_small() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _entered = runtime.enter();
+        let hub = Arc::new(Hub::new(HubConfig::default()));
+        let config = Arc::new(Config::default());
+        let stop = CancellationToken::new();
+        let web = Arc::new(WebSide::new(
+            hub.clone(),
+            config.clone(),
+            false,
+            stop.clone(),
+        ));
+        let stream: BoxStream = Box::new(tokio::io::duplex(64).0);
+        let peer = "127.0.0.1:1".parse().unwrap();
+        let arrivals = Arc::new(Arrivals::default());
+        let session = run(stream, peer, hub, config, web, arrivals, stop);
+        let bytes = std::mem::size_of_val(&session);
+        // 2.7 KiB before the browser's side was boxed and the writer's slices left the
+        // future; bench/chat-idle.sh shows what each byte here costs 10,000 clients.
+        assert!(
+            bytes <= 1750,
+            "a line client's session future is {bytes} bytes"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_quiet_reader_takes_room_only_for_what_arrives() {
+        let mut buf = BytesMut::new();
+        let mut input: &[u8] = b"hello\n";
+        let read = read_lazily(&mut input, &mut buf, SMALL_READ_BYTES)
+            .await
+            .unwrap();
+        assert_eq!((read, &buf[..]), (6, &b"hello\n"[..]));
+        assert!(buf.capacity() < 64, "took {} bytes", buf.capacity());
+        // With room left, bytes go straight into it, up to that room.
+        buf.reserve(SMALL_READ_BYTES);
+        let mut input: &[u8] = b"more";
+        read_lazily(&mut input, &mut buf, SMALL_READ_BYTES)
+            .await
+            .unwrap();
+        assert_eq!(&buf[..], b"hello\nmore");
     }
 }

@@ -15,10 +15,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::chat::session::read_lazily;
 use crate::net::BoxStream;
 use crate::net::line::MESSAGE_PAUSE;
 
@@ -99,7 +99,8 @@ pub(crate) async fn sniff(
         let others = arrivals.0.load(Ordering::Relaxed).saturating_sub(1);
         arrived_at + Arrivals::first_bytes_wait(others)
     };
-    let mut buf = BytesMut::with_capacity(1024);
+    // Taken only once bytes arrive: a silent client (the usual line client) holds none.
+    let mut buf = BytesMut::new();
     loop {
         match guess(&buf) {
             Guess::Http => return Sniffed::Http(buf),
@@ -116,12 +117,9 @@ pub(crate) async fn sniff(
         } else {
             Instant::now() + MESSAGE_PAUSE
         };
-        if buf.capacity() == buf.len() {
-            buf.reserve(1024);
-        }
         let read = tokio::select! {
             _ = stop.cancelled() => return Sniffed::Gone,
-            read = tokio::time::timeout_at(until, stream.read_buf(&mut buf)) => read,
+            read = tokio::time::timeout_at(until, read_lazily(stream, &mut buf, 1024)) => read,
         };
         match read {
             // More arrived while this one was silent: it gets their time too.

@@ -277,7 +277,9 @@ impl Talker {
         if self.pending.is_empty() {
             return;
         }
-        let payload: Bytes = self.pending.split().freeze();
+        // Taken whole, not split: the shared buffer goes with the line, so a member that has
+        // gone quiet does not keep its last lines alive.
+        let payload: Bytes = std::mem::take(&mut self.pending).freeze();
         if let Some((id, _)) = &self.me {
             self.hub.publish(*id, LineKind::Message, &payload);
         }

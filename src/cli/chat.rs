@@ -100,6 +100,9 @@ struct ServeArgs {
     /// Lines kept while Redis is unreachable; past them senders are slowed, never dropped
     #[arg(long, value_name = "N", default_value_t = 10_000, requires = "cluster")]
     cluster_queue: usize,
+    /// CA certificate(s), PEM, that a `rediss://` cluster's certificate must chain to
+    #[arg(long, value_name = "FILE", requires = "cluster")]
+    cluster_cacert: Option<PathBuf>,
     /// Let members ask /stats: the node's and the broker's health
     #[arg(long)]
     stats: bool,
@@ -224,6 +227,12 @@ async fn serve(args: ServeArgs, stop: CancellationToken) -> anyhow::Result<()> {
         };
         let mut cluster = chat::cluster::ClusterConfig::new(url.clone(), node);
         cluster.queue_posts = args.cluster_queue;
+        if let Some(path) = &args.cluster_cacert {
+            let pem = anyhow::Context::with_context(std::fs::read(path), || {
+                format!("cannot read --cluster-cacert {}", path.display())
+            })?;
+            cluster.ca_pem = Some(pem);
+        }
         config.cluster = Some(cluster);
     }
     // Said once the server is ready (with --cluster: Redis reached).

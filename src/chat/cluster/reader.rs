@@ -1,0 +1,312 @@
+//! The room-stream reader: every open room (and this node's inbox) read from the last entry
+//! delivered, retried entries skipped, each new entry handed to the hub in stream order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use redis::aio::ConnectionManager;
+use redis::cmd;
+use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::chat::cluster::connection::WRITE_TIMEOUT;
+use crate::chat::cluster::node::{Shared, lock, room_key};
+use crate::chat::cluster::outbound::BATCH;
+use crate::chat::framing::{LineId, LineKind, RoomLine, now_ms};
+use crate::chat::hub::{ClientId, Hub, Post};
+
+/// How long a blocking read waits in Redis for new entries.
+pub(super) const READ_BLOCK_MS: u64 = 250;
+
+/// What the reader knows: where it is in each stream and what it delivered.
+#[derive(Debug, Default)]
+pub(super) struct ReadState {
+    /// Stream key → last entry id delivered (`0-0` for an empty stream).
+    pub(super) last: HashMap<String, String>,
+    /// (stream key, incarnation) → last sequence number delivered from it.
+    pub(super) seen: HashMap<(String, String), u64>,
+}
+
+impl ReadState {
+    /// Whether the entry is new (and records it); `false` for a retried duplicate.
+    pub(super) fn is_new(&mut self, key: &str, node: &str, seq: u64) -> bool {
+        let last = self
+            .seen
+            .entry((key.to_owned(), node.to_owned()))
+            .or_default();
+        if seq <= *last {
+            return false;
+        }
+        *last = seq;
+        true
+    }
+}
+
+/// Starts reading the rooms this node needs: each one's last lines become its history,
+/// and reading goes on from the newest of them.
+pub(super) async fn open_wanted(
+    shared: &Shared,
+    hub: &Hub,
+    reader: &mut ConnectionManager,
+    state: &mut ReadState,
+) -> redis::RedisResult<()> {
+    let wanted: Vec<String> = {
+        let opened = lock(&shared.opened);
+        lock(&shared.wanted)
+            .iter()
+            .filter(|room| !opened.contains(*room))
+            .cloned()
+            .collect()
+    };
+    for room in wanted {
+        let key = room_key(&room);
+        let reply: StreamRangeReply = cmd("XREVRANGE")
+            .arg(&key)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(shared.history_lines + 20)
+            .query_async(reader)
+            .await?;
+        let last = reply
+            .ids
+            .first()
+            .map_or("0-0".to_owned(), |entry| entry.id.clone());
+        let mut lines = Vec::new();
+        for entry in reply.ids.iter().rev() {
+            let Some((node, seq)) = origin(entry) else {
+                continue;
+            };
+            if !state.is_new(&key, &node, seq) {
+                continue;
+            }
+            if let Some(line) = room_line(entry) {
+                lines.push(line);
+            }
+        }
+        hub.load_history(&room, lines);
+        state.last.insert(key, last);
+        lock(&shared.opened).insert(room);
+    }
+    shared.opened_changed.notify_waiters();
+    Ok(())
+}
+
+/// The (incarnation, sequence) an entry was appended with.
+pub(super) fn origin(entry: &StreamId) -> Option<(String, u64)> {
+    Some((entry.get::<String>("n")?, entry.get::<u64>("q")?))
+}
+
+/// A stream entry id as a line id.
+pub(super) fn line_id(id: &str) -> LineId {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    LineId::stream(ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+}
+
+/// The room line an entry holds (`None` for a notice).
+pub(super) fn room_line(entry: &StreamId) -> Option<RoomLine> {
+    let kind = match entry.get::<String>("k")?.as_str() {
+        "m" => LineKind::Message,
+        "a" => LineKind::Action,
+        _ => return None,
+    };
+    let nick: String = entry.get("u")?;
+    let line: Vec<u8> = entry.get("l")?;
+    Some(RoomLine {
+        id: line_id(&entry.id),
+        at_ms: entry.get("t").unwrap_or(0),
+        kind,
+        nick: Arc::from(nick),
+        line: Bytes::from(line),
+    })
+}
+
+/// Reads every open room (and this node's inbox) from the last entry id delivered, and
+/// hands each new entry to the hub in stream order.
+pub(super) async fn read_loop(
+    shared: Arc<Shared>,
+    hub: Arc<Hub>,
+    reader: ConnectionManager,
+    state: ReadState,
+    stop: CancellationToken,
+) {
+    let mut node = ReaderTask {
+        shared,
+        hub,
+        reader,
+        state,
+    };
+    let mut backoff = Duration::from_millis(50);
+    while !stop.is_cancelled() {
+        let result = tokio::select! {
+            _ = stop.cancelled() => break,
+            result = node.read_once() => result,
+        };
+        match result {
+            Ok(()) => {
+                if let Some(err) = lock(&node.shared.health).read_error.take() {
+                    info!(previous = %err, "redis delivers again");
+                }
+                backoff = Duration::from_millis(50);
+            }
+            Err(why) => {
+                {
+                    let mut h = lock(&node.shared.health);
+                    if h.read_error.is_none() {
+                        warn!(error = %why, "redis read failed; reading resumes from the last line delivered");
+                    }
+                    h.read_error = Some(why);
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+pub(super) struct ReaderTask {
+    pub(super) shared: Arc<Shared>,
+    pub(super) hub: Arc<Hub>,
+    pub(super) reader: ConnectionManager,
+    pub(super) state: ReadState,
+}
+
+impl ReaderTask {
+    pub(super) async fn read_once(&mut self) -> Result<(), String> {
+        // Rooms members here joined, and rooms other nodes created.
+        for room in self.hub.rooms_here() {
+            if !lock(&self.shared.opened).contains(&room) {
+                lock(&self.shared.wanted).insert(room);
+            }
+        }
+        let opening = open_wanted(&self.shared, &self.hub, &mut self.reader, &mut self.state);
+        match tokio::time::timeout(WRITE_TIMEOUT, opening).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => return Err(err.to_string()),
+            Err(_) => return Err("no answer in time".into()),
+        }
+        let (keys, ids): (Vec<&String>, Vec<&String>) = self.state.last.iter().unzip();
+        let mut read = cmd("XREAD");
+        read.arg("COUNT")
+            .arg(BATCH)
+            .arg("BLOCK")
+            .arg(READ_BLOCK_MS)
+            .arg("STREAMS")
+            .arg(&keys)
+            .arg(&ids);
+        let reply = tokio::time::timeout(
+            WRITE_TIMEOUT,
+            read.query_async::<Option<StreamReadReply>>(&mut self.reader),
+        )
+        .await;
+        let reply = match reply {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(err)) => return Err(err.to_string()),
+            Err(_) => return Err("no answer in time".into()),
+        };
+        for stream in reply.map(|r| r.keys).unwrap_or_default() {
+            self.deliver(&stream.key, &stream.ids);
+        }
+        Ok(())
+    }
+
+    /// Hands `entries` of stream `key` to the hub, in order; consecutive lines of one
+    /// sender go as one post.
+    pub(super) fn deliver(&mut self, key: &str, entries: &[StreamId]) {
+        let room = key.strip_prefix("sockit:room:");
+        let mut group: Vec<RoomLine> = Vec::new();
+        let mut group_from: Option<ClientId> = None;
+        let mut delivered = 0u64;
+        let mut skipped = 0u64;
+        let flush = |group: &mut Vec<RoomLine>, from: Option<ClientId>| {
+            if let (Some(room), false) = (room, group.is_empty()) {
+                let mut text = BytesMut::new();
+                for line in group.iter() {
+                    text.extend_from_slice(&line.line);
+                }
+                let post = Post::lines(text.freeze(), std::mem::take(group));
+                self.hub.deliver(room, &post, from);
+            }
+        };
+        for entry in entries {
+            self.state.last.insert(key.to_owned(), entry.id.clone());
+            let Some((node, seq)) = origin(entry) else {
+                continue;
+            };
+            if !self.state.is_new(key, &node, seq) {
+                skipped += 1;
+                continue;
+            }
+            delivered += 1;
+            let is_mine = node == self.shared.incarnation;
+            let from = entry
+                .get::<u64>("c")
+                .filter(|c| is_mine && *c != 0)
+                .map(ClientId::from_number);
+            if let Some(line) = room_line(entry) {
+                if from != group_from && !group.is_empty() {
+                    flush(&mut group, group_from);
+                }
+                group_from = from;
+                group.push(line);
+                continue;
+            }
+            flush(&mut group, group_from);
+            let text: String = entry.get("l").unwrap_or_default();
+            match entry.get::<String>("k").as_deref() {
+                Some("n") => {
+                    if let Some(room) = room {
+                        self.hub.deliver(room, &Post::notice(text), None);
+                    }
+                }
+                Some("p") => {
+                    let from: String = entry.get("u").unwrap_or_default();
+                    let to: String = entry.get("to").unwrap_or_default();
+                    self.hub.deliver_private(&from, &to, &text);
+                }
+                Some("c") if is_mine => {
+                    let sent: i64 = entry.get("t").unwrap_or(0);
+                    let mut h = lock(&self.shared.health);
+                    h.canary_seen = Some(Instant::now());
+                    h.canary_latency_ms = Some(now_ms() - sent);
+                }
+                _ => {}
+            }
+        }
+        flush(&mut group, group_from);
+        let mut h = lock(&self.shared.health);
+        h.delivered += delivered;
+        h.duplicates_skipped += skipped;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retried_entry_is_delivered_once_and_in_order() {
+        let mut state = ReadState::default();
+        // Batch 5, 6, 7 applied, its reply lost, sent again: 5 6 7 5 6 7 8.
+        let seen: Vec<bool> = [5, 6, 7, 5, 6, 7, 8]
+            .into_iter()
+            .map(|seq| state.is_new("k", "a/1", seq))
+            .collect();
+        assert_eq!(seen, [true, true, true, false, false, false, true]);
+        assert!(state.is_new("k", "b/1", 1), "another node counts apart");
+        assert!(
+            state.is_new("other", "a/1", 1),
+            "another stream counts apart"
+        );
+    }
+
+    #[test]
+    fn stream_ids_become_line_ids_in_order() {
+        assert_eq!(line_id("1700000000000-3").to_string(), "1700000000000-3");
+        assert!(line_id("1700000000000-3") < line_id("1700000000001-0"));
+        assert!(line_id("9-10") > line_id("9-9"));
+    }
+}
