@@ -169,6 +169,20 @@ for gen in gens:
         rows = runs_of(gen, open(path).read()) if os.path.exists(path) else []
         print(f"| {gen} | {'1 s' if pause == '1' else 'none'} | {fmt(med(rows, 'p50'))} | {fmt(med(rows, 'p99'))} | "
               f"{fmt(med(rows, 'p999'))} | {fmt(med(rows, 'rps'), 0)} |")
+print("\nEvery round's p99 (ms), in run order, and the calm p99 of each generator against sockit's "
+      "(the issue's target: within 15%):\n")
+calm = {}
+for gen in gens:
+    for pause in ("0", "1"):
+        path = f"{tmp}/open-{gen}-{pause}"
+        rows = runs_of(gen, open(path).read()) if os.path.exists(path) else []
+        print(f"- {gen}, {'1 s pause' if pause == '1' else 'calm'}: " + " ".join(fmt(r.get("p99")) for r in rows))
+        if pause == "0":
+            calm[gen] = med(rows, "p99")
+for gen in gens:
+    if gen != "sockit" and calm.get(gen) and calm.get("sockit"):
+        ratio = calm["sockit"] / calm[gen]
+        print(f"- calm p99, sockit / {gen}: {ratio:.2f} ({'within' if abs(ratio - 1) <= 0.15 else 'outside'} 15%)")
 if "wrk2" not in gens:
     print("\nwrk2: not packaged by Debian and not buildable offline here (set WRK2_SRC to a clone of giltene/wrk2); skipped.")
 

@@ -492,7 +492,7 @@ fn hear_frame(payload: &[u8], is_raw: bool, each: &mut impl FnMut(Heard<'_>)) {
         return;
     }
     // The usual case, read in place: the kind and the text, neither with an escape.
-    if let (Some(kind), Some(text)) = (plain_field(payload, KIND), plain_field(payload, TEXT)) {
+    if let (Some(kind), Some(text)) = (plain_field(payload, &KIND), plain_field(payload, &TEXT)) {
         hear_event(kind, text, each);
         return;
     }
@@ -519,13 +519,18 @@ fn hear_event(kind: &[u8], text: &[u8], each: &mut impl FnMut(Heard<'_>)) {
     }
 }
 
-const KIND: &[u8] = br#""kind":""#;
-const TEXT: &[u8] = br#""text":""#;
+type Finder = std::sync::LazyLock<memchr::memmem::Finder<'static>>;
 
-/// The value of string field `key` (given as `"name":"`) when it holds no escape. Inside a
-/// JSON string every `"` is escaped, so the first unescaped `"name":"` is the field.
-fn plain_field<'a>(json: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
-    let start = memchr::memmem::find(json, key)? + key.len();
+/// The field keys, each searched with a finder built once (building one per search cost
+/// the load generator a fifth of its time).
+static KIND: Finder = Finder::new(|| memchr::memmem::Finder::new(br#""kind":""#));
+static TEXT: Finder = Finder::new(|| memchr::memmem::Finder::new(br#""text":""#));
+
+/// The value of the string field `key` finds (its `"name":"`) when it holds no escape.
+/// Inside a JSON string every `"` is escaped, so the first unescaped `"name":"` is the
+/// field.
+fn plain_field<'a>(json: &'a [u8], key: &memchr::memmem::Finder<'_>) -> Option<&'a [u8]> {
+    let start = key.find(json)? + key.needle().len();
     let len = memchr::memchr2(b'"', b'\\', &json[start..])?;
     let value = &json[start..start + len];
     (json[start + len] == b'"').then_some(value)
