@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 source bench/lib.sh
 ensure_tools nginx=nginx-light wrk=wrk ncat=ncat socat=socat nc=netcat-openbsd curl=curl
 
-all=(echo http-load serve http-client chat chat-idle transfer scan proxy before-after)
+all=(echo http-load serve http-client chat chat-idle chat-cluster transfer scan proxy before-after)
 wanted=("$@")
 ((${#wanted[@]})) || wanted=("${all[@]}")
 for name in "${wanted[@]}"; do

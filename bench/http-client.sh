@@ -165,8 +165,15 @@ h2_commands() {
 if [[ $H2_ONLY == 1 ]]; then
     h2_row
     mkdir -p "$(dirname "$OUT")"
+    # The HTTP/1.1 part of an existing results file stays; the HTTP/2 section is replaced.
+    KEPT=""
+    if [[ -f $OUT ]]; then
+        KEPT=$(sed '/^## HTTP client over HTTP\/2/,$d' "$OUT")
+    fi
     cat >"$OUT" <<EOF
-# HTTP client over HTTP/2: sockit get --http2 vs curl --http2 (nginx on loopback, TLS)
+${KEPT:+$KEPT
+
+}## HTTP client over HTTP/2: sockit get --http2 vs curl --http2 (nginx on loopback, TLS)
 
 $(machine)
 
