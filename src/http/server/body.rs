@@ -18,8 +18,8 @@ use crate::http::server::http1_sendfile::FileBytes;
 /// Biggest chunk read from a file at once: few trips to the blocking pool, bounded memory.
 const FILE_CHUNK_BYTES: usize = 256 * 1024;
 
-/// A response body; all but [`Body::chunks`] have an exact length, so hyper sends
-/// `Content-Length` for them.
+/// A response body; all but a stream of chunks of unknown length (a directory archive)
+/// have an exact length, so hyper sends `Content-Length` for them.
 #[derive(Debug)]
 pub struct Body {
     kind: Kind,
