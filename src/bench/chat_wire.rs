@@ -12,6 +12,7 @@ use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use crate::net::dial::{DialOptions, Dialed, dial};
+use crate::net::ws_frame::{BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT, push_frame};
 use crate::net::{HostPort, NetError};
 
 /// How the load's clients talk to the server.
@@ -254,31 +255,9 @@ impl Masks {
     }
 }
 
-/// WebSocket opcodes (RFC 6455 §5.2).
-const OP_CONTINUATION: u8 = 0x0;
-const OP_TEXT: u8 = 0x1;
-const OP_BINARY: u8 = 0x2;
-const OP_CLOSE: u8 = 0x8;
-const OP_PING: u8 = 0x9;
-const OP_PONG: u8 = 0xa;
-
 /// Appends one masked, final client frame.
 fn push_client_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8], masks: &mut Masks) {
-    out.push(0x80 | opcode);
-    match payload.len() {
-        n @ 0..=125 => out.push(0x80 | n as u8),
-        n @ 126..=0xffff => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    let mask = masks.mask();
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+    push_frame(out, opcode, payload, Some(masks.mask()));
 }
 
 /// One frame at the start of `buf`: (final, opcode, payload range, frame length), or `None`
@@ -321,7 +300,7 @@ impl Writer {
                 ..
             } => {
                 frames.clear();
-                push_client_frame(frames, OP_TEXT, text.as_bytes(), masks);
+                push_client_frame(frames, TEXT, text.as_bytes(), masks);
                 half.lock().await.write_all(frames).await.is_ok()
             }
         }
@@ -346,11 +325,11 @@ impl Writer {
                 continue;
             }
             if is_raw {
-                push_client_frame(frames, OP_TEXT, line, masks);
+                push_client_frame(frames, TEXT, line, masks);
             } else {
                 say.clear();
                 push_say(&mut say, line);
-                push_client_frame(frames, OP_TEXT, &say, masks);
+                push_client_frame(frames, TEXT, &say, masks);
             }
         }
         half.lock().await.write_all(frames).await.is_ok()
@@ -396,7 +375,7 @@ impl Reader {
                 if !pings.is_empty() {
                     let mut pongs = Vec::new();
                     for ping in pings.drain(..) {
-                        push_client_frame(&mut pongs, OP_PONG, &ping, masks);
+                        push_client_frame(&mut pongs, PONG, &ping, masks);
                     }
                     if writer.lock().await.write_all(&pongs).await.is_err() {
                         *is_closed = true;
@@ -451,10 +430,10 @@ impl Reader {
                     let payload = &buf[start + payload.start..frame_end];
                     start = frame_end;
                     match opcode {
-                        OP_TEXT | OP_BINARY if fin && fragments.is_empty() => {
-                            hear_frame(payload, *is_raw || opcode == OP_BINARY, &mut each);
+                        TEXT | BINARY if fin && fragments.is_empty() => {
+                            hear_frame(payload, *is_raw || opcode == BINARY, &mut each);
                         }
-                        OP_TEXT | OP_BINARY | OP_CONTINUATION => {
+                        TEXT | BINARY | CONTINUATION => {
                             if fragments.len() + payload.len() > MAX_MESSAGE_BYTES {
                                 *is_closed = true;
                                 break;
@@ -465,8 +444,8 @@ impl Reader {
                                 fragments.clear();
                             }
                         }
-                        OP_PING => pings.push(payload.to_vec()),
-                        OP_CLOSE => {
+                        PING => pings.push(payload.to_vec()),
+                        CLOSE => {
                             *is_closed = true;
                             break;
                         }
@@ -492,7 +471,10 @@ fn hear_frame(payload: &[u8], is_raw: bool, each: &mut impl FnMut(Heard<'_>)) {
         return;
     }
     // The usual case, read in place: the kind and the text, neither with an escape.
-    if let (Some(kind), Some(text)) = (plain_field(payload, &KIND), plain_field(payload, &TEXT)) {
+    if let (Some(kind), Some(text)) = (
+        plain_field(payload, &KIND_FIELD),
+        plain_field(payload, &TEXT_FIELD),
+    ) {
         hear_event(kind, text, each);
         return;
     }
@@ -523,8 +505,8 @@ type Finder = std::sync::LazyLock<memchr::memmem::Finder<'static>>;
 
 /// The field keys, each searched with a finder built once (building one per search cost
 /// the load generator a fifth of its time).
-static KIND: Finder = Finder::new(|| memchr::memmem::Finder::new(br#""kind":""#));
-static TEXT: Finder = Finder::new(|| memchr::memmem::Finder::new(br#""text":""#));
+static KIND_FIELD: Finder = Finder::new(|| memchr::memmem::Finder::new(br#""kind":""#));
+static TEXT_FIELD: Finder = Finder::new(|| memchr::memmem::Finder::new(br#""text":""#));
 
 /// The value of the string field `key` finds (its `"name":"`) when it holds no escape.
 /// Inside a JSON string every `"` is escaped, so the first unescaped `"name":"` is the
@@ -586,7 +568,7 @@ mod tests {
     fn frames_of_every_length_encoding_parse_once_whole() {
         for len in [0, 5, 125, 126, 300, 0xffff, 70_000] {
             let payload = vec![b'x'; len];
-            let frame = server_frame(true, OP_TEXT, &payload);
+            let frame = server_frame(true, TEXT, &payload);
             for cut in [1, frame.len() / 2, frame.len() - 1] {
                 assert!(
                     parse_frame(&frame[..cut]).unwrap().is_none(),
@@ -595,11 +577,11 @@ mod tests {
             }
             let (fin, opcode, range) = parse_frame(&frame).unwrap().unwrap();
             assert!(fin);
-            assert_eq!(opcode, OP_TEXT);
+            assert_eq!(opcode, TEXT);
             assert_eq!(range.end, frame.len(), "{len}");
             assert_eq!(&frame[range], &payload[..]);
         }
-        let mut masked = server_frame(true, OP_TEXT, b"hi");
+        let mut masked = server_frame(true, TEXT, b"hi");
         masked[1] |= 0x80;
         assert!(parse_frame(&masked).is_err(), "a server never masks");
     }
@@ -610,7 +592,7 @@ mod tests {
         for len in [3, 200, 70_000] {
             let text = vec![b'a'; len];
             let mut out = Vec::new();
-            push_client_frame(&mut out, OP_TEXT, &text, &mut masks);
+            push_client_frame(&mut out, TEXT, &text, &mut masks);
             assert_eq!(out[0], 0x81);
             assert_ne!(out[1] & 0x80, 0, "masked");
             let header = match out[1] & 0x7f {
@@ -637,11 +619,11 @@ mod tests {
         let (half, writer) = client.into_split();
         let (half, writer): (HalfReader, HalfWriter) = (Box::new(half), Box::new(writer));
         let mut bytes = Vec::new();
-        bytes.extend(server_frame(false, OP_TEXT, b"one "));
-        bytes.extend(server_frame(true, OP_PING, b"p"));
-        bytes.extend(server_frame(true, OP_CONTINUATION, b"two"));
-        bytes.extend(server_frame(true, OP_TEXT, b"three\nfour"));
-        let partial = server_frame(true, OP_TEXT, b"five");
+        bytes.extend(server_frame(false, TEXT, b"one "));
+        bytes.extend(server_frame(true, PING, b"p"));
+        bytes.extend(server_frame(true, CONTINUATION, b"two"));
+        bytes.extend(server_frame(true, TEXT, b"three\nfour"));
+        let partial = server_frame(true, TEXT, b"five");
         bytes.extend(&partial[..3]);
         let mut reader = Reader::Ws {
             half,

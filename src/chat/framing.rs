@@ -12,6 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::json;
 
+use crate::net::ws_frame::{CLOSE, PING, TEXT, push_frame};
+
 /// How a client's connection frames what it is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Framing {
@@ -283,33 +285,11 @@ pub(crate) fn to_json(event: &Event<'_>) -> serde_json::Value {
     }
 }
 
-/// WebSocket opcodes the server sends.
-const TEXT: u8 = 0x1;
-const CLOSE: u8 = 0x8;
-const PING: u8 = 0x9;
-
 /// Appends `value` as one unmasked, final WebSocket text frame.
 fn push_json_frame(out: &mut BytesMut, value: &serde_json::Value) {
     let payload = serde_json::to_vec(value).expect("a JSON value always serialises");
-    push_frame(out, TEXT, &payload);
-}
-
-/// Appends one unmasked, final WebSocket frame (RFC 6455 §5.2).
-fn push_frame(out: &mut BytesMut, opcode: u8, payload: &[u8]) {
     out.reserve(payload.len() + 10);
-    out.put_u8(0x80 | opcode);
-    match payload.len() {
-        n if n < 126 => out.put_u8(n as u8),
-        n if n <= usize::from(u16::MAX) => {
-            out.put_u8(126);
-            out.put_u16(n as u16);
-        }
-        n => {
-            out.put_u8(127);
-            out.put_u64(n as u64);
-        }
-    }
-    out.put_slice(payload);
+    push_frame(out, TEXT, &payload, None);
 }
 
 /// A close frame with `code` and a short `reason` (cut to fit a control frame).
@@ -322,7 +302,7 @@ pub(crate) fn close_frame(code: u16, reason: &str) -> Bytes {
     }
     payload.extend_from_slice(&reason.as_bytes()[..end]);
     let mut out = BytesMut::new();
-    push_frame(&mut out, CLOSE, &payload);
+    push_frame(&mut out, CLOSE, &payload, None);
     out.freeze()
 }
 

@@ -20,6 +20,7 @@ pub mod trace;
 pub mod udp_batch;
 #[cfg(unix)]
 pub mod unix;
+pub(crate) mod ws_frame;
 
 pub use addr::{AddrError, DEFAULT_BIND_HOST, DEFAULT_CONNECT_HOST, HostPort, Target};
 pub use dial::{DialOptions, Peer};
