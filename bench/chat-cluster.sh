@@ -85,11 +85,10 @@ one_run() {
   # shellcheck disable=SC2086
   json=$(timeout 180 taskset -c 1 "$SOCKIT" bench chat "${ADDRS[@]}" --clients "$N" --senders $SENDERS $args \
     --limit 150s --json 2>"$TMP/bench.err") || true
-  python3 -c 'import json,sys; json.loads(sys.argv[1])' "$json" 2>/dev/null || json=""
   stop_nodes
-  if [[ -z $json ]]; then json="{\"failed\": $(python3 -c 'import json,sys; print(json.dumps(sys.stdin.read()[-200:]))' <"$TMP/bench.err")}"; fi
+  json=$(chat_result "$json" "$TMP/bench.err")
   echo "{\"nodes\":$nodes,\"mode\":\"$mode\",\"cmd\":\"sockit bench chat ${ADDRS[*]} --clients $N --senders $SENDERS $args\",\"r\":$json}" >>"$TMP/results"
-  echo "  nodes=$nodes $mode: $(echo "$json" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r.get("failed") or "%.0f deliveries/s p99 %.2f ms lost %s" % (r["ops_per_sec"], (r["latency"] or {}).get("p99_ms", 0), dict(r["counters"])["lost"]))')" >&2
+  echo "  nodes=$nodes $mode: $(chat_summary "$json")" >&2
 }
 
 echo "chat cluster benchmark: $RUNS runs per point, N=$N" >&2

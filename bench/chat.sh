@@ -74,11 +74,10 @@ one_run() {
     json=$(timeout 120 taskset -c 1 "$SOCKIT" bench chat "127.0.0.1:$PORT" --clients "$n" --senders $SENDERS $args --limit "$LIMIT" --json 2>"$TMP/bench.err") || true
     # Exit 1 with a report means the server lost, duplicated or reordered lines: the report
     # is the result (ncat's losses are counted, not hidden). No report: the run failed.
-    python3 -c 'import json,sys; json.loads(sys.argv[1])' "$json" 2>/dev/null || json=""
     stop_server
-    if [[ -z $json ]]; then json="{\"failed\": $(python3 -c 'import json,sys; print(json.dumps(sys.stdin.read()[-200:]))' <"$TMP/bench.err")}"; fi
+    json=$(chat_result "$json" "$TMP/bench.err")
     echo "{\"kind\":\"$kind\",\"n\":$n,\"mode\":\"$mode\",\"cmd\":\"sockit bench chat 127.0.0.1:$PORT --clients $n --senders $SENDERS ${args% }\",\"r\":$json}" >>"$TMP/results"
-    echo "  $kind N=$n $mode: $(echo "$json" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r.get("failed") or "%.0f deliveries/s p99 %.2f ms lost %s" % (r["ops_per_sec"], (r["latency"] or {}).get("p99_ms", 0), dict(r["counters"])["lost"]))')" >&2
+    echo "  $kind N=$n $mode: $(chat_summary "$json")" >&2
 }
 
 echo "chat benchmark: $RUNS runs per point" >&2

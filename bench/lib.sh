@@ -78,3 +78,18 @@ ensure_wrk2() {
   make -C "$src" -j 2 >"$1/wrk2-build.log" 2>&1 || { echo "wrk2 did not build: $1/wrk2-build.log" >&2; return 1; }
   echo "$src/wrk"
 }
+
+# chat_result JSON ERRFILE: the report of one `sockit bench chat --json` run as it is, or
+# {"failed": "<the end of its stderr>"} when it printed none.
+chat_result() {
+  if python3 -c 'import json,sys; json.loads(sys.argv[1])' "$1" 2>/dev/null; then
+    echo "$1"
+  else
+    echo "{\"failed\": $(python3 -c 'import json,sys; print(json.dumps(sys.stdin.read()[-200:]))' <"$2")}"
+  fi
+}
+
+# chat_summary JSON: one progress line for a chat_result.
+chat_summary() {
+  echo "$1" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r.get("failed") or "%.0f deliveries/s p99 %.2f ms lost %s" % (r["ops_per_sec"], (r["latency"] or {}).get("p99_ms", 0), dict(r["counters"])["lost"]))'
+}
