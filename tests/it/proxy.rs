@@ -736,6 +736,15 @@ impl Witness {
 
     /// An echo server: socat with a pipe per connection, which carries half-close.
     fn socat_echo(dir: &Path) -> Witness {
+        Self::socat(dir, "echo", "PIPE")
+    }
+
+    /// socat in front of `target` (HOST:PORT): it logs each client's source, then relays.
+    fn socat_relay(dir: &Path, name: &str, target: &str) -> Witness {
+        Self::socat(dir, name, &format!("TCP:{target}"))
+    }
+
+    fn socat(dir: &Path, name: &str, to: &str) -> Witness {
         require("socat");
         let port = free_port();
         let mut command = Command::new("socat");
@@ -745,9 +754,9 @@ impl Witness {
             "-t",
             "10",
             &format!("TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr"),
-            "PIPE",
+            to,
         ]);
-        Self::start(command, port, dir, "echo", "listening on")
+        Self::start(command, port, dir, name, "listening on")
     }
 
     fn start(mut command: Command, port: u16, dir: &Path, name: &str, ready: &str) -> Witness {
@@ -865,7 +874,9 @@ fn bench_echo_round_trips_and_stream_go_through_the_proxy() {
 #[test]
 fn bench_chat_clients_go_through_the_proxy() {
     let dir = tempfile::tempdir().unwrap();
-    let chat = Witness::ncat(dir.path(), "chat", &["--chat"]);
+    // A real chat server behind a relay that sees where each client comes from.
+    let server = Server::start(&["chat", "serve", "--port", "0", "--rate", "0"]);
+    let chat = Witness::socat_relay(dir.path(), "chat", &server.addr.to_string());
     let socks = microsocks_from_127_0_0_3();
     let (out, err, code) = run(
         &[
@@ -886,7 +897,7 @@ fn bench_chat_clients_go_through_the_proxy() {
     );
     assert_eq!(code, Some(0), "{err}");
     let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
-    // ncat's chat sends each line to everyone but its sender: 2 senders × 20 × 3 others.
+    // Each line reaches everyone but its sender: 2 senders × 20 × 3 others.
     assert_eq!(report["ops"], 120, "{report}");
     assert_all_from_proxy(&chat, 4, "bench chat --clients 4");
 }
