@@ -272,6 +272,11 @@ impl Talker {
         ));
     }
 
+    /// Bytes of chat lines gathered and not yet published.
+    pub(crate) fn pending_bytes(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Publishes the chat lines gathered so far.
     pub(crate) fn flush(&mut self) {
         if self.pending.is_empty() {

@@ -41,8 +41,12 @@ const HELLO_WAIT: Duration = Duration::from_millis(100);
 /// Room for the JSON around a `say` text of `--max-line` bytes.
 const ENVELOPE_BYTES: usize = 1024;
 
-/// Messages already read that are handled before their lines go to the hub together.
-const MESSAGES_PER_TURN: usize = 64;
+/// Messages already read that are handled before their lines go to the hub together: about
+/// what one 32 KiB read of a line client's holds, so that a browser flat out costs the
+/// server as few publishes (and writes to every member) as a line client does.
+const MESSAGES_PER_TURN: usize = 512;
+/// Bytes of chat lines gathered in one turn at most, whatever their number.
+const BYTES_PER_TURN: usize = 32 * 1024;
 
 /// Bytes tungstenite reads at once: an idle browser costs little memory.
 const READ_BUFFER_BYTES: usize = 2 * 1024;
@@ -237,7 +241,9 @@ impl Listener for WsListener {
         // together, as one read of a line client's does.
         let mut batched = 0;
         loop {
-            let ready = if batched < MESSAGES_PER_TURN {
+            let is_turn_over =
+                batched >= MESSAGES_PER_TURN || talker.pending_bytes() >= BYTES_PER_TURN;
+            let ready = if !is_turn_over {
                 self.hear(talker).now_or_never()
             } else {
                 None
@@ -247,7 +253,7 @@ impl Listener for WsListener {
                 heard
             } else {
                 talker.flush();
-                if batched >= MESSAGES_PER_TURN {
+                if is_turn_over {
                     // A sender flat out takes its share of the thread, not all of it.
                     tokio::task::yield_now().await;
                 }
