@@ -40,6 +40,8 @@ def cell(xs, digits=None, unit=""):
     xs = [x for x in xs if x is not None]
     if not xs:
         return "—"
+    if digits is None:
+        digits = 0 if abs(median(xs)) >= 100 else 2
     if len(xs) == 1:
         return f"{fmt(xs[0], digits)}{unit}"
     return f"{fmt(median(xs), digits)}{unit} ({span(xs, digits)})"
@@ -54,7 +56,9 @@ def is_tie(a, b):
 
 def ratio(a, b, digits=2):
     """'1.17×' (median of a / median of b), with ' (tie)' when the ranges overlap; '—' when a
-    side has no samples or b's median is 0."""
+    side has no samples or b's median is 0; 'baseline' when a is b (the row compared with)."""
+    if a is b:
+        return "baseline"
     ma, mb = median(a), median(b)
     if ma is None or not mb:
         return "—"
