@@ -5,17 +5,20 @@
 #
 # Redis and every node pinned to CPU 0 (`taskset -c 0`), the load generator to CPU 1;
 # N clients (default 300) in one room, 10 senders; flat out and paced (100 lines/s per
-# sender); medians of RUNS runs (error counters: worst run). Redis runs without persistence
+# sender). Interleaved rounds: each round runs every point with one node, then with three;
+# medians, min–max, the ratio 3 nodes / 1 node with the tie verdict (error counters: worst
+# run), the host's steal time. Redis runs without persistence
 # (`--save '' --appendonly no`) on a free loopback port, in a temporary directory.
 # Writes bench/results/chat-cluster.md. Loopback only; every run is bounded.
 #
-#   bench/chat-cluster.sh                                  # full run
-#   RUNS=1 N=12 FLAT_MESSAGES=50 PACED_MESSAGES=20 XADD_N=2000 BUILD=debug bench/chat-cluster.sh  # smoke
+#   bench/chat-cluster.sh                                  # full run, ROUNDS=7 (RUNS= is the old name)
+#   ROUNDS=1 N=12 FLAT_MESSAGES=50 PACED_MESSAGES=20 XADD_N=2000 BUILD=debug bench/chat-cluster.sh  # smoke
+#   SOCKIT=/path/to/sockit ROUNDS=2 N=12 … bench/chat-cluster.sh   # a built binary: no build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 
-RUNS=${RUNS:-3}
+ROUNDS=${ROUNDS:-${RUNS:-7}}
 N=${N:-300}
 SENDERS=10
 FLAT_MESSAGES=${FLAT_MESSAGES:-2000}
@@ -26,7 +29,8 @@ BUILD=${BUILD:-release}
 OUT=${OUT:-bench/results/chat-cluster.md}
 
 ensure_tools redis-server=redis-server redis-benchmark=redis-tools taskset=util-linux
-if [[ $BUILD == release ]]; then SOCKIT=$(cargo_release)
+if [[ -n ${SOCKIT:-} ]]; then SOCKIT=$(realpath "$SOCKIT"); BUILD=prebuilt
+elif [[ $BUILD == release ]]; then SOCKIT=$(cargo_release)
 else cargo build --quiet >&2; SOCKIT=$PWD/target/debug/sockit; fi
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
@@ -91,10 +95,12 @@ one_run() {
   echo "  nodes=$nodes $mode: $(chat_summary "$json")" >&2
 }
 
-echo "chat cluster benchmark: $RUNS runs per point, N=$N" >&2
-for mode in flat paced; do
-  for nodes in 1 3; do
-    for _ in $(seq "$RUNS"); do one_run "$nodes" "$mode"; done
+echo "chat cluster benchmark: $ROUNDS interleaved rounds, N=$N" >&2
+steal_begin
+for round in $(seq "$ROUNDS"); do
+  echo "round $round/$ROUNDS" >&2
+  for mode in flat paced; do
+    for nodes in 1 3; do one_run "$nodes" "$mode"; done
   done
 done
 
@@ -103,10 +109,13 @@ start_redis
 XADD_LINE=$(taskset -c 1 redis-benchmark -p "$REDIS_PORT" -n "$XADD_N" -c 50 -q XADD bench '*' f v | tr '\r' '\n' | grep 'requests per second' | tail -1)
 stop_redis
 echo "  redis-benchmark XADD: $XADD_LINE" >&2
+STEAL=$(steal_pct)
 
-python3 - "$TMP/results" "$OUT" "$RUNS" "$N" "$XADD_LINE" "$BUILD" <<'PY'
+python3 - "$TMP/results" "$OUT" "$ROUNDS" "$N" "$XADD_LINE" "$BUILD" "$STEAL" <<'PY'
 import json, statistics, sys, os, platform, subprocess
-path, out, runs, n, xadd, build = sys.argv[1:]
+sys.path.insert(0, "bench")
+import stats
+path, out, runs, n, xadd, build, steal = sys.argv[1:]
 rows = [json.loads(l) for l in open(path)]
 groups = {}
 for r in rows:
@@ -118,27 +127,30 @@ def summary(rs):
     c = lambda name: max(dict(r["counters"]).get(name, 0) for r in ok)
     lat = lambda q: statistics.median((r["latency"] or {}).get(q, 0) for r in ok)
     rates = [r["ops_per_sec"] for r in ok]
-    return dict(rate=statistics.median(rates), lo=min(rates), hi=max(rates), p50=lat("p50_ms"), p99=lat("p99_ms"),
+    p99s = [(r["latency"] or {}).get("p99_ms", 0) for r in ok]
+    return dict(rate=statistics.median(rates), rates=rates, p99s=p99s, p50=lat("p50_ms"), p99=lat("p99_ms"),
                 lost=c("lost"), dup=c("duplicated"), reord=c("reordered"), disc=c("disconnected"),
                 failed=len(rs) - len(ok))
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
 lines = ["# Chat across nodes: one node vs three joined through Redis", "",
          f"Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}; sockit {build} build. "
-         f"Redis and every node pinned to CPU 0 (`taskset -c 0`), load generator to CPU 1; {runs} runs per point, "
-         "medians (deliveries/s min–max in brackets); error counters are the worst run. "
+         f"Redis and every node pinned to CPU 0 (`taskset -c 0`), load generator to CPU 1. {stats.steal_line(steal, runs)} "
+         "Error counters are the worst run. "
          f"{n} clients in one room, spread over the nodes in turn, 10 senders; every client checks every other sender's lines.", "",
          "Nodes: `sockit chat serve --port P --rate 0 --history 0 --max-clients 20000 [--cluster redis://127.0.0.1:R --node nodeI]`; "
          "Redis: `redis-server --save '' --appendonly no`.", ""]
 for mode, title in (("flat", "Flat out"), ("paced", "Paced, 100 lines/s per sender")):
-    lines += [f"## {title}", "", "| nodes | deliveries/s | p50 ms | p99 ms | lost | dup | reordered | dropped clients | failed runs |",
-              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"## {title}", "", "| nodes | deliveries/s | vs 1 node | p50 ms | p99 ms | p99 vs 1 node | lost | dup | reordered | dropped clients | failed runs |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    one = summary(groups.get((mode, 1), []))
     for nodes in (1, 3):
         v = summary(groups.get((mode, nodes), []))
         if v is None:
-            lines.append(f"| {nodes} | failed | | | | | | | |")
+            lines.append(f"| {nodes} | failed | | | | | | | | | |")
             continue
-        lines.append(f"| {nodes} | {v['rate']:,.0f} ({v['lo']:,.0f}–{v['hi']:,.0f}) | {v['p50']:.2f} | {v['p99']:.2f} | "
-                     f"{v['lost']} | {v['dup']} | {v['reord']} | {v['disc']} | {v['failed']} |")
+        vs = (lambda key: "baseline") if nodes == 1 else (lambda key: stats.ratio(v[key], one[key]) if one else "—")
+        lines.append(f"| {nodes} | {stats.cell(v['rates'], 0)} | {vs('rates')} | {v['p50']:.2f} | {stats.cell(v['p99s'], 2)} | "
+                     f"{vs('p99s')} | {v['lost']} | {v['dup']} | {v['reord']} | {v['disc']} | {v['failed']} |")
     lines.append("")
 import re
 ceiling = re.search(r"([\d.]+) requests per second", xadd)

@@ -5,17 +5,21 @@
 #     broadcast example of Node's `ws` package (bench/ws-node/broadcast.js, `--ws-raw`).
 #
 # Server pinned to CPU 0, load generator to CPU 1; 10 senders; flat out and paced
-# (100 lines/s per sender); medians of RUNS runs (error counters: worst run). Then the
-# memory per idle client (bench/chat-idle.sh) unless IDLE=0.
+# (100 lines/s per sender). Interleaved rounds: each round runs every point (mode, N) with
+# every server measured there, in turn (sockit TCP, ncat, sockit WebSocket, Node); medians,
+# min–max, ratios with the tie verdict (error counters: worst run), the host's steal time.
+# Then the memory per idle client (bench/chat-idle.sh) unless IDLE=0.
 # Writes bench/results/chat.md (or $OUT). Loopback only; every run is bounded (--limit, timeout).
 #
-#   bench/chat.sh                                  # full run (many minutes)
-#   RUNS=1 NS="10 100" WS_NS=100 IDLE=0 bench/chat.sh   # quick look
+#   bench/chat.sh                                  # full run, ROUNDS=7 (many minutes; RUNS= is the old name)
+#   ROUNDS=1 NS="10 100" WS_NS=100 IDLE=0 bench/chat.sh   # quick look
+#   SOCKIT=/path/to/sockit ROUNDS=2 NS=10 NCAT_NS=10 WS_NS=10 FLAT_DELIVERIES=20000 \
+#     PACED_MESSAGES=20 IDLE=0 OUT=/tmp/chat.md bench/chat.sh   # a smoke run: no release build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 
-RUNS=${RUNS:-3}
+ROUNDS=${ROUNDS:-${RUNS:-7}}
 NS=${NS:-"10 100 500 1000 5000"}
 NCAT_NS=${NCAT_NS:-"10 100 500"}
 WS_NS=${WS_NS:-"100 500 1000"}
@@ -26,7 +30,6 @@ FLAT_DELIVERIES=${FLAT_DELIVERIES:-10000000}
 LIMIT=${LIMIT:-60s}
 IDLE=${IDLE:-1}
 OUT=${OUT:-bench/results/chat.md}
-SOCKIT=target/release/sockit
 SOCKIT_PORT=17771
 NCAT_PORT=17772
 NODE_PORT=17773
@@ -34,7 +37,8 @@ NODE_PORT=17773
 ensure_tools ncat=ncat node=nodejs npm=npm
 [[ -f bench/ws-node/node_modules/ws/package.json ]] ||
     npm ci --prefix bench/ws-node --no-audit --no-fund >&2
-cargo build --release --quiet
+SOCKIT=${SOCKIT:-$(cargo_release)}
+SOCKIT=$(realpath "$SOCKIT")
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 # Lines per sender for a flat-out run: about FLAT_DELIVERIES deliveries whatever N is.
@@ -80,23 +84,34 @@ one_run() {
     echo "  $kind N=$n $mode: $(chat_summary "$json")" >&2
 }
 
-echo "chat benchmark: $RUNS runs per point" >&2
-for mode in flat paced; do
-    for n in $NS; do
-        for _ in $(seq "$RUNS"); do one_run sockit "$n" $mode; done
-    done
-    for n in $NCAT_NS; do
-        for _ in $(seq "$RUNS"); do one_run ncat "$n" $mode; done
-    done
-    # WebSocket: sockit and Node interleaved, run by run, so both see the same machine.
-    for n in $WS_NS; do
-        for _ in $(seq "$RUNS"); do one_run sockit-ws "$n" $mode; one_run node-ws "$n" $mode; done
+# kinds_at N: the servers measured with N clients.
+kinds_at() {
+    local n=$1 kinds=()
+    [[ " $NS " == *" $n "* ]] && kinds+=(sockit)
+    [[ " $NCAT_NS " == *" $n "* ]] && kinds+=(ncat)
+    [[ " $WS_NS " == *" $n "* ]] && kinds+=(sockit-ws node-ws)
+    echo "${kinds[*]}"
+}
+# shellcheck disable=SC2086 # lists of numbers, split on purpose
+ALL_NS=$(printf '%s\n' $NS $NCAT_NS $WS_NS | sort -n -u)
+
+echo "chat benchmark: $ROUNDS interleaved rounds" >&2
+steal_begin
+for round in $(seq "$ROUNDS"); do
+    echo "round $round/$ROUNDS" >&2
+    for mode in flat paced; do
+        for n in $ALL_NS; do
+            for kind in $(kinds_at "$n"); do one_run "$kind" "$n" $mode; done
+        done
     done
 done
+STEAL=$(steal_pct)
 
-python3 - "$TMP/results" "$OUT" "$RUNS" "$(node --version)" "$(node -p 'require("./bench/ws-node/node_modules/ws/package.json").version')" "$FLAT_DELIVERIES" "$PACED_MESSAGES" <<'PY'
+python3 - "$TMP/results" "$OUT" "$ROUNDS" "$STEAL" "$(node --version)" "$(node -p 'require("./bench/ws-node/node_modules/ws/package.json").version')" "$FLAT_DELIVERIES" "$PACED_MESSAGES" <<'PY'
 import json, statistics, sys, os, platform, subprocess
-path, out, runs, node_version, ws_version, flat_deliveries, paced_messages = sys.argv[1:]
+sys.path.insert(0, "bench")
+import stats
+path, out, runs, steal, node_version, ws_version, flat_deliveries, paced_messages = sys.argv[1:]
 rows = [json.loads(l) for l in open(path)]
 groups = {}
 for r in rows:
@@ -108,7 +123,8 @@ def summary(rs):
     c = lambda name: max(dict(r["counters"]).get(name, 0) for r in ok)
     lat = lambda q: statistics.median((r["latency"] or {}).get(q, 0) for r in ok)
     rates = [r["ops_per_sec"] for r in ok]
-    return dict(rate=statistics.median(rates), lo=min(rates), hi=max(rates), p50=lat("p50_ms"), p99=lat("p99_ms"),
+    p99s = [(r["latency"] or {}).get("p99_ms", 0) for r in ok]
+    return dict(rate=statistics.median(rates), rates=rates, p99s=p99s, p50=lat("p50_ms"), p99=lat("p99_ms"),
                 lost=c("lost"), dup=c("duplicated"), reord=c("reordered"), mal=c("malformed"),
                 disc=c("disconnected"), expected=c("expected"), failed=len(rs) - len(ok), cmd=rs[0]["cmd"])
 NAMES = {"sockit": "sockit, TCP", "ncat": "ncat, TCP", "sockit-ws": "sockit, WebSocket", "node-ws": "node ws, WebSocket"}
@@ -117,29 +133,29 @@ def ratio(mode, n, kind, v):
     get = lambda k: summary(groups[(mode, n, k)]) if (mode, n, k) in groups else None
     parts = []
     if kind == "sockit" and (nc := get("ncat")):
-        parts.append(f"{v['rate'] / nc['rate']:.2f}× ncat's rate" if mode == "flat"
-                     else f"p99 {v['p99'] / nc['p99']:.2f}× ncat's" if nc["p99"] else "")
+        parts.append(f"{stats.ratio(v['rates'], nc['rates'])} ncat's rate" if mode == "flat"
+                     else f"p99 {stats.ratio(v['p99s'], nc['p99s'])} ncat's" if nc["p99"] else "")
     if kind == "sockit-ws":
         node, tcp = get("node-ws"), get("sockit")
         if mode == "flat":
             if node and node["rate"]:
                 x = v["rate"] / node["rate"]
-                parts.append(f"{x:.2f}× node {'✓' if x >= 2 else '✗'}")
+                parts.append(f"{stats.ratio(v['rates'], node['rates'])} node {'✓' if x >= 2 else '✗'}")
             if tcp and tcp["rate"]:
                 x = v["rate"] / tcp["rate"]
-                parts.append(f"{x:.2f}× tcp {'✓' if x >= 0.6 else '✗'}")
+                parts.append(f"{stats.ratio(v['rates'], tcp['rates'])} tcp {'✓' if x >= 0.6 else '✗'}")
         else:
             if node and node["p99"]:
                 x = v["p99"] / node["p99"]
-                parts.append(f"p99 {x:.2f}× node's {'✓' if x <= 0.5 else '✗'}")
+                parts.append(f"p99 {stats.ratio(v['p99s'], node['p99s'])} node's {'✓' if x <= 0.5 else '✗'}")
             if tcp and tcp["p99"]:
-                parts.append(f"p99 {v['p99'] / tcp['p99']:.2f}× tcp's")
+                parts.append(f"p99 {stats.ratio(v['p99s'], tcp['p99s'])} tcp's")
     return ", ".join(p for p in parts if p)
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
 lines = ["# Chat fan-out: sockit chat serve (TCP and WebSocket) vs ncat --chat and Node's ws", "",
          f"Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}. "
-         f"Server pinned to CPU 0 (`taskset -c 0`), load generator to CPU 1; {runs} runs per point, "
-         "medians (deliveries/s min–max in brackets); error counters are the worst run. "
+         f"Server pinned to CPU 0 (`taskset -c 0`), load generator to CPU 1. {stats.steal_line(steal, runs)} "
+         "Error counters are the worst run. "
          "10 senders in one room of N clients; every client checks every other sender's lines.", "",
          "Servers:", "", "    taskset -c 0 target/release/sockit chat serve --port 17771 --rate 0 --history 0 --max-clients 20000",
          "    taskset -c 0 ncat -k --chat -m 10000 -l 127.0.0.1 17772",
@@ -148,7 +164,7 @@ lines = ["# Chat fan-out: sockit chat serve (TCP and WebSocket) vs ncat --chat a
          f"(flat out: `--rate 0 --messages M`, M chosen for about {int(flat_deliveries):,} deliveries; "
          f"paced: `--rate 1000 --messages {paced_messages}`, 100 lines/s per sender); "
          "WebSocket clients of sockit with `--ws` (JSON `say` out, `message` events in), of Node with `--ws-raw` "
-         "(each line one text frame). sockit's WebSocket and Node's runs alternate.", "",
+         "(each line one text frame).", "",
          "Targets for sockit's WebSocket side: flat out ≥ 2× Node's deliveries/s and ≥ 0.6× sockit's own TCP figure; "
          "paced p99 ≤ 0.5× Node's (✓ met, ✗ not).", ""]
 for mode, title in (("flat", "Flat out"), ("paced", "Paced, 100 lines/s per sender")):
@@ -163,7 +179,7 @@ for mode, title in (("flat", "Flat out"), ("paced", "Paced, 100 lines/s per send
             if v is None:
                 lines.append(f"| {n} | {NAMES[kind]} | failed | | | | | | | | |")
                 continue
-            lines.append(f"| {n} | {NAMES[kind]} | {v['rate']:,.0f} ({v['lo']:,.0f}–{v['hi']:,.0f}) | {v['p50']:.2f} | {v['p99']:.2f} | "
+            lines.append(f"| {n} | {NAMES[kind]} | {stats.cell(v['rates'], 0)} | {v['p50']:.2f} | {stats.cell(v['p99s'], 2)} | "
                          f"{v['lost']} | {v['dup']} | {v['reord']} | {v['mal']} | {v['disc']} | {ratio(mode, n, kind, v)} |")
     lines.append("")
 lines += ["Memory per idle client (TCP and WebSocket): `bench/chat-idle.sh`, in `bench/results/chat-idle.md`.", "",

@@ -4,6 +4,7 @@
 #
 #   bench/compare.sh                 # all of them
 #   bench/compare.sh echo http-load  # only these (names of bench/*.sh)
+#   bench/compare.sh none            # run none: only rebuild bench/RESULTS.md from bench/results/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -26,6 +27,10 @@ done
   echo "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr)."
   echo "Servers are pinned to core 0 and load generators to core 1; all traffic is on loopback."
   echo "Each section names the exact commands; ratios compare tools measured in the same run."
+  echo "The scripts run the contenders in interleaved rounds (round 1: A, B, C; round 2: A, B, C; …;"
+  echo "7 rounds by default) and give medians with min–max and the host's steal time over the pass;"
+  echo "a ratio marked (tie) is one whose two min–max ranges overlap. A section says how many rounds"
+  echo "or runs its figures are."
   for name in "${all[@]}"; do
     if [ -f "bench/results/$name.md" ]; then
       echo

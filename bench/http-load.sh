@@ -4,14 +4,16 @@
 # Then the open loop: at half of nginx's capacity, `sockit bench http --rate` vs
 # `oha -q RATE --latency-correction` vs wrk2 (when it can be built), with and without a 1 s
 # pause of nginx's worker (SIGSTOP/SIGCONT), corrected p50/p99/p99.9 from each; and the
-# highest rate each holds on one core. Writes bench/results/http-load.md.
+# highest rate each holds on one core. Interleaved rounds (each round runs every generator
+# once, in turn); medians, min–max, ratios with the tie verdict and the host's steal time.
+# Writes bench/results/http-load.md.
 #
-#   bench/http-load.sh        # RUNS=5 DURATION=10s OPEN_DURATION=20s bench/http-load.sh for more
-#   SOCKIT=target/debug/sockit RUNS=1 DURATION=1s OPEN_DURATION=3s bench/http-load.sh   # a smoke run
+#   bench/http-load.sh        # ROUNDS=7 (RUNS= is the old name); ROUNDS=9 DURATION=10s OPEN_DURATION=20s for more
+#   SOCKIT=target/debug/sockit ROUNDS=1 DURATION=1s OPEN_DURATION=3s bench/http-load.sh   # a smoke run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
-RUNS=${RUNS:-3}
+ROUNDS=${ROUNDS:-${RUNS:-7}}
 DURATION=${DURATION:-5s}
 CONNS=${CONNS:-64}
 OUT=${OUT:-bench/results/http-load.md}
@@ -34,8 +36,9 @@ pids+=("$(start_nginx "$tmp/nginx" "$port" "$tmp/root")")
 wait_port "$port"
 url="http://127.0.0.1:$port/13b.txt"
 
-for i in $(seq "$RUNS"); do
-  echo "run $i/$RUNS" >&2
+steal_begin
+for i in $(seq "$ROUNDS"); do
+  echo "round $i/$ROUNDS" >&2
   taskset -c 1 wrk -t 1 -c "$CONNS" -d "$DURATION" "$url" | awk '/Requests\/sec/ {print $2}' >>"$tmp/wrk"
   taskset -c 1 "$SOCKIT" bench http "$url" -t 1 -c "$CONNS" -d "$DURATION" --json >>"$tmp/sockit" || true
 done
@@ -53,7 +56,6 @@ capacity=$(python3 -c 'import json,statistics,sys; print(int(statistics.median(j
 RATE=${RATE:-$((capacity / 2))}
 master=${pids[0]}
 worker_pid() { pgrep -P "$master" | head -n 1; }
-secs=${OPEN_DURATION%s}
 
 # open_run GENERATOR RATE DURATION OUTFILE: one open-loop run, its raw output appended to OUTFILE.
 open_run() {
@@ -65,10 +67,10 @@ open_run() {
   esac
 }
 
-for i in $(seq "$RUNS"); do
+for i in $(seq "$ROUNDS"); do
   for pause in 0 1; do
     for gen in "${gens[@]}"; do
-      echo "open loop run $i/$RUNS: $gen at $RATE/s, pause $pause" >&2
+      echo "open loop round $i/$ROUNDS: $gen at $RATE/s, pause $pause" >&2
       if ((pause)); then
         w=$(worker_pid)
         ( sleep "$PAUSE_AT"; kill -STOP "$w"; sleep 1; kill -CONT "$w" ) &
@@ -91,28 +93,36 @@ for frac in ${HOLD_FRACTIONS:-0.25 0.5 0.75 0.9 1.0}; do
   done
 done
 
-mkdir -p bench/results
-python3 - "$tmp" "$RUNS" "$DURATION" "$CONNS" >"$OUT" <<'PY'
-import json, statistics, sys, os
-tmp, runs, duration, conns = sys.argv[1:]
-wrk = [float(l) for l in open(f"{tmp}/wrk") if l.strip()] or [float("nan")]
+STEAL=$(steal_pct)
+
+mkdir -p "$(dirname "$OUT")"
+python3 - "$tmp" "$ROUNDS" "$DURATION" "$CONNS" "$STEAL" >"$OUT" <<'PY'
+import json, sys, os
+sys.path.insert(0, "bench")
+import stats
+tmp, rounds, duration, conns, steal = sys.argv[1:]
+wrk = [float(l) for l in open(f"{tmp}/wrk") if l.strip()]
 sk = [json.loads(l) for l in open(f"{tmp}/sockit") if l.strip()]
 s_rps = [r["ops_per_sec"] for r in sk]
-mw, ms = statistics.median(wrk), statistics.median(s_rps)
+ms, mw = stats.median(s_rps), stats.median(wrk)
 print("## Load generators: `sockit bench http` vs wrk, same nginx\n")
 print(f"Machine: {os.cpu_count()} cores; nginx (1 worker, sendfile, access_log off) on core 0, the load generator on core 1; "
-      f"{conns} keep-alive connections, one thread, {duration} per run, 13-byte file, runs interleaved. Medians of {runs} runs (min–max).\n")
+      f"{conns} keep-alive connections, one thread, {duration} per run, 13-byte file. "
+      f"{stats.steal_line(steal, rounds)} The steal time covers every part of this page.\n")
 print("Command: `bench/http-load.sh`; the loads: "
       f"`wrk -t 1 -c {conns} -d {duration} URL` and `sockit bench http URL -t 1 -c {conns} -d {duration}`\n")
-print("| load generator | requests/s | min–max | p99 ms |\n|---|---|---|---|")
-print(f"| wrk | {mw:,.0f} | {min(wrk):,.0f}–{max(wrk):,.0f} | — |")
-p99 = statistics.median([r["latency"]["p99_ms"] for r in sk])
-print(f"| sockit bench http | {ms:,.0f} | {min(s_rps):,.0f}–{max(s_rps):,.0f} | {p99:.2f} |")
-print(f"\nsockit / wrk = **{ms/mw:.2f}** (target: within ±15%, i.e. 0.85–1.15). "
+print("| load generator | requests/s | vs wrk | p99 ms |\n|---|---|---|---|")
+print(f"| wrk | {stats.cell(wrk)} | baseline | — |")
+p99 = [r["latency"]["p99_ms"] for r in sk]
+print(f"| sockit bench http | {stats.cell(s_rps)} | {stats.ratio(s_rps, wrk)} | {stats.cell(p99, 2)} |")
+within = "—" if not (ms and mw) else ("within" if abs(ms / mw - 1) <= 0.15 else "outside")
+print(f"\nsockit / wrk = **{stats.ratio(s_rps, wrk)}** (target: within ±15%, i.e. 0.85–1.15: {within}). "
       f"Errors: {sum(dict(r['counters'])['errors'] for r in sk)}, non-2xx: {sum(dict(r['counters'])['non-2xx'] for r in sk)}.")
 PY
-python3 - "$tmp" "$RUNS" "$OPEN_DURATION" "$CONNS" "$RATE" "$PAUSE_AT" "$HOLD_DURATION" "${gens[*]}" >>"$OUT" <<'PY'
-import json, os, re, statistics, sys
+python3 - "$tmp" "$ROUNDS" "$OPEN_DURATION" "$CONNS" "$RATE" "$PAUSE_AT" "$HOLD_DURATION" "${gens[*]}" >>"$OUT" <<'PY'
+import json, os, re, sys
+sys.path.insert(0, "bench")
+import stats
 tmp, runs, duration, conns, rate, pause_at, hold_duration, gens = sys.argv[1:]
 gens = gens.split()
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
@@ -152,8 +162,10 @@ def runs_of(gen, text):
     return out
 
 def med(rows, key):
-    vals = [r[key] for r in rows if r.get(key) is not None]
-    return statistics.median(vals) if vals else None
+    return stats.median([r.get(key) for r in rows])
+
+def vals(rows, key):
+    return [r.get(key) for r in rows if r.get(key) is not None]
 
 def fmt(v, d=2):
     return "—" if v is None else f"{v:,.{d}f}"
@@ -161,14 +173,15 @@ def fmt(v, d=2):
 print(f"\n## Open loop at {int(rate):,} requests/s (half of nginx's capacity above)\n")
 print(f"{conns} connections, one thread on core 1, {duration} per run; nginx's worker stopped for 1 s "
       f"(SIGSTOP/SIGCONT) {pause_at} s into the paused runs. Latency timed from when each request was due "
-      f"(sockit `--rate`, oha `--latency-correction`, wrk2 always). Medians of {runs} interleaved rounds.\n")
+      f"(sockit `--rate`, oha `--latency-correction`, wrk2 always). Medians of {runs} interleaved rounds, "
+      f"min–max in brackets.\n")
 print("| load generator | nginx pause | p50 ms | p99 ms | p99.9 ms | requests/s sent |\n|---|---|---|---|---|---|")
 for gen in gens:
     for pause in ("0", "1"):
         path = f"{tmp}/open-{gen}-{pause}"
         rows = runs_of(gen, open(path).read()) if os.path.exists(path) else []
-        print(f"| {gen} | {'1 s' if pause == '1' else 'none'} | {fmt(med(rows, 'p50'))} | {fmt(med(rows, 'p99'))} | "
-              f"{fmt(med(rows, 'p999'))} | {fmt(med(rows, 'rps'), 0)} |")
+        print(f"| {gen} | {'1 s' if pause == '1' else 'none'} | {fmt(med(rows, 'p50'))} | {stats.cell(vals(rows, 'p99'), 2)} | "
+              f"{stats.cell(vals(rows, 'p999'), 2)} | {fmt(med(rows, 'rps'), 0)} |")
 print("\nEvery round's p99 (ms), in run order, and the calm p99 of each generator against sockit's "
       "(the issue's target: within 15%):\n")
 calm = {}
@@ -178,11 +191,12 @@ for gen in gens:
         rows = runs_of(gen, open(path).read()) if os.path.exists(path) else []
         print(f"- {gen}, {'1 s pause' if pause == '1' else 'calm'}: " + " ".join(fmt(r.get("p99")) for r in rows))
         if pause == "0":
-            calm[gen] = med(rows, "p99")
+            calm[gen] = vals(rows, "p99")
 for gen in gens:
     if gen != "sockit" and calm.get(gen) and calm.get("sockit"):
-        ratio = calm["sockit"] / calm[gen]
-        print(f"- calm p99, sockit / {gen}: {ratio:.2f} ({'within' if abs(ratio - 1) <= 0.15 else 'outside'} 15%)")
+        ratio = stats.median(calm["sockit"]) / stats.median(calm[gen])
+        print(f"- calm p99, sockit / {gen}: {stats.ratio(calm['sockit'], calm[gen])} "
+              f"({'within' if abs(ratio - 1) <= 0.15 else 'outside'} 15%)")
 if "wrk2" not in gens:
     print("\nwrk2: not packaged by Debian and not buildable offline here (set WRK2_SRC to a clone of giltene/wrk2); skipped.")
 

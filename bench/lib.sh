@@ -1,4 +1,5 @@
-# Shared helpers for the bench scripts (sourced, not run).
+# Shared helpers for the bench scripts (sourced, not run). Their tables come from bench/stats.py
+# (median, min–max, ratio with the tie verdict, the steal line), imported by their Python.
 # shellcheck shell=bash
 
 # ensure_tools PROGRAM=PACKAGE… : apt-get install whatever is missing.
@@ -92,4 +93,20 @@ chat_result() {
 # chat_summary JSON: one progress line for a chat_result.
 chat_summary() {
   echo "$1" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r.get("failed") or "%.0f deliveries/s p99 %.2f ms lost %s" % (r["ops_per_sec"], (r["latency"] or {}).get("p99_ms", 0), dict(r["counters"])["lost"]))'
+}
+
+# steal_jiffies: "steal total" CPU jiffies of all cores so far (/proc/stat's `cpu` line; total
+# is user+nice+system+idle+iowait+irq+softirq+steal, guest time being inside user already).
+steal_jiffies() { awk '/^cpu / {t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t; exit}' /proc/stat; }
+
+# steal_begin: marks the start of a pass for steal_pct.
+steal_begin() { STEAL_MARK=$(steal_jiffies); }
+
+# steal_pct: the host's steal time since steal_begin, as a percentage of all CPU time of both
+# cores (one decimal): CPU the hypervisor gave to other guests while the rounds ran.
+steal_pct() {
+  local s0 t0 s1 t1
+  read -r s0 t0 <<<"${STEAL_MARK:?steal_begin was not called}"
+  read -r s1 t1 < <(steal_jiffies)
+  awk -v s="$((s1 - s0))" -v t="$((t1 - t0))" 'BEGIN { if (t > 0) printf "%.1f\n", 100 * s / t; else print "0.0" }'
 }

@@ -12,7 +12,8 @@
 #
 # Server and proxy are pinned to core 0, the client (and the `wc -c` that counts what it
 # received) to core 1; loopback only; every download bounded by `timeout`; the proxies and
-# the server started here are ended by PID. Interleaved rounds, medians and min–max.
+# the server started here are ended by PID. Interleaved rounds, medians and min–max, ratios
+# with the tie verdict, the host's steal time.
 # Writes bench/results/proxy.md.
 #
 #   bench/proxy.sh                         # 7 rounds of a 512 MiB download
@@ -21,7 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
-ROUNDS=${ROUNDS:-7}
+ROUNDS=${ROUNDS:-${RUNS:-7}}
 SIZE_MIB=${SIZE_MIB:-512}
 LIMIT=${LIMIT:-120} # seconds one download may take
 OUT=${OUT:-bench/results/proxy.md}
@@ -119,6 +120,7 @@ measure() {
 clients=(sockit curl ncat socat)
 proxies=(direct dante sockit microsocks)
 loads=()
+steal_begin
 for n in $(seq "$ROUNDS"); do
   echo "round $n/$ROUNDS" >&2
   loads+=("$(cut -d' ' -f1 /proc/loadavg)")
@@ -130,10 +132,14 @@ for n in $(seq "$ROUNDS"); do
   done
 done
 
+STEAL=$(steal_pct)
+
 mkdir -p "$(dirname "$OUT")"
-python3 - "$tmp/runs" "$ROUNDS" "$SIZE_MIB" "${loads[*]}" >"$OUT" <<'PY'
+python3 - "$tmp/runs" "$ROUNDS" "$SIZE_MIB" "${loads[*]}" "$STEAL" >"$OUT" <<'PY'
 import os, statistics, subprocess, sys
-runs, rounds, size_mib, loads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4].split()
+sys.path.insert(0, "bench")
+import stats
+runs, rounds, size_mib, loads, steal = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4].split(), sys.argv[5]
 size = size_mib << 20
 rates, failed = {}, {}
 for line in open(runs):
@@ -150,20 +156,19 @@ med = {k: statistics.median(v) for k, v in rates.items()}
 def cell(key):
     if key not in rates and key not in failed:
         return "—"
-    text = "failed" if key not in rates else (
-        f"{med[key]:,.0f} ({min(rates[key]):,.0f}–{max(rates[key]):,.0f})")
+    text = "failed" if key not in rates else stats.cell(rates[key], 0)
     if failed.get(key):
         text += f", {failed[key]}/{rounds} failed"
     return text
 def ratio(a, b):
-    return f"{med[a] / med[b]:.2f}×" if a in med and b in med else "—"
+    return stats.ratio(rates[a], rates[b]) if a in med and b in med else "—"
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"],
                      capture_output=True, text=True).stdout.strip()
 print("## Bulk download through a SOCKS proxy: sockit, curl, ncat, socat × dante, sockit, microsocks\n")
 print(f"Machine: {os.cpu_count()} cores ({cpu}); load average at the start of each round: "
       f"{', '.join(loads)}. `sockit serve` and the proxy on core 0, the client (and the `wc -c` "
       f"counting what it received) on core 1; loopback. A {size_mib} MiB file of random bytes; "
-      f"{rounds} interleaved rounds, medians (min–max) in MB/s of the body.\n")
+      f"figures in MB/s of the body. {stats.steal_line(steal, rounds)}\n")
 print("Command: `bench/proxy.sh` · server `sockit serve DIR` · proxies `danted` (SOCKS5, and SOCKS4 for "
       "socat), `sockit listen --socks5`, `microsocks` · clients `sockit get --proxy socks5h://…`, "
       "`curl --socks5-hostname …`, `ncat --no-shutdown --proxy … --proxy-type socks5 --proxy-dns remote` "

@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
 # Port probe side by side: `nc -z 127.0.0.1 1-65535` (openbsd nc, one port after the other)
 # vs `sockit connect -z 127.0.0.1 1-65535` (release build), with ~10 listeners on random
-# loopback ports. Interleaved rounds, medians and spread; checks that both found the same
+# loopback ports. Interleaved rounds, medians and min–max, the ratio with the tie verdict, the
+# host's steal time; checks that both found the same
 # open ports (and that those include every listener started here). Loopback only.
 # Writes bench/results/scan.md.
 #
-#   bench/scan.sh             # 5 rounds (ROUNDS=9 bench/scan.sh for more)
+#   bench/scan.sh             # 7 rounds (ROUNDS=9 bench/scan.sh for more; RUNS= is the old name)
+#   SOCKIT=/path/to/sockit ROUNDS=1 OUT=/tmp/scan.md bench/scan.sh   # a smoke run: no release build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
-ROUNDS=${ROUNDS:-5}
+ROUNDS=${ROUNDS:-${RUNS:-7}}
 LISTENERS=${LISTENERS:-10}
-OUT=bench/results/scan.md
+OUT=${OUT:-bench/results/scan.md}
 
 ensure_tools nc=netcat-openbsd python3=python3
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-SOCKIT=$(cargo_release)
+SOCKIT=${SOCKIT:-$(cargo_release)}
+SOCKIT=$(realpath "$SOCKIT")
 tmp=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
@@ -51,6 +54,7 @@ timed() {
 }
 
 loads=()
+steal_begin
 for n in $(seq "$ROUNDS"); do
   echo "round $n/$ROUNDS" >&2
   loads+=("$(cut -d' ' -f1 /proc/loadavg)")
@@ -60,10 +64,14 @@ for n in $(seq "$ROUNDS"); do
   ss -ltnH >>"$tmp/ss.$n"
 done
 
-mkdir -p bench/results
-python3 - "$tmp" "$ROUNDS" "$LISTENERS" "${loads[*]}" >"$OUT" <<'PY'
+STEAL=$(steal_pct)
+
+mkdir -p "$(dirname "$OUT")"
+python3 - "$tmp" "$ROUNDS" "$LISTENERS" "${loads[*]}" "$STEAL" >"$OUT" <<'PY'
 import os, statistics, subprocess, sys
-tmp, rounds, listeners, loads = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4].split()
+sys.path.insert(0, "bench")
+import stats
+tmp, rounds, listeners, loads, steal = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4].split(), sys.argv[5]
 times = {n: [float(l) for l in open(f"{tmp}/{n}.times")] for n in ("nc", "sockit")}
 ours = set(open(f"{tmp}/ours").read().split())
 def listening(i):
@@ -84,17 +92,16 @@ for i in range(1, rounds + 1):
     truth = listening(i)
     for name, found in (("nc", a), ("sockit", b)):
         extra[name] += [p for p in found if p not in truth]
-med = {n: statistics.median(t) for n, t in times.items()}
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
 print("## Port probe: sockit connect -z vs nc -z (1-65535 on 127.0.0.1)\n")
 print(f"Machine: {os.cpu_count()} cores ({cpu}); load average at the start of each round: {', '.join(loads)}. "
-      f"{listeners} listeners on random loopback ports; {rounds} interleaved rounds, medians (min–max).\n")
+      f"{listeners} listeners on random loopback ports. {stats.steal_line(steal, rounds)}\n")
 print("Commands: `nc -z -v 127.0.0.1 1-65535` (openbsd) · `sockit connect -z 127.0.0.1 1-65535` (release)\n")
-print("| tool | wall time | ratio |")
+print("| tool | wall time | nc's time / this one's |")
 print("|---|---|---|")
 for n, cmd in (("nc", "nc -z"), ("sockit", "sockit connect -z")):
     t = times[n]
-    print(f"| {cmd} | {med[n]:.2f} s ({min(t):.2f}–{max(t):.2f}) | {med['nc'] / med[n]:.1f}× |")
+    print(f"| {cmd} | {stats.cell(t, 2, ' s')} | {stats.ratio(times['nc'], t, 1)} |")
 print()
 print(f"Same open ports found by both: {agree} of {rounds} rounds; rounds where sockit missed one of "
       f"the listeners started here: {missing}. (Other programs on the machine may open and close "

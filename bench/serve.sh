@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
 # Benchmark `sockit serve` against nginx and `python3 -m http.server` on this machine, in one
-# run: server pinned to core 0, load pinned to core 1, a 13-byte and a 100 KiB file, medians
-# of RUNS runs. HTTP/1.1 with wrk (64 keep-alive connections), and HTTP/2 with h2load (64
+# run: server pinned to core 0, load pinned to core 1, a 13-byte and a 100 KiB file,
+# interleaved rounds (each round runs every server on both files, in turn); medians, min–max,
+# ratios to nginx with the tie verdict, the host's steal time. HTTP/1.1 with wrk (64 keep-alive connections), and HTTP/2 with h2load (64
 # connections, 10 streams each) against sockit and nginx over TLS (ALPN h2, the same
 # self-signed certificate) and over cleartext with prior knowledge, all interleaved in the
 # same pass; then the memory of 10 000 idle keep-alive connections. Loopback only; every
 # loop is bounded. Writes bench/results/serve.md.
 #
-#   bench/serve.sh                 # RUNS=5 DURATION=5s by default
-#   RUNS=5 DURATION=10s bench/serve.sh
+#   bench/serve.sh                 # ROUNDS=7 DURATION=5s by default (RUNS= is the old name)
+#   ROUNDS=9 DURATION=10s bench/serve.sh
 #   MODE=idle bench/serve.sh       # only the idle-connection memory of sockit, no table file
 #   SERVE_ARGS="--threads 1" bench/serve.sh   # extra options for `sockit serve`
-#   SOCKIT=target/debug/sockit OUT=/tmp/serve.md RUNS=1 DURATION=1s IDLE_CONNS=100 bench/serve.sh
+#   SOCKIT=target/debug/sockit OUT=/tmp/serve.md ROUNDS=1 DURATION=1s IDLE_CONNS=100 bench/serve.sh
 #                                  # smoke test of the script itself: no release build
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-RUNS=${RUNS:-5}
+source bench/lib.sh
+ROUNDS=${ROUNDS:-${RUNS:-7}}
 DURATION=${DURATION:-5s}
 CONNS=${CONNS:-64}
 STREAMS=${STREAMS:-10}
@@ -26,17 +28,8 @@ SERVE_ARGS=${SERVE_ARGS:-}
 OUT=${OUT:-bench/results/serve.md}
 mkdir -p "$(dirname "$OUT")"
 
-need() {
-    command -v "$1" >/dev/null 2>&1 && return
-    echo "installing $2" >&2
-    apt-get install -y "$2" >/dev/null
-}
-need wrk wrk
-need h2load nghttp2-client
-need openssl openssl
-need nginx nginx
-need taskset util-linux
-need python3 python3
+ensure_tools wrk=wrk h2load=nghttp2-client openssl=openssl nginx=nginx-light taskset=util-linux \
+    python3=python3
 
 # 10 000 client sockets here plus as many in the server.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -65,10 +58,6 @@ printf 'hello world!\n' >"$WORK/www/small.txt"          # 13 bytes
 head -c 102400 /dev/urandom >"$WORK/www/100k.bin"        # 100 KiB
 chmod 644 "$WORK/www/"*
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
 wait_port() { # bounded: 10 s
     for _ in $(seq 100); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
@@ -84,13 +73,14 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
     -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
 
 SOCKIT_PORT=$(free_port)
+# shellcheck disable=SC2086 # SERVE_ARGS is a list of options
 taskset -c 0 "$SOCKIT" serve "$WORK/www" --port "$SOCKIT_PORT" --quiet \
     --header-timeout 300s --idle-timeout 300s --max-conns 20000 $SERVE_ARGS 2>"$WORK/sockit.err" &
 SOCKIT_PID=$!
 PIDS+=("$SOCKIT_PID")
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-nginx_worker() { cat "/proc/$NGINX_PID/task/$NGINX_PID/children" | awk '{print $1}'; }
+nginx_worker() { awk '{print $1}' "/proc/$NGINX_PID/task/$NGINX_PID/children"; }
 
 # Opens N keep-alive connections, one request each, then holds them while RSS is read.
 idle_check() { # port pid mode(request|silent) -> "rss_before_kib rss_after_kib request_ms"
@@ -132,6 +122,7 @@ if [ "$MODE" = idle ]; then
 fi
 
 SOCKIT_TLS_PORT=$(free_port)
+# shellcheck disable=SC2086 # SERVE_ARGS is a list of options
 taskset -c 0 "$SOCKIT" serve "$WORK/www" --port "$SOCKIT_TLS_PORT" --quiet \
     --cert "$WORK/cert.pem" --key "$WORK/key.pem" \
     --header-timeout 300s --idle-timeout 300s --max-conns 20000 $SERVE_ARGS 2>"$WORK/sockit-tls.err" &
@@ -229,8 +220,6 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
 SECONDS_PER_RUN=${DURATION%s}
 
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-
 # The rows: HTTP/1.1 (wrk), then HTTP/2 with prior knowledge (h2c) and over TLS (h2load).
 SERVERS="sockit nginx python sockit-h2c nginx-h2c sockit-h2tls nginx-h2tls"
 
@@ -275,40 +264,62 @@ curl_option() {
 # machine falls on every server alike.
 # Besides requests/s, each run records the server's CPU time per request: when wrk, not the
 # server, is the one at 100% (100 KiB), this shows what each server itself spends.
-# CPU time the host gave to its other guests (steal) and all CPU time, in ticks, all cores.
-steal_total() { awk '/^cpu / {t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t}' /proc/stat; }
-read -r STEAL_START TOTAL_START < <(steal_total)
-declare -A RPS P99 CPU RPS_RUNS P99_RUNS CPU_RUNS
+# Every run also goes to $WORK/runs as "file server rps p99_ms cpu_us" for the table.
+declare -A RPS_RUNS P99_RUNS CPU_RUNS
 for file in small.txt 100k.bin; do
     for server in $SERVERS; do
-        url=$(url_of $server $file)
-        curl -ksf "$(curl_option $server)" -o /dev/null "$url" ||
+        url=$(url_of "$server" $file)
+        curl -ksf "$(curl_option "$server")" -o /dev/null "$url" ||
             { echo "$server does not serve $url" >&2; exit 1; }
         RPS_RUNS[$server/$file]="" P99_RUNS[$server/$file]="" CPU_RUNS[$server/$file]=""
     done
-    for run in $(seq "$RUNS"); do
+done
+: >"$WORK/runs"
+steal_begin
+for run in $(seq "$ROUNDS"); do
+    for file in small.txt 100k.bin; do
         for server in $SERVERS; do
-            pid=$(pid_of $server)
+            pid=$(pid_of "$server")
             ticks=$(cpu_ticks "$pid")
-            read -r rps p99 < <(run_load $server "$(url_of $server $file)")
+            read -r rps p99 < <(run_load "$server" "$(url_of "$server" $file)")
             cpu=$(awk -v t="$(($(cpu_ticks "$pid") - ticks))" -v us="$TICK_US" -v r="$rps" -v s="$SECONDS_PER_RUN" \
                 'BEGIN { if (r > 0) printf "%.1f", t * us / (r * s); else print 0 }')
             RPS_RUNS[$server/$file]+="$rps "
             P99_RUNS[$server/$file]+="$p99 "
             CPU_RUNS[$server/$file]+="$cpu "
-            echo "run $run $server $file: $rps req/s, p99 $p99 ms, server CPU $cpu us/request" >&2
+            echo "$file $server $rps $p99 $cpu" >>"$WORK/runs"
+            echo "round $run $server $file: $rps req/s, p99 $p99 ms, server CPU $cpu us/request" >&2
         done
     done
-    for server in $SERVERS; do
-        RPS[$server/$file]=$(tr ' ' '\n' <<<"${RPS_RUNS[$server/$file]}" | grep . | median)
-        P99[$server/$file]=$(tr ' ' '\n' <<<"${P99_RUNS[$server/$file]}" | grep . | median)
-        CPU[$server/$file]=$(tr ' ' '\n' <<<"${CPU_RUNS[$server/$file]}" | grep . | median)
-    done
 done
+STEAL_PCT=$(steal_pct)
 
-read -r STEAL_END TOTAL_END < <(steal_total)
-STEAL_PCT=$(awk -v s="$((STEAL_END - STEAL_START))" -v t="$((TOTAL_END - TOTAL_START))" \
-    'BEGIN { if (t > 0) printf "%.1f", 100 * s / t; else print 0 }')
+# The table: median (min–max) of each figure, ratios to nginx on the same protocol with the
+# tie verdict; the sentence on the rounds and steal time into $WORK/method.
+# shellcheck disable=SC2086 # one argument per server
+python3 - "$WORK/runs" "$ROUNDS" "$STEAL_PCT" "$WORK/method" $SERVERS >"$WORK/table" <<'PY'
+import sys
+sys.path.insert(0, "bench")
+import stats
+runs, rounds, steal, method, *servers = sys.argv[1:]
+rps, p99, cpu = {}, {}, {}
+for line in open(runs):
+    file, server, r, p, c = line.split()
+    rps.setdefault((file, server), []).append(float(r))
+    p99.setdefault((file, server), []).append(float(p))
+    cpu.setdefault((file, server), []).append(float(c))
+def nginx_of(server):
+    return "nginx-h2c" if server.endswith("-h2c") else "nginx-h2tls" if server.endswith("-h2tls") else "nginx"
+print("| file | server | requests/s | p99 (ms) | vs nginx (req/s) | vs nginx (p99) | server CPU per request (µs) |")
+print("|---|---|---:|---:|---:|---:|---:|")
+for file, label in (("small.txt", "13 B"), ("100k.bin", "100 KiB")):
+    for server in servers:
+        key, base = (file, server), (file, nginx_of(server))
+        print(f"| {label} | {server} | {stats.cell(rps.get(key, []), 0)} | {stats.cell(p99.get(key, []), 2)} | "
+              f"{stats.ratio(rps.get(key, []), rps.get(base, []))} | {stats.ratio(p99.get(key, []), p99.get(base, []))} | "
+              f"{stats.cell(cpu.get(key, []), 1)} |")
+open(method, "w").write(stats.steal_line(steal, rounds) + "\n")
+PY
 # The spread of one server's p99 over the runs, "min to max".
 p99_spread() { tr ' ' '\n' <<<"${P99_RUNS[$1]}" | grep . | sort -g | awk 'NR == 1 {a = $1} {b = $1} END {print a " to " b}'; }
 
@@ -319,16 +330,14 @@ sleep 2 # let both servers see those connections close
 read -r S_BEFORE S_AFTER S_MS < <(idle_check "$SOCKIT_PORT" "$SOCKIT_PID" request)
 read -r N_BEFORE N_AFTER N_MS < <(idle_check "$NGINX_PORT" "$(nginx_worker)" request)
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
-
 {
     echo "# sockit serve: benchmark"
     echo
     echo "Run on $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))."
-    echo "Server pinned to core 0, load to core 1; $CONNS keep-alive connections (HTTP/1.1: wrk; HTTP/2: h2load with $STREAMS streams per connection); median of $RUNS interleaved runs of $DURATION."
+    echo "Server pinned to core 0, load to core 1; $CONNS keep-alive connections (HTTP/1.1: wrk; HTTP/2: h2load with $STREAMS streams per connection); runs of $DURATION."
     echo "Rows: \`sockit\`, \`nginx\`, \`python\` speak HTTP/1.1; \`-h2c\` is HTTP/2 with prior knowledge on cleartext, \`-h2tls\` HTTP/2 over TLS (ALPN h2, the same self-signed P-256 certificate)."
     echo "Load average when the run ended: $(cut -d' ' -f1-3 /proc/loadavg) ($IDLE_CONNS idle connections were just opened and closed; absolute figures move between machines, so compare within the table)."
-    echo "Steal time during the wrk runs (CPU the host gave to its other guests): $STEAL_PCT% of all CPU time; above about 1%, a single run's p99 says more about the host than about the server."
+    cat "$WORK/method"
     echo
     echo "Every run (requests/s):"
     echo
@@ -348,21 +357,11 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
             echo "- $theirs $file: ${P99_RUNS[$theirs/$file]}"
             wins=$(paste <(tr ' ' '\n' <<<"${P99_RUNS[$ours/$file]}" | grep .) \
                 <(tr ' ' '\n' <<<"${P99_RUNS[$theirs/$file]}" | grep .) | awk '$1 <= $2 {n++} END {print n+0}')
-            echo "- $file: $ours's p99 at most $theirs's in $wins of $RUNS rounds"
+            echo "- $file: $ours's p99 at most $theirs's in $wins of $ROUNDS rounds"
         done
     done
     echo
-    echo "| file | server | requests/s | p99 (ms) | vs nginx (req/s) | vs nginx (p99) | server CPU per request (µs) |"
-    echo "|---|---|---:|---:|---:|---:|---:|"
-    for file in small.txt 100k.bin; do
-        label=$file
-        [ "$file" = small.txt ] && label="13 B"
-        [ "$file" = 100k.bin ] && label="100 KiB"
-        for server in $SERVERS; do
-            base=$(nginx_of $server)
-            echo "| $label | $server | ${RPS[$server/$file]} | ${P99[$server/$file]} | $(ratio "${RPS[$server/$file]}" "${RPS[$base/$file]}") | $(ratio "${P99[$server/$file]}" "${P99[$base/$file]}") | ${CPU[$server/$file]} |"
-        done
-    done
+    cat "$WORK/table"
     echo
     echo "$IDLE_CONNS idle connections: keep-alive ones after one request each, and silent ones that never sent a byte:"
     echo

@@ -1,41 +1,36 @@
 #!/usr/bin/env bash
 # File transfer over loopback, side by side in one run: a 1 GiB file sent by
 #   sockit send/recv (TLS + BLAKE3 verify), sockit send/recv --raw, an nc pipe, curl from nginx.
-# Server pinned to CPU 0, receiver to CPU 1; median of RUNS runs; ratios against nc.
-# Writes bench/results/transfer.md. Traffic goes to 127.0.0.1 only; every loop is bounded.
+# Server pinned to CPU 0, receiver to CPU 1; interleaved rounds (each round runs the four
+# transfers once, in turn); medians, min–max, ratios against nc with the tie verdict, the
+# host's steal time. Writes bench/results/transfer.md. Traffic goes to 127.0.0.1 only; every
+# loop is bounded.
 #
-#   bench/transfer.sh            (SIZE_MIB=1024 RUNS=3 by default)
+#   bench/transfer.sh            # SIZE_MIB=1024 ROUNDS=7 by default (RUNS= is the old name)
+#   SOCKIT=/path/to/sockit SIZE_MIB=16 ROUNDS=2 OUT=/tmp/transfer.md bench/transfer.sh   # a smoke run
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 ROOT=$PWD
 SIZE_MIB=${SIZE_MIB:-1024}
-RUNS=${RUNS:-3}
-SOCKIT=$ROOT/target/release/sockit
+ROUNDS=${ROUNDS:-${RUNS:-7}}
+RESULTS=${OUT:-$ROOT/bench/results/transfer.md}
+mkdir -p "$(dirname "$RESULTS")"
+
+ensure_tools nc=netcat-openbsd nginx=nginx-light curl=curl taskset=util-linux python3=python3
+SOCKIT=${SOCKIT:-$(cargo_release)}
+SOCKIT=$(realpath "$SOCKIT")
+
 WORK=$(mktemp -d /tmp/sockit-bench-transfer.XXXXXX)
 chmod 755 "$WORK" # nginx workers run as an unprivileged user
-RESULTS=$ROOT/bench/results/transfer.md
-mkdir -p "$(dirname "$RESULTS")"
 PIDS=()
-
 cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-
-need() {
-    command -v "$1" >/dev/null && return
-    echo "installing $2" >&2
-    apt-get install -y "$2" >/dev/null
-}
-need nc netcat-openbsd
-need nginx nginx
-need curl curl
-need taskset util-linux
-
-cargo build --release --quiet
 
 FILE=$WORK/data.bin
 echo "creating a ${SIZE_MIB} MiB random file" >&2
@@ -44,8 +39,6 @@ chmod 644 "$FILE"
 BYTES=$(stat -c %s "$FILE")
 # Warm the page cache so every tool reads from memory.
 cat "$FILE" >/dev/null
-
-now() { date +%s.%N; }
 
 # Waits for "listening on IP:PORT" in a server's stderr file and prints IP:PORT.
 listening_addr() {
@@ -61,36 +54,21 @@ listening_addr() {
     exit 1
 }
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-# Times one receive command (a string for bash -c), checks the output file, prints seconds.
+# timed_receive NAME CMD OUT: runs one receive command (a string for bash -c) on CPU 1,
+# checks the output file, appends "NAME seconds" to $WORK/runs.
 timed_receive() {
-    local cmd=$1 out=$2
+    local name=$1 cmd=$2 out=$3 start end got
     rm -f "$out"
-    local start end
-    start=$(now)
+    start=$EPOCHREALTIME
     timeout 120 taskset -c 1 bash -c "$cmd" 2>>"$WORK/client.err"
-    end=$(now)
-    local got
+    end=$EPOCHREALTIME
     got=$(stat -c %s "$out")
     [ "$got" = "$BYTES" ] || { echo "short receive ($got of $BYTES): $cmd" >&2; exit 1; }
-    echo "$end - $start" | bc -l
+    echo "$name $(echo "$end - $start" | bc -l)" >>"$WORK/runs"
+    echo "  $name: $(echo "$end - $start" | bc -l) s" >&2
 }
 
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-
-declare -A MEDIAN COMMAND
-
-record() {
-    local name=$1 cmd=$2
-    shift 2
-    MEDIAN[$name]=$(median "$@")
-    COMMAND[$name]=$cmd
-    echo "$name: runs $* → median ${MEDIAN[$name]} s" >&2
-}
-
+# The servers, all up before the first round.
 # 1. sockit send / recv: TLS with a pinned certificate, BLAKE3 on both sides, .part + rename.
 taskset -c 0 "$SOCKIT" send "$FILE" --port 0 --bind 127.0.0.1 2>"$WORK/send.err" &
 PIDS+=($!)
@@ -98,88 +76,68 @@ listening_addr "$WORK/send.err" >/dev/null
 for _ in $(seq 1 100); do grep -q "^sockit recv '" "$WORK/send.err" && break; sleep 0.05; done
 CODE=$(sed -n "s/^sockit recv '\(.*\)'$/\1/p" "$WORK/send.err")
 mkdir -p "$WORK/out"
-times=()
-for _ in $(seq 1 "$RUNS"); do
-    times+=("$(timed_receive "'$SOCKIT' recv '$CODE' -o '$WORK/out'" "$WORK/out/data.bin")")
-done
-record "sockit send/recv (TLS + BLAKE3)" "taskset -c 0 sockit send data.bin --bind 127.0.0.1 · taskset -c 1 sockit recv 'sockit://…' -o out" "${times[@]}"
 
 # 2. sockit --raw on both sides.
 taskset -c 0 "$SOCKIT" send --raw "$FILE" --port 0 --bind 127.0.0.1 2>"$WORK/raw.err" &
 PIDS+=($!)
 RAW_ADDR=$(listening_addr "$WORK/raw.err")
-times=()
-for _ in $(seq 1 "$RUNS"); do
-    times+=("$(timed_receive "'$SOCKIT' recv --raw $RAW_ADDR -o '$WORK/raw.bin'" "$WORK/raw.bin")")
-done
-record "sockit --raw" "taskset -c 0 sockit send --raw data.bin · taskset -c 1 sockit recv --raw 127.0.0.1:P -o raw.bin" "${times[@]}"
 
-# 3. The nc pipe: nc -l < file on one side, nc > file on the other (one-shot per run).
-times=()
-for _ in $(seq 1 "$RUNS"); do
+# 3. The nc pipe is one-shot: its listener is started in each round.
+# 4. curl from nginx (sendfile on), one worker.
+NGINX_PORT=$(free_port)
+mkdir -p "$WORK/www"
+ln "$FILE" "$WORK/www/data.bin"
+PIDS+=("$(start_nginx "$WORK/nginx" "$NGINX_PORT" "$WORK/www")")
+wait_port "$NGINX_PORT"
+
+NAMES=("sockit send/recv (TLS + BLAKE3)" "sockit --raw" "nc pipe" "curl from nginx")
+steal_begin
+for round in $(seq 1 "$ROUNDS"); do
+    echo "round $round/$ROUNDS" >&2
+    timed_receive "${NAMES[0]}" "'$SOCKIT' recv '$CODE' -o '$WORK/out'" "$WORK/out/data.bin"
+    timed_receive "${NAMES[1]}" "'$SOCKIT' recv --raw $RAW_ADDR -o '$WORK/raw.bin'" "$WORK/raw.bin"
     port=$(free_port)
     taskset -c 0 nc -N -l 127.0.0.1 "$port" <"$FILE" &
     ncpid=$!
     for _ in $(seq 1 100); do ss -ltn | grep -q ":$port " && break; sleep 0.05; done
-    times+=("$(timed_receive "nc -d 127.0.0.1 $port > '$WORK/nc.bin'" "$WORK/nc.bin")")
+    timed_receive "${NAMES[2]}" "nc -d 127.0.0.1 $port > '$WORK/nc.bin'" "$WORK/nc.bin"
     wait "$ncpid" || true
+    timed_receive "${NAMES[3]}" "curl -sS -o '$WORK/curl.bin' http://127.0.0.1:$NGINX_PORT/data.bin" "$WORK/curl.bin"
 done
-record "nc pipe" "taskset -c 0 nc -N -l 127.0.0.1 P < data.bin · taskset -c 1 nc -d 127.0.0.1 P > nc.bin" "${times[@]}"
+STEAL=$(steal_pct)
 
-# 4. curl from nginx (sendfile on), one worker.
-NGINX_PORT=$(free_port)
-mkdir -p "$WORK/nginx/logs" "$WORK/www"
-ln "$FILE" "$WORK/www/data.bin"
-cat >"$WORK/nginx/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/logs/error.log;
-events { worker_connections 64; }
-http {
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    client_body_temp_path $WORK/nginx;
-    proxy_temp_path $WORK/nginx;
-    fastcgi_temp_path $WORK/nginx;
-    uwsgi_temp_path $WORK/nginx;
-    scgi_temp_path $WORK/nginx;
-    server { listen 127.0.0.1:$NGINX_PORT; root $WORK/www; }
+FSTYPE=$(df --output=fstype "$WORK" | tail -1)
+python3 - "$WORK/runs" "$BYTES" "$SIZE_MIB" "$ROUNDS" "$STEAL" "$FSTYPE" "${NAMES[@]}" >"$RESULTS" <<'PY'
+import os, subprocess, sys, time
+sys.path.insert(0, "bench")
+import stats
+runs, size, size_mib, rounds, steal, fstype, *names = sys.argv[1:]
+size = int(size)
+secs = {}
+for line in open(runs):
+    name, t = line.rsplit(" ", 1)
+    secs.setdefault(name, []).append(float(t))
+rate = {n: [size / t / 1e9 for t in ts] for n, ts in secs.items()}
+cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"],
+                     capture_output=True, text=True).stdout.strip()
+commands = {
+    names[0]: "taskset -c 0 sockit send data.bin --bind 127.0.0.1 · taskset -c 1 sockit recv 'sockit://…' -o out",
+    names[1]: "taskset -c 0 sockit send --raw data.bin · taskset -c 1 sockit recv --raw 127.0.0.1:P -o raw.bin",
+    names[2]: "taskset -c 0 nc -N -l 127.0.0.1 P < data.bin · taskset -c 1 nc -d 127.0.0.1 P > nc.bin",
+    names[3]: "taskset -c 0 nginx (sendfile on, 1 worker) · taskset -c 1 curl -o curl.bin http://127.0.0.1:P/data.bin",
 }
-EOF
-taskset -c 0 nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" 2>"$WORK/nginx.err" &
-PIDS+=($!)
-for _ in $(seq 1 100); do ss -ltn | grep -q ":$NGINX_PORT " && break; sleep 0.05; done
-times=()
-for _ in $(seq 1 "$RUNS"); do
-    times+=("$(timed_receive "curl -sS -o '$WORK/curl.bin' http://127.0.0.1:$NGINX_PORT/data.bin" "$WORK/curl.bin")")
-done
-record "curl from nginx" "taskset -c 0 nginx (sendfile on, 1 worker) · taskset -c 1 curl -o curl.bin http://127.0.0.1:P/data.bin" "${times[@]}"
-
-# The table.
-NC=${MEDIAN["nc pipe"]}
-{
-    echo "# File transfer over loopback: ${SIZE_MIB} MiB"
-    echo
-    echo "Generated by \`bench/transfer.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs"
-    echo "($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)). Sender pinned to CPU 0,"
-    echo "receiver to CPU 1; median of $RUNS runs; the receiver writes a file in $(df --output=fstype "$WORK" | tail -1) (page cache)."
-    echo "Load average when the table was written: $(cut -d' ' -f1-3 /proc/loadavg) (these runs load both cores; a"
-    echo "figure well above $(nproc) means other work shared the machine: ratios measured in the same run hold better)."
-    echo "Time is the receiving command's wall time, start to exit (connect, TLS, manifest, verify, rename included)."
-    echo
-    echo "| transfer | median s | GB/s | vs nc |"
-    echo "|---|---:|---:|---:|"
-    for name in "sockit send/recv (TLS + BLAKE3)" "sockit --raw" "nc pipe" "curl from nginx"; do
-        t=${MEDIAN[$name]}
-        printf '| %s | %.3f | %.2f | %.2f× |\n' "$name" "$t" "$(echo "$BYTES / $t / 1000000000" | bc -l)" "$(echo "$NC / $t" | bc -l)"
-    done
-    echo
-    echo "Commands:"
-    echo
-    for name in "sockit send/recv (TLS + BLAKE3)" "sockit --raw" "nc pipe" "curl from nginx"; do
-        echo "- $name: \`${COMMAND[$name]}\`"
-    done
-} >"$RESULTS"
+print(f"# File transfer over loopback: {size_mib} MiB\n")
+print(f"Generated by `bench/transfer.sh` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+      f"{os.cpu_count()} CPUs ({cpu}). Sender pinned to CPU 0, receiver to CPU 1; the receiver writes "
+      f"a file in {fstype} (page cache). {stats.steal_line(steal, rounds)}")
+print("Time is the receiving command's wall time, start to exit (connect, TLS, manifest, verify, rename included).\n")
+print("| transfer | seconds | GB/s | vs nc (GB/s) |")
+print("|---|---:|---:|---:|")
+for n in names:
+    print(f"| {n} | {stats.cell(secs.get(n, []), 3)} | {stats.cell(rate.get(n, []), 2)} | "
+          f"{stats.ratio(rate.get(n, []), rate.get(names[2], []))} |")
+print("\nCommands:\n")
+for n in names:
+    print(f"- {n}: `{commands[n]}`")
+PY
 cat "$RESULTS"
