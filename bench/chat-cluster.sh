@@ -14,6 +14,7 @@
 #   bench/chat-cluster.sh                                  # full run, ROUNDS=7 (RUNS= is the old name)
 #   ROUNDS=1 N=12 FLAT_MESSAGES=50 PACED_MESSAGES=20 XADD_N=2000 BUILD=debug bench/chat-cluster.sh  # smoke
 #   SOCKIT=/path/to/sockit ROUNDS=2 N=12 … bench/chat-cluster.sh   # a built binary: no build
+#   MODES=paced SOCKIT=/path/to/sockit OUT=/tmp/paced.md bench/chat-cluster.sh   # one mode only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -99,7 +100,7 @@ echo "chat cluster benchmark: $ROUNDS interleaved rounds, N=$N" >&2
 steal_begin
 for round in $(seq "$ROUNDS"); do
   echo "round $round/$ROUNDS" >&2
-  for mode in flat paced; do
+  for mode in ${MODES:-flat paced}; do
     for nodes in 1 3; do one_run "$nodes" "$mode"; done
   done
 done
@@ -140,6 +141,8 @@ lines = ["# Chat across nodes: one node vs three joined through Redis", "",
          "Nodes: `sockit chat serve --port P --rate 0 --history 0 --max-clients 20000 [--cluster redis://127.0.0.1:R --node nodeI]`; "
          "Redis: `redis-server --save '' --appendonly no`.", ""]
 for mode, title in (("flat", "Flat out"), ("paced", "Paced, 100 lines/s per sender")):
+    if not any(m == mode for m, _ in groups):
+        continue  # not run (MODES)
     lines += [f"## {title}", "", "| nodes | deliveries/s | vs 1 node | p50 ms | p99 ms | p99 vs 1 node | lost | dup | reordered | dropped clients | failed runs |",
               "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     one = summary(groups.get((mode, 1), []))
