@@ -30,7 +30,8 @@ wait_port() {
   return 1
 }
 
-# start_nginx DIR PORT ROOT: one worker, sendfile on, access log off; prints its PID.
+# start_nginx DIR PORT ROOT: one worker, sendfile on, access log off, files from ROOT and a
+# fixed answer at /ok; prints its PID.
 start_nginx() {
   local dir=$1 port=$2 root=$3
   mkdir -p "$dir"
@@ -48,7 +49,11 @@ http {
   include /etc/nginx/mime.types;
   client_body_temp_path $dir; proxy_temp_path $dir; fastcgi_temp_path $dir;
   uwsgi_temp_path $dir; scgi_temp_path $dir;
-  server { listen 127.0.0.1:$port; root $root; }
+  server {
+    listen 127.0.0.1:$port; root $root;
+    # The cheapest answer nginx gives: for load generators' own limits.
+    location = /ok { return 200 "ok\n"; }
+  }
 }
 CONF
   taskset -c 0 nginx -c "$dir/nginx.conf" -p "$dir" >/dev/null 2>&1 &
