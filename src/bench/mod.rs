@@ -4,6 +4,7 @@
 //! it (table or JSON) is the caller's business.
 
 pub mod chat;
+mod chat_line;
 mod chat_wire;
 pub mod echo;
 mod fine_timer;
