@@ -1,6 +1,7 @@
 //! `sockit bench`: every mode runs a short, bounded load against a real server.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -1076,4 +1077,123 @@ fn chat_open_loop_sends_within_a_fraction_of_a_millisecond() {
     ]);
     assert_eq!(counter(&r, "lost"), 0, "{r}");
     assert_median_lag_is_fine(&r);
+}
+
+/// A raw HTTP/1.1 server that answers every request on a connection with an interim
+/// `100 Continue`, then a chunked body with a trailer (or, for HEAD, a head that announces a
+/// body it does not send). Returns its address, how many connections it accepted, and every
+/// request head it read.
+fn chunked_server() -> (
+    std::net::SocketAddr,
+    Arc<std::sync::atomic::AtomicUsize>,
+    Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (count, seen) = (accepted.clone(), heads.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(16) {
+            let Ok(stream) = stream else { break };
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut writer = stream.try_clone().unwrap();
+                let mut reader = BufReader::new(stream);
+                loop {
+                    let mut head = String::new();
+                    let mut line = String::new();
+                    while line != "\r\n" {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push_str(&line);
+                    }
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                    let answer: &[u8] = if head.starts_with("HEAD ") {
+                        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n"
+                    } else {
+                        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                          5;x=y\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n"
+                    };
+                    seen.lock().unwrap().push(head);
+                    if writer.write_all(answer).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted, heads)
+}
+
+/// Chunked answers after an interim 100 are read whole on the same keep-alive connection
+/// (body bytes counted without the framing), a HEAD answer has no body whatever its head
+/// says, and the request carries the host, the headers and a framed body.
+#[test]
+fn http_load_reads_chunked_and_interim_answers_over_keep_alive() {
+    let (addr, accepted, heads) = chunked_server();
+    let url = format!("http://{addr}/p?q=1");
+    let r = bench_json(&[
+        "bench",
+        "http",
+        &url,
+        "-c",
+        "2",
+        "-n",
+        "40",
+        "--method",
+        "POST",
+        "--body",
+        "abc",
+        "-H",
+        "X-Token: t",
+        "--json",
+    ]);
+    assert_eq!(counter(&r, "errors"), 0, "{r}");
+    assert_eq!(r["ops"], 40, "{r}");
+    assert_eq!(r["bytes"], 40 * 11, "{r}");
+    // The probe connection and the two of the load: none replaced.
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3, "{r}");
+    let head = heads.lock().unwrap()[0].to_ascii_lowercase();
+    assert!(head.starts_with("post /p?q=1 http/1.1\r\n"), "{head}");
+    for line in [
+        format!("host: {addr}"),
+        "x-token: t".into(),
+        "content-length: 3".into(),
+    ] {
+        assert!(head.contains(&format!("{line}\r\n")), "{line} in {head}");
+    }
+    let r = bench_json(&[
+        "bench",
+        "http",
+        &url,
+        "-c",
+        "2",
+        "-n",
+        "20",
+        "--method",
+        "HEAD",
+        "--timeout",
+        "2s",
+        "--json",
+    ]);
+    assert_eq!(
+        (counter(&r, "errors"), counter(&r, "timeouts")),
+        (0, 0),
+        "{r}"
+    );
+    assert_eq!(
+        (r["ops"].as_u64(), r["bytes"].as_u64()),
+        (Some(20), Some(0)),
+        "{r}"
+    );
 }
