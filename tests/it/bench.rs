@@ -491,27 +491,32 @@ async fn live_progress_counts_what_the_report_counts() {
     server.await.unwrap();
 }
 
-/// When an in-test server stops answering: from `after` past its start, for `length`.
-#[derive(Clone, Copy)]
+/// When an in-test server stops answering: from `after` past the first request it sees
+/// (not past its start: a slow start of the load generator must not move the pause out of
+/// the run), for `length`.
+#[derive(Clone)]
 struct Pause {
-    from: tokio::time::Instant,
-    until: tokio::time::Instant,
+    after: Duration,
+    length: Duration,
+    first: Arc<std::sync::OnceLock<tokio::time::Instant>>,
 }
 
 impl Pause {
     fn starting_in(after: Duration, length: Duration) -> Self {
-        let from = tokio::time::Instant::now() + after;
         Self {
-            from,
-            until: from + length,
+            after,
+            length,
+            first: Arc::default(),
         }
     }
 
     /// Holds the caller while the pause lasts.
     async fn wait_out(&self) {
         let now = tokio::time::Instant::now();
-        if now >= self.from && now < self.until {
-            tokio::time::sleep_until(self.until).await;
+        let from = *self.first.get_or_init(|| now) + self.after;
+        let until = from + self.length;
+        if now >= from && now < until {
+            tokio::time::sleep_until(until).await;
         }
     }
 }
@@ -525,17 +530,19 @@ async fn pausing_http_server(pause: Option<Pause>) -> std::net::SocketAddr {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
+            let pause = pause.clone();
             tokio::spawn(async move {
-                let service = service_fn(
-                    move |_req: hyper::Request<hyper::body::Incoming>| async move {
+                let service = service_fn(move |_req: hyper::Request<hyper::body::Incoming>| {
+                    let pause = pause.clone();
+                    async move {
                         if let Some(pause) = pause {
                             pause.wait_out().await;
                         }
                         Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
                             b"ok",
                         ))))
-                    },
-                );
+                    }
+                });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -555,6 +562,7 @@ async fn pausing_echo_server(pause: Option<Pause>) -> std::net::SocketAddr {
             let Ok((mut stream, _)) = listener.accept().await else {
                 continue;
             };
+            let pause = pause.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
                 loop {
@@ -562,7 +570,7 @@ async fn pausing_echo_server(pause: Option<Pause>) -> std::net::SocketAddr {
                         Ok(0) | Err(_) => return,
                         Ok(n) => n,
                     };
-                    if let Some(pause) = pause {
+                    if let Some(pause) = &pause {
                         pause.wait_out().await;
                     }
                     if stream.write_all(&buf[..n]).await.is_err() {
