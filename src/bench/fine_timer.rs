@@ -25,7 +25,14 @@ use tokio::time::Instant;
 
 /// The shortest time between two fires of the timer: entries due within it of the last
 /// fire wait for the next one, so at most this late.
-pub(crate) const COALESCE: Duration = Duration::from_micros(50);
+///
+/// 200 µs: against nginx's `return 200` at 10,000 requests/s (64 connections, generator on
+/// one loaded core) the generator spent 28.3 µs of CPU per request with 50 µs, 24.2 with
+/// 200 and 21.3 with 500, for a schedule lag p50 of 0.08, 0.20 and 0.40 ms: each fire, and
+/// the answers to the sends it started, wake the process once for several requests. 200 µs
+/// keeps the lag a fifth of the 1 ms a send may be late. Below 1 / 200 µs = 5,000 sends per
+/// second in all, entries rarely fall within one window and none waits.
+pub(crate) const COALESCE: Duration = Duration::from_micros(200);
 
 /// The timer the paced tasks of one run wait on. Clones share it; the timerfd and its
 /// driver task end when the last clone is dropped.

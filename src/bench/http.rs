@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -17,9 +17,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::bench::fine_timer::FineTimer;
+use crate::bench::http1_wire::{Response, ResponseReader, request_bytes};
 use crate::bench::timeline::{Pace, Recorder, Timeline};
 use crate::bench::{Progress, Report};
-use crate::http::{Http1RequestFirst, SendState};
 use crate::net::tls::{Verify, client_config};
 use crate::net::{BoxStream, ClientOptions, DialOptions, HostPort, NetError, open};
 
@@ -104,6 +104,8 @@ struct Target {
     host_header: HeaderValue,
     /// Parsed once: every request of the run goes to the same target.
     uri: http::Uri,
+    /// The same, as it goes into an HTTP/1 request line.
+    path_and_query: String,
 }
 
 /// Runs the load and returns its report (counters: `non-2xx`, `errors`); `progress` counts
@@ -150,6 +152,13 @@ pub async fn run(load: HttpLoad, progress: &Progress) -> Result<Report, HttpBenc
         Stop::Requests(n) => n,
         Stop::After(_) => u64::MAX,
     };
+    let request = request_bytes(
+        &load.method,
+        &target.path_and_query,
+        &target.host_header,
+        &load.headers,
+        &load.body,
+    );
     let load = Arc::new(load);
     let timeline = Timeline::new(start, load.rate.is_some());
     let mut workers = JoinSet::new();
@@ -160,6 +169,7 @@ pub async fn run(load: HttpLoad, progress: &Progress) -> Result<Report, HttpBenc
     for index in 0..load.connections {
         let run = Run {
             target: target.clone(),
+            request: request.clone(),
             load: load.clone(),
             issued: issued.clone(),
             budget,
@@ -308,6 +318,7 @@ fn target_of(
         },
         host_header: HeaderValue::from_str(&host_header).map_err(|_| bad())?,
         uri: path.parse().map_err(|_| bad())?,
+        path_and_query: path,
     })
 }
 
@@ -343,6 +354,8 @@ impl Tally {
 /// What every connection of one run shares.
 struct Run {
     target: Arc<Target>,
+    /// The bytes of every HTTP/1 request of the run.
+    request: Bytes,
     load: Arc<HttpLoad>,
     issued: Arc<AtomicU64>,
     budget: u64,
@@ -473,8 +486,8 @@ async fn drain(mut body: hyper::body::Incoming) -> Result<u64, hyper::Error> {
     Ok(bytes)
 }
 
-/// One HTTP/1.1 keep-alive connection sending requests back to back; reconnects after an
-/// error.
+/// One HTTP/1.1 keep-alive connection sending requests back to back (or on its schedule);
+/// reconnects after an error.
 async fn worker(run: Run, mut lane: Lane) -> Tally {
     let (target, load, shared) = (run.target.clone(), run.load.clone(), run.shared.clone());
     let mut tally = Tally::default();
@@ -484,75 +497,50 @@ async fn worker(run: Run, mut lane: Lane) -> Tally {
     tokio::pin!(expiry);
     'connections: while run.is_running() {
         let connect_by = run.deadline.min(Instant::now() + load.timeout);
-        // The client's stream wrapper: a server may answer before the request is read
-        // (or written), or answer and close while the body is still going out; either way
-        // its answer is counted, not a hyper error or a broken pipe.
-        let request_state = Arc::new(SendState::default());
-        let connected = tokio::time::timeout_at(connect_by, async {
-            let (stream, _) = open(&target.host_port, &target.options)
-                .await
-                .map_err(|_| ())?;
-            let stream = Http1RequestFirst::new(stream, request_state.clone());
-            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
-                .await
-                .map_err(|_| ())
-        })
-        .await;
-        let (mut sender, conn) = match connected {
-            Ok(Ok(connection)) => connection,
+        let connected =
+            tokio::time::timeout_at(connect_by, open(&target.host_port, &target.options)).await;
+        let mut conn = match connected {
+            Ok(Ok((stream, _))) => Http1Connection::new(stream, &load.method),
             // A refusal (`Some`) or a timeout (`None`).
             failed => match run.connect_failed(failed.ok().map(drop), &mut tally).await {
                 true => continue,
                 false => break,
             },
         };
-        let conn = tokio::spawn(conn);
         clock.free_since = clock.free_since.max(Instant::now());
         loop {
             if !run.may_send(&clock, &mut tally) {
-                conn.abort();
                 break 'connections;
             }
             let (due, sent) = clock.next(&mut lane.recorder).await;
-            let request = build_request(&target, &load);
             // A request in flight at the deadline still gets its whole timeout: it was sent,
             // so it is counted, answered or not.
             expiry.as_mut().reset(sent + load.timeout);
-            let exchange = async {
-                let response = sender.send_request(request).await?;
-                let status = response.status();
-                let closes = closes_connection(&response);
-                let len = drain(response.into_body()).await?;
-                Ok::<_, hyper::Error>((status, len, closes))
-            };
             let outcome = tokio::select! {
                 biased;
-                outcome = exchange => Some(outcome),
+                outcome = conn.exchange(&run.request) => Some(outcome),
                 () = &mut expiry => None,
             };
             clock.free_since = Instant::now();
             match outcome {
-                Some(Ok((status, len, closes))) => {
+                Some(Ok(response)) => {
                     lane.recorder.done(due, sent);
                     shared.answered();
                     lane.progress.add(1);
-                    tally.answered(status, len);
+                    tally.answered(response.status, response.body_bytes);
                     // A server without keep-alive (HTTP/1.0, `Connection: close`) is not an
                     // error: open the next connection. Nor is one that answered before it
                     // took the whole request, but its connection cannot carry another.
-                    if closes || request_state.has_failed() {
-                        conn.abort();
+                    if response.closes || conn.is_cut {
                         continue 'connections;
                     }
                 }
                 Some(Err(_)) => {
                     tally.errors += 1;
-                    conn.abort();
                     continue 'connections;
                 }
                 None => {
                     tally.timeouts += 1;
-                    conn.abort();
                     shared.check_stalled(load.timeout);
                     continue 'connections;
                 }
@@ -560,6 +548,90 @@ async fn worker(run: Run, mut lane: Lane) -> Tally {
         }
     }
     tally
+}
+
+/// The read buffer of an HTTP/1 connection: a whole small answer, or a large body in few
+/// reads.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// One HTTP/1.1 connection of the load, owned by its lane's task: each request goes out in
+/// one write of the bytes made before the run, and each answer is parsed where it is read
+/// (no task, channel or header map per request).
+struct Http1Connection {
+    stream: BoxStream,
+    buf: BytesMut,
+    reader: ResponseReader,
+    /// A write failed because the server stopped reading (it answered early, or closed):
+    /// its answer is still read, but the connection carries no other request.
+    is_cut: bool,
+}
+
+impl Http1Connection {
+    fn new(stream: BoxStream, method: &Method) -> Self {
+        Self {
+            stream,
+            buf: BytesMut::with_capacity(READ_BUFFER_BYTES),
+            reader: ResponseReader::new(method),
+            is_cut: false,
+        }
+    }
+
+    /// Sends `request` and reads its whole answer.
+    async fn exchange(&mut self, request: &[u8]) -> std::io::Result<Response> {
+        let written = async {
+            self.stream.write_all(request).await?;
+            self.stream.flush().await
+        };
+        match written.await {
+            Ok(()) => {}
+            // The server may have answered before it read the request (then closed or
+            // reset): that answer is what counts.
+            Err(err) if peer_stopped_reading(&err) => self.is_cut = true,
+            Err(err) => return Err(err),
+        }
+        let mut received = 0;
+        loop {
+            if let Some(response) = self
+                .reader
+                .decode(&mut self.buf)
+                .map_err(std::io::Error::other)?
+            {
+                return Ok(response);
+            }
+            if self.buf.capacity() - self.buf.len() < READ_BUFFER_BYTES / 16 {
+                self.buf.reserve(READ_BUFFER_BYTES);
+            }
+            let closed = match self.stream.read_buf(&mut self.buf).await {
+                Ok(0) => true,
+                Ok(n) => {
+                    received += n;
+                    false
+                }
+                // Once the answer has begun, a reset ends it like a close (a server that
+                // closes without reading the request makes the kernel send one).
+                Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset && received > 0 => {
+                    true
+                }
+                Err(err) => return Err(err),
+            };
+            if closed {
+                return self
+                    .reader
+                    .decode_eof(&mut self.buf)
+                    .map_err(std::io::Error::other)?
+                    .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+            }
+        }
+    }
+}
+
+fn peer_stopped_reading(err: &std::io::Error) -> bool {
+    matches!(
+        err.kind(),
+        std::io::ErrorKind::BrokenPipe
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionAborted
+    )
 }
 
 /// Why a lane of an HTTP/2 connection stopped.
@@ -716,18 +788,6 @@ async fn confirm_h2(mut stream: BoxStream, is_tls: bool, timeout: Duration) -> R
             ))
         }
         Ok(Ok(_)) => Err("its answer to the HTTP/2 preface is not a SETTINGS frame".to_owned()),
-    }
-}
-
-fn closes_connection<B>(response: &http::Response<B>) -> bool {
-    let connection = response
-        .headers()
-        .get(http::header::CONNECTION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_ascii_lowercase);
-    match response.version() {
-        http::Version::HTTP_10 => connection.as_deref() != Some("keep-alive"),
-        _ => connection.as_deref() == Some("close"),
     }
 }
 

@@ -9,6 +9,7 @@ mod chat_wire;
 pub mod echo;
 mod fine_timer;
 pub mod http;
+mod http1_wire;
 mod plot;
 mod report;
 pub mod timeline;

@@ -331,13 +331,11 @@ pub(crate) async fn run(args: BenchArgs, stop: CancellationToken) -> anyhow::Res
             let (load, threads) = http_args.into_load()?;
             let run = async move {
                 match threads {
-                    // A runtime of its own, so -t sets exactly how many threads make load.
+                    // A runtime of its own, so -t sets exactly how many threads make load
+                    // (with -t 1 the single-threaded scheduler, as on one usable core).
                     Some(threads) => {
                         tokio::task::spawn_blocking(move || {
-                            tokio::runtime::Builder::new_multi_thread()
-                                .worker_threads(threads.max(1))
-                                .enable_all()
-                                .build()
+                            crate::cli::runtime(threads)
                                 .map_err(anyhow::Error::from)
                                 .and_then(|rt| Ok(rt.block_on(http::run(load, &progress))?))
                         })

@@ -43,5 +43,4 @@ pub use client::{
     Client, ClientConfig, Cookie, CookieJar, Hop, HttpError, HttpVersions, Request, RequestBuilder,
     Response, SentHead, Timings, get, netscape_format, post, target_url,
 };
-pub(crate) use request_first::{Http1RequestFirst, SendState};
 pub mod server;

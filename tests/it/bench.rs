@@ -1,6 +1,7 @@
 //! `sockit bench`: every mode runs a short, bounded load against a real server.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -490,27 +491,32 @@ async fn live_progress_counts_what_the_report_counts() {
     server.await.unwrap();
 }
 
-/// When an in-test server stops answering: from `after` past its start, for `length`.
-#[derive(Clone, Copy)]
+/// When an in-test server stops answering: from `after` past the first request it sees
+/// (not past its start: a slow start of the load generator must not move the pause out of
+/// the run), for `length`.
+#[derive(Clone)]
 struct Pause {
-    from: tokio::time::Instant,
-    until: tokio::time::Instant,
+    after: Duration,
+    length: Duration,
+    first: Arc<std::sync::OnceLock<tokio::time::Instant>>,
 }
 
 impl Pause {
     fn starting_in(after: Duration, length: Duration) -> Self {
-        let from = tokio::time::Instant::now() + after;
         Self {
-            from,
-            until: from + length,
+            after,
+            length,
+            first: Arc::default(),
         }
     }
 
     /// Holds the caller while the pause lasts.
     async fn wait_out(&self) {
         let now = tokio::time::Instant::now();
-        if now >= self.from && now < self.until {
-            tokio::time::sleep_until(self.until).await;
+        let from = *self.first.get_or_init(|| now) + self.after;
+        let until = from + self.length;
+        if now >= from && now < until {
+            tokio::time::sleep_until(until).await;
         }
     }
 }
@@ -524,17 +530,19 @@ async fn pausing_http_server(pause: Option<Pause>) -> std::net::SocketAddr {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
+            let pause = pause.clone();
             tokio::spawn(async move {
-                let service = service_fn(
-                    move |_req: hyper::Request<hyper::body::Incoming>| async move {
+                let service = service_fn(move |_req: hyper::Request<hyper::body::Incoming>| {
+                    let pause = pause.clone();
+                    async move {
                         if let Some(pause) = pause {
                             pause.wait_out().await;
                         }
                         Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
                             b"ok",
                         ))))
-                    },
-                );
+                    }
+                });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -554,6 +562,7 @@ async fn pausing_echo_server(pause: Option<Pause>) -> std::net::SocketAddr {
             let Ok((mut stream, _)) = listener.accept().await else {
                 continue;
             };
+            let pause = pause.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
                 loop {
@@ -561,7 +570,7 @@ async fn pausing_echo_server(pause: Option<Pause>) -> std::net::SocketAddr {
                         Ok(0) | Err(_) => return,
                         Ok(n) => n,
                     };
-                    if let Some(pause) = pause {
+                    if let Some(pause) = &pause {
                         pause.wait_out().await;
                     }
                     if stream.write_all(&buf[..n]).await.is_err() {
@@ -1076,4 +1085,123 @@ fn chat_open_loop_sends_within_a_fraction_of_a_millisecond() {
     ]);
     assert_eq!(counter(&r, "lost"), 0, "{r}");
     assert_median_lag_is_fine(&r);
+}
+
+/// A raw HTTP/1.1 server that answers every request on a connection with an interim
+/// `100 Continue`, then a chunked body with a trailer (or, for HEAD, a head that announces a
+/// body it does not send). Returns its address, how many connections it accepted, and every
+/// request head it read.
+fn chunked_server() -> (
+    std::net::SocketAddr,
+    Arc<std::sync::atomic::AtomicUsize>,
+    Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (count, seen) = (accepted.clone(), heads.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(16) {
+            let Ok(stream) = stream else { break };
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut writer = stream.try_clone().unwrap();
+                let mut reader = BufReader::new(stream);
+                loop {
+                    let mut head = String::new();
+                    let mut line = String::new();
+                    while line != "\r\n" {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push_str(&line);
+                    }
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                    let answer: &[u8] = if head.starts_with("HEAD ") {
+                        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n"
+                    } else {
+                        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                          5;x=y\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n"
+                    };
+                    seen.lock().unwrap().push(head);
+                    if writer.write_all(answer).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted, heads)
+}
+
+/// Chunked answers after an interim 100 are read whole on the same keep-alive connection
+/// (body bytes counted without the framing), a HEAD answer has no body whatever its head
+/// says, and the request carries the host, the headers and a framed body.
+#[test]
+fn http_load_reads_chunked_and_interim_answers_over_keep_alive() {
+    let (addr, accepted, heads) = chunked_server();
+    let url = format!("http://{addr}/p?q=1");
+    let r = bench_json(&[
+        "bench",
+        "http",
+        &url,
+        "-c",
+        "2",
+        "-n",
+        "40",
+        "--method",
+        "POST",
+        "--body",
+        "abc",
+        "-H",
+        "X-Token: t",
+        "--json",
+    ]);
+    assert_eq!(counter(&r, "errors"), 0, "{r}");
+    assert_eq!(r["ops"], 40, "{r}");
+    assert_eq!(r["bytes"], 40 * 11, "{r}");
+    // The probe connection and the two of the load: none replaced.
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3, "{r}");
+    let head = heads.lock().unwrap()[0].to_ascii_lowercase();
+    assert!(head.starts_with("post /p?q=1 http/1.1\r\n"), "{head}");
+    for line in [
+        format!("host: {addr}"),
+        "x-token: t".into(),
+        "content-length: 3".into(),
+    ] {
+        assert!(head.contains(&format!("{line}\r\n")), "{line} in {head}");
+    }
+    let r = bench_json(&[
+        "bench",
+        "http",
+        &url,
+        "-c",
+        "2",
+        "-n",
+        "20",
+        "--method",
+        "HEAD",
+        "--timeout",
+        "2s",
+        "--json",
+    ]);
+    assert_eq!(
+        (counter(&r, "errors"), counter(&r, "timeouts")),
+        (0, 0),
+        "{r}"
+    );
+    assert_eq!(
+        (r["ops"].as_u64(), r["bytes"].as_u64()),
+        (Some(20), Some(0)),
+        "{r}"
+    );
 }
