@@ -2,13 +2,15 @@
 //! or UDP datagrams with a window in flight. Works against any echo server (sockit, socat,
 //! ncat, python).
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::bench::fine_timer::FineTimer;
 use crate::bench::timeline::{Pace, Recorder, Timeline};
@@ -315,6 +317,7 @@ async fn round_trip_load(
             .map(|(rate, timer)| Pace::new(start, rate, connections, index, timer));
         tasks.spawn(async move {
             let mut free_since = start;
+            let mut watchdog = Watchdog::new(timeout);
             for _ in 0..round_trips {
                 let (due, sent) = match &mut pace {
                     Some(pace) => {
@@ -333,10 +336,10 @@ async fn round_trip_load(
                         (now, now)
                     }
                 };
-                match tokio::time::timeout(timeout, pinger.round_trip()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return Ending::Error,
-                    Err(_) => return Ending::Timeout,
+                match watchdog.bound(sent, pinger.round_trip()).await {
+                    Some(Ok(())) => {}
+                    Some(Err(_)) => return Ending::Error,
+                    None => return Ending::Timeout,
                 }
                 recorder.done(due, sent);
                 free_since = Instant::now();
@@ -388,6 +391,42 @@ async fn round_trip_load(
             expected.saturating_sub(ops),
             &format!("of {expected} round trips never completed"),
         ))
+}
+
+/// One timer per connection that bounds each of its round trips. It is re-armed only when
+/// it fires before a round trip's deadline, so a round trip costs no timer insertion and
+/// removal (a `timeout` per round trip does both, under the timer's lock).
+struct Watchdog {
+    sleep: Pin<Box<Sleep>>,
+    limit: Duration,
+}
+
+impl Watchdog {
+    fn new(limit: Duration) -> Self {
+        Self {
+            sleep: Box::pin(tokio::time::sleep(limit)),
+            limit,
+        }
+    }
+
+    /// Runs `work`, which started at `since` (deadlines only ever move forward); `None`
+    /// when it is not done `limit` after `since`.
+    async fn bound<T>(&mut self, since: Instant, work: impl Future<Output = T>) -> Option<T> {
+        tokio::pin!(work);
+        let deadline = since + self.limit;
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut work => return Some(out),
+                () = self.sleep.as_mut() => {
+                    if Instant::now() >= deadline {
+                        return None;
+                    }
+                    self.sleep.as_mut().reset(deadline);
+                }
+            }
+        }
+    }
 }
 
 /// How one connection's part of a round-trip load ended.
@@ -565,4 +604,24 @@ async fn udp_load(
     .with_counter("wrong size", bad_size)
     .with_problem_if(lost, "datagrams lost (no echo within 200 ms)")
     .with_problem_if(bad_size, "datagrams echoed with a different size"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn watchdog_bounds_each_round_trip_from_its_own_start() {
+        let limit = Duration::from_secs(1);
+        let mut watchdog = Watchdog::new(limit);
+        // Round trips that each take most of the limit pass, however long the run lasts.
+        for _ in 0..5 {
+            let work = tokio::time::sleep(Duration::from_millis(900));
+            assert_eq!(watchdog.bound(Instant::now(), work).await, Some(()));
+        }
+        let started = Instant::now();
+        let stuck = std::future::pending::<()>();
+        assert_eq!(watchdog.bound(started, stuck).await, None);
+        assert_eq!(started.elapsed(), limit);
+    }
 }

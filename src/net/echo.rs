@@ -1,17 +1,21 @@
 //! The small services of the classic lessons, done right: echo and greet (`hello {}`), over
 //! TCP (one task per connection) and UDP (many peers on one socket).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tracing::{debug, warn};
 
 use crate::net::line::{Frame, LineFramer, MESSAGE_PAUSE};
 use crate::net::relay::COPY_BUFFER_BYTES;
+#[cfg(target_os = "linux")]
+use crate::net::splice::echo_spliced;
 use crate::net::udp_batch::{self, RecvBatch, SendBatch};
 use crate::net::{AsyncStream, NetError};
 
@@ -81,53 +85,69 @@ impl Default for ServiceConfig {
     }
 }
 
-async fn read_some<S: AsyncStream>(
-    stream: &mut S,
-    buf: &mut BytesMut,
+/// Runs one `read` under the idle timeout; a `stop` that fires first reads as EOF (0 bytes).
+async fn read_until_stopped(
+    read: impl Future<Output = std::io::Result<usize>>,
     idle_timeout: Option<Duration>,
-    stop: &CancellationToken,
+    stop: Pin<&mut WaitForCancellationFuture<'_>>,
 ) -> std::io::Result<usize> {
     let read = async {
         match idle_timeout {
-            Some(limit) => tokio::time::timeout(limit, stream.read_buf(buf))
-                .await
-                .map_err(|_| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        NetError::Timeout {
-                            what: "idle connection".into(),
-                            after: limit,
-                        },
-                    )
-                })?,
-            None => stream.read_buf(buf).await,
+            Some(limit) => tokio::time::timeout(limit, read).await.map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    NetError::Timeout {
+                        what: "idle connection".into(),
+                        after: limit,
+                    },
+                )
+            })?,
+            None => read.await,
         }
     };
     tokio::select! {
+        biased;
+        _ = stop => Ok(0),
         n = read => n,
-        _ = stop.cancelled() => Ok(0),
     }
 }
 
 /// Echoes every byte back until the peer closes, the idle timeout passes or `stop` fires.
 ///
-/// The buffer starts small (many connections of small messages stay cheap) and doubles up
-/// to [`COPY_BUFFER_BYTES`] whenever a read fills it (a bulk stream gets few, large reads).
+/// Small messages are read into one buffer kept for the whole connection and written back
+/// at once. A read that fills the buffer means a bulk stream: on plain TCP (Linux) the rest
+/// is echoed with `splice(2)` through a pipe, without copying; otherwise (TLS, Unix sockets)
+/// the buffer doubles up to [`COPY_BUFFER_BYTES`].
 pub async fn echo<S: AsyncStream>(mut stream: S, config: &ServiceConfig, stop: CancellationToken) {
-    let mut capacity = ECHO_START_BYTES;
-    let mut buf = BytesMut::with_capacity(capacity);
+    // Waiting for `stop` is registered once for the connection, not once per read.
+    let stop = stop.cancelled();
+    tokio::pin!(stop);
+    let mut buf = vec![0u8; ECHO_START_BYTES];
     loop {
-        buf.clear();
-        match read_some(&mut stream, &mut buf, config.idle_timeout, &stop).await {
+        let read = stream.read(&mut buf);
+        match read_until_stopped(read, config.idle_timeout, stop.as_mut()).await {
             Ok(0) => break,
             Ok(n) => {
-                if let Err(error) = stream.write_all(&buf).await {
+                if let Err(error) = stream.write_all(&buf[..n]).await {
                     debug!(%error, "write failed");
                     return;
                 }
-                if n == capacity && capacity < COPY_BUFFER_BYTES {
-                    capacity *= 2;
-                    buf = BytesMut::with_capacity(capacity);
+                if n < buf.len() {
+                    continue;
+                }
+                #[cfg(target_os = "linux")]
+                if let Some(tcp) = plain_tcp(&stream) {
+                    debug!("bulk stream: echoing through a pipe");
+                    match echo_spliced(tcp, config.idle_timeout, stop.as_mut()).await {
+                        Ok(()) => break,
+                        Err(error) => {
+                            debug!(%error, "echo ended");
+                            return;
+                        }
+                    }
+                }
+                if buf.len() < COPY_BUFFER_BYTES {
+                    buf.resize(buf.len() * 2, 0);
                 }
             }
             Err(error) => {
@@ -137,6 +157,16 @@ pub async fn echo<S: AsyncStream>(mut stream: S, config: &ServiceConfig, stop: C
         }
     }
     let _ = stream.shutdown().await;
+}
+
+/// The TCP socket under `stream` when there is nothing between (no TLS, no tracing).
+#[cfg(target_os = "linux")]
+fn plain_tcp(stream: &dyn AsyncStream) -> Option<&tokio::net::TcpStream> {
+    let any = stream.as_any();
+    any.downcast_ref::<tokio::net::TcpStream>().or_else(|| {
+        any.downcast_ref::<crate::net::BoxStream>()
+            .and_then(|inner| plain_tcp(&**inner))
+    })
 }
 
 /// Answers every line with `template`; over-long lines get an error line and the connection
@@ -151,6 +181,8 @@ pub async fn greet<S: AsyncStream>(
     config: &ServiceConfig,
     stop: CancellationToken,
 ) {
+    let stop = stop.cancelled();
+    tokio::pin!(stop);
     let mut framer = LineFramer::new(config.max_line_bytes);
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut out = BytesMut::with_capacity(16 * 1024);
@@ -159,7 +191,7 @@ pub async fn greet<S: AsyncStream>(
         // The pause timer starts anew with every read: a line still arriving is never cut.
         let end = tokio::select! {
             biased;
-            read = read_some(&mut stream, &mut buf, config.idle_timeout, &stop) => match read {
+            read = read_until_stopped(stream.read_buf(&mut buf), config.idle_timeout, stop.as_mut()) => match read {
                 Ok(0) => End::Eof,
                 Ok(_) => End::Read,
                 Err(error) => {

@@ -13,6 +13,8 @@ pub mod relay;
 pub mod scan;
 mod server;
 pub mod socks_server;
+#[cfg(target_os = "linux")]
+mod splice;
 mod stream;
 mod tcp;
 pub mod tls;

@@ -10,6 +10,7 @@ mod chat_cluster;
 mod chat_ws;
 mod curl_habits;
 mod delivery;
+mod echo;
 mod framing;
 mod full_output;
 mod http;

@@ -1,0 +1,142 @@
+//! Zero-copy echo of a plain TCP socket into itself: `splice(2)` moves the bytes socket →
+//! pipe → socket inside the kernel, never through user memory. Linux only, and plain TCP
+//! only: TLS must decrypt, so it keeps the copying loop of [`crate::net::echo`].
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::pin::Pin;
+use std::time::Duration;
+
+use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl, splice};
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+use tokio_util::sync::WaitForCancellationFuture;
+
+use crate::net::NetError;
+
+/// Pipe size asked for: one splice moves up to this much. Linux lets anyone ask for up to
+/// `/proc/sys/fs/pipe-max-size` (1 MiB by default); a refusal leaves the default 64 KiB.
+const PIPE_BYTES: usize = 1024 * 1024;
+
+/// A pipe that holds the bytes read from the socket and not yet written back.
+struct EchoPipe {
+    /// Read end: bytes leave the pipe for the socket here.
+    out: OwnedFd,
+    /// Write end: bytes from the socket enter here.
+    into: OwnedFd,
+    /// Bytes the pipe can hold (what the kernel granted).
+    capacity: usize,
+    /// Bytes in the pipe now.
+    held: usize,
+}
+
+impl EchoPipe {
+    fn open() -> io::Result<Self> {
+        let (out, into) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
+        let asked = i32::try_from(PIPE_BYTES).unwrap_or(i32::MAX);
+        let capacity = match fcntl(&into, FcntlArg::F_SETPIPE_SZ(asked)) {
+            Ok(granted) => usize::try_from(granted).unwrap_or(PIPE_BYTES),
+            Err(_) => fcntl(&into, FcntlArg::F_GETPIPE_SZ)
+                .ok()
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(64 * 1024),
+        };
+        Ok(Self {
+            out,
+            into,
+            capacity,
+            held: 0,
+        })
+    }
+}
+
+/// One non-blocking splice; `EAGAIN` comes back as [`io::ErrorKind::WouldBlock`].
+fn splice_some(from: impl AsFd, to: impl AsFd, len: usize) -> io::Result<usize> {
+    // SIGPIPE on a reset peer: Rust programs ignore it, so it shows up as EPIPE here.
+    let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
+    Ok(splice(from, None, to, None, len, flags)?)
+}
+
+/// Echoes everything `tcp` receives back to it until the peer shuts its side (then every
+/// byte read has been written back), `stop` fires, or the idle timeout passes with nothing
+/// to read. The caller shuts the write side afterwards.
+///
+/// Bytes move in the kernel only, up to a pipe's worth per system call: a bulk stream costs
+/// two splices per MiB instead of a read and a write per buffer, and no copy at all.
+pub(crate) async fn echo_spliced(
+    tcp: &TcpStream,
+    idle_timeout: Option<Duration>,
+    mut stop: Pin<&mut WaitForCancellationFuture<'_>>,
+) -> io::Result<()> {
+    let mut pipe = EchoPipe::open()?;
+    let mut is_reading = true;
+    loop {
+        let mut moved = false;
+        if is_reading && pipe.held < pipe.capacity {
+            let room = pipe.capacity - pipe.held;
+            let read = if pipe.held == 0 {
+                // An empty pipe has room, so EAGAIN means the socket is drained: let tokio
+                // forget its readiness, and the wait below sleeps until new bytes arrive.
+                tcp.try_io(Interest::READABLE, || splice_some(tcp, &pipe.into, room))
+            } else {
+                // EAGAIN may mean a full pipe instead: keep the readiness, drain, retry.
+                splice_some(tcp, &pipe.into, room)
+            };
+            match read {
+                Ok(0) => is_reading = false,
+                Ok(n) => {
+                    pipe.held += n;
+                    moved = true;
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(error) => return Err(error),
+            }
+        }
+        if pipe.held > 0 {
+            match tcp.try_io(Interest::WRITABLE, || {
+                splice_some(&pipe.out, tcp, pipe.held)
+            }) {
+                Ok(n) => {
+                    pipe.held -= n;
+                    moved = true;
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(error) => return Err(error),
+            }
+        }
+        if !is_reading && pipe.held == 0 {
+            return Ok(());
+        }
+        if moved {
+            // A stream that never blocks must still let the other connections run.
+            tokio::task::consume_budget().await;
+            continue;
+        }
+        if pipe.held > 0 {
+            // The socket's send buffer is full: nothing moves until the peer reads.
+            tcp.writable().await?;
+            continue;
+        }
+        let readable = async {
+            match idle_timeout {
+                Some(limit) => tokio::time::timeout(limit, tcp.readable())
+                    .await
+                    .map_err(|_| {
+                        io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            NetError::Timeout {
+                                what: "idle connection".into(),
+                                after: limit,
+                            },
+                        )
+                    })?,
+                None => tcp.readable().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = stop.as_mut() => is_reading = false,
+            ready = readable => ready?,
+        }
+    }
+}
