@@ -29,24 +29,7 @@ trap cleanup EXIT
 mkdir -p "$tmp/root"
 chmod 755 "$tmp" "$tmp/root"
 port=$(free_port)
-# start_nginx's server with a fixed answer at /ok.
-mkdir -p "$tmp/nginx"
-cat >"$tmp/nginx/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $tmp/nginx/nginx.pid;
-error_log $tmp/nginx/error.log;
-events { worker_connections 16384; }
-http {
-  access_log off;
-  keepalive_requests 10000000;
-  client_body_temp_path $tmp/nginx; proxy_temp_path $tmp/nginx; fastcgi_temp_path $tmp/nginx;
-  uwsgi_temp_path $tmp/nginx; scgi_temp_path $tmp/nginx;
-  server { listen 127.0.0.1:$port; root $tmp/root; location = /ok { return 200 "ok\n"; } }
-}
-CONF
-taskset -c 0 nginx -c "$tmp/nginx/nginx.conf" -p "$tmp/nginx" >/dev/null 2>&1 &
-pids+=("$!")
+pids+=("$(start_nginx "$tmp/nginx" "$port" "$tmp/root")")   # answers /ok from memory
 wait_port "$port"
 url="http://127.0.0.1:$port/ok"
 
