@@ -34,6 +34,20 @@ pub(crate) fn usable_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// Runs `command` as a task of its own rather than as the future the runtime blocks on: the
+/// one-thread runtime polls that future only between rounds of up to 61 ready tasks, so a
+/// connection task that is ready all along (a download) would read megabytes ahead of the
+/// command that takes the bytes. As a task, the command takes its turn after each of them.
+async fn as_task<T: Send + 'static>(
+    command: impl Future<Output = anyhow::Result<T>> + Send + 'static,
+) -> anyhow::Result<T> {
+    match tokio::spawn(command).await {
+        Ok(result) => result,
+        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+        Err(err) => Err(err.into()),
+    }
+}
+
 /// A runtime with `threads` workers; with one, the single-threaded scheduler: no
 /// cross-thread wake-ups, and ready tasks run in the order they became ready, which keeps
 /// tail latency low on a pinned process or a small container.
@@ -97,9 +111,9 @@ impl Cli {
             Command::Connect(args) => connect::run(args, self.verbose, stop).await,
             Command::Listen(args) => listen::run(args, stop).await,
             Command::Send(args) => transfer::send(args, stop).await,
-            Command::Recv(args) => transfer::recv(args, stop).await,
+            Command::Recv(args) => as_task(transfer::recv(args, stop)).await,
             Command::Bench(args) => bench::run(args, stop).await,
-            Command::Http(command) => http::run(*command, self.verbose, stop).await,
+            Command::Http(command) => as_task(http::run(*command, self.verbose, stop)).await,
             Command::Serve(args) => serve::run(args, stop).await,
             Command::Chat(args) => chat::run(args, stop).await,
             Command::Completions { shell } => {

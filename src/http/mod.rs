@@ -33,6 +33,7 @@
 pub mod body;
 mod client;
 pub mod download;
+mod h2_reads;
 pub mod items;
 pub(crate) mod part_file;
 mod request_first;

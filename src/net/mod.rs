@@ -28,7 +28,9 @@ pub use addr::{AddrError, DEFAULT_BIND_HOST, DEFAULT_CONNECT_HOST, HostPort, Tar
 pub use dial::{DialOptions, Peer};
 pub use error::{FailureClass, NetError, classify};
 pub use server::{Listener, ServerConfig, serve, shutdown_signal};
-pub use stream::{AsyncStream, BoxStream, ClientOptions, alpn_protocol, open, secure};
+pub use stream::{
+    AsyncBufStream, AsyncStream, BoxStream, ClientOptions, alpn_protocol, buffered, open, secure,
+};
 pub use tcp::{accept, bind_tcp, bind_udp, connect};
 
 /// Formats an error and its causes on one line: `outer: inner: root`.

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, BufReader};
 use tracing::debug;
 
 use crate::net::dial::dial;
@@ -19,16 +19,45 @@ pub trait AsyncStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {
     /// The stream itself, so that code able to do better on a bare [`TcpStream`](tokio::net::TcpStream) (such as
     /// `sendfile`) can find one with `downcast_ref`.
     fn as_any(&self) -> &dyn Any;
+
+    /// The stream itself, owned, for [`buffered`] to take a TLS stream out of its box.
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
 }
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> AsyncStream for T {
     fn as_any(&self) -> &dyn Any {
         self
     }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
+        self
+    }
 }
 
 /// A boxed stream: TCP, TLS or traced, chosen at run time.
 pub type BoxStream = Box<dyn AsyncStream>;
+
+/// A stream whose reads come from a buffer that can be read in place (`poll_fill_buf`) and
+/// consumed in any amounts.
+pub trait AsyncBufStream: AsyncBufRead + AsyncWrite + Send + Unpin + 'static {}
+
+impl<T: AsyncBufRead + AsyncWrite + Send + Unpin + 'static> AsyncBufStream for T {}
+
+/// A client stream as [`open`] makes it with TLS.
+type ClientTls = tokio_rustls::client::TlsStream<Traced<BoxStream>>;
+
+/// `stream` with its reads buffered: a TLS stream from [`open`] as it is (rustls holds whole
+/// decrypted records already), any other in a buffer of `capacity` bytes.
+pub fn buffered(stream: BoxStream, capacity: usize) -> Box<dyn AsyncBufStream> {
+    if !AsyncStream::as_any(&*stream).is::<ClientTls>() {
+        return Box::new(BufReader::with_capacity(capacity, stream));
+    }
+    match stream.into_any().downcast::<ClientTls>() {
+        Ok(tls) => tls,
+        // Not reached (the type was checked above); a closed stream keeps this total.
+        Err(_) => Box::new(tokio::io::join(tokio::io::empty(), tokio::io::sink())),
+    }
+}
 
 /// How a client opens a stream.
 #[derive(Debug, Clone)]

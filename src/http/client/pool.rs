@@ -20,12 +20,13 @@ use tracing::{debug, info};
 use crate::http::client::errors::HttpError;
 use crate::http::client::exchange::{ClientConfig, HttpVersions};
 use crate::http::client::origin::Origin;
+use crate::http::h2_reads::WholeFrames;
 use crate::http::request_first::{Http1RequestFirst, SendState};
 use crate::http::trace::HttpTraced;
 use crate::net::tls;
 use crate::net::{self, ClientOptions, HostPort, NetError};
 
-/// Read buffer under a cleartext HTTP/2 connection.
+/// Read buffer under a cleartext HTTP/2 connection (TLS has rustls's).
 const HTTP2_READ_BUFFER_BYTES: usize = 256 * 1024;
 
 /// hyper's handle on one connection, by protocol.
@@ -241,14 +242,14 @@ impl Pool {
                 origin: origin.to_string(),
             });
         }
-        let stream: net::BoxStream = if http2 && !origin.tls {
-            // h2 reads a connection a frame at a time (often less): one system call per few
-            // KiB of a large body. One read per filled buffer instead. On TLS, rustls reads
-            // whole records already.
-            Box::new(tokio::io::BufReader::with_capacity(
-                HTTP2_READ_BUFFER_BYTES,
+        let stream: net::BoxStream = if http2 {
+            // h2 reads into an 8 KiB buffer a frame at a time (often less), and moves a frame
+            // cut by a read to a fresh allocation. It reads whole frames from a buffer instead:
+            // rustls's decrypted records on TLS; on TCP one read per filled buffer.
+            Box::new(WholeFrames::new(net::buffered(
                 stream,
-            ))
+                HTTP2_READ_BUFFER_BYTES,
+            )))
         } else {
             stream
         };
