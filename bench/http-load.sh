@@ -217,7 +217,7 @@ print(f"Against nginx's fixed answer `location = /ok {{ return 200 \"ok\\n\"; }}
       "Held: sent at least 99% of the rate asked for; for sockit also its own schedule lag p99 under 1 ms "
       "(oha and wrk2 do not report their lag). The figure is the median over the rounds of the highest rung held.\n")
 print("| load generator | highest rate held (min–max) | vs oha | at that rate: p99 ms |\n|---|---|---|---|")
-held_by = {}
+held_by, p99_at = {}, {}
 for gen in gens:
     bests = []
     for i in range(1, int(hold_rounds) + 1):
@@ -235,10 +235,11 @@ for gen in gens:
                     best = (int(asked), r["p99"])
         bests.append(best or (0, None))
     held_by[gen] = [b[0] or None for b in bests]  # None: no rung held
-    p99s = [b[1] for b in bests if b[1] is not None]
-    vs = stats.ratio(held_by[gen], held_by["oha"]) if "oha" in held_by and gen != "oha" else ("baseline" if gen == "oha" else "—")
+    p99_at[gen] = [b[1] for b in bests if b[1] is not None]
+for gen in gens:  # every generator's figures first, then the ratios to oha's
+    vs = "baseline" if gen == "oha" else (stats.ratio(held_by[gen], held_by["oha"]) if "oha" in held_by else "—")
     held = stats.cell(held_by[gen], 0)
-    print(f"| {gen} | {held}{'/s' if held != '—' else ' (no rung held)'} | {vs} | {fmt(stats.median(p99s)) if p99s else '—'} |")
+    print(f"| {gen} | {held}{'/s' if held != '—' else ' (no rung held)'} | {vs} | {fmt(stats.median(p99_at[gen])) if p99_at[gen] else '—'} |")
 if "sockit" in held_by and "oha" in held_by:
     print(f"\nsockit / oha = **{stats.ratio(held_by['sockit'], held_by['oha'])}** (target ≥ 1.2×).")
 PY
