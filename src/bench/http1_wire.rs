@@ -1,5 +1,6 @@
-//! The load generator's HTTP/1.1 wire: the one request of a run made into bytes once, and
-//! responses taken apart in place in the read buffer. No sockets: `http.rs` owns those.
+//! The load generator's HTTP/1.1 wire: the one request of a run made into bytes once,
+//! responses taken apart in place in the read buffer, and the connection that carries them
+//! ([`Http1Connection`]). Connecting and scheduling stay in `http.rs`.
 //!
 //! A load generator sends the same request all run long and wants only each answer's
 //! status, body length and whether the connection stays open. Through hyper's client every
@@ -12,6 +13,9 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, Method, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::net::BoxStream;
 
 /// The most headers a response may have (hyper's default is 100).
 const MAX_HEADERS: usize = 100;
@@ -356,6 +360,90 @@ fn last_token(value: &[u8]) -> &[u8] {
         .next()
         .unwrap_or_default()
         .trim_ascii()
+}
+
+/// The read buffer of an HTTP/1 connection: a whole small answer, or a large body in few
+/// reads.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// One HTTP/1.1 connection of the load, owned by its lane's task: each request goes out in
+/// one write of the bytes made before the run, and each answer is parsed where it is read
+/// (no task, channel or header map per request).
+pub(super) struct Http1Connection {
+    stream: BoxStream,
+    buf: BytesMut,
+    reader: ResponseReader,
+    /// A write failed because the server stopped reading (it answered early, or closed):
+    /// its answer is still read, but the connection carries no other request.
+    pub(super) is_cut: bool,
+}
+
+impl Http1Connection {
+    pub(super) fn new(stream: BoxStream, method: &Method) -> Self {
+        Self {
+            stream,
+            buf: BytesMut::with_capacity(READ_BUFFER_BYTES),
+            reader: ResponseReader::new(method),
+            is_cut: false,
+        }
+    }
+
+    /// Sends `request` and reads its whole answer.
+    pub(super) async fn exchange(&mut self, request: &[u8]) -> std::io::Result<Response> {
+        let written = async {
+            self.stream.write_all(request).await?;
+            self.stream.flush().await
+        };
+        match written.await {
+            Ok(()) => {}
+            // The server may have answered before it read the request (then closed or
+            // reset): that answer is what counts.
+            Err(err) if peer_stopped_reading(&err) => self.is_cut = true,
+            Err(err) => return Err(err),
+        }
+        let mut received = 0;
+        loop {
+            if let Some(response) = self
+                .reader
+                .decode(&mut self.buf)
+                .map_err(std::io::Error::other)?
+            {
+                return Ok(response);
+            }
+            if self.buf.capacity() - self.buf.len() < READ_BUFFER_BYTES / 16 {
+                self.buf.reserve(READ_BUFFER_BYTES);
+            }
+            let closed = match self.stream.read_buf(&mut self.buf).await {
+                Ok(0) => true,
+                Ok(n) => {
+                    received += n;
+                    false
+                }
+                // Once the answer has begun, a reset ends it like a close (a server that
+                // closes without reading the request makes the kernel send one).
+                Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset && received > 0 => {
+                    true
+                }
+                Err(err) => return Err(err),
+            };
+            if closed {
+                return self
+                    .reader
+                    .decode_eof(&mut self.buf)
+                    .map_err(std::io::Error::other)?
+                    .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+            }
+        }
+    }
+}
+
+fn peer_stopped_reading(err: &std::io::Error) -> bool {
+    matches!(
+        err.kind(),
+        std::io::ErrorKind::BrokenPipe
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionAborted
+    )
 }
 
 #[cfg(test)]
