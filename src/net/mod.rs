@@ -28,6 +28,7 @@ pub use addr::{AddrError, DEFAULT_BIND_HOST, DEFAULT_CONNECT_HOST, HostPort, Tar
 pub use dial::{DialOptions, Peer};
 pub use error::{FailureClass, NetError, classify};
 pub use server::{Listener, ServerConfig, serve, shutdown_signal};
+pub(crate) use stream::forward_async_write;
 pub use stream::{
     AsyncBufStream, AsyncStream, BoxStream, ClientOptions, alpn_protocol, buffered, open, secure,
 };
