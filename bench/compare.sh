@@ -5,12 +5,14 @@
 #   bench/compare.sh                 # all of them
 #   bench/compare.sh echo http-load  # only these (names of bench/*.sh)
 #   bench/compare.sh none            # run none: only rebuild bench/RESULTS.md from bench/results/
+# bench/results/chat-tcp.md, when there, is a TCP-only chat pass (sockit and ncat at more
+# rounds than the whole chat.sh takes): OUT=bench/results/chat-tcp.md WS_NS= IDLE=0 bench/chat.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 ensure_tools nginx=nginx-light wrk=wrk ncat=ncat socat=socat nc=netcat-openbsd curl=curl
 
-all=(echo http-load serve http-client chat chat-idle chat-cluster transfer scan proxy before-after)
+all=(echo http-load serve http-client chat chat-tcp chat-idle chat-cluster transfer scan proxy before-after)
 wanted=("$@")
 ((${#wanted[@]})) || wanted=("${all[@]}")
 for name in "${wanted[@]}"; do
