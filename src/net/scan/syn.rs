@@ -28,6 +28,9 @@ const SENDS_PER_DRAIN: usize = 64;
 /// How long to wait for the send queue to drain after a SYN could not be queued.
 const SEND_PAUSE: Duration = Duration::from_millis(1);
 
+/// Sends of one SYN refused for a full queue before its port is left to the connect probe.
+const SEND_ATTEMPTS: u32 = 100;
+
 /// The TCP flags this module writes and reads.
 const SYN: u8 = 0x02;
 const RST: u8 = 0x04;
@@ -151,6 +154,8 @@ impl Sender {
         let mut buf = [0u8; 128];
         let mut deadlines: VecDeque<(usize, Instant)> = VecDeque::with_capacity(window);
         let mut next = 0;
+        // Sends of the SYN to `ports[next]` refused in a row.
+        let mut refusals = 0;
         while !stop.load(Ordering::Relaxed) {
             let mut sent = 0;
             let mut send_refused = false;
@@ -158,20 +163,27 @@ impl Sender {
                 let syn = pass.syn(ports[next]);
                 match raw.send_to(&syn, &destination) {
                     Ok(_) => {
+                        refusals = 0;
                         pass.slots[next] = Slot::Sent;
                         pass.waiting += 1;
                         deadlines.push_back((next, Instant::now() + timeout));
                     }
-                    // The device queue is full: send it again once answers were read.
+                    // The device queue is full: send it again once answers were read, a
+                    // bounded number of times.
                     Err(e)
-                        if e.kind() == io::ErrorKind::WouldBlock
-                            || e.raw_os_error() == Some(libc::ENOBUFS) =>
+                        if (e.kind() == io::ErrorKind::WouldBlock
+                            || e.raw_os_error() == Some(libc::ENOBUFS))
+                            && refusals < SEND_ATTEMPTS =>
                     {
+                        refusals += 1;
                         send_refused = true;
                         break;
                     }
                     // Left to the connect probe, which will say what is wrong.
-                    Err(_) => pass.slots[next] = Slot::Settled,
+                    Err(_) => {
+                        refusals = 0;
+                        pass.slots[next] = Slot::Settled;
+                    }
                 }
                 next += 1;
                 sent += 1;
