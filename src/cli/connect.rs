@@ -65,6 +65,10 @@ pub(crate) struct ConnectArgs {
     /// -z: print one JSON object instead of lines
     #[arg(long, requires = "scan")]
     json: bool,
+    /// -z: probe every port with a full TCP connect, never with a raw SYN (which is used when
+    /// the process may open raw sockets and the host is IPv4)
+    #[arg(long, requires = "scan")]
+    connect_scan: bool,
     /// Send CRLF line endings: each bare \n of stdin goes out as \r\n (nc -C)
     #[arg(short = 'C', long)]
     crlf: bool,
@@ -310,6 +314,7 @@ async fn run_scan(args: ConnectArgs, verbose: u8, stop: CancellationToken) -> an
     let config = ScanConfig {
         concurrency: args.concurrency,
         timeout: args.timeout.unwrap_or(PROBE_TIMEOUT),
+        syn: !args.connect_scan,
     };
     let started = std::time::Instant::now();
     let report = tokio::select! {
@@ -319,6 +324,8 @@ async fn run_scan(args: ConnectArgs, verbose: u8, stop: CancellationToken) -> an
     info!(
         ports = ports.len(),
         concurrency = report.concurrency,
+        method = report.method.name(),
+        connect_probed = report.connect_probed,
         elapsed = ?started.elapsed(),
         "scan done"
     );
@@ -328,6 +335,7 @@ async fn run_scan(args: ConnectArgs, verbose: u8, stop: CancellationToken) -> an
             "host": host.host_or(DEFAULT_CONNECT_HOST),
             "ip": ip.to_string(),
             "scanned": ports.len(),
+            "method": report.method.name(),
             "open": report.open().collect::<Vec<_>>(),
             "closed": report.count(PortState::Closed),
             "filtered": report.count(PortState::Filtered),

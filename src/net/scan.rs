@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrStorage};
+use tracing::debug;
+
+mod syn;
 
 /// A sorted list of distinct ports, parsed from `1-1024,8080`.
 ///
@@ -148,6 +151,9 @@ pub struct ScanConfig {
     pub concurrency: usize,
     /// How long one probe waits for an answer before the port counts as filtered.
     pub timeout: Duration,
+    /// Send a bare SYN from a raw socket first, when the process may (CAP_NET_RAW) and the
+    /// host is IPv4; the connect probe then asks only the ports that did not answer.
+    pub syn: bool,
 }
 
 impl Default for ScanConfig {
@@ -155,6 +161,26 @@ impl Default for ScanConfig {
         Self {
             concurrency: 512,
             timeout: Duration::from_secs(1),
+            syn: true,
+        }
+    }
+}
+
+/// How the ports of a scan were probed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanMethod {
+    /// A SYN from a raw socket, a connect for any port it left unanswered.
+    Syn,
+    /// A full TCP connect per port.
+    Connect,
+}
+
+impl ScanMethod {
+    /// `syn` or `connect`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScanMethod::Syn => "syn",
+            ScanMethod::Connect => "connect",
         }
     }
 }
@@ -168,6 +194,10 @@ pub struct ScanReport {
     pub ports: Vec<(u16, PortState)>,
     /// How many probes were in flight at once.
     pub concurrency: usize,
+    /// How the ports were probed.
+    pub method: ScanMethod,
+    /// Ports the SYN probe left unanswered, asked again with a connect.
+    pub connect_probed: usize,
 }
 
 impl ScanReport {
@@ -188,14 +218,17 @@ impl ScanReport {
 /// File descriptors kept free for everything else the process does during a scan.
 const RESERVED_FDS: u64 = 64;
 
-/// Probes every port of `ports` on `ip` with a TCP connect, `config.concurrency` at a time.
-/// An accepted connection is closed at once.
+/// Probes every port of `ports` on `ip`, `config.concurrency` at a time: with a bare SYN
+/// from a raw socket when `config.syn` is set, the process may open raw sockets (CAP_NET_RAW)
+/// and `ip` is IPv4, and with a TCP connect otherwise and for every port the SYN left
+/// unanswered. An accepted connection is closed at once; a SYN-ACK is answered with a RST by
+/// the kernel.
 ///
-/// The probes run on a few plain threads (one per core, at most `MAX_THREADS`), off the
-/// async runtime. Each thread keeps its share of the probes in flight as non-blocking sockets
-/// and waits for all of them with one `poll(2)`: no task, timer or allocation per port, and on
-/// a loopback or LAN target most answers are already there when the call is made. Dropping the
-/// returned future stops the threads within `CANCEL_CHECK`.
+/// The probes run on plain threads, off the async runtime. The connect probe runs on a few
+/// (one per core, at most `MAX_THREADS`), each keeping its share of the probes in flight as
+/// non-blocking sockets and waiting for all of them with one `poll(2)`: no task, timer or
+/// allocation per port, and on a loopback or LAN target most answers are already there when
+/// the call is made. Dropping the returned future stops the threads within `CANCEL_CHECK`.
 ///
 /// # Examples
 ///
@@ -215,24 +248,14 @@ pub async fn scan(ip: IpAddr, ports: &PortList, config: &ScanConfig) -> ScanRepo
         .concurrency
         .clamp(1, usize::try_from(fd_room).unwrap_or(usize::MAX))
         .min(ports.len().max(1));
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, MAX_THREADS)
-        .min(concurrency);
     let stop = Arc::new(AtomicBool::new(false));
     let _stop_on_drop = StopOnDrop(Arc::clone(&stop));
-    let job = Job {
-        ip,
-        ports: ports.clone(),
-        timeout: config.timeout,
-        next: AtomicUsize::new(0),
-        states: ports.as_slice().iter().map(|_| AtomicU8::new(0)).collect(),
-        stop,
-    };
-    let states = match tokio::task::spawn_blocking(move || job.run(threads, concurrency)).await {
-        Ok(states) => states,
+    let (list, config) = (ports.clone(), config.clone());
+    let run = move || probe_all(ip, &list, &config, concurrency, stop);
+    let (states, method, connect_probed) = match tokio::task::spawn_blocking(run).await {
+        Ok(outcome) => outcome,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(_) => vec![0; ports.len()],
+        Err(_) => (vec![0; ports.len()], ScanMethod::Connect, ports.len()),
     };
     let ports = ports
         .as_slice()
@@ -244,7 +267,56 @@ pub async fn scan(ip: IpAddr, ports: &PortList, config: &ScanConfig) -> ScanRepo
         ip,
         ports,
         concurrency,
+        method,
+        connect_probed,
     }
+}
+
+/// The SYN probe where it can run, then the connect probe for the ports still unknown;
+/// returns each port's state code, how it was probed and how many ports were connected to.
+fn probe_all(
+    ip: IpAddr,
+    ports: &PortList,
+    config: &ScanConfig,
+    concurrency: usize,
+    stop: Arc<AtomicBool>,
+) -> (Vec<u8>, ScanMethod, usize) {
+    let mut states = vec![0; ports.len()];
+    let mut method = ScanMethod::Connect;
+    let cores = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_THREADS);
+    if let (true, IpAddr::V4(v4)) = (config.syn, ip) {
+        let (list, timeout) = (ports.as_slice(), config.timeout);
+        match syn::probe(v4, list, cores, concurrency, timeout, &stop) {
+            Ok(found) => {
+                method = ScanMethod::Syn;
+                for (state, answer) in states.iter_mut().zip(found) {
+                    *state = answer.map_or(0, PortState::to_u8);
+                }
+            }
+            Err(error) => debug!(%error, "no SYN probe, connecting to every port"),
+        }
+    }
+    let rest: Vec<usize> = (0..ports.len()).filter(|&i| states[i] == 0).collect();
+    if rest.is_empty() {
+        return (states, method, 0);
+    }
+    let rest_ports = PortList(rest.iter().map(|&i| ports.as_slice()[i]).collect());
+    let concurrency = concurrency.min(rest.len());
+    let threads = cores.min(concurrency);
+    let job = Job {
+        ip,
+        timeout: config.timeout,
+        next: AtomicUsize::new(0),
+        states: rest.iter().map(|_| AtomicU8::new(0)).collect(),
+        ports: rest_ports,
+        stop,
+    };
+    for (i, state) in rest.iter().zip(job.run(threads, concurrency)) {
+        states[*i] = state;
+    }
+    (states, method, rest.len())
 }
 
 /// Threads a scan runs on, at most.
@@ -578,6 +650,7 @@ mod tests {
         let config = ScanConfig {
             concurrency: 1,
             timeout: Duration::from_secs(2),
+            syn: false,
         };
         let report = scan("127.0.0.1".parse().unwrap(), &ports, &config).await;
         assert_eq!(report.concurrency, 1);
@@ -611,13 +684,119 @@ mod tests {
         let config = ScanConfig {
             concurrency: 8,
             timeout: Duration::from_millis(300),
+            ..ScanConfig::default()
         };
         let started = Instant::now();
         let report = scan(addr.ip(), &port.to_string().parse().unwrap(), &config).await;
         assert_eq!(report.ports, vec![(port, PortState::Filtered)]);
+        assert_eq!(report.connect_probed, 1, "the SYN left it unanswered");
         assert!(started.elapsed() >= Duration::from_millis(300));
         assert!(started.elapsed() < BOUND);
         drop(fillers);
+    }
+
+    /// Listeners on loopback, and as many ports that were free a moment ago.
+    fn open_and_closed(n: usize) -> (Vec<std::net::TcpListener>, Vec<u16>, Vec<u16>) {
+        let listeners: Vec<_> = (0..n)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let open = listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect();
+        (listeners, open, (0..n).map(|_| free_port()).collect())
+    }
+
+    fn list(ports: &[u16]) -> PortList {
+        let spec: Vec<String> = ports.iter().map(u16::to_string).collect();
+        spec.join(",").parse().unwrap()
+    }
+
+    /// The test machine runs as root (CAP_NET_RAW): the SYN probe must be the one that ran.
+    #[tokio::test]
+    async fn the_syn_probe_finds_exactly_the_listeners_and_connects_to_nothing() {
+        let (_listeners, open, closed) = open_and_closed(5);
+        let ports = list(&[open.clone(), closed.clone()].concat());
+        let config = ScanConfig::default();
+        let report = scan("127.0.0.1".parse().unwrap(), &ports, &config).await;
+        assert_eq!(report.method, ScanMethod::Syn, "CAP_NET_RAW is needed");
+        assert_eq!(report.connect_probed, 0);
+        let found: Vec<u16> = report.open().collect();
+        let mut want = open.clone();
+        want.sort_unstable();
+        assert_eq!(found, want);
+        assert_eq!(report.count(PortState::Closed), closed.len());
+    }
+
+    #[tokio::test]
+    async fn a_port_closed_since_the_last_scan_is_not_reported_open() {
+        let (mut listeners, open, _) = open_and_closed(2);
+        let ports = list(&open);
+        let ip = "127.0.0.1".parse().unwrap();
+        for syn in [true, false] {
+            let config = ScanConfig {
+                syn,
+                ..ScanConfig::default()
+            };
+            let before = scan(ip, &ports, &config).await;
+            assert_eq!(before.count(PortState::Open), listeners.len(), "syn {syn}");
+        }
+        let gone = listeners.remove(0).local_addr().unwrap().port();
+        for syn in [true, false] {
+            let config = ScanConfig {
+                syn,
+                ..ScanConfig::default()
+            };
+            let after = scan(ip, &ports, &config).await;
+            let state = |p| after.ports.iter().find(|(q, _)| *q == p).unwrap().1;
+            assert_eq!(state(gone), PortState::Closed, "syn {syn}");
+            assert_eq!(after.count(PortState::Open), 1, "syn {syn}");
+        }
+    }
+
+    #[tokio::test]
+    async fn syn_and_connect_probes_agree_over_a_range_around_the_listeners() {
+        let (_listeners, open, _) = open_and_closed(4);
+        let low = open.iter().min().unwrap().saturating_sub(50).max(1);
+        let high = open.iter().max().unwrap().saturating_add(50);
+        let ports: PortList = format!("{low}-{high}").parse().unwrap();
+        let ip = "127.0.0.1".parse().unwrap();
+        let connect_only = ScanConfig {
+            syn: false,
+            ..ScanConfig::default()
+        };
+        // Other tests and programs open and close listeners in this range too: a round in
+        // which one came or went between the two scans is tried again, three rounds at most.
+        let mut rounds = Vec::new();
+        for _ in 0..3 {
+            let syn = scan(ip, &ports, &ScanConfig::default()).await;
+            let connect = scan(ip, &ports, &connect_only).await;
+            assert_eq!(syn.method, ScanMethod::Syn);
+            assert_eq!(connect.method, ScanMethod::Connect);
+            let syn_open: Vec<u16> = syn.open().collect();
+            for port in &open {
+                assert!(syn_open.contains(port), "{port} missing from {syn_open:?}");
+            }
+            let connect_open: Vec<u16> = connect.open().collect();
+            if syn_open == connect_open {
+                return;
+            }
+            rounds.push((syn_open, connect_open));
+        }
+        panic!("the probes disagreed in every round (syn, connect): {rounds:?}");
+    }
+
+    #[tokio::test]
+    async fn an_ipv6_host_is_probed_with_connects() {
+        let listener = std::net::TcpListener::bind("[::1]:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let free = std::net::TcpListener::bind("[::1]:0").unwrap();
+        let ports = list(&[port, free.local_addr().unwrap().port()]);
+        drop(free);
+        let report = scan("::1".parse().unwrap(), &ports, &ScanConfig::default()).await;
+        assert_eq!(report.method, ScanMethod::Connect);
+        assert_eq!(report.open().collect::<Vec<_>>(), vec![port]);
+        assert_eq!(report.count(PortState::Closed), 1);
     }
 
     const BOUND: Duration = Duration::from_secs(10);

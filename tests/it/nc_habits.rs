@@ -115,6 +115,29 @@ fn scan_json_has_the_open_list_and_counts() {
     assert_eq!(json["filtered"], 0);
 }
 
+/// As root (CAP_NET_RAW) the probe is a raw SYN; `--connect-scan` makes it a full connect.
+/// Both find the same ports.
+#[test]
+fn scan_json_names_the_probe_method_and_both_methods_agree() {
+    let block = PortBlock::new();
+    for (flag, method) in [(None, "syn"), (Some("--connect-scan"), "connect")] {
+        let mut args = vec!["-v", "connect", "-z", "--json"];
+        args.extend(flag);
+        let range = block.range();
+        args.extend(["127.0.0.1", &range]);
+        let (out, err, code) = run(&args, b"");
+        assert_eq!(code, Some(0), "{err}");
+        let json: serde_json::Value = serde_json::from_slice(&out).expect("one JSON object");
+        assert_eq!(json["method"], method, "{json}");
+        assert_eq!(
+            json["open"],
+            serde_json::json!(block.open_ports()),
+            "{method}"
+        );
+        assert_eq!(json["closed"], 4, "{method}");
+    }
+}
+
 #[test]
 fn scan_finds_the_same_open_ports_as_nc_z() {
     require("nc");
