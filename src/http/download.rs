@@ -384,7 +384,7 @@ fn never_waits(file: &std::fs::File) -> bool {
 }
 
 /// Writes all of `chunks`, in as few vectored writes as `out` allows.
-pub(crate) fn write_chunks(out: &mut impl Write, chunks: &[Bytes]) -> io::Result<()> {
+fn write_chunks(out: &mut impl Write, chunks: &[Bytes]) -> io::Result<()> {
     // The kernel takes at most IOV_MAX (1024) slices per call.
     for group in chunks.chunks(1024) {
         let mut slices: Vec<io::IoSlice<'_>> = group
