@@ -9,6 +9,7 @@ mod error;
 pub mod keep_open;
 pub mod line;
 pub mod proxy;
+mod read_ahead;
 pub mod relay;
 pub mod scan;
 mod server;

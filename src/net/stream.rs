@@ -11,6 +11,7 @@ use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, BufReader};
 use tracing::debug;
 
 use crate::net::dial::dial;
+use crate::net::read_ahead::ReadAhead;
 use crate::net::trace::{TraceSink, Traced};
 use crate::net::{DialOptions, HostPort, NetError, Peer, tls};
 
@@ -121,7 +122,9 @@ pub async fn open(
         .unwrap_or_else(|| target.host_or(crate::net::DEFAULT_CONNECT_HOST).to_owned());
     let name = tls::server_name(&host)?;
     let connector = tokio_rustls::TlsConnector::from(config.clone());
-    // Tracing sits below TLS, so `--trace` shows the encrypted records as they really are.
+    // Tracing sits below TLS, so `--trace` shows the encrypted records as they really are;
+    // beneath both, reads in large pieces (rustls asks for 4 KiB at a time).
+    let transport: BoxStream = Box::new(ReadAhead::new(transport));
     let stream = Traced::new(transport, peer.to_string(), options.trace.clone());
     let handshake = tokio::time::timeout_at(deadline, connector.connect(name, stream));
     let tls_stream = handshake

@@ -106,7 +106,20 @@ pub enum Verify {
 }
 
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut provider = rustls::crypto::ring::default_provider();
+    // AES-128-GCM ahead of AES-256-GCM (ring's order): as safe for a session, and with 10
+    // rounds instead of 14 the cheaper per byte. Each side offers in this order, so two
+    // sockit peers agree on it; ChaCha20 stays behind both.
+    provider.cipher_suites.sort_by_key(|suite| {
+        let aes_128 = matches!(
+            suite.suite(),
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+                | rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                | rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+        );
+        (suite.tls13().is_none(), !aes_128)
+    });
+    Arc::new(provider)
 }
 
 /// Builds a client configuration; `alpn` lists protocols to offer (e.g. `b"http/1.1"`).
@@ -571,6 +584,27 @@ mod tests {
     fn fingerprint_rejects_garbage() {
         for bad in ["", "sha256:", "sha256:zz", &"a".repeat(63), &"g".repeat(64)] {
             assert!(bad.parse::<Fingerprint>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn two_sockit_peers_agree_on_aes_128_gcm() {
+        let id = ServerIdentity::self_signed(&["example.test".into()], &[]).unwrap();
+        let client = client_config(&Verify::Pin(id.fingerprint), &[]).unwrap();
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let accept = tokio_rustls::TlsAcceptor::from(id.config.clone()).accept(b);
+        let name = server_name("example.test").unwrap();
+        let connect = tokio_rustls::TlsConnector::from(client).connect(name, a);
+        let (client, server) = tokio::join!(connect, accept);
+        let (client, server) = (client.unwrap(), server.unwrap());
+        for suite in [
+            client.get_ref().1.negotiated_cipher_suite(),
+            server.get_ref().1.negotiated_cipher_suite(),
+        ] {
+            assert_eq!(
+                suite.map(|s| s.suite()),
+                Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+            );
         }
     }
 

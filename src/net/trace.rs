@@ -199,6 +199,32 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Traced<S> {
         poll
     }
 
+    // TLS hands its queued records over as one vectored write: without this, each record
+    // (and each few-byte one after an HTTP/2 frame head) would cost a system call of its own.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if let (Poll::Ready(Ok(n)), Some(sink)) = (&poll, &this.sink) {
+            // One record for the whole write, as the peer receives it.
+            let mut sent = Vec::with_capacity(*n);
+            for buf in bufs {
+                let take = buf.len().min(*n - sent.len());
+                sent.extend_from_slice(&buf[..take]);
+            }
+            sink.record(&this.label, Direction::Sent, this.sent, &sent);
+            this.sent += *n as u64;
+        }
+        poll
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_flush(cx)
     }
@@ -211,6 +237,41 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Traced<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Clone, Default)]
+    struct Log(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Log {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn vectored_writes_pass_through_whole_and_are_recorded() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut b, _) = listener.accept().await.unwrap();
+        let log = Log::default();
+        let mut traced = Traced::new(a, "p", Some(TraceSink::new(log.clone())));
+        assert!(traced.is_write_vectored());
+        let slices = [io::IoSlice::new(b"head"), io::IoSlice::new(b"-body")];
+        let n = traced.write_vectored(&slices).await.unwrap();
+        assert_eq!(n, 9, "both slices in one write");
+        let mut got = [0u8; 9];
+        b.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"head-body");
+        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        assert!(text.starts_with("> p sent 9 bytes at offset 0"), "{text}");
+        assert!(text.contains("|head-body|"), "{text}");
+    }
 
     #[test]
     fn hexdump_rows_align_and_escape() {

@@ -150,7 +150,7 @@ pub async fn receive_raw(
                 return Ok::<_, std::io::Error>(());
             }
             progress.add_fetched(n as u64);
-            if tx.send(buf.split().freeze()).await.is_err() {
+            if tx.send(vec![buf.split().freeze()]).await.is_err() {
                 return Ok(()); // the writer failed; its error comes from `done`
             }
         }

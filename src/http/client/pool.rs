@@ -29,6 +29,11 @@ use crate::net::{self, ClientOptions, HostPort, NetError};
 /// Read buffer under a cleartext HTTP/2 connection (TLS has rustls's).
 const HTTP2_READ_BUFFER_BYTES: usize = 256 * 1024;
 
+/// Largest DATA frame a server may send us (SETTINGS_MAX_FRAME_SIZE; h2 asks for 16 KiB).
+/// A 16 KiB frame and its 9-byte head make two TLS records, and every frame costs a turn
+/// of h2 and a piece for the body's reader: larger frames cut all three per byte.
+const HTTP2_MAX_FRAME_BYTES: u32 = 64 * 1024;
+
 /// hyper's handle on one connection, by protocol.
 enum Handle {
     /// HTTP/1.1: one request at a time; what became of the request bytes written on it.
@@ -270,6 +275,7 @@ impl Pool {
         if http2 {
             let (hyper, connection) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
+                .max_frame_size(HTTP2_MAX_FRAME_BYTES)
                 .handshake(TokioIo::new(stream))
                 .await
                 .map_err(protocol_error)?;
