@@ -452,6 +452,68 @@ fn cached_files_go_out_byte_exact_whole_ranged_pipelined_and_never_stale() {
     );
 }
 
+#[test]
+fn sendfile_heads_and_bodies_keep_their_order_after_head_requests_and_ranges() {
+    // A cached file's head is written first and its body then sent from the file, in
+    // pieces when the socket fills: after a HEAD (no body) and around ranges, every byte
+    // on the connection must be where HTTP/1.1 framing puts it.
+    let fx = fixture();
+    let data = random_bytes(300 * 1024 + 3, 15);
+    std::fs::write(fx.root.join("mid.bin"), &data).unwrap();
+    let server = serve(&fx.root, &["--quiet"]);
+    // Cached by a first request, so every answer below comes from the cache.
+    assert!(curl(&[&url(&server, "/mid.bin")]).body == data);
+    let mut stream = TcpStream::connect_timeout(&server.addr, WAIT).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream
+        .write_all(
+            b"HEAD /mid.bin HTTP/1.1\r\nHost: x\r\n\r\n\
+              GET /mid.bin HTTP/1.1\r\nHost: x\r\n\r\n\
+              GET /mid.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=70001-140000\r\n\r\n\
+              HEAD /mid.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=5-9\r\n\r\n\
+              GET /mid.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=-7\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+    let mut all = Vec::new();
+    let _ = stream.read_to_end(&mut all);
+    // (is HEAD, status, body): a HEAD answer says the length of the body it leaves out.
+    let expected: [(bool, &str, &[u8]); 5] = [
+        (true, "200", &data),
+        (false, "200", &data),
+        (false, "206", &data[70_001..=140_000]),
+        (true, "206", &data[5..=9]),
+        (false, "206", &data[data.len() - 7..]),
+    ];
+    let mut rest = &all[..];
+    for (i, (is_head, status, body)) in expected.into_iter().enumerate() {
+        let end = rest
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("answer {i}: no head in {} bytes left", rest.len()));
+        let head = String::from_utf8_lossy(&rest[..end]).to_ascii_lowercase();
+        assert!(
+            head.starts_with(&format!("http/1.1 {status}")),
+            "answer {i}: {head}"
+        );
+        assert!(
+            head.contains(&format!("\r\ncontent-length: {}\r\n", body.len()))
+                || head.ends_with(&format!("\r\ncontent-length: {}", body.len())),
+            "answer {i}: {head}"
+        );
+        rest = &rest[end + 4..];
+        if !is_head {
+            assert!(rest.len() >= body.len(), "answer {i}: body cut short");
+            assert!(&rest[..body.len()] == body, "answer {i}: body differs");
+            rest = &rest[body.len()..];
+        }
+    }
+    assert!(
+        rest.is_empty(),
+        "{} bytes after the last answer",
+        rest.len()
+    );
+}
+
 /// Reads `n` responses with `Content-Length` bodies from `stream`: (head, body) each.
 fn read_responses(stream: &mut TcpStream, n: usize) -> Vec<(String, Vec<u8>)> {
     let deadline = Instant::now() + WAIT;
