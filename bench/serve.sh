@@ -280,6 +280,10 @@ for run in $(seq "$ROUNDS"); do
     for file in small.txt 100k.bin; do
         for server in $SERVERS; do
             pid=$(pid_of "$server")
+            # The kernel keeps TCP metrics (RTT, reordering, ssthresh) per address pair, and
+            # every server here is on 127.0.0.1: without this, one server's runs would start
+            # from what the one before left. Needs root; without it the runs share them.
+            ip tcp_metrics flush all 2>/dev/null || true
             ticks=$(cpu_ticks "$pid")
             read -r rps p99 < <(run_load "$server" "$(url_of "$server" $file)")
             cpu=$(awk -v t="$(($(cpu_ticks "$pid") - ticks))" -v us="$TICK_US" -v r="$rps" -v s="$SECONDS_PER_RUN" \
