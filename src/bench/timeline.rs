@@ -221,15 +221,15 @@ impl Recorder {
             .record(now.saturating_duration_since(written));
     }
 
-    /// An operation whose latency was measured elsewhere (a chat line's stamp) completed
-    /// now; it has no uncorrected counterpart.
+    /// `count` operations whose latency was measured elsewhere (chat lines' stamps), all
+    /// the same, completed; they have no uncorrected counterpart.
     ///
-    /// `at` is when it was seen: one clock read serves every line of a read, which at
+    /// `at` is when they were seen: one clock read serves every line of a read, which at
     /// millions of lines a second is the difference between measuring the server and
     /// measuring the generator.
-    pub(crate) fn done_after(&mut self, latency: Duration, at: Instant) {
+    pub(crate) fn done_many_after(&mut self, latency: Duration, count: u64, at: Instant) {
         let interval = self.interval(at);
-        interval.corrected.record(latency);
+        interval.corrected.record_n(latency, count);
     }
 }
 
