@@ -116,6 +116,14 @@ impl Latency {
         );
     }
 
+    /// Forgets every sample, keeping the memory of a histogram already built.
+    pub(crate) fn clear(&mut self) {
+        self.samples.clear();
+        if let Some(histogram) = &mut self.histogram {
+            histogram.reset();
+        }
+    }
+
     /// Adds every sample of `other`.
     pub fn merge(&mut self, other: &Latency) {
         if let Some(theirs) = &other.histogram {
