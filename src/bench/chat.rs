@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bench::Report;
 pub use crate::bench::chat_line::MIN_LINE_BYTES;
-use crate::bench::chat_line::{Found, Token, find_token, write_line};
+use crate::bench::chat_line::{Found, LineShape, Token, write_line};
 pub use crate::bench::chat_wire::Transport;
 use crate::bench::chat_wire::{self, Heard, OpenError, Reader, Writer};
 use crate::bench::fine_timer::FineTimer;
@@ -153,20 +153,33 @@ fn is_flood_notice(text: &str) -> bool {
     text.to_ascii_lowercase().contains("slow down")
 }
 
-/// Per-sender bookkeeping of one receiver.
+/// Per-sender bookkeeping of one receiver: a bit per line (sender after sender, in one
+/// vector) and the highest sequence number seen.
 struct Seen {
-    bits: Vec<Vec<u64>>,
+    bits: Vec<u64>,
+    words_per_sender: usize,
     highest: Vec<Option<u64>>,
 }
 
 impl Seen {
     fn new(senders: usize, messages: u64) -> Self {
-        let words = messages.div_ceil(64) as usize;
+        let words_per_sender = messages.div_ceil(64) as usize;
         Self {
-            bits: vec![vec![0; words]; senders],
+            bits: vec![0; words_per_sender * senders],
+            words_per_sender,
             highest: vec![None; senders],
         }
     }
+}
+
+/// Latencies of one read not yet in the histogram: equal latencies in a row are one entry.
+/// A sender stamps a batch of lines with one time and a read has one clock reading, so the
+/// lines of a batch arrive with one latency, recorded once with their count (exactly as many
+/// samples, one histogram update).
+#[derive(Debug, Default)]
+struct Pending {
+    micros: u64,
+    count: u64,
 }
 
 /// How far (in bytes of lines, prefixes included) senders may run ahead of the slowest
@@ -311,8 +324,7 @@ pub async fn run_via(
         writers.push(writer);
         let receiver = Receiver {
             index,
-            run: run_id,
-            pad,
+            shape: LineShape::new(run_id, pad),
             senders,
             messages: load.messages,
             epoch,
@@ -581,8 +593,7 @@ async fn send_lines(
 
 struct Receiver {
     index: usize,
-    run: u32,
-    pad: usize,
+    shape: LineShape,
     senders: usize,
     messages: u64,
     epoch: Instant,
@@ -602,9 +613,13 @@ impl Receiver {
         let mut tally = Tally::default();
         let mut seen = Seen::new(self.senders, self.messages);
         let mut is_greeted = false;
+        // One wait for the stop, not one per read: each registers with the token.
+        let stopped = stop.cancelled();
+        tokio::pin!(stopped);
         loop {
             let read = tokio::select! {
-                _ = stop.cancelled() => break,
+                biased;
+                _ = &mut stopped => break,
                 read = reader.wait() => read,
             };
             let Some(n) = read else {
@@ -617,30 +632,7 @@ impl Receiver {
                 is_greeted = true;
                 self.greeted.fetch_add(1, Ordering::Relaxed);
             }
-            let read_at = Instant::now();
-            let now = read_at.saturating_duration_since(self.epoch).as_micros() as u64;
-            let before = (tally.delivered, tally.malformed);
-            let extra = reader.drain(|heard| match heard {
-                Heard::Line(line) => self.check(line, (now, read_at), &mut tally, &mut seen),
-                Heard::Notice(text) => {
-                    if self.is_measuring.load(Ordering::Relaxed) {
-                        tally.notice(&format!("* {text}"));
-                    }
-                }
-            });
-            self.received_bytes
-                .fetch_add((n + extra) as u64, Ordering::Relaxed);
-            if tally.delivered > before.0 {
-                self.progress
-                    .fetch_add(tally.delivered - before.0, Ordering::Relaxed);
-                self.last_delivery.fetch_max(now, Ordering::Relaxed);
-            }
-            // Malformed lines count as received too (a server that splices lines must not
-            // stall the senders).
-            let counted = tally.delivered + tally.malformed - before.0 - before.1;
-            if counted > 0 {
-                self.flow.received[self.index].fetch_add(counted, Ordering::Relaxed);
-            }
+            self.hear(&mut reader, n, Instant::now(), &mut tally, &mut seen);
             // One read per turn: with many busy clients on one thread, a receiver that keeps
             // reading would make the others fall behind.
             tokio::task::yield_now().await;
@@ -648,15 +640,62 @@ impl Receiver {
         tally
     }
 
-    /// `now` is when the read was seen, in µs since the epoch and as an instant.
+    /// Takes what `reader` holds after a read of `n` bytes at `read_at`: checks its lines,
+    /// records their latencies, and counts them for the progress and the senders' window.
+    fn hear(
+        &mut self,
+        reader: &mut Reader,
+        n: usize,
+        read_at: Instant,
+        tally: &mut Tally,
+        seen: &mut Seen,
+    ) {
+        let now = read_at.saturating_duration_since(self.epoch).as_micros() as u64;
+        let before = (tally.delivered, tally.malformed);
+        let mut pending = Pending::default();
+        let extra = reader.drain(|heard| match heard {
+            Heard::Line(line) => self.check(line, (now, read_at), tally, seen, &mut pending),
+            Heard::Notice(text) => {
+                if self.is_measuring.load(Ordering::Relaxed) {
+                    tally.notice(&format!("* {text}"));
+                }
+            }
+        });
+        self.record(&pending, read_at);
+        self.received_bytes
+            .fetch_add((n + extra) as u64, Ordering::Relaxed);
+        if tally.delivered > before.0 {
+            self.progress
+                .fetch_add(tally.delivered - before.0, Ordering::Relaxed);
+            self.last_delivery.fetch_max(now, Ordering::Relaxed);
+        }
+        // Malformed lines count as received too (a server that splices lines must not
+        // stall the senders).
+        let counted = tally.delivered + tally.malformed - before.0 - before.1;
+        if counted > 0 {
+            self.flow.received[self.index].fetch_add(counted, Ordering::Relaxed);
+        }
+    }
+
+    /// Records `pending` latencies as seen at `at`.
+    fn record(&mut self, pending: &Pending, at: Instant) {
+        if pending.count > 0 {
+            self.recorder
+                .done_many_after(Duration::from_micros(pending.micros), pending.count, at);
+        }
+    }
+
+    /// `now` is when the read was seen, in µs since the epoch and as an instant; the line's
+    /// latency joins `pending`, which goes to the histogram when another latency comes.
     fn check(
         &mut self,
         line: &[u8],
         (now, read_at): (u64, Instant),
         tally: &mut Tally,
         seen: &mut Seen,
+        pending: &mut Pending,
     ) {
-        let token = match find_token(line, self.pad) {
+        let token = match self.shape.find(line) {
             Found::Nothing => {
                 if let Some(text) = notice_text(line)
                     && self.is_measuring.load(Ordering::Relaxed)
@@ -673,7 +712,7 @@ impl Receiver {
         };
         let sender = token.sender as usize;
         // Old runs (history replay), our own lines and impossible numbers are not deliveries.
-        if token.run != self.run
+        if token.run != self.shape.run()
             || sender == self.index
             || sender >= self.senders
             || token.seq >= self.messages
@@ -681,7 +720,7 @@ impl Receiver {
             return;
         }
         let (word, bit) = ((token.seq / 64) as usize, token.seq % 64);
-        let bits = &mut seen.bits[sender][word];
+        let bits = &mut seen.bits[sender * seen.words_per_sender + word];
         if *bits & (1 << bit) != 0 {
             tally.duplicated += 1;
             return;
@@ -693,16 +732,155 @@ impl Receiver {
         }
         *highest = Some(highest.map_or(token.seq, |h| h.max(token.seq)));
         tally.delivered += 1;
-        self.recorder.done_after(
-            Duration::from_micros(now.saturating_sub(token.micros)),
-            read_at,
-        );
+        let micros = now.saturating_sub(token.micros);
+        if pending.count > 0 && pending.micros != micros {
+            self.record(pending, read_at);
+            pending.count = 0;
+        }
+        pending.micros = micros;
+        pending.count += 1;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::Latency;
+
+    const RUN: u32 = 0x5eed;
+    const PAD: usize = 64 - MIN_LINE_BYTES;
+
+    /// Receiver 0 of a run of 3 senders × 10 lines, its clock at `epoch`.
+    fn receiver(epoch: Instant, timeline: &Arc<Timeline>) -> Receiver {
+        Receiver {
+            index: 0,
+            shape: LineShape::new(RUN, PAD),
+            senders: 3,
+            messages: 10,
+            epoch,
+            progress: Arc::default(),
+            received_bytes: Arc::default(),
+            greeted: Arc::default(),
+            last_delivery: Arc::default(),
+            flow: Arc::new(Flow::new(3, 4, 64, 32)),
+            is_measuring: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            recorder: Recorder::new(timeline.clone()),
+        }
+    }
+
+    /// A line as a server relays it: a nick prefix, then the sender's line.
+    fn relayed(out: &mut Vec<u8>, run: u32, sender: u32, seq: u64, micros: u64) {
+        out.extend_from_slice(format!("<guest-{sender}> ").as_bytes());
+        let token = Token {
+            run,
+            sender,
+            seq,
+            micros,
+        };
+        write_line(out, 64, token);
+    }
+
+    /// Feeds `reads` to a fresh receiver as separate reads, all seen 1 s after the epoch;
+    /// returns its tally, what it saw and the latencies it recorded.
+    fn hear_reads(reads: &[&[u8]]) -> (Tally, Seen, Latency) {
+        let epoch = Instant::now();
+        let timeline = Timeline::new(epoch, false);
+        let mut receiver = receiver(epoch, &timeline);
+        let mut reader = Reader::Lines {
+            half: Box::new(tokio::io::empty()),
+            buf: bytes::BytesMut::new(),
+        };
+        let (mut tally, mut seen) = (Tally::default(), Seen::new(3, 10));
+        for read in reads {
+            let Reader::Lines { buf, .. } = &mut reader else {
+                unreachable!()
+            };
+            buf.extend_from_slice(read);
+            let at = epoch + Duration::from_secs(1);
+            receiver.hear(&mut reader, read.len(), at, &mut tally, &mut seen);
+        }
+        assert_eq!(
+            receiver.flow.received[0].load(Ordering::Relaxed),
+            tally.delivered + tally.malformed,
+            "the window counts every line taken"
+        );
+        drop(receiver);
+        let mut latency = Latency::new();
+        for second in timeline.take().0 {
+            latency.merge(&second.corrected);
+        }
+        (tally, seen, latency)
+    }
+
+    #[test]
+    fn lines_cut_anywhere_between_reads_count_once_with_every_latency() {
+        let mut bytes = Vec::new();
+        relayed(&mut bytes, RUN, 1, 0, 999_000);
+        relayed(&mut bytes, RUN, 1, 1, 999_000);
+        bytes.extend_from_slice(b"* carol joined #lobby\n");
+        relayed(&mut bytes, RUN, 2, 0, 998_500);
+        relayed(&mut bytes, RUN, 1, 2, 999_500);
+        for cut in 0..=bytes.len() {
+            let (tally, seen, latency) = hear_reads(&[&bytes[..cut], &bytes[cut..]]);
+            let counts = (tally.delivered, tally.malformed, tally.duplicated);
+            assert_eq!(counts, (4, 0, 0), "cut at {cut}");
+            assert_eq!(tally.reordered, 0);
+            assert_eq!(tally.notices, [("* carol joined #lobby".to_owned(), 1)]);
+            assert_eq!(seen.highest, [None, Some(2), Some(0)]);
+            // Two lines 1 ms old, one 1.5 ms, one 0.5 ms: each one sample.
+            assert_eq!(latency.count(), 4, "cut at {cut}");
+            assert_eq!(latency.quantile(0.5), Duration::from_millis(1));
+            assert_eq!(latency.quantile(0.0), Duration::from_micros(500));
+            assert_eq!(latency.quantile(1.0), Duration::from_micros(1500));
+        }
+    }
+
+    #[test]
+    fn duplicates_reorders_and_gaps_are_counted_exactly() {
+        let mut bytes = Vec::new();
+        for seq in [0, 1, 1, 4, 2, 2, 5] {
+            relayed(&mut bytes, RUN, 1, seq, 999_000);
+        }
+        let (tally, seen, latency) = hear_reads(&[&bytes]);
+        assert_eq!(tally.delivered, 5, "0, 1, 4, 2, 5");
+        assert_eq!(tally.duplicated, 2);
+        assert_eq!(tally.reordered, 1, "2 after 4");
+        assert_eq!(seen.bits[seen.words_per_sender], 0b11_0111, "3 never came");
+        assert_eq!(latency.count(), 5, "duplicates have no latency");
+    }
+
+    #[test]
+    fn spliced_cut_and_foreign_lines_are_not_deliveries() {
+        let mut whole = Vec::new();
+        relayed(&mut whole, RUN, 1, 0, 999_000);
+        let mut bytes = Vec::new();
+        // A chunk relayed into the middle of another line (a server relaying reads).
+        bytes.extend_from_slice(&whole[..20]);
+        relayed(&mut bytes, RUN, 2, 0, 999_000);
+        // A line cut short, one with damaged padding, one with a damaged number.
+        bytes.extend_from_slice(&whole[..whole.len() - 5]);
+        bytes.push(b'\n');
+        let mut padding = whole.clone();
+        padding[25] = b'y';
+        bytes.extend_from_slice(&padding);
+        let mut number = whole.clone();
+        let at = number.len() - 3;
+        number[at] = b'z';
+        bytes.extend_from_slice(&number);
+        // Not deliveries, not damage: another run, its own line, a sender or a line number
+        // out of range.
+        relayed(&mut bytes, RUN + 1, 1, 1, 999_000);
+        relayed(&mut bytes, RUN, 0, 1, 999_000);
+        relayed(&mut bytes, RUN, 3, 1, 999_000);
+        relayed(&mut bytes, RUN, 1, 10, 999_000);
+        // The whole line still counts.
+        bytes.extend_from_slice(&whole);
+        let (tally, seen, latency) = hear_reads(&[&bytes]);
+        assert_eq!(tally.malformed, 4);
+        assert_eq!(tally.delivered, 1);
+        assert_eq!(seen.highest, [None, Some(0), None]);
+        assert_eq!(latency.count(), 1);
+    }
 
     #[test]
     fn senders_stay_within_the_window_of_the_slowest_receiver() {

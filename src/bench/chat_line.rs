@@ -158,6 +158,98 @@ pub(super) fn find_token_anywhere(line: &[u8], pad: usize) -> Found {
     }
 }
 
+/// The lines of one run as a receiver expects them: everything from the start mark to the
+/// sequence number is the same in every line of the run (mark, padding, `~sb`, the run in
+/// hex, `.`), so a line is checked by one comparison with those bytes, three separators and
+/// three numbers of fixed width. Any other line (another run, a notice, a cut or spliced
+/// line, a prefix with a `~`) goes the slow way, [`find_token`], which decides it.
+#[derive(Debug, Clone)]
+pub(super) struct LineShape {
+    run: u32,
+    pad: usize,
+    /// `~sl`, the padding, `~sb`, the run, `.`.
+    head: Vec<u8>,
+}
+
+/// Bytes of a token after the run: `SSSSS.QQQQQQQQQQ.MMMMMMMMMMMMM~`.
+const TAIL_BYTES: usize = 31;
+
+impl LineShape {
+    pub(super) fn new(run: u32, pad: usize) -> Self {
+        let mut head = Vec::with_capacity(START.len() + pad + 12);
+        head.extend_from_slice(START);
+        head.extend(std::iter::repeat_n(b'x', pad));
+        head.extend_from_slice(format!("~sb{run:08x}.").as_bytes());
+        Self { run, pad, head }
+    }
+
+    /// The run whose lines these are.
+    pub(super) fn run(&self) -> u32 {
+        self.run
+    }
+
+    /// What `line` holds, as [`find_token`] would say, the usual line of this run in place.
+    pub(super) fn find(&self, line: &[u8]) -> Found {
+        match self.this_run(line) {
+            Some(token) => Found::Token(token),
+            None => find_token(line, self.pad),
+        }
+    }
+
+    /// A line of this run with a prefix free of `~` (a spliced line shows a second mark
+    /// there), intact padding and a well-formed token that ends the line.
+    fn this_run(&self, line: &[u8]) -> Option<Token> {
+        let tail_at = line.len().checked_sub(TAIL_BYTES)?;
+        let head_at = tail_at.checked_sub(self.head.len())?;
+        let (prefix, rest) = line.split_at(head_at);
+        let (head, tail) = rest.split_at(self.head.len());
+        // A prefix is a few bytes (`<guest-12> `): a plain pass over it, no search.
+        let has_tilde = prefix.iter().fold(false, |seen, &b| seen | (b == b'~'));
+        if head != self.head.as_slice() || [tail[5], tail[16], tail[30]] != *b"..~" || has_tilde {
+            return None;
+        }
+        Some(Token {
+            run: self.run,
+            sender: u32::try_from(decimal::<5>(tail[..5].try_into().ok()?)?).ok()?,
+            seq: decimal::<10>(tail[6..16].try_into().ok()?)?,
+            micros: decimal::<13>(tail[17..30].try_into().ok()?)?,
+        })
+    }
+}
+
+/// The number written in `N` (at most 16) ASCII digits, eight at a time; `None` when any
+/// byte is not a digit. The width is fixed, so the digits move into place without a loop
+/// or a call.
+#[inline]
+fn decimal<const N: usize>(digits: &[u8; N]) -> Option<u64> {
+    const { assert!(N <= 16) };
+    let mut all = [b'0'; 16];
+    all[16 - N..].copy_from_slice(digits);
+    let (high, low) = all.split_at(8);
+    let low = eight_digits(low.try_into().ok()?)?;
+    if N <= 8 {
+        return Some(low);
+    }
+    Some(eight_digits(high.try_into().ok()?)? * 100_000_000 + low)
+}
+
+/// Eight ASCII digits, most significant first, in a few word operations instead of a
+/// multiply per digit: pairs, then quads, then the eight (all lanes stay below their width).
+#[inline]
+fn eight_digits(chunk: [u8; 8]) -> Option<u64> {
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    const HIGH_NIBBLES: u64 = 0xf0f0_f0f0_f0f0_f0f0;
+    let word = u64::from_le_bytes(chunk);
+    // Every byte 0x30..=0x39: its high nibble is 3, and still 3 with 6 added.
+    let is_digits = word & HIGH_NIBBLES == ZEROS
+        && word.wrapping_add(0x0606_0606_0606_0606) & HIGH_NIBBLES == ZEROS;
+    let d = word.wrapping_sub(ZEROS);
+    let d = (d.wrapping_mul(10).wrapping_add(d >> 8)) & 0x00ff_00ff_00ff_00ff;
+    let d = (d.wrapping_mul(100).wrapping_add(d >> 16)) & 0x0000_ffff_0000_ffff;
+    let d = (d.wrapping_mul(10_000).wrapping_add(d >> 32)) & 0xffff_ffff;
+    is_digits.then_some(d)
+}
+
 /// Bytes of a token: its fields have fixed widths, so the padding of every line is the same.
 const TOKEN_BYTES: usize = 43;
 /// The shortest line: start mark and token, no padding.
@@ -215,6 +307,81 @@ mod tests {
             Found::Token(T),
             "found the slow way"
         );
+    }
+
+    #[test]
+    fn the_shape_of_a_run_says_what_find_token_says_of_any_damage() {
+        let pad = 64 - MIN_LINE_BYTES;
+        let shape = LineShape::new(T.run, pad);
+        let mut l = b"<guest-17> ".to_vec();
+        l.extend_from_slice(&line(64, T));
+        assert_eq!(shape.find(&l), Found::Token(T));
+        assert_eq!(
+            shape.this_run(&l),
+            Some(T),
+            "the usual line is the quick one"
+        );
+        // Every byte of the line replaced by every kind of byte: the quick check accepts
+        // only what the whole check accepts, with the same token.
+        for at in 0..l.len() {
+            for b in [
+                b'x', b'~', b'0', b'9', b'a', b'f', b'.', b'/', b':', b' ', 0xff,
+            ] {
+                let mut damaged = l.clone();
+                damaged[at] = b;
+                assert_eq!(
+                    shape.find(&damaged),
+                    find_token(&damaged, pad),
+                    "byte {at} as {b:#x}: {}",
+                    String::from_utf8_lossy(&damaged)
+                );
+            }
+        }
+        for cut in 0..l.len() {
+            assert_eq!(shape.find(&l[cut..]), find_token(&l[cut..], pad), "{cut}");
+            assert_eq!(shape.find(&l[..cut]), find_token(&l[..cut], pad), "{cut}");
+        }
+        let other_run = line(64, Token { run: 0xabd, ..T });
+        assert_eq!(shape.this_run(&other_run), None);
+        assert_eq!(
+            shape.find(&other_run),
+            Found::Token(Token { run: 0xabd, ..T }),
+            "another run's line is found the slow way"
+        );
+        assert_eq!(shape.find(b"* bob joined #lobby"), Found::Nothing);
+    }
+
+    #[test]
+    fn numbers_of_every_width_read_back() {
+        for n in [
+            0u64,
+            1,
+            9,
+            10,
+            99_999,
+            12_345_678,
+            100_000_000,
+            9_999_999_999_999,
+        ] {
+            let text = format!("{n:016}");
+            let digits = |width: usize| &text.as_bytes()[16 - width..];
+            assert_eq!(decimal::<16>(digits(16).try_into().unwrap()), Some(n));
+            if n < 10_000_000_000_000 {
+                assert_eq!(decimal::<13>(digits(13).try_into().unwrap()), Some(n));
+            }
+            if n < 10_000_000_000 {
+                assert_eq!(decimal::<10>(digits(10).try_into().unwrap()), Some(n));
+            }
+            if n < 100_000 {
+                assert_eq!(decimal::<5>(digits(5).try_into().unwrap()), Some(n));
+            }
+        }
+        assert_eq!(decimal(b"12a45"), None);
+        assert_eq!(decimal(b" 1234"), None);
+        assert_eq!(decimal(b"1234567/"), None);
+        assert_eq!(decimal(b"/000000000"), None);
+        assert_eq!(decimal(b"00000:0000"), None);
+        assert_eq!(decimal(b"0000000000000\xff"), None);
     }
 
     #[test]

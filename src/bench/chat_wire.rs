@@ -5,8 +5,12 @@
 use std::io;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use base64::Engine as _;
 use bytes::BytesMut;
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -123,7 +127,7 @@ pub(super) async fn open(
     route: &DialOptions,
     transport: &Transport,
 ) -> Result<(Writer, Reader), OpenError> {
-    let (dialed, _) = dial(addr, route).await.map_err(OpenError::Dial)?;
+    let dialed = dial_patiently(addr, route).await.map_err(OpenError::Dial)?;
     let (mut half, mut writer): (HalfReader, HalfWriter) = match dialed {
         // Owned halves of a TCP stream share no lock between reader and writer.
         Dialed::Tcp(tcp) => {
@@ -166,6 +170,40 @@ pub(super) async fn open(
             is_closed: false,
         },
     ))
+}
+
+/// Without an answer to a direct TCP connect after this long, another attempt starts beside
+/// it. A server whose accept queue is full drops the SYN, and the kernel sends it again only
+/// after 1 s, then 3 s, 7 s…: a small listen backlog (ncat's) fills while the server is busy
+/// (ncat tells every client about every join), and the clients would trickle in a few a
+/// second. A server that accepts at once answers in microseconds and sees one attempt.
+pub(super) const CONNECT_RETRY: Duration = Duration::from_millis(200);
+
+/// Attempts alive at once for one client: with a slow route each still gets its time.
+const MAX_CONNECT_ATTEMPTS: usize = 8;
+
+/// [`dial`], with a fresh attempt every [`CONNECT_RETRY`] while none has connected (the
+/// first one to connect wins, the others are dropped unanswered). Through a proxy or a Unix
+/// socket there is one attempt: a proxy's own connect waits for the server anyway, and a
+/// Unix connect fails at once when the backlog is full.
+async fn dial_patiently(addr: &HostPort, route: &DialOptions) -> Result<Dialed, NetError> {
+    if route.proxy.is_some() || route.unix_socket.is_some() {
+        return Ok(dial(addr, route).await?.0);
+    }
+    let mut attempts = FuturesUnordered::new();
+    attempts.push(dial(addr, route));
+    loop {
+        let may_add = attempts.len() < MAX_CONNECT_ATTEMPTS;
+        tokio::select! {
+            // Never empty, so never waiting forever.
+            done = attempts.select_next_some() => match done {
+                Ok((dialed, _)) => return Ok(dialed),
+                // A refusal or a failure is an answer: the server is not there.
+                Err(error) => return Err(error),
+            },
+            () = tokio::time::sleep(CONNECT_RETRY), if may_add => attempts.push(dial(addr, route)),
+        }
+    }
 }
 
 /// The opening handshake (RFC 6455 §4.1); returns what the server sent after its answer.

@@ -80,18 +80,23 @@ impl Latency {
     }
 
     fn record_micros(&mut self, micros: u64) {
+        self.record_micros_n(micros, 1);
+    }
+
+    fn record_micros_n(&mut self, micros: u64, count: u64) {
         let micros = micros.clamp(1, Self::MAX_MICROS);
         match &mut self.histogram {
-            Some(histogram) => histogram.saturating_record(micros),
-            None if self.samples.len() < Self::SAMPLES_BEFORE_HISTOGRAM => {
-                self.samples.push(micros);
+            Some(histogram) => histogram.saturating_record_n(micros, count),
+            None if self.samples.len() as u64 + count <= Self::SAMPLES_BEFORE_HISTOGRAM as u64 => {
+                self.samples
+                    .extend(std::iter::repeat_n(micros, count as usize));
             }
             None => {
                 let mut histogram = Self::empty_histogram();
                 for &sample in &self.samples {
                     histogram.saturating_record(sample);
                 }
-                histogram.saturating_record(micros);
+                histogram.saturating_record_n(micros, count);
                 self.samples = Vec::new();
                 self.histogram = Some(histogram);
             }
@@ -101,6 +106,22 @@ impl Latency {
     /// Records one sample; values past the range are clamped, never lost.
     pub fn record(&mut self, elapsed: Duration) {
         self.record_micros(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    /// Records `count` samples of one value (as `count` calls of [`record`](Self::record)).
+    pub fn record_n(&mut self, elapsed: Duration, count: u64) {
+        self.record_micros_n(
+            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            count,
+        );
+    }
+
+    /// Forgets every sample, keeping the memory of a histogram already built.
+    pub(crate) fn clear(&mut self) {
+        self.samples.clear();
+        if let Some(histogram) = &mut self.histogram {
+            histogram.reset();
+        }
     }
 
     /// Adds every sample of `other`.
