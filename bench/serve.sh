@@ -13,6 +13,7 @@
 #   MODE=idle bench/serve.sh       # only the idle-connection memory of sockit, no table file
 #   SERVE_ARGS="--threads 1" bench/serve.sh   # extra options for `sockit serve`
 #   SOCKIT=target/debug/sockit OUT=/tmp/serve.md ROUNDS=1 DURATION=1s IDLE_CONNS=100 bench/serve.sh
+#   SERVERS="sockit nginx" FLUSH_TCP_METRICS=0 bench/serve.sh   # two servers; runs share the kernel's TCP metrics
 #                                  # smoke test of the script itself: no release build
 set -euo pipefail
 
@@ -221,7 +222,7 @@ TICK_US=$((1000000 / $(getconf CLK_TCK)))
 SECONDS_PER_RUN=${DURATION%s}
 
 # The rows: HTTP/1.1 (wrk), then HTTP/2 with prior knowledge (h2c) and over TLS (h2load).
-SERVERS="sockit nginx python sockit-h2c nginx-h2c sockit-h2tls nginx-h2tls"
+SERVERS=${SERVERS:-"sockit nginx python sockit-h2c nginx-h2c sockit-h2tls nginx-h2tls"}
 
 pid_of() {
     case $1 in
@@ -283,7 +284,7 @@ for run in $(seq "$ROUNDS"); do
             # The kernel keeps TCP metrics (RTT, reordering, ssthresh) per address pair, and
             # every server here is on 127.0.0.1: without this, one server's runs would start
             # from what the one before left. Needs root; without it the runs share them.
-            ip tcp_metrics flush all 2>/dev/null || true
+            [[ ${FLUSH_TCP_METRICS:-1} == 0 ]] || ip tcp_metrics flush all 2>/dev/null || true
             ticks=$(cpu_ticks "$pid")
             read -r rps p99 < <(run_load "$server" "$(url_of "$server" $file)")
             cpu=$(awk -v t="$(($(cpu_ticks "$pid") - ticks))" -v us="$TICK_US" -v r="$rps" -v s="$SECONDS_PER_RUN" \
@@ -357,6 +358,7 @@ read -r N_BEFORE N_AFTER N_MS < <(idle_check "$NGINX_PORT" "$(nginx_worker)" req
     for file in small.txt 100k.bin; do
         for ours in sockit sockit-h2c sockit-h2tls; do
             theirs=$(nginx_of $ours)
+            [[ " $SERVERS " == *" $ours "* && " $SERVERS " == *" $theirs "* ]] || continue
             echo "- $ours $file: ${P99_RUNS[$ours/$file]}"
             echo "- $theirs $file: ${P99_RUNS[$theirs/$file]}"
             wins=$(paste <(tr ' ' '\n' <<<"${P99_RUNS[$ours/$file]}" | grep .) \
