@@ -97,20 +97,11 @@ pub(super) fn whole_token(line: &[u8], pad: usize) -> Option<Token> {
         });
         (!bad).then_some(n)
     };
-    let dec = |digits: &[u8]| {
-        let mut bad = 0u8;
-        let n = digits.iter().fold(0u64, |n, &d| {
-            let v = d.wrapping_sub(b'0');
-            bad |= u8::from(v > 9);
-            n * 10 + u64::from(v)
-        });
-        (bad == 0).then_some(n)
-    };
     Some(Token {
         run: u32::try_from(hex(&tok[3..11])?).ok()?,
-        sender: u32::try_from(dec(&tok[12..17])?).ok()?,
-        seq: dec(&tok[18..28])?,
-        micros: dec(&tok[29..42])?,
+        sender: u32::try_from(decimal::<5>(tok[12..17].try_into().ok()?)?).ok()?,
+        seq: decimal::<10>(tok[18..28].try_into().ok()?)?,
+        micros: decimal::<13>(tok[29..42].try_into().ok()?)?,
     })
 }
 
