@@ -685,7 +685,18 @@ impl Receiver {
         let before = (tally.delivered, tally.malformed);
         let mut pending = Pending::default();
         let extra = reader.drain(|heard| match heard {
-            Heard::Line(line) => self.check(line, (now, read_at), tally, seen, &mut pending),
+            Heard::Line(line) => {
+                let found = self.shape.find(line);
+                self.check(line, found, (now, read_at), tally, seen, &mut pending);
+            }
+            Heard::Lines(mut lines) => {
+                while !lines.is_empty() {
+                    let (line, rest, quick) = self.shape.first_line(lines);
+                    let found = quick.map_or_else(|| self.shape.find(line), Found::Token);
+                    self.check(line, found, (now, read_at), tally, seen, &mut pending);
+                    lines = rest;
+                }
+            }
             Heard::Notice(text) => {
                 if self.is_measuring.load(Ordering::Relaxed) {
                     tally.notice(&format!("* {text}"));
@@ -716,17 +727,19 @@ impl Receiver {
         }
     }
 
-    /// `now` is when the read was seen, in µs since the epoch and as an instant; the line's
-    /// latency joins `pending`, which goes to the histogram when another latency comes.
+    /// Counts `line`, which holds what `found` says. `now` is when the read was seen, in µs
+    /// since the epoch and as an instant; the line's latency joins `pending`, which goes to
+    /// the histogram when another latency comes.
     fn check(
         &mut self,
         line: &[u8],
+        found: Found,
         (now, read_at): (u64, Instant),
         tally: &mut Tally,
         seen: &mut Seen,
         pending: &mut Pending,
     ) {
-        let token = match self.shape.find(line) {
+        let token = match found {
             Found::Nothing => {
                 if let Some(text) = notice_text(line)
                     && self.is_measuring.load(Ordering::Relaxed)
