@@ -8,6 +8,8 @@
 # (100 lines/s per sender). Interleaved rounds: each round runs every point (mode, N) with
 # every server measured there, in turn (sockit TCP, ncat, sockit WebSocket, Node); medians,
 # min–max, ratios with the tie verdict (error counters: worst run), the host's steal time.
+# Each run also gives the CPU time of the server process (`--server-pid`, /proc/PID/stat) and
+# of the generator over the measured part, so the table says which side was the limit.
 # Then the memory per idle client (bench/chat-idle.sh) unless IDLE=0.
 # Writes bench/results/chat.md (or $OUT). Loopback only; every run is bounded (--limit, timeout).
 #
@@ -49,13 +51,15 @@ SERVER_PID=
 cleanup() { [[ -n $SERVER_PID ]] && kill "$SERVER_PID" 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT
 
+# SERVER_PID is the server's own process (exec: no shell left between), whose CPU time the
+# generator reads (--server-pid) and which stop_server stops.
 start_server() { # kind
     case $1 in
-    sockit | sockit-ws) taskset -c 0 "$SOCKIT" chat serve --port $SOCKIT_PORT --rate 0 --history 0 --max-clients 20000 2>"$TMP/server.log" &
+    sockit | sockit-ws) (exec taskset -c 0 "$SOCKIT" chat serve --port $SOCKIT_PORT --rate 0 --history 0 --max-clients 20000 2>"$TMP/server.log") &
         SERVER_PID=$!; PORT=$SOCKIT_PORT ;;
-    ncat) taskset -c 0 ncat -k --chat -m 10000 -l 127.0.0.1 $NCAT_PORT </dev/null >/dev/null 2>"$TMP/server.log" &
+    ncat) (exec taskset -c 0 ncat -k --chat -m 10000 -l 127.0.0.1 $NCAT_PORT </dev/null >/dev/null 2>"$TMP/server.log") &
         SERVER_PID=$!; PORT=$NCAT_PORT ;;
-    node-ws) taskset -c 0 node bench/ws-node/broadcast.js $NODE_PORT 2>"$TMP/server.log" &
+    node-ws) (exec taskset -c 0 node bench/ws-node/broadcast.js $NODE_PORT 2>"$TMP/server.log") &
         SERVER_PID=$!; PORT=$NODE_PORT ;;
     esac
     wait_port "$PORT"
@@ -75,12 +79,12 @@ one_run() {
     start_server "$kind"
     local json
     # shellcheck disable=SC2086
-    json=$(timeout 120 taskset -c 1 "$SOCKIT" bench chat "127.0.0.1:$PORT" --clients "$n" --senders $SENDERS $args --limit "$LIMIT" --json 2>"$TMP/bench.err") || true
+    json=$(timeout 120 taskset -c 1 "$SOCKIT" bench chat "127.0.0.1:$PORT" --clients "$n" --senders $SENDERS $args --limit "$LIMIT" --server-pid "$SERVER_PID" --json 2>"$TMP/bench.err") || true
     # Exit 1 with a report means the server lost, duplicated or reordered lines: the report
     # is the result (ncat's losses are counted, not hidden). No report: the run failed.
     stop_server
     json=$(chat_result "$json" "$TMP/bench.err")
-    echo "{\"kind\":\"$kind\",\"n\":$n,\"mode\":\"$mode\",\"cmd\":\"sockit bench chat 127.0.0.1:$PORT --clients $n --senders $SENDERS ${args% }\",\"r\":$json}" >>"$TMP/results"
+    echo "{\"kind\":\"$kind\",\"n\":$n,\"mode\":\"$mode\",\"cmd\":\"sockit bench chat 127.0.0.1:$PORT --clients $n --senders $SENDERS ${args% } --server-pid PID\",\"r\":$json}" >>"$TMP/results"
     echo "  $kind N=$n $mode: $(chat_summary "$json")" >&2
 }
 
@@ -124,7 +128,14 @@ def summary(rs):
     lat = lambda q: statistics.median((r["latency"] or {}).get(q, 0) for r in ok)
     rates = [r["ops_per_sec"] for r in ok]
     p99s = [(r["latency"] or {}).get("p99_ms", 0) for r in ok]
+    cpu = [r.get("cpu") or {} for r in ok]
+    # Server CPU per million deliveries in ms (= ns per delivery); shares of one core.
+    server_ms = [c["server_seconds"] * 1e9 / r["ops"] if c.get("server_seconds") is not None and r["ops"] else None
+                 for c, r in zip(cpu, ok)]
+    server_share = [c.get("server_share") for c in cpu]
+    gen_share = [c.get("generator_share") for c in cpu]
     return dict(rate=statistics.median(rates), rates=rates, p99s=p99s, p50=lat("p50_ms"), p99=lat("p99_ms"),
+                server_ms=server_ms, server_share=stats.median(server_share), gen_share=stats.median(gen_share),
                 lost=c("lost"), dup=c("duplicated"), reord=c("reordered"), mal=c("malformed"),
                 disc=c("disconnected"), expected=c("expected"), failed=len(rs) - len(ok), cmd=rs[0]["cmd"])
 NAMES = {"sockit": "sockit, TCP", "ncat": "ncat, TCP", "sockit-ws": "sockit, WebSocket", "node-ws": "node ws, WebSocket"}
@@ -152,6 +163,8 @@ def ratio(mode, n, kind, v):
             if tcp and tcp["p99"]:
                 parts.append(f"p99 {stats.ratio(v['p99s'], tcp['p99s'])} tcp's")
     return ", ".join(p for p in parts if p)
+def share(x):
+    return "—" if x is None else f"{x * 100:.0f}%"
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
 has_ws = any(k[2] in ("sockit-ws", "node-ws") for k in groups)
 title = ("# Chat fan-out: sockit chat serve (TCP and WebSocket) vs ncat --chat and Node's ws" if has_ws
@@ -169,11 +182,16 @@ lines = [title, "",
          f"paced: `--rate 1000 --messages {paced_messages}`, 100 lines/s per sender); "
          "WebSocket clients of sockit with `--ws` (JSON `say` out, `message` events in), of Node with `--ws-raw` "
          "(each line one text frame).", "",
+         "CPU: the server process's CPU time over the measured part (`--server-pid`, from /proc/PID/stat in "
+         "10 ms ticks), per million deliveries (ms per million = ns per delivery), median (min–max); and the "
+         "share of its core each side used over that part, server / generator, medians. A side near 100% was "
+         "the limit: a generator at about 100% measured itself, not the server, and then the server's CPU per "
+         "delivery, not its rate, is the figure to compare (the line under each table).", "",
          "Targets: sockit's TCP side flat out ≥ 1.5× ncat's deliveries/s; its WebSocket side flat out ≥ 2× Node's "
          "deliveries/s and ≥ 0.6× sockit's own TCP figure, paced p99 ≤ 0.5× Node's (✓ met, ✗ not).", ""]
 for mode, title in (("flat", "Flat out"), ("paced", "Paced, 100 lines/s per sender")):
-    lines += [f"## {title}", "", "| N | server, clients | deliveries/s | p50 ms | p99 ms | lost | dup | reordered | malformed | dropped clients | compared |",
-              "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines += [f"## {title}", "", "| N | server, clients | deliveries/s | p50 ms | p99 ms | lost | dup | reordered | malformed | dropped clients | server CPU ms / M deliveries | CPU share server / generator | compared |",
+              "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     ns = sorted({k[1] for k in groups if k[0] == mode})
     for n in ns:
         for kind in ("sockit", "ncat", "sockit-ws", "node-ws"):
@@ -181,11 +199,20 @@ for mode, title in (("flat", "Flat out"), ("paced", "Paced, 100 lines/s per send
                 continue
             v = summary(groups[(mode, n, kind)])
             if v is None:
-                lines.append(f"| {n} | {NAMES[kind]} | failed | | | | | | | | |")
+                lines.append(f"| {n} | {NAMES[kind]} | failed | | | | | | | | | | |")
                 continue
             lines.append(f"| {n} | {NAMES[kind]} | {stats.cell(v['rates'], 0)} | {v['p50']:.2f} | {stats.cell(v['p99s'], 2)} | "
-                         f"{v['lost']} | {v['dup']} | {v['reord']} | {v['mal']} | {v['disc']} | {ratio(mode, n, kind, v)} |")
+                         f"{v['lost']} | {v['dup']} | {v['reord']} | {v['mal']} | {v['disc']} | {stats.cell(v['server_ms'], 1)} | "
+                         f"{share(v['server_share'])} / {share(v['gen_share'])} | {ratio(mode, n, kind, v)} |")
     lines.append("")
+    cpu_ratios = []
+    for n in ns:
+        for kind, peer in (("sockit", "ncat"), ("sockit-ws", "node-ws")):
+            a, b = (summary(groups[(mode, n, k)]) if (mode, n, k) in groups else None for k in (kind, peer))
+            if a and b:
+                cpu_ratios.append(f"N = {n}, {NAMES[kind]} / {NAMES[peer]}: {stats.ratio(a['server_ms'], b['server_ms'])}")
+    if cpu_ratios:
+        lines += ["Server CPU per delivery (lower is better): " + "; ".join(cpu_ratios) + ".", ""]
 lines += ["Memory per idle client (TCP and WebSocket): `bench/chat-idle.sh`, in `bench/results/chat-idle.md`.", "",
           "Exact bench commands of the first run of each point:", ""]
 seen = set()

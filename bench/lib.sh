@@ -95,9 +95,11 @@ chat_result() {
   fi
 }
 
-# chat_summary JSON: one progress line for a chat_result.
+# chat_summary JSON: one progress line for a chat_result (with the CPU share of each side's
+# core when the report has them).
 chat_summary() {
-  echo "$1" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r.get("failed") or "%.0f deliveries/s p99 %.2f ms lost %s" % (r["ops_per_sec"], (r["latency"] or {}).get("p99_ms", 0), dict(r["counters"])["lost"]))'
+  echo "$1" | python3 -c 'import json,sys; r=json.load(sys.stdin); c=r.get("cpu") or {}; pct=lambda x: "—" if x is None else "%.0f%%" % (100 * x)
+print(r.get("failed") or "%.0f deliveries/s p99 %.2f ms lost %s cpu server %s generator %s" % (r["ops_per_sec"], (r["latency"] or {}).get("p99_ms", 0), dict(r["counters"])["lost"], pct(c.get("server_share")), pct(c.get("generator_share"))))'
 }
 
 # steal_jiffies: "steal total" CPU jiffies of all cores so far (/proc/stat's `cpu` line; total

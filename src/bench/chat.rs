@@ -30,6 +30,7 @@ pub use crate::bench::chat_line::MIN_LINE_BYTES;
 use crate::bench::chat_line::{Found, LineShape, Token, write_line};
 pub use crate::bench::chat_wire::Transport;
 use crate::bench::chat_wire::{self, Heard, OpenError, Reader, Writer};
+use crate::bench::cpu::{CpuWatch, NoSuchProcess};
 use crate::bench::fine_timer::FineTimer;
 use crate::bench::timeline::{Pace, Recorder, Timeline};
 use crate::net::{DialOptions, HostPort, NetError};
@@ -61,6 +62,9 @@ pub struct ChatLoad {
     /// Instead of sending, hold the clients connected and silent this long (to measure the
     /// server's memory per idle client); the report counts who stayed.
     pub idle: Option<Duration>,
+    /// The server's process, whose CPU time over the measured part the report gives beside
+    /// the generator's own (Linux, `/proc/PID/stat`), to tell which side set the rate.
+    pub server_pid: Option<u32>,
 }
 
 impl Default for ChatLoad {
@@ -76,6 +80,7 @@ impl Default for ChatLoad {
             stall: Duration::from_secs(10),
             transport: Transport::Lines,
             idle: None,
+            server_pid: None,
         }
     }
 }
@@ -108,6 +113,9 @@ pub enum ChatBenchError {
     /// No server address was given.
     #[error("no chat server address given")]
     NoAddress,
+    /// The server process named to be measured cannot be read.
+    #[error(transparent)]
+    ServerProcess(#[from] NoSuchProcess),
 }
 
 /// Counts of one receiver.
@@ -269,6 +277,7 @@ pub async fn run_via(
     let Some(first) = addrs.first() else {
         return Err(ChatBenchError::NoAddress);
     };
+    let cpu = CpuWatch::new(load.server_pid)?;
     let deadline = Instant::now() + limit;
     let epoch = Instant::now();
     let run_id = std::time::SystemTime::now()
@@ -362,6 +371,7 @@ pub async fn run_via(
     }
 
     let start = Instant::now();
+    let cpu_at_start = cpu.mark();
     is_measuring.store(true, Ordering::Relaxed);
     let timer = (load.rate > 0.0).then(FineTimer::start);
     let mut sending = JoinSet::new();
@@ -420,6 +430,9 @@ pub async fn run_via(
             break;
         }
     }
+    // Nobody works after the last delivery (the loop sees it within 20 ms), so the time to
+    // here is the measured part's.
+    let cpu_at_end = cpu.mark();
     stop.cancel();
     sending.abort_all();
     let mut total = Tally::default();
@@ -477,7 +490,25 @@ pub async fn run_via(
     .with_problem_if(total.duplicated, "lines duplicated")
     .with_problem_if(total.reordered, "lines reordered")
     .with_problem_if(total.malformed, "lines malformed (cut or spliced)")
-    .with_problem_if(disconnected, "clients disconnected by the server");
+    .with_problem_if(disconnected, "clients disconnected by the server")
+    .with_cpu(cpu_at_start.until(&cpu_at_end, elapsed));
+    if let Some(used) = report.cpu
+        && load.rate == 0.0
+    {
+        let cores = tokio::runtime::Handle::current().metrics().num_workers();
+        if used.generator_share >= 0.9 * cores as f64 {
+            report.warnings.push(format!(
+                "the load generator used {:.0}% of {}: the rate is likely its limit, not the \
+                 server's",
+                used.generator_share * 100.0,
+                if cores == 1 {
+                    "its core".to_owned()
+                } else {
+                    format!("{cores} cores")
+                }
+            ));
+        }
+    }
     if is_stalled {
         report.problems.push(format!(
             "the server stalled: nothing delivered for {:?}",
@@ -654,7 +685,18 @@ impl Receiver {
         let before = (tally.delivered, tally.malformed);
         let mut pending = Pending::default();
         let extra = reader.drain(|heard| match heard {
-            Heard::Line(line) => self.check(line, (now, read_at), tally, seen, &mut pending),
+            Heard::Line(line) => {
+                let found = self.shape.find(line);
+                self.check(line, found, (now, read_at), tally, seen, &mut pending);
+            }
+            Heard::Lines(mut lines) => {
+                while !lines.is_empty() {
+                    let (line, rest, quick) = self.shape.first_line(lines);
+                    let found = quick.map_or_else(|| self.shape.find(line), Found::Token);
+                    self.check(line, found, (now, read_at), tally, seen, &mut pending);
+                    lines = rest;
+                }
+            }
             Heard::Notice(text) => {
                 if self.is_measuring.load(Ordering::Relaxed) {
                     tally.notice(&format!("* {text}"));
@@ -685,17 +727,19 @@ impl Receiver {
         }
     }
 
-    /// `now` is when the read was seen, in µs since the epoch and as an instant; the line's
-    /// latency joins `pending`, which goes to the histogram when another latency comes.
+    /// Counts `line`, which holds what `found` says. `now` is when the read was seen, in µs
+    /// since the epoch and as an instant; the line's latency joins `pending`, which goes to
+    /// the histogram when another latency comes.
     fn check(
         &mut self,
         line: &[u8],
+        found: Found,
         (now, read_at): (u64, Instant),
         tally: &mut Tally,
         seen: &mut Seen,
         pending: &mut Pending,
     ) {
-        let token = match self.shape.find(line) {
+        let token = match found {
             Found::Nothing => {
                 if let Some(text) = notice_text(line)
                     && self.is_measuring.load(Ordering::Relaxed)

@@ -13,15 +13,8 @@ pub(super) struct Token {
 
 /// Appends one line (padding, token, newline) of `size` bytes plus newline.
 pub(super) fn write_line(out: &mut Vec<u8>, size: usize, token: Token) {
-    use std::io::Write as _;
     let mut tok = [0u8; 64];
-    let mut cursor = std::io::Cursor::new(&mut tok[..]);
-    let _ = write!(
-        cursor,
-        "~sb{:08x}.{:05}.{:010}.{:013}~",
-        token.run, token.sender, token.seq, token.micros
-    );
-    let len = cursor.position() as usize;
+    let len = write_token(&mut tok, token);
     out.extend_from_slice(START);
     out.extend(std::iter::repeat_n(
         b'x',
@@ -29,6 +22,45 @@ pub(super) fn write_line(out: &mut Vec<u8>, size: usize, token: Token) {
     ));
     out.extend_from_slice(&tok[..len]);
     out.push(b'\n');
+}
+
+/// Writes `~sb<run>.<sender>.<seq>.<micros>~` into `tok` (fields zero-padded to their widths,
+/// wider when a number needs it); returns its length. Digits are written by hand: the
+/// formatter cost the senders a few percent of the generator's time.
+fn write_token(tok: &mut [u8; 64], token: Token) -> usize {
+    const WIDTHS: [usize; 3] = [5, 10, 13];
+    let fields = [u64::from(token.sender), token.seq, token.micros];
+    if fields
+        .iter()
+        .zip(WIDTHS)
+        .any(|(&n, width)| n >= 10u64.pow(width as u32))
+    {
+        use std::io::Write as _;
+        let mut cursor = std::io::Cursor::new(&mut tok[..]);
+        let _ = write!(
+            cursor,
+            "~sb{:08x}.{:05}.{:010}.{:013}~",
+            token.run, token.sender, token.seq, token.micros
+        );
+        return cursor.position() as usize;
+    }
+    tok[..3].copy_from_slice(b"~sb");
+    for (i, digit) in tok[3..11].iter_mut().enumerate() {
+        let nibble = (token.run >> (28 - 4 * i)) & 0xf;
+        *digit = b"0123456789abcdef"[nibble as usize];
+    }
+    let mut at = 11;
+    for (n, width) in fields.into_iter().zip(WIDTHS) {
+        tok[at] = b'.';
+        let mut n = n;
+        for digit in tok[at + 1..at + 1 + width].iter_mut().rev() {
+            *digit = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        at += 1 + width;
+    }
+    tok[at] = b'~';
+    at + 1
 }
 
 /// What a received line holds.
@@ -154,12 +186,20 @@ pub(super) fn find_token_anywhere(line: &[u8], pad: usize) -> Found {
 /// hex, `.`), so a line is checked by one comparison with those bytes, three separators and
 /// three numbers of fixed width. Any other line (another run, a notice, a cut or spliced
 /// line, a prefix with a `~`) goes the slow way, [`find_token`], which decides it.
+///
+/// The lines of one sender's batch (one send time) relayed with one prefix differ only in
+/// their sequence numbers, so the last line accepted is kept: a line equal to it but for
+/// those ten digits is the same sender's, of the same run and time, checked by two
+/// comparisons and one number.
 #[derive(Debug, Clone)]
 pub(super) struct LineShape {
     run: u32,
     pad: usize,
     /// `~sl`, the padding, `~sb`, the run, `.`.
     head: Vec<u8>,
+    /// The last line [`this_run`](Self::this_run) accepted, and its token.
+    last: Vec<u8>,
+    last_token: Option<Token>,
 }
 
 /// Bytes of a token after the run: `SSSSS.QQQQQQQQQQ.MMMMMMMMMMMMM~`.
@@ -171,7 +211,13 @@ impl LineShape {
         head.extend_from_slice(START);
         head.extend(std::iter::repeat_n(b'x', pad));
         head.extend_from_slice(format!("~sb{run:08x}.").as_bytes());
-        Self { run, pad, head }
+        Self {
+            run,
+            pad,
+            head,
+            last: Vec::new(),
+            last_token: None,
+        }
     }
 
     /// The run whose lines these are.
@@ -180,11 +226,57 @@ impl LineShape {
     }
 
     /// What `line` holds, as [`find_token`] would say, the usual line of this run in place.
-    pub(super) fn find(&self, line: &[u8]) -> Found {
+    pub(super) fn find(&mut self, line: &[u8]) -> Found {
+        if let Some(token) = self.like_last(line) {
+            return Found::Token(token);
+        }
         match self.this_run(line) {
-            Some(token) => Found::Token(token),
+            Some(token) => {
+                self.last.clear();
+                self.last.extend_from_slice(line);
+                self.last_token = Some(token);
+                Found::Token(token)
+            }
             None => find_token(line, self.pad),
         }
+    }
+
+    /// The first line of `lines` (whole lines, each ending in `\n`) without its end, the rest
+    /// after it, and its token when the line is like the last one accepted (see
+    /// [`like_last`](Self::like_last)): then its end is known without a search, since that
+    /// line held no newline and digits are none.
+    pub(super) fn first_line<'a>(&self, lines: &'a [u8]) -> (&'a [u8], &'a [u8], Option<Token>) {
+        let len = self.last.len();
+        if self.last_token.is_some()
+            && lines.get(len) == Some(&b'\n')
+            && let Some(token) = self.like_last(&lines[..len])
+        {
+            return (&lines[..len], &lines[len + 1..], Some(token));
+        }
+        let end = memchr::memchr(b'\n', lines).unwrap_or(lines.len());
+        let line = &lines[..end];
+        let rest = lines.get(end + 1..).unwrap_or_default();
+        (line.strip_suffix(b"\r").unwrap_or(line), rest, None)
+    }
+
+    /// A line equal to the last one accepted but for the digits of its sequence number: what
+    /// [`this_run`](Self::this_run) would say of it, since everything it checks but those
+    /// digits is the same.
+    fn like_last(&self, line: &[u8]) -> Option<Token> {
+        let last = self.last_token?;
+        if line.len() != self.last.len() {
+            return None;
+        }
+        let seq_at = line.len() - TAIL_BYTES + 6;
+        let (before, rest) = line.split_at(seq_at);
+        let (seq, after) = rest.split_at(10);
+        if before != &self.last[..seq_at] || after != &self.last[seq_at + 10..] {
+            return None;
+        }
+        Some(Token {
+            seq: decimal::<10>(seq.try_into().ok()?)?,
+            ..last
+        })
     }
 
     /// A line of this run with a prefix free of `~` (a spliced line shows a second mark
@@ -303,7 +395,7 @@ mod tests {
     #[test]
     fn the_shape_of_a_run_says_what_find_token_says_of_any_damage() {
         let pad = 64 - MIN_LINE_BYTES;
-        let shape = LineShape::new(T.run, pad);
+        let mut shape = LineShape::new(T.run, pad);
         let mut l = b"<guest-17> ".to_vec();
         l.extend_from_slice(&line(64, T));
         assert_eq!(shape.find(&l), Found::Token(T));
@@ -312,20 +404,21 @@ mod tests {
             Some(T),
             "the usual line is the quick one"
         );
-        // Every byte of the line replaced by every kind of byte: the quick check accepts
-        // only what the whole check accepts, with the same token.
+        // Every byte of the line replaced by every kind of byte: the quick checks (in place,
+        // and against the last line accepted) accept only what the whole check accepts,
+        // with the same token.
         for at in 0..l.len() {
             for b in [
                 b'x', b'~', b'0', b'9', b'a', b'f', b'.', b'/', b':', b' ', 0xff,
             ] {
                 let mut damaged = l.clone();
                 damaged[at] = b;
-                assert_eq!(
-                    shape.find(&damaged),
-                    find_token(&damaged, pad),
-                    "byte {at} as {b:#x}: {}",
-                    String::from_utf8_lossy(&damaged)
-                );
+                let whole = find_token(&damaged, pad);
+                let what = format!("byte {at} as {b:#x}: {}", String::from_utf8_lossy(&damaged));
+                let mut fresh = LineShape::new(T.run, pad);
+                assert_eq!(fresh.find(&damaged), whole, "in place, {what}");
+                assert_eq!(shape.find(&l), Found::Token(T));
+                assert_eq!(shape.find(&damaged), whole, "like the last, {what}");
             }
         }
         for cut in 0..l.len() {
@@ -340,6 +433,104 @@ mod tests {
             "another run's line is found the slow way"
         );
         assert_eq!(shape.find(b"* bob joined #lobby"), Found::Nothing);
+    }
+
+    #[test]
+    fn lines_of_one_batch_are_read_like_the_last_one() {
+        let pad = 64 - MIN_LINE_BYTES;
+        let mut shape = LineShape::new(T.run, pad);
+        let relayed = |prefix: &str, token: Token| {
+            let mut l = prefix.as_bytes().to_vec();
+            l.extend_from_slice(&line(64, token));
+            l
+        };
+        assert_eq!(
+            shape.like_last(&relayed("<guest-3> ", T)),
+            None,
+            "no last line yet"
+        );
+        assert_eq!(shape.find(&relayed("<guest-3> ", T)), Found::Token(T));
+        let next = Token { seq: 43, ..T };
+        assert_eq!(shape.like_last(&relayed("<guest-3> ", next)), Some(next));
+        assert_eq!(shape.find(&relayed("<guest-3> ", next)), Found::Token(next));
+        // Another sender, time or prefix is read in place, and becomes the last line.
+        for other in [
+            relayed("<guest-3> ", Token { sender: 4, ..T }),
+            relayed(
+                "<guest-3> ",
+                Token {
+                    micros: 123_457,
+                    ..T
+                },
+            ),
+            relayed("<guest-4> ", T),
+            relayed("<guest-33> ", T),
+        ] {
+            assert_eq!(shape.like_last(&other), None);
+            assert!(matches!(shape.find(&other), Found::Token(_)));
+            assert_eq!(shape.last, other);
+        }
+    }
+
+    #[test]
+    fn lines_are_split_as_a_newline_search_splits_them() {
+        let pad = 64 - MIN_LINE_BYTES;
+        let mut block = Vec::new();
+        for (prefix, seq) in [("<guest-3> ", 1), ("<guest-3> ", 2), ("<guest-13> ", 3)] {
+            block.extend_from_slice(prefix.as_bytes());
+            write_line(&mut block, 64, Token { seq, ..T });
+        }
+        block.extend_from_slice(b"* bob joined #lobby\r\n\n");
+        let mut second = block.clone();
+        // A newline inside the second line, where the last line's length would not see it.
+        second[80] = b'\n';
+        for bytes in [block, second] {
+            let mut shape = LineShape::new(T.run, pad);
+            let mut rest = &bytes[..];
+            let mut split = Vec::new();
+            while !rest.is_empty() {
+                let (line, next, quick) = shape.first_line(rest);
+                let found = shape.find(line);
+                if let Some(token) = quick {
+                    assert_eq!(found, Found::Token(token));
+                }
+                split.push(line.to_vec());
+                rest = next;
+            }
+            let searched: Vec<&[u8]> = bytes[..bytes.len() - 1]
+                .split(|&b| b == b'\n')
+                .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+                .collect();
+            assert_eq!(split, searched);
+        }
+    }
+
+    #[test]
+    fn tokens_are_written_at_their_widths_and_wider_when_needed() {
+        let written = |token: Token| line(0, token);
+        assert_eq!(
+            written(T),
+            b"~sl~sb00000abc.00003.0000000042.0000000123456~"
+        );
+        let widest = Token {
+            run: u32::MAX,
+            sender: 99_999,
+            seq: 9_999_999_999,
+            micros: 9_999_999_999_999,
+        };
+        assert_eq!(
+            written(widest),
+            b"~sl~sbffffffff.99999.9999999999.9999999999999~"
+        );
+        let wider = Token {
+            sender: 100_000,
+            seq: 10_000_000_000,
+            ..widest
+        };
+        assert_eq!(
+            written(wider),
+            b"~sl~sbffffffff.100000.10000000000.9999999999999~"
+        );
     }
 
     #[test]

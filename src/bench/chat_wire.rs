@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use bytes::BytesMut;
+use bytes::{Buf as _, BytesMut};
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -102,10 +102,14 @@ pub(super) enum Reader {
     },
 }
 
-/// What a client heard: a line (chat or not, as the server framed it), or a server notice.
+/// What a client heard: a line (chat or not, as the server framed it), whole lines as they
+/// came over TCP, or a server notice.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Heard<'a> {
     Line(&'a [u8]),
+    /// Whole lines, each ending in `\n` (and maybe `\r` before it): the taker splits them,
+    /// and may know where the next one ends without a search.
+    Lines(&'a [u8]),
     /// The text of a WebSocket `notice` or `error` event, without the `* ` a line client
     /// would see.
     Notice(&'a str),
@@ -432,19 +436,16 @@ impl Reader {
         }
     }
 
-    /// Hands what arrived to `each`: whole lines only (a partial line waits for its end),
-    /// or every whole WebSocket message. Returns bytes that arrived beyond those `wait`
-    /// reported (none: everything is read there).
+    /// Hands what arrived to `each`: whole lines only (a partial line waits for its end), at
+    /// once over TCP, or every whole WebSocket message. Returns bytes that arrived beyond
+    /// those `wait` reported (none: everything is read there).
     pub(super) fn drain(&mut self, mut each: impl FnMut(Heard<'_>)) -> usize {
         match self {
             Reader::Lines { buf, .. } => {
-                let mut start = 0;
-                for end in memchr::memchr_iter(b'\n', buf) {
-                    let line = &buf[start..end];
-                    each(Heard::Line(line.strip_suffix(b"\r").unwrap_or(line)));
-                    start = end + 1;
+                if let Some(last) = memchr::memrchr(b'\n', buf) {
+                    each(Heard::Lines(&buf[..=last]));
+                    buf.advance(last + 1);
                 }
-                let _ = buf.split_to(start);
             }
             Reader::Ws {
                 buf,
@@ -586,7 +587,9 @@ mod tests {
         let mut out = Vec::new();
         hear_frame(payload.as_bytes(), is_raw, &mut |h| {
             out.push(match h {
-                Heard::Line(line) => String::from_utf8_lossy(line).into_owned(),
+                Heard::Line(line) | Heard::Lines(line) => {
+                    String::from_utf8_lossy(line).into_owned()
+                }
                 Heard::Notice(text) => format!("* {text}"),
             })
         });

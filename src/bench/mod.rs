@@ -6,6 +6,7 @@
 pub mod chat;
 mod chat_line;
 mod chat_wire;
+mod cpu;
 pub mod echo;
 mod fine_timer;
 pub mod http;
@@ -14,6 +15,7 @@ mod plot;
 mod report;
 pub mod timeline;
 
+pub use cpu::{CpuUse, NoSuchProcess};
 pub use report::{
     Latency, LatencySummary, PercentileRow, Progress, Report, ScheduleSummary, SecondSummary,
 };

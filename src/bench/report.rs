@@ -7,6 +7,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::bench::cpu::CpuUse;
 use crate::bench::timeline::{Interval, LATE_SEND, Timeline};
 
 /// A live count of completed operations, shared between a load generator and whoever
@@ -213,6 +214,9 @@ pub struct Report {
     pub uncorrected_latency: Option<LatencySummary>,
     /// In an open loop: the rate asked for and the rate kept, and the generator's own delays.
     pub schedule: Option<ScheduleSummary>,
+    /// CPU time of the measured part: the generator's own and, when its process was named,
+    /// the server's, with the share of a core each used (the side near 1.0 set the rate).
+    pub cpu: Option<CpuUse>,
     /// Percentiles asked for by name (`--percentiles`), corrected and uncorrected.
     pub percentiles: Vec<PercentileRow>,
     /// One entry per second of the run: latency over time.
@@ -318,6 +322,7 @@ impl Report {
             problems: Vec::new(),
             uncorrected_latency: None,
             schedule: None,
+            cpu: None,
             percentiles: Vec::new(),
             timeline: Vec::new(),
             warnings: Vec::new(),
@@ -454,6 +459,12 @@ impl Report {
         self.problems.is_empty()
     }
 
+    /// Adds the CPU time of the measured part.
+    pub fn with_cpu(mut self, cpu: Option<CpuUse>) -> Self {
+        self.cpu = cpu;
+        self
+    }
+
     /// Adds a named counter.
     pub fn with_counter(mut self, name: &str, value: u64) -> Self {
         self.counters.push((name.to_owned(), value));
@@ -524,6 +535,19 @@ impl Report {
                 sc.late_sends,
                 sc.behind_busy
             );
+        }
+        if let Some(cpu) = &self.cpu {
+            let _ = write!(
+                s,
+                "  {:<14} generator {:.3} s ({:.0}% of a core)",
+                "cpu",
+                cpu.generator_seconds,
+                cpu.generator_share * 100.0
+            );
+            if let (Some(seconds), Some(share)) = (cpu.server_seconds, cpu.server_share) {
+                let _ = write!(s, " · server {seconds:.3} s ({:.0}%)", share * 100.0);
+            }
+            s.push('\n');
         }
         for (name, value) in &self.counters {
             let _ = writeln!(s, "  {name:<14} {value}");

@@ -74,6 +74,7 @@ enum BenchMode {
   sockit bench chat :8080 --ws-raw --ws-path /                              a generic broadcast server
   sockit bench chat :7777 --ws --clients 10000 --idle 10s                   hold idle clients (memory)
   sockit bench chat :7777 --json                                            for scripts
+  sockit bench chat :7777 --server-pid 4242                                 the server's CPU beside the generator's
   sockit bench chat --proxy socks5h://127.0.0.1:1080 host:7777              through a proxy")]
     Chat(ChatBenchArgs),
 }
@@ -217,6 +218,10 @@ struct ChatBenchArgs {
     /// the server kept (watch its memory meanwhile)
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     idle: Option<Duration>,
+    /// Also report the CPU time of this process (the server) over the measured part, beside
+    /// the generator's own: the side near a whole core set the rate (Linux)
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
     #[command(flatten)]
     route: RouteArgs,
 }
@@ -365,6 +370,7 @@ pub(crate) async fn run(args: BenchArgs, stop: CancellationToken) -> anyhow::Res
                 rate: chat_args.rate,
                 size: chat_args.size,
                 greeting: chat_args.greeting,
+                server_pid: chat_args.server_pid,
                 ..chat::ChatLoad::default()
             };
             tokio::select! {

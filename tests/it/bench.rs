@@ -857,6 +857,48 @@ fn http2_load_against_an_http1_only_server_fails_at_once_with_one_line() {
 }
 
 #[test]
+fn chat_load_gives_the_cpu_time_of_generator_and_server() {
+    let server = Server::start(&["chat", "serve", "--port", "0", "--rate", "0"]);
+    let addr = server.addr.to_string();
+    let pid = server.child.id().to_string();
+    let r = bench_json(&[
+        "bench",
+        "chat",
+        &addr,
+        "--clients",
+        "20",
+        "--senders",
+        "4",
+        "--messages",
+        "5000",
+        "--server-pid",
+        &pid,
+        "--json",
+    ]);
+    assert_eq!(r["ops"], 4 * 5000 * 19, "{r}");
+    let cpu = &r["cpu"];
+    let seconds = r["seconds"].as_f64().unwrap();
+    for side in ["generator", "server"] {
+        let used = cpu[format!("{side}_seconds")].as_f64().unwrap_or(0.0);
+        // 380,000 deliveries: milliseconds of CPU on each side, more than /proc's 10 ms tick.
+        assert!(used > 0.0, "{side}: {cpu}");
+        let share = cpu[format!("{side}_share")].as_f64().unwrap();
+        assert!((share - used / seconds).abs() < 1e-6, "{side}: {r}");
+    }
+    // A process that is not there is an error before any client connects.
+    let (out, err, code) = run(
+        &["bench", "chat", &addr, "--server-pid", "4194305", "--json"],
+        b"",
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(out.is_empty());
+    assert!(
+        err.contains("cannot read the CPU time of process 4194305"),
+        "{err}"
+    );
+}
+
+#[test]
 fn chat_load_over_websocket_counts_every_line_of_a_sockit_chat() {
     let server = Server::start(&["chat", "serve", "--port", "0", "--rate", "0"]);
     let addr = server.addr.to_string();
