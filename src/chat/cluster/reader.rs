@@ -2,14 +2,10 @@
 //! delivered, retried entries skipped, each new entry handed to the hub in stream order.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use futures_util::future::{MaybeDone, maybe_done};
 use redis::aio::ConnectionManager;
 use redis::cmd;
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
@@ -142,7 +138,6 @@ pub(super) async fn read_loop(
         hub,
         reader,
         state,
-        in_flight: None,
     };
     let mut backoff = Duration::from_millis(50);
     while !stop.is_cancelled() {
@@ -172,17 +167,11 @@ pub(super) async fn read_loop(
     }
 }
 
-/// A read sent to Redis whose reply may already be in.
-type Reading =
-    MaybeDone<Pin<Box<dyn Future<Output = Result<Option<StreamReadReply>, String>> + Send>>>;
-
 pub(super) struct ReaderTask {
     pub(super) shared: Arc<Shared>,
     pub(super) hub: Arc<Hub>,
     pub(super) reader: ConnectionManager,
     pub(super) state: ReadState,
-    /// The next read, sent before the entries of the last one were handed to the hub.
-    pub(super) in_flight: Option<Reading>,
 }
 
 impl ReaderTask {
@@ -193,52 +182,12 @@ impl ReaderTask {
                 lock(&self.shared.wanted).insert(room);
             }
         }
-        // On the writer's connection: the reader's may be blocked in a read sent earlier.
-        let mut conn = self.shared.writer.clone();
-        let opening = open_wanted(&self.shared, &self.hub, &mut conn, &mut self.state);
+        let opening = open_wanted(&self.shared, &self.hub, &mut self.reader, &mut self.state);
         match tokio::time::timeout(WRITE_TIMEOUT, opening).await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => return Err(err.to_string()),
             Err(_) => return Err("no answer in time".into()),
         }
-        let mut reading = match self.in_flight.take() {
-            Some(reading) => reading,
-            None => self.send_read(),
-        };
-        Pin::new(&mut reading).await;
-        let reply = Pin::new(&mut reading)
-            .take_output()
-            .expect("a finished read holds its reply")?;
-        let streams = reply.map(|r| r.keys).unwrap_or_default();
-        if streams.is_empty() {
-            return Ok(());
-        }
-        // The next read goes from where these entries end, and is sent now: its reply
-        // travels while this node writes these lines to its members.
-        for stream in &streams {
-            if let Some(entry) = stream.ids.last() {
-                self.state.last.insert(stream.key.clone(), entry.id.clone());
-            }
-        }
-        let mut next = self.send_read();
-        std::future::poll_fn(|cx| {
-            let _ = Pin::new(&mut next).poll(cx);
-            Poll::Ready(())
-        })
-        .await;
-        self.in_flight = Some(next);
-        // One turn for the node's other tasks first: lines members sent meanwhile go to
-        // Redis (the appender) before the fan-out below wakes every member's writer.
-        tokio::task::yield_now().await;
-        for stream in streams {
-            self.deliver(&stream.key, &stream.ids);
-        }
-        Ok(())
-    }
-
-    /// Sends an `XREAD` of every stream from its last entry delivered, polled once so the
-    /// request is on its way to the connection's task before this returns to the caller.
-    fn send_read(&self) -> Reading {
         let (keys, ids): (Vec<&String>, Vec<&String>) = self.state.last.iter().unzip();
         let mut read = cmd("XREAD");
         read.arg("COUNT")
@@ -248,19 +197,30 @@ impl ReaderTask {
             .arg("STREAMS")
             .arg(&keys)
             .arg(&ids);
-        let mut conn = self.reader.clone();
-        maybe_done(Box::pin(async move {
-            let reply = tokio::time::timeout(
-                WRITE_TIMEOUT,
-                read.query_async::<Option<StreamReadReply>>(&mut conn),
-            )
-            .await;
-            match reply {
-                Ok(Ok(reply)) => Ok(reply),
-                Ok(Err(err)) => Err(err.to_string()),
-                Err(_) => Err("no answer in time".into()),
+        let reply = tokio::time::timeout(
+            WRITE_TIMEOUT,
+            read.query_async::<Option<StreamReadReply>>(&mut self.reader),
+        )
+        .await;
+        let reply = match reply {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(err)) => return Err(err.to_string()),
+            Err(_) => return Err("no answer in time".into()),
+        };
+        let streams = reply.map(|r| r.keys).unwrap_or_default();
+        if streams.is_empty() {
+            return Ok(());
+        }
+        // One turn for the node's other tasks first: lines members sent meanwhile go to
+        // Redis (the appender) before the fan-out below wakes every member's writer.
+        tokio::task::yield_now().await;
+        for stream in streams {
+            if let Some(entry) = stream.ids.last() {
+                self.state.last.insert(stream.key.clone(), entry.id.clone());
             }
-        }))
+            self.deliver(&stream.key, &stream.ids);
+        }
+        Ok(())
     }
 
     /// Hands `entries` of stream `key` to the hub, in order; consecutive lines of one
