@@ -207,7 +207,17 @@ impl ReaderTask {
             Ok(Err(err)) => return Err(err.to_string()),
             Err(_) => return Err("no answer in time".into()),
         };
-        for stream in reply.map(|r| r.keys).unwrap_or_default() {
+        let streams = reply.map(|r| r.keys).unwrap_or_default();
+        if streams.is_empty() {
+            return Ok(());
+        }
+        // One turn for the node's other tasks first: lines members sent meanwhile go to
+        // Redis (the appender) before the fan-out below wakes every member's writer.
+        tokio::task::yield_now().await;
+        for stream in streams {
+            if let Some(entry) = stream.ids.last() {
+                self.state.last.insert(stream.key.clone(), entry.id.clone());
+            }
             self.deliver(&stream.key, &stream.ids);
         }
         Ok(())
@@ -232,7 +242,6 @@ impl ReaderTask {
             }
         };
         for entry in entries {
-            self.state.last.insert(key.to_owned(), entry.id.clone());
             let Some((node, seq)) = origin(entry) else {
                 continue;
             };
