@@ -420,6 +420,23 @@ fn nicks_who_and_msg_span_nodes() {
 }
 
 #[test]
+fn nick_claims_outlive_their_expiry_while_their_owners_stay() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    let _alice = Client::join(a.addr, "alice");
+    let _carol = Client::join(a.addr, "carol");
+    // Claims expire 1.5 s after their last refresh: past two of those, only the heartbeat's
+    // refresh of every member's claim keeps both nicks node a's.
+    std::thread::sleep(Duration::from_millis(3_500));
+    let mut eve = Client::connect(b.addr);
+    eve.expect("you joined #lobby");
+    eve.send("/nick alice");
+    eve.expect("the nickname alice is taken");
+    eve.send("/nick CAROL");
+    eve.expect("the nickname CAROL is taken");
+}
+
+#[test]
 fn a_killed_node_leaves_who_within_two_heartbeats() {
     let redis = Redis::start();
     let a = node(&redis, "a");
