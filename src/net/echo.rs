@@ -13,6 +13,8 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tracing::{debug, warn};
 
 use crate::net::line::{Frame, LineFramer, MESSAGE_PAUSE};
+#[cfg(target_os = "linux")]
+use crate::net::plain_tcp;
 use crate::net::relay::COPY_BUFFER_BYTES;
 #[cfg(target_os = "linux")]
 use crate::net::splice::echo_spliced;
@@ -157,16 +159,6 @@ pub async fn echo<S: AsyncStream>(mut stream: S, config: &ServiceConfig, stop: C
         }
     }
     let _ = stream.shutdown().await;
-}
-
-/// The TCP socket under `stream` when there is nothing between (no TLS, no tracing).
-#[cfg(target_os = "linux")]
-fn plain_tcp(stream: &dyn AsyncStream) -> Option<&tokio::net::TcpStream> {
-    let any = stream.as_any();
-    any.downcast_ref::<tokio::net::TcpStream>().or_else(|| {
-        any.downcast_ref::<crate::net::BoxStream>()
-            .and_then(|inner| plain_tcp(&**inner))
-    })
 }
 
 /// Answers every line with `template`; over-long lines get an error line and the connection

@@ -29,7 +29,11 @@ pub use addr::{AddrError, DEFAULT_BIND_HOST, DEFAULT_CONNECT_HOST, HostPort, Tar
 pub use dial::{DialOptions, Peer};
 pub use error::{FailureClass, NetError, classify};
 pub use server::{Listener, ServerConfig, serve, shutdown_signal};
+#[cfg(target_os = "linux")]
+pub(crate) use splice::{poll_send_file, send_file};
 pub(crate) use stream::forward_async_write;
+#[cfg(target_os = "linux")]
+pub(crate) use stream::plain_tcp;
 pub use stream::{
     AsyncBufStream, AsyncStream, BoxStream, ClientOptions, alpn_protocol, buffered, open, secure,
 };

@@ -1,10 +1,13 @@
-//! Zero-copy echo of a plain TCP socket into itself: `splice(2)` moves the bytes socket →
-//! pipe → socket inside the kernel, never through user memory. Linux only, and plain TCP
-//! only: TLS must decrypt, so it keeps the copying loop of [`crate::net::echo`].
+//! Zero-copy moves of a plain TCP socket's bytes, inside the kernel, never through user
+//! memory: an echo with `splice(2)` (socket → pipe → socket), and a file sent with
+//! `sendfile(2)` (page cache → socket). Linux only, and plain TCP only: TLS must encrypt and
+//! decrypt, so it keeps the copying loops of the callers ([`crate::net::echo`], `--raw`).
 
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl, splice};
@@ -138,5 +141,91 @@ pub(crate) async fn echo_spliced(
             _ = stop.as_mut() => is_reading = false,
             ready = readable => ready?,
         }
+    }
+}
+
+/// Bytes asked of one `sendfile`; the socket takes what its send buffer has room for.
+const SENDFILE_BYTES: usize = 8 << 20;
+
+/// One `sendfile(2)` of up to `len` bytes of `file` from `offset` (advanced by what was sent),
+/// once the socket is writable and until it does not block. `Ok(0)`: `offset` is at the
+/// file's end.
+pub(crate) fn poll_send_file(
+    tcp: &TcpStream,
+    cx: &mut Context<'_>,
+    file: &File,
+    offset: &mut i64,
+    len: usize,
+) -> Poll<io::Result<usize>> {
+    loop {
+        std::task::ready!(tcp.poll_write_ready(cx))?;
+        match tcp.try_io(Interest::WRITABLE, || {
+            Ok(nix::sys::sendfile::sendfile(
+                tcp,
+                file,
+                Some(&mut *offset),
+                len,
+            )?)
+        }) {
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            done => return Poll::Ready(done),
+        }
+    }
+}
+
+/// Sends `file` from its start to its end with `sendfile(2)`: the bytes go from the page cache
+/// to the socket without passing through user memory. Returns the byte count.
+///
+/// A file that is not in the page cache is read from the disk by the call itself, on this
+/// thread, as nginx's `sendfile` does; each call sends at most what the socket's buffer holds.
+pub(crate) async fn send_file(tcp: &TcpStream, file: &File) -> io::Result<u64> {
+    let mut offset = 0i64;
+    loop {
+        let sent =
+            std::future::poll_fn(|cx| poll_send_file(tcp, cx, file, &mut offset, SENDFILE_BYTES))
+                .await?;
+        if sent == 0 {
+            return Ok(u64::try_from(offset).unwrap_or_default());
+        }
+        // A client that never blocks must still let the other connections run.
+        tokio::task::consume_budget().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    #[tokio::test]
+    async fn a_file_much_larger_than_the_socket_buffers_arrives_whole_with_sendfile() {
+        let mut data = vec![0; (20 << 20) + 12_345];
+        blake3::Hasher::new()
+            .update(b"sendfile")
+            .finalize_xof()
+            .fill(&mut data);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("source");
+        std::fs::write(&path, &data).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (mut client, server) = (client.unwrap(), accepted.unwrap().0);
+        let sender = tokio::spawn(async move {
+            let file = File::open(&path).unwrap();
+            let sent = send_file(&server, &file).await.unwrap();
+            drop(server);
+            sent
+        });
+        let mut got = Vec::new();
+        let read = client.read_to_end(&mut got);
+        tokio::time::timeout(Duration::from_secs(60), read)
+            .await
+            .expect("the file arrived")
+            .unwrap();
+        assert_eq!(sender.await.unwrap(), data.len() as u64);
+        assert_eq!(got.len(), data.len());
+        assert!(got == data, "bytes differ");
     }
 }

@@ -44,6 +44,17 @@ pub trait AsyncBufStream: AsyncBufRead + AsyncWrite + Send + Unpin + 'static {}
 
 impl<T: AsyncBufRead + AsyncWrite + Send + Unpin + 'static> AsyncBufStream for T {}
 
+/// The TCP socket under `stream` when there is nothing between (no TLS, no tracing, no
+/// buffer): what `splice` and `sendfile` can work on.
+#[cfg(target_os = "linux")]
+pub(crate) fn plain_tcp(stream: &dyn AsyncStream) -> Option<&tokio::net::TcpStream> {
+    let any = stream.as_any();
+    any.downcast_ref::<tokio::net::TcpStream>().or_else(|| {
+        any.downcast_ref::<BoxStream>()
+            .and_then(|inner| plain_tcp(&**inner))
+    })
+}
+
 /// A client stream as [`open`] makes it with TLS.
 type ClientTls = tokio_rustls::client::TlsStream<Traced<BoxStream>>;
 

@@ -1,6 +1,8 @@
 //! `--raw`, the classic image-server mode: every TCP client gets the bytes of one file and
 //! then EOF; the receiving side reads to EOF into `FILE.part` and renames it. No name, no
-//! size, no hash: interoperable with plain `nc`. Large buffers keep it fast.
+//! size, no hash: interoperable with plain `nc`. On plain TCP (Linux) the sender's bytes never
+//! pass through user memory (`sendfile`); the receiver reads in large buffers, with a thread
+//! that writes the file.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::http::part_file::{open_part, part_path};
-use crate::net::{ClientOptions, DialOptions, HostPort, ServerConfig, open, serve};
+use crate::net::{BoxStream, ClientOptions, DialOptions, HostPort, ServerConfig, open, serve};
 use crate::transfer::recv::{Progress, RecvError, spawn_writer};
 
 /// Size of each read and write.
@@ -35,8 +37,7 @@ pub async fn serve_raw(
         async move {
             let copied = async {
                 let file = tokio::fs::File::open(path.as_ref()).await?;
-                let mut reader = BufReader::with_capacity(RAW_BUFFER_BYTES, file);
-                let n = tokio::io::copy_buf(&mut reader, &mut stream).await?;
+                let n = send_whole(&mut stream, file).await?;
                 stream.shutdown().await?;
                 Ok::<_, std::io::Error>(n)
             };
@@ -50,6 +51,18 @@ pub async fn serve_raw(
         }
     })
     .await;
+}
+
+/// Writes all of `file` to `stream`: with `sendfile` on plain TCP (Linux), the bytes never
+/// pass through user memory; otherwise (`--trace`, other systems) through a buffer.
+async fn send_whole(stream: &mut BoxStream, file: tokio::fs::File) -> std::io::Result<u64> {
+    #[cfg(target_os = "linux")]
+    if let Some(tcp) = crate::net::plain_tcp(&**stream) {
+        let file = file.into_std().await;
+        return crate::net::send_file(tcp, &file).await;
+    }
+    let mut reader = BufReader::with_capacity(RAW_BUFFER_BYTES, file);
+    tokio::io::copy_buf(&mut reader, stream).await
 }
 
 /// Connects to `addr` (by the route `dial` gives) and reads to EOF into `out` (through `out.part`, renamed at the end), or
@@ -141,6 +154,9 @@ pub async fn receive_raw(
     };
     let part = part_path(out);
     let file = open_part(&part, 0).map_err(io_error(&part))?;
+    // Not `splice(2)` socket → pipe → file: it halves this side's CPU when the sender uses
+    // `sendfile`, but doubles it when the sender writes from a buffer (nc), and on loopback
+    // the sender waited for ACKs (bench/results/before-after.md, `--raw`).
     let (tx, done) = spawn_writer(file, 0, false);
     let read = async {
         loop {
@@ -156,7 +172,7 @@ pub async fn receive_raw(
         }
     };
     tokio::select! {
-        result = read => result.map_err(io_error(&part))?,
+        result = read => result.map_err(RecvError::Receive)?,
         _ = stop.cancelled() => return Err(RecvError::Interrupted),
     }
     drop(tx);
@@ -164,7 +180,15 @@ pub async fn receive_raw(
         .await
         .map_err(|e| io_error(&part)(std::io::Error::other(e)))?
         .map_err(io_error(&part))?;
-    std::fs::rename(&part, out).map_err(io_error(out))?;
+    finish(&part, out, written)
+}
+
+/// Renames the complete `part` to `out`.
+fn finish(part: &Path, out: &Path, written: u64) -> Result<u64, RecvError> {
+    std::fs::rename(part, out).map_err(|source| RecvError::Io {
+        path: out.to_owned(),
+        source,
+    })?;
     debug!(bytes = written, "raw receive complete");
     Ok(written)
 }

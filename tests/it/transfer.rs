@@ -551,6 +551,111 @@ fn raw_sender_serves_nc_and_raw_receiver_takes_from_nc() {
     assert!(std::fs::read(&from_nc).expect("from nc") == data);
 }
 
+/// `sockit recv --raw HOST:PORT > FILE` and `>> FILE`, nc style: a regular file as stdout
+/// gets every byte from its start, or after what it held when opened for appending.
+#[test]
+fn raw_receive_into_a_redirected_stdout_writes_or_appends_every_byte() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = tmp.path().join("source.bin");
+    let data = random_bytes(5 << 20, 9);
+    std::fs::write(&file, &data).expect("write");
+    let server = Server::start(&[
+        "send",
+        "--raw",
+        file.to_str().expect("UTF-8"),
+        "--port",
+        "0",
+        "--bind",
+        "127.0.0.1",
+    ]);
+    for append in [false, true] {
+        let got = tmp.path().join(format!("stdout-{append}.bin"));
+        std::fs::write(&got, b"held before\n").expect("write");
+        let stdout = std::fs::OpenOptions::new()
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(&got)
+            .expect("open");
+        let mut child = sockit()
+            .args(["recv", "--raw", &server.addr.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn sockit recv --raw");
+        let status = wait_timeout(&mut child, WAIT).expect("recv --raw exits");
+        assert!(status.success(), "{status:?}");
+        let mut want = if append {
+            b"held before\n".to_vec()
+        } else {
+            Vec::new()
+        };
+        want.extend_from_slice(&data);
+        let on_disk = std::fs::read(&got).expect("read back");
+        assert_eq!(on_disk.len(), want.len(), "append: {append}");
+        assert!(on_disk == want, "bytes differ (append: {append})");
+    }
+}
+
+/// `recv --raw -o FILE` from a sender that gives 3 MiB (three pipes' worth) and then stalls:
+/// those bytes are in `FILE.part`, byte for byte, and a receiver killed (SIGKILL) or
+/// interrupted (SIGINT: exit 130) there leaves the `.part`, never `FILE`.
+#[test]
+fn raw_receive_stopped_mid_way_leaves_the_part_file_and_not_the_file() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = random_bytes(3 << 20, 8);
+    for signal in ["KILL", "INT"] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let out = tmp.path().join(format!("got-{signal}.bin"));
+        let part = tmp.path().join(format!("got-{signal}.bin.part"));
+        let mut child = sockit()
+            .args([
+                "recv",
+                "--raw",
+                &listener.local_addr().expect("addr").to_string(),
+            ])
+            .args(["-o", out.to_str().expect("UTF-8")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sockit recv --raw");
+        let deadline = Instant::now() + WAIT;
+        let mut conn = loop {
+            match listener.accept() {
+                Ok((conn, _)) => break conn,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(Instant::now() < deadline, "recv --raw never connected");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        conn.set_nonblocking(false).expect("blocking");
+        conn.write_all(&data).expect("send");
+        wait_for_size(&part, data.len() as u64);
+        let pid = child.id().to_string();
+        let (_, err, code) = run_cmd(
+            Command::new("kill").args([&format!("-{signal}"), &pid]),
+            b"",
+        );
+        assert_eq!(code, Some(0), "{err}");
+        let status = wait_timeout(&mut child, WAIT).expect("recv --raw exits");
+        if signal == "INT" {
+            assert_eq!(status.code(), Some(130), "{status:?}");
+        }
+        assert!(!out.exists(), "{} appeared after {signal}", out.display());
+        assert!(
+            std::fs::read(&part).expect("the .part stays") == data,
+            "the .part does not hold the bytes sent ({signal})"
+        );
+        drop(conn);
+    }
+}
+
 #[test]
 fn once_exits_after_the_first_complete_receive() {
     let tmp = tempfile::tempdir().expect("tempdir");

@@ -159,9 +159,7 @@ mod linux {
         len: usize,
     ) -> Option<Poll<io::Result<usize>>> {
         let mut offset = i64::try_from(offset).ok()?;
-        match poll_op(tcp, cx, || {
-            nix::sys::sendfile::sendfile(tcp, file, Some(&mut offset), len)
-        }) {
+        match crate::net::poll_send_file(tcp, cx, file, &mut offset, len) {
             Poll::Ready(Ok(0)) => None,
             Poll::Ready(Err(e))
                 if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) =>
