@@ -26,11 +26,13 @@ SOCKIT=$(realpath "$SOCKIT")
 LOAD=(taskset -c 1 "$SOCKIT" bench echo --json)
 tmp=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
+# Each server runs in a process group of its own, ended whole: ncat forks a child (and a cat)
+# per connection, and a child stuck on a stalled stream outlives its parent otherwise.
+cleanup() { for p in "${pids[@]}"; do kill -- "-$p" 2>/dev/null || kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
 trap cleanup EXIT
 
 start_server() { # name cmd...
-  taskset -c 0 "${@:2}" >/dev/null 2>"$tmp/$1.err" &
+  setsid taskset -c 0 "${@:2}" >/dev/null 2>"$tmp/$1.err" &
   pids+=($!)
 }
 
