@@ -30,7 +30,7 @@ pub use dial::{DialOptions, Peer};
 pub use error::{FailureClass, NetError, classify};
 pub use server::{Listener, ServerConfig, serve, shutdown_signal};
 #[cfg(target_os = "linux")]
-pub(crate) use splice::{poll_send_file, send_file};
+pub(crate) use splice::{poll_send_file, poll_write_op, send_file};
 pub(crate) use stream::forward_async_write;
 #[cfg(target_os = "linux")]
 pub(crate) use stream::plain_tcp;

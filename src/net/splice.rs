@@ -157,16 +157,20 @@ pub(crate) fn poll_send_file(
     offset: &mut i64,
     len: usize,
 ) -> Poll<io::Result<usize>> {
+    poll_write_op(tcp, cx, || {
+        nix::sys::sendfile::sendfile(tcp, file, Some(&mut *offset), len)
+    })
+}
+
+/// Runs the write `op` on `tcp` once the socket is writable, until it does not block.
+pub(crate) fn poll_write_op(
+    tcp: &TcpStream,
+    cx: &mut Context<'_>,
+    mut op: impl FnMut() -> nix::Result<usize>,
+) -> Poll<io::Result<usize>> {
     loop {
         std::task::ready!(tcp.poll_write_ready(cx))?;
-        match tcp.try_io(Interest::WRITABLE, || {
-            Ok(nix::sys::sendfile::sendfile(
-                tcp,
-                file,
-                Some(&mut *offset),
-                len,
-            )?)
-        }) {
+        match tcp.try_io(Interest::WRITABLE, || op().map_err(io::Error::from)) {
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
             done => return Poll::Ready(done),
         }

@@ -180,15 +180,7 @@ pub async fn receive_raw(
         .await
         .map_err(|e| io_error(&part)(std::io::Error::other(e)))?
         .map_err(io_error(&part))?;
-    finish(&part, out, written)
-}
-
-/// Renames the complete `part` to `out`.
-fn finish(part: &Path, out: &Path, written: u64) -> Result<u64, RecvError> {
-    std::fs::rename(part, out).map_err(|source| RecvError::Io {
-        path: out.to_owned(),
-        source,
-    })?;
+    std::fs::rename(&part, out).map_err(io_error(out))?;
     debug!(bytes = written, "raw receive complete");
     Ok(written)
 }

@@ -516,16 +516,7 @@ fn tls_end_without_close_notify_keeps_the_data_and_fails_loudly() {
 /// `sockit send --raw FILE` for the raw receive tests.
 fn raw_sender(dir: &Dir, len: usize) -> (Server, PathBuf) {
     let file = dir.random_file("offered", len, 21);
-    let server = Server::start(&[
-        "send",
-        "--raw",
-        file.to_str().expect("utf-8 path"),
-        "--port",
-        "0",
-        "--bind",
-        "127.0.0.1",
-    ]);
-    (server, file)
+    (Server::raw_sender(&file), file)
 }
 
 fn mkfifo(path: &Path) {

@@ -458,15 +458,7 @@ fn raw_sender_serves_nc_and_raw_receiver_takes_from_nc() {
     std::fs::write(&file, &data).expect("write");
 
     // sockit send --raw → nc
-    let server = Server::start(&[
-        "send",
-        "--raw",
-        file.to_str().expect("UTF-8"),
-        "--port",
-        "0",
-        "--bind",
-        "127.0.0.1",
-    ]);
+    let server = Server::raw_sender(&file);
     let port = server.addr.port().to_string();
     let (out, err, status) = run_cmd(Command::new("nc").args(["-d", "127.0.0.1", &port]), b"");
     assert_eq!(status, Some(0), "{err}");
@@ -559,15 +551,7 @@ fn raw_receive_into_a_redirected_stdout_writes_or_appends_every_byte() {
     let file = tmp.path().join("source.bin");
     let data = random_bytes(5 << 20, 9);
     std::fs::write(&file, &data).expect("write");
-    let server = Server::start(&[
-        "send",
-        "--raw",
-        file.to_str().expect("UTF-8"),
-        "--port",
-        "0",
-        "--bind",
-        "127.0.0.1",
-    ]);
+    let server = Server::raw_sender(&file);
     for append in [false, true] {
         let got = tmp.path().join(format!("stdout-{append}.bin"));
         std::fs::write(&got, b"held before\n").expect("write");

@@ -129,25 +129,7 @@ mod linux {
     use std::task::{Context, Poll};
 
     use nix::sys::socket::{MsgFlags, SockaddrStorage, sendmsg};
-    use tokio::io::Interest;
     use tokio::net::TcpStream;
-
-    /// Runs `op` once the socket is writable, until it does not block.
-    fn poll_op(
-        tcp: &TcpStream,
-        cx: &mut Context<'_>,
-        mut op: impl FnMut() -> nix::Result<usize>,
-    ) -> Poll<io::Result<usize>> {
-        loop {
-            if let Err(e) = std::task::ready!(tcp.poll_write_ready(cx)) {
-                return Poll::Ready(Err(e));
-            }
-            match tcp.try_io(Interest::WRITABLE, || op().map_err(io::Error::from)) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                done => return Poll::Ready(done),
-            }
-        }
-    }
 
     /// Sends `len` bytes of `file` from `offset`. `None` when the file no longer holds them
     /// (cut short since) or cannot be sent this way: the caller writes them from memory.
@@ -178,7 +160,7 @@ mod linux {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let fd = tcp.as_raw_fd();
-        poll_op(tcp, cx, || {
+        crate::net::poll_write_op(tcp, cx, || {
             sendmsg(
                 fd,
                 bufs,

@@ -40,6 +40,12 @@ impl Server {
         Self::start_command(cmd, stdin)
     }
 
+    /// `sockit send --raw FILE` on 127.0.0.1, a port of its own: every connection gets the file.
+    pub fn raw_sender(file: &std::path::Path) -> Server {
+        let file = file.to_str().expect("UTF-8 path");
+        Self::start(&["send", "--raw", file, "--port", "0", "--bind", "127.0.0.1"])
+    }
+
     /// Starts a command that runs sockit (under a wrapper such as `setpriv`), as [`Server::start`].
     pub fn start_command(mut cmd: Command, stdin: Stdio) -> Server {
         let args = format!("{cmd:?}");
