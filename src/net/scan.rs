@@ -695,7 +695,6 @@ mod tests {
         drop(fillers);
     }
 
-    /// Listeners on loopback, and as many ports that were free a moment ago.
     /// The probe a scan of an IPv4 host must use here: the SYN probe as root (which has
     /// CAP_NET_RAW), the connect probe otherwise. So the tests check whichever path this
     /// user's scans take, and fail if root's scans fall back.
@@ -707,6 +706,7 @@ mod tests {
         }
     }
 
+    /// Listeners on loopback, and as many ports that were free a moment ago.
     fn open_and_closed(n: usize) -> (Vec<std::net::TcpListener>, Vec<u16>, Vec<u16>) {
         let listeners: Vec<_> = (0..n)
             .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
@@ -723,7 +723,7 @@ mod tests {
         spec.join(",").parse().unwrap()
     }
 
-    /// The test machine runs as root (CAP_NET_RAW): the SYN probe must be the one that ran.
+    /// As root (CAP_NET_RAW) the SYN probe must be the one that ran, and connect to nothing.
     #[tokio::test]
     async fn the_syn_probe_finds_exactly_the_listeners_and_connects_to_nothing() {
         let (_listeners, open, closed) = open_and_closed(5);
