@@ -497,6 +497,44 @@ fn a_fresh_node_replays_history_from_the_stream() {
 }
 
 #[test]
+fn entries_written_field_by_field_by_earlier_versions_still_show_as_history() {
+    let redis = Redis::start();
+    // Before entries were packed into one field, each field was its own (the line as
+    // members see it).
+    redis.cli(&["SADD", "sockit:rooms", "lobby"]);
+    for (seq, kind, line) in [
+        ("1", "m", "<olga> old line\n"),
+        ("2", "a", "* olga waves\n"),
+    ] {
+        redis.cli(&[
+            "XADD",
+            "sockit:room:lobby",
+            "*",
+            "n",
+            "old/1",
+            "q",
+            seq,
+            "k",
+            kind,
+            "c",
+            "0",
+            "u",
+            "olga",
+            "t",
+            "1700000000000",
+            "l",
+            line,
+        ]);
+    }
+    let a = node(&redis, "a");
+    let mut carol = Client::connect(a.addr);
+    carol.expect("last 2 lines of #lobby");
+    carol.expect("<olga> old line");
+    carol.expect("* olga waves");
+    carol.expect("end of history");
+}
+
+#[test]
 fn redis_restarted_empty_is_told_and_chat_goes_on() {
     let mut redis = Redis::start();
     let (a, b) = (node(&redis, "a"), node(&redis, "b"));

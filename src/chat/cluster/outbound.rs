@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::chat::cluster::connection::WRITE_TIMEOUT;
+use crate::chat::cluster::entry::{FIELD, Fields, Kind};
 use crate::chat::cluster::node::{Shared, inbox_key, lock, room_key};
 use crate::chat::cluster::presence::{CLAIM, nick_claim_key};
 use crate::chat::framing::{LineKind, RoomLine};
@@ -227,62 +228,47 @@ pub(super) fn xadd(p: &mut redis::Pipeline, shared: &Shared, item: &Outbound) {
         Outbound::Private { node, .. } => (inbox_key(node), 1_000),
         Outbound::Canary { .. } => (inbox_key(inc), 1_000),
     };
-    let c = p
-        .cmd("XADD")
-        .arg(key)
-        .arg("MAXLEN")
-        .arg("~")
-        .arg(max_len)
-        .arg("*")
-        .arg("n")
-        .arg(inc);
-    match item {
+    let (kind, seq, client, at_ms, nick, to, body): (_, _, _, _, &str, &str, &[u8]) = match item {
         Outbound::Line {
             seq, from, line, ..
         } => {
             let kind = match line.kind {
-                LineKind::Message => "m",
-                LineKind::Action => "a",
+                LineKind::Message => Kind::Message,
+                LineKind::Action => Kind::Action,
             };
-            c.arg("q")
-                .arg(*seq)
-                .arg("k")
-                .arg(kind)
-                .arg("c")
-                .arg(from.map_or(0, ClientId::number))
-                .arg("u")
-                .arg(&*line.nick)
-                .arg("t")
-                .arg(line.at_ms)
-                .arg("l")
-                .arg(&line.line[..]);
+            let client = from.map_or(0, ClientId::number);
+            (kind, *seq, client, line.at_ms, &line.nick, "", &line.line)
         }
-        Outbound::Notice { seq, text, .. } => {
-            c.arg("q").arg(*seq).arg("k").arg("n").arg("l").arg(text);
-        }
+        Outbound::Notice { seq, text, .. } => (Kind::Notice, *seq, 0, 0, "", "", text.as_bytes()),
         Outbound::Private {
             seq,
             from,
             to,
             text,
             ..
-        } => {
-            c.arg("q")
-                .arg(*seq)
-                .arg("k")
-                .arg("p")
-                .arg("u")
-                .arg(from)
-                .arg("to")
-                .arg(to)
-                .arg("l")
-                .arg(text);
-        }
-        Outbound::Canary { seq, at_ms } => {
-            c.arg("q").arg(*seq).arg("k").arg("c").arg("t").arg(*at_ms);
-        }
+        } => (Kind::Private, *seq, 0, 0, from, to, text.as_bytes()),
+        Outbound::Canary { seq, at_ms } => (Kind::Canary, *seq, 0, *at_ms, "", "", b""),
+    };
+    let packed = Fields {
+        kind,
+        seq,
+        client,
+        at_ms,
+        node: inc,
+        nick,
+        to,
+        body,
     }
-    c.ignore();
+    .pack();
+    p.cmd("XADD")
+        .arg(key)
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(max_len)
+        .arg("*")
+        .arg(FIELD)
+        .arg(packed)
+        .ignore();
 }
 
 /// Appends the queue to Redis in order, a batch at a time; a batch that fails is sent

@@ -5,17 +5,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use redis::aio::ConnectionManager;
 use redis::cmd;
-use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::chat::cluster::connection::WRITE_TIMEOUT;
+use crate::chat::cluster::entry::{Entries, Entry, Kind, StreamsRead};
 use crate::chat::cluster::node::{Shared, lock, room_key};
 use crate::chat::cluster::outbound::BATCH;
-use crate::chat::framing::{LineId, LineKind, RoomLine, now_ms};
+use crate::chat::framing::{RoomLine, now_ms};
 use crate::chat::hub::{ClientId, Hub, Post};
 
 /// How long a blocking read waits in Redis for new entries.
@@ -63,7 +63,7 @@ pub(super) async fn open_wanted(
     };
     for room in wanted {
         let key = room_key(&room);
-        let reply: StreamRangeReply = cmd("XREVRANGE")
+        let Entries(entries) = cmd("XREVRANGE")
             .arg(&key)
             .arg("+")
             .arg("-")
@@ -71,19 +71,18 @@ pub(super) async fn open_wanted(
             .arg(shared.history_lines + 20)
             .query_async(reader)
             .await?;
-        let last = reply
-            .ids
+        let last = entries
             .first()
             .map_or("0-0".to_owned(), |entry| entry.id.clone());
         let mut lines = Vec::new();
-        for entry in reply.ids.iter().rev() {
-            let Some((node, seq)) = origin(entry) else {
+        for entry in entries.iter().rev() {
+            let Some(node) = entry.node() else {
                 continue;
             };
-            if !state.is_new(&key, &node, seq) {
+            if !state.is_new(&key, node, entry.seq) {
                 continue;
             }
-            if let Some(line) = room_line(entry) {
+            if let Some(line) = entry.room_line() {
                 lines.push(line);
             }
         }
@@ -93,35 +92,6 @@ pub(super) async fn open_wanted(
     }
     shared.opened_changed.notify_waiters();
     Ok(())
-}
-
-/// The (incarnation, sequence) an entry was appended with.
-pub(super) fn origin(entry: &StreamId) -> Option<(String, u64)> {
-    Some((entry.get::<String>("n")?, entry.get::<u64>("q")?))
-}
-
-/// A stream entry id as a line id.
-pub(super) fn line_id(id: &str) -> LineId {
-    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
-    LineId::stream(ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
-}
-
-/// The room line an entry holds (`None` for a notice).
-pub(super) fn room_line(entry: &StreamId) -> Option<RoomLine> {
-    let kind = match entry.get::<String>("k")?.as_str() {
-        "m" => LineKind::Message,
-        "a" => LineKind::Action,
-        _ => return None,
-    };
-    let nick: String = entry.get("u")?;
-    let line: Vec<u8> = entry.get("l")?;
-    Some(RoomLine {
-        id: line_id(&entry.id),
-        at_ms: entry.get("t").unwrap_or(0),
-        kind,
-        nick: Arc::from(nick),
-        line: Bytes::from(line),
-    })
 }
 
 /// Reads every open room (and this node's inbox) from the last entry id delivered, and
@@ -199,33 +169,32 @@ impl ReaderTask {
             .arg(&ids);
         let reply = tokio::time::timeout(
             WRITE_TIMEOUT,
-            read.query_async::<Option<StreamReadReply>>(&mut self.reader),
+            read.query_async::<StreamsRead>(&mut self.reader),
         )
         .await;
-        let reply = match reply {
-            Ok(Ok(reply)) => reply,
+        let streams = match reply {
+            Ok(Ok(StreamsRead(streams))) => streams,
             Ok(Err(err)) => return Err(err.to_string()),
             Err(_) => return Err("no answer in time".into()),
         };
-        let streams = reply.map(|r| r.keys).unwrap_or_default();
         if streams.is_empty() {
             return Ok(());
         }
         // One turn for the node's other tasks first: lines members sent meanwhile go to
         // Redis (the appender) before the fan-out below wakes every member's writer.
         tokio::task::yield_now().await;
-        for stream in streams {
-            if let Some(entry) = stream.ids.last() {
-                self.state.last.insert(stream.key.clone(), entry.id.clone());
+        for (key, entries) in streams {
+            if let Some(entry) = entries.last() {
+                self.state.last.insert(key.clone(), entry.id.clone());
             }
-            self.deliver(&stream.key, &stream.ids);
+            self.deliver(&key, &entries);
         }
         Ok(())
     }
 
     /// Hands `entries` of stream `key` to the hub, in order; consecutive lines of one
     /// sender go as one post.
-    pub(super) fn deliver(&mut self, key: &str, entries: &[StreamId]) {
+    pub(super) fn deliver(&mut self, key: &str, entries: &[Entry]) {
         let room = key.strip_prefix("sockit:room:");
         let mut group: Vec<RoomLine> = Vec::new();
         let mut group_from: Option<ClientId> = None;
@@ -242,20 +211,17 @@ impl ReaderTask {
             }
         };
         for entry in entries {
-            let Some((node, seq)) = origin(entry) else {
+            let Some(node) = entry.node() else {
                 continue;
             };
-            if !self.state.is_new(key, &node, seq) {
+            if !self.state.is_new(key, node, entry.seq) {
                 skipped += 1;
                 continue;
             }
             delivered += 1;
             let is_mine = node == self.shared.incarnation;
-            let from = entry
-                .get::<u64>("c")
-                .filter(|c| is_mine && *c != 0)
-                .map(ClientId::from_number);
-            if let Some(line) = room_line(entry) {
+            let from = (is_mine && entry.client != 0).then(|| ClientId::from_number(entry.client));
+            if let Some(line) = entry.room_line() {
                 if from != group_from && !group.is_empty() {
                     flush(&mut group, group_from);
                 }
@@ -264,23 +230,20 @@ impl ReaderTask {
                 continue;
             }
             flush(&mut group, group_from);
-            let text: String = entry.get("l").unwrap_or_default();
-            match entry.get::<String>("k").as_deref() {
-                Some("n") => {
+            match entry.kind {
+                Kind::Notice => {
                     if let Some(room) = room {
-                        self.hub.deliver(room, &Post::notice(text), None);
+                        self.hub.deliver(room, &Post::notice(entry.text()), None);
                     }
                 }
-                Some("p") => {
-                    let from: String = entry.get("u").unwrap_or_default();
-                    let to: String = entry.get("to").unwrap_or_default();
-                    self.hub.deliver_private(&from, &to, &text);
+                Kind::Private => {
+                    self.hub
+                        .deliver_private(&entry.nick(), &entry.to(), &entry.text());
                 }
-                Some("c") if is_mine => {
-                    let sent: i64 = entry.get("t").unwrap_or(0);
+                Kind::Canary if is_mine => {
                     let mut h = lock(&self.shared.health);
                     h.canary_seen = Some(Instant::now());
-                    h.canary_latency_ms = Some(now_ms() - sent);
+                    h.canary_latency_ms = Some(now_ms() - entry.at_ms);
                 }
                 _ => {}
             }
@@ -310,12 +273,5 @@ mod tests {
             state.is_new("other", "a/1", 1),
             "another stream counts apart"
         );
-    }
-
-    #[test]
-    fn stream_ids_become_line_ids_in_order() {
-        assert_eq!(line_id("1700000000000-3").to_string(), "1700000000000-3");
-        assert!(line_id("1700000000000-3") < line_id("1700000000001-0"));
-        assert!(line_id("9-10") > line_id("9-9"));
     }
 }
