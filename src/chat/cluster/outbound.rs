@@ -219,6 +219,8 @@ impl Bus for RedisBus {
     }
 }
 
+/// Adds `item`'s `XADD` to `p`: one packed entry on its room's stream or a node's inbox,
+/// trimmed to about `max_len` entries.
 pub(super) fn xadd(p: &mut redis::Pipeline, shared: &Shared, item: &Outbound) {
     let inc = &shared.incarnation;
     let (key, max_len) = match item {
@@ -228,38 +230,57 @@ pub(super) fn xadd(p: &mut redis::Pipeline, shared: &Shared, item: &Outbound) {
         Outbound::Private { node, .. } => (inbox_key(node), 1_000),
         Outbound::Canary { .. } => (inbox_key(inc), 1_000),
     };
-    let (kind, seq, client, at_ms, nick, to, body): (_, _, _, _, &str, &str, &[u8]) = match item {
+    let none = Fields {
+        kind: Kind::Canary,
+        seq: 0,
+        client: 0,
+        at_ms: 0,
+        node: inc,
+        nick: "",
+        to: "",
+        body: b"",
+    };
+    let fields = match item {
         Outbound::Line {
             seq, from, line, ..
-        } => {
-            let kind = match line.kind {
+        } => Fields {
+            kind: match line.kind {
                 LineKind::Message => Kind::Message,
                 LineKind::Action => Kind::Action,
-            };
-            let client = from.map_or(0, ClientId::number);
-            (kind, *seq, client, line.at_ms, &line.nick, "", &line.line)
-        }
-        Outbound::Notice { seq, text, .. } => (Kind::Notice, *seq, 0, 0, "", "", text.as_bytes()),
+            },
+            seq: *seq,
+            client: from.map_or(0, ClientId::number),
+            at_ms: line.at_ms,
+            nick: &line.nick,
+            body: &line.line,
+            ..none
+        },
+        Outbound::Notice { seq, text, .. } => Fields {
+            kind: Kind::Notice,
+            seq: *seq,
+            body: text.as_bytes(),
+            ..none
+        },
         Outbound::Private {
             seq,
             from,
             to,
             text,
             ..
-        } => (Kind::Private, *seq, 0, 0, from, to, text.as_bytes()),
-        Outbound::Canary { seq, at_ms } => (Kind::Canary, *seq, 0, *at_ms, "", "", b""),
+        } => Fields {
+            kind: Kind::Private,
+            seq: *seq,
+            nick: from,
+            to,
+            body: text.as_bytes(),
+            ..none
+        },
+        Outbound::Canary { seq, at_ms } => Fields {
+            seq: *seq,
+            at_ms: *at_ms,
+            ..none
+        },
     };
-    let packed = Fields {
-        kind,
-        seq,
-        client,
-        at_ms,
-        node: inc,
-        nick,
-        to,
-        body,
-    }
-    .pack();
     p.cmd("XADD")
         .arg(key)
         .arg("MAXLEN")
@@ -267,7 +288,7 @@ pub(super) fn xadd(p: &mut redis::Pipeline, shared: &Shared, item: &Outbound) {
         .arg(max_len)
         .arg("*")
         .arg(FIELD)
-        .arg(packed)
+        .arg(fields.pack())
         .ignore();
 }
 
