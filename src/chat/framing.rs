@@ -33,8 +33,9 @@ pub(crate) enum LineKind {
 }
 
 /// A room line's id, increasing within its room: a number counted by this server (kept
-/// across restarts with `--db`), or with `--cluster` the Redis stream entry id `MS-SEQ`, so a
-/// page can resume on any node. Browsers see it as an opaque string.
+/// across restarts with `--db`), or with `--cluster` `MS-N` from the Redis stream entry id
+/// `MS-SEQ` and the line's place in the entry, so a page can resume on any node. Browsers see
+/// it as an opaque string.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct LineId {
     /// Milliseconds of a stream entry id; 0 for a number counted here.
@@ -48,7 +49,7 @@ impl LineId {
         Self { ms: 0, seq: n }
     }
 
-    /// A Redis stream entry id.
+    /// A line of a Redis stream entry (see `chat::cluster::entry`).
     pub(crate) const fn stream(ms: u64, seq: u64) -> Self {
         Self { ms, seq }
     }

@@ -534,6 +534,44 @@ fn entries_written_field_by_field_by_earlier_versions_still_show_as_history() {
     carol.expect("end of history");
 }
 
+/// CPU time (user + system, clock ticks) a process has used so far.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses: utime and stime are the 12th
+    // and 13th of them.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<u64> = after
+        .split(' ')
+        .skip(11)
+        .take(2)
+        .map(|f| f.parse().unwrap())
+        .collect();
+    fields.iter().sum()
+}
+
+#[test]
+fn an_entry_another_program_added_is_passed_over_without_spinning() {
+    let redis = Redis::start();
+    let a = node(&redis, "a");
+    let mut alice = Client::join(a.addr, "alice");
+    let mut bob = Client::join(a.addr, "bob");
+    alice.send("before");
+    bob.expect("<alice> before");
+    // Not a sockit entry, and the newest in the stream: the reader must read past it, not
+    // read it again and again.
+    redis.cli(&["XADD", "sockit:room:lobby", "*", "foo", "bar"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let start = cpu_ticks(a.child.id());
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_ticks(a.child.id()) - start;
+    assert!(
+        used < 30,
+        "the node used {used} ticks of CPU in a second doing nothing"
+    );
+    alice.send("after");
+    bob.expect("<alice> after");
+}
+
 #[test]
 fn redis_restarted_empty_is_told_and_chat_goes_on() {
     let mut redis = Redis::start();

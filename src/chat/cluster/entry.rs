@@ -1,18 +1,19 @@
-//! One stream entry as nodes write and read it. Every field is packed into one value
-//! (field `e`), so Redis stores and every node parses two strings per line instead of
-//! fourteen; replies are walked straight into [`Entry`] values, without the generic
+//! Stream entries as nodes write and read them. An entry is one field, `e`, holding one or
+//! more records back to back: a run of lines said in a room goes as one entry, so Redis stores
+//! and serves, and every node parses, one entry per run instead of fourteen strings per line;
+//! replies are walked straight into [`Entry`] values (one per record), without the generic
 //! per-entry field map.
 //!
-//! The packed value is a header line of seven decimal or one-letter tokens, then four
-//! strings back to back, the last one running to the end:
+//! A record is a header line of eight decimal or one-letter tokens, then four strings:
 //!
 //! ```text
-//! KIND SEQ CLIENT AT_MS NODE_LEN NICK_LEN TO_LEN\n NODE NICK TO BODY
+//! KIND SEQ CLIENT AT_MS NODE_LEN NICK_LEN TO_LEN BODY_LEN\n NODE NICK TO BODY
 //! ```
 //!
 //! KIND is `m` (message), `a` (action), `n` (notice), `p` (private message) or `c`
-//! (canary). Entries written field by field (`n`, `q`, `k`, `c`, `u`, `to`, `t`, `l`) by
-//! earlier versions are read too, so a room's older history still shows.
+//! (canary). The line of record `i` of entry `MS-SEQ` has the id `MS-(SEQ × 1024 + i)`, so ids
+//! follow the stream's order. Entries written field by field (`n`, `q`, `k`, `c`, `u`, `to`,
+//! `t`, `l`) by earlier versions are read too, so a room's older history still shows.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -22,8 +23,11 @@ use redis::{FromRedisValue, ParsingError, Value};
 
 use crate::chat::framing::{LineId, LineKind, RoomLine};
 
-/// The field that holds a packed entry.
+/// The field that holds an entry's records.
 pub(super) const FIELD: &str = "e";
+
+/// Most records in one entry (line ids leave room for this many per entry).
+pub(super) const MAX_RECORDS: usize = 1024;
 
 /// What an entry carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,23 +81,21 @@ pub(super) struct Fields<'a> {
 }
 
 impl Fields<'_> {
-    /// The packed value of field [`FIELD`].
-    pub(super) fn pack(&self) -> Vec<u8> {
-        let mut header = String::with_capacity(48);
+    /// Appends this record to an entry's value (field [`FIELD`]).
+    pub(super) fn pack_into(&self, out: &mut Vec<u8>) {
+        let mut header = String::with_capacity(56);
         // Writing into a String cannot fail.
         let _ = writeln!(
             header,
-            "{} {} {} {} {} {} {}",
+            "{} {} {} {} {} {} {} {}",
             self.kind.tag(),
             self.seq,
             self.client,
             self.at_ms,
             self.node.len(),
             self.nick.len(),
-            self.to.len()
-        );
-        let mut out = Vec::with_capacity(
-            header.len() + self.node.len() + self.nick.len() + self.to.len() + self.body.len(),
+            self.to.len(),
+            self.body.len()
         );
         for part in [
             header.as_bytes(),
@@ -104,15 +106,14 @@ impl Fields<'_> {
         ] {
             out.extend_from_slice(part);
         }
-        out
     }
 }
 
-/// One stream entry as read back; the strings share the reply's buffer.
+/// One record of a stream entry as read back; the strings share the reply's buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Entry {
-    /// The stream entry id (`MS-SEQ`).
-    pub(super) id: String,
+    /// The line id: the stream entry's, with the record's place in it.
+    pub(super) id: LineId,
     pub(super) kind: Kind,
     pub(super) seq: u64,
     pub(super) client: u64,
@@ -150,7 +151,7 @@ impl Entry {
             _ => return None,
         };
         Some(RoomLine {
-            id: line_id(&self.id),
+            id: self.id,
             at_ms: self.at_ms,
             kind,
             nick: Arc::from(String::from_utf8_lossy(&self.nick)),
@@ -158,14 +159,39 @@ impl Entry {
         })
     }
 
-    /// An entry from its id and packed value; `None` if the value is not one.
-    pub(super) fn unpack(id: String, packed: Bytes) -> Option<Entry> {
-        let end = packed.iter().position(|&b| b == b'\n')?;
-        let mut tokens = packed[..end].split(|&b| b == b' ');
+    /// The records of entry `id`'s value, appended to `out`; `false` (and nothing appended)
+    /// if the value is not a whole number of records.
+    fn unpack(id: (u64, u64), packed: &Bytes, out: &mut Vec<Entry>) -> bool {
+        let start = out.len();
+        let mut at = 0;
+        while at < packed.len() {
+            let record = (out.len() - start < MAX_RECORDS)
+                .then(|| Entry::unpack_one(id, out.len() - start, packed, at))
+                .flatten();
+            let Some((entry, next)) = record else {
+                out.truncate(start);
+                return false;
+            };
+            out.push(entry);
+            at = next;
+        }
+        out.len() > start
+    }
+
+    /// The record at `at` of `packed`, and where the next one starts.
+    fn unpack_one(
+        (ms, seq_in_ms): (u64, u64),
+        index: usize,
+        packed: &Bytes,
+        at: usize,
+    ) -> Option<(Entry, usize)> {
+        let rest = packed.get(at..)?;
+        let end = at + rest.iter().position(|&b| b == b'\n')?;
+        let mut tokens = packed[at..end].split(|&b| b == b' ');
         let kind = Kind::from_tag(tokens.next()?)?;
         let mut next = || -> Option<u64> { std::str::from_utf8(tokens.next()?).ok()?.parse().ok() };
         let (seq, client, at_ms) = (next()?, next()?, i64::try_from(next()?).ok()?);
-        let lens = [next()?, next()?, next()?].map(|len| usize::try_from(len).ok());
+        let lens = [next()?, next()?, next()?, next()?].map(|len| usize::try_from(len).ok());
         if next().is_some() {
             return None;
         }
@@ -176,10 +202,17 @@ impl Entry {
             at = until;
             Some(part)
         };
-        let (node, nick, to) = (take(lens[0])?, take(lens[1])?, take(lens[2])?);
-        let body = packed.slice(at..);
-        Some(Entry {
-            id,
+        let (node, nick, to, body) = (
+            take(lens[0])?,
+            take(lens[1])?,
+            take(lens[2])?,
+            take(lens[3])?,
+        );
+        let line = seq_in_ms
+            .checked_mul(MAX_RECORDS as u64)?
+            .checked_add(index as u64)?;
+        let entry = Entry {
+            id: LineId::stream(ms, line),
             kind,
             seq,
             client,
@@ -188,22 +221,23 @@ impl Entry {
             nick,
             to,
             body,
-        })
+        };
+        Some((entry, at))
     }
 
-    /// An entry from its id and its field/value list, packed or written field by field;
-    /// `None` if it has no origin (node and sequence) or kind.
-    fn from_fields(id: String, fields: Vec<Value>) -> Option<Entry> {
+    /// The records of entry `id` from its field/value list, packed or written field by
+    /// field, appended to `out`; `false` if it has none (no origin or kind, a damaged value).
+    fn from_fields(id: (u64, u64), fields: Vec<Value>, out: &mut Vec<Entry>) -> bool {
         let mut fields = fields.into_iter();
         let (mut node, mut seq, mut kind) = (None, None, None);
         let (mut client, mut at_ms) = (0, 0);
         let (mut nick, mut to, mut body) = (Bytes::new(), Bytes::new(), Bytes::new());
         while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
             let (Some(name), Some(value)) = (bytes(name), bytes(value)) else {
-                return None;
+                return false;
             };
             match &name[..] {
-                b"e" => return Entry::unpack(id, value),
+                b"e" => return Entry::unpack(id, &value, out),
                 b"n" => node = Some(value),
                 b"q" => seq = number(&value),
                 b"k" => kind = Kind::from_tag(&value),
@@ -219,24 +253,28 @@ impl Entry {
                 _ => {}
             }
         }
-        Some(Entry {
-            id,
-            kind: kind?,
-            seq: seq?,
+        let (Some(kind), Some(seq), Some(node)) = (kind, seq, node) else {
+            return false;
+        };
+        out.push(Entry {
+            id: LineId::stream(id.0, id.1.saturating_mul(MAX_RECORDS as u64)),
+            kind,
+            seq,
             client,
             at_ms,
-            node: node?,
+            node,
             nick,
             to,
             body,
-        })
+        });
+        true
     }
 }
 
-/// A stream entry id as a line id.
-pub(super) fn line_id(id: &str) -> LineId {
-    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
-    LineId::stream(ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+/// A stream entry id's two numbers (`MS-SEQ`).
+fn stream_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
 fn number(value: &[u8]) -> Option<u64> {
@@ -268,30 +306,42 @@ fn array(value: Value) -> Result<Vec<Value>, ParsingError> {
     }
 }
 
-/// The entries of an `XRANGE`/`XREVRANGE` reply (or one stream of an `XREAD` reply), in
-/// reply order; an entry without an origin or kind is left out.
+/// The records of an `XRANGE`/`XREVRANGE` reply (or of one stream of an `XREAD` reply), in
+/// reply order, and the id of the reply's last entry. Entries that hold no records of ours
+/// (another program's, damaged ones) are left out, but still count as read.
 #[derive(Debug, Default)]
-pub(super) struct Entries(pub(super) Vec<Entry>);
+pub(super) struct Entries {
+    pub(super) records: Vec<Entry>,
+    /// The id of the last entry in the reply, ours or not (where reading goes on).
+    pub(super) last_id: Option<String>,
+    /// The id of the first entry in the reply.
+    pub(super) first_id: Option<String>,
+}
 
 impl FromRedisValue for Entries {
     fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
-        let mut entries = Vec::new();
+        let mut entries = Entries::default();
         for item in array(v)? {
             let mut pair = array(item)?.into_iter();
             let (Some(id), Some(fields)) = (pair.next(), pair.next()) else {
                 return Err("a stream entry without its fields".into());
             };
-            if let Some(entry) = Entry::from_fields(string(id)?, array(fields)?) {
-                entries.push(entry);
+            let id = string(id)?;
+            if let Some(numbers) = stream_id(&id) {
+                Entry::from_fields(numbers, array(fields)?, &mut entries.records);
             }
+            if entries.first_id.is_none() {
+                entries.first_id = Some(id.clone());
+            }
+            entries.last_id = Some(id);
         }
-        Ok(Entries(entries))
+        Ok(entries)
     }
 }
 
 /// An `XREAD` reply: each stream's key and new entries (empty when the read timed out).
 #[derive(Debug, Default)]
-pub(super) struct StreamsRead(pub(super) Vec<(String, Vec<Entry>)>);
+pub(super) struct StreamsRead(pub(super) Vec<(String, Entries)>);
 
 impl FromRedisValue for StreamsRead {
     fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
@@ -311,7 +361,7 @@ impl FromRedisValue for StreamsRead {
         };
         let streams = pairs
             .into_iter()
-            .map(|(key, entries)| Ok((string(key)?, Entries::from_redis_value(entries)?.0)))
+            .map(|(key, entries)| Ok((string(key)?, Entries::from_redis_value(entries)?)))
             .collect::<Result<_, ParsingError>>()?;
         Ok(StreamsRead(streams))
     }
@@ -334,24 +384,46 @@ mod tests {
         }
     }
 
+    fn pack(records: &[Fields<'_>]) -> Bytes {
+        let mut out = Vec::new();
+        for record in records {
+            record.pack_into(&mut out);
+        }
+        Bytes::from(out)
+    }
+
+    fn unpack(id: (u64, u64), packed: &Bytes) -> Option<Vec<Entry>> {
+        let mut out = Vec::new();
+        Entry::unpack(id, packed, &mut out).then_some(out)
+    }
+
     fn bulk(b: &[u8]) -> Value {
         Value::BulkString(b.to_vec())
     }
 
     #[test]
-    fn a_packed_entry_reads_back_as_written_whatever_its_bytes() {
-        for body in [&b"hello\n"[..], b"", b"a b\nc 1 2 3\n\0\xff", b"\n\n"] {
-            let packed = fields(body).pack();
-            let entry = Entry::unpack("9-1".into(), Bytes::from(packed)).expect("unpacks");
+    fn records_read_back_as_written_whatever_their_bytes() {
+        let bodies: [&[u8]; 4] = [b"hello\n", b"", b"a b\nc 1 2 3\n\0\xff", b"\n\n"];
+        let records: Vec<Fields<'_>> = bodies
+            .iter()
+            .enumerate()
+            .map(|(n, body)| Fields {
+                seq: 42 + n as u64,
+                ..fields(body)
+            })
+            .collect();
+        let entries = unpack((9, 1), &pack(&records)).expect("unpacks");
+        assert_eq!(entries.len(), 4);
+        for (n, (entry, body)) in entries.iter().zip(bodies).enumerate() {
             assert_eq!(
                 (entry.kind, entry.seq, entry.client, entry.at_ms),
-                (Kind::Message, 42, 7, 1_700_000_000_123)
+                (Kind::Message, 42 + n as u64, 7, 1_700_000_000_123)
             );
             assert_eq!(entry.node(), Some("a/1700000000000"));
             assert_eq!((entry.nick().as_str(), entry.to().as_str()), ("alice", ""));
             let line = entry.room_line().expect("a room line");
             assert_eq!(&line.line[..], body);
-            assert_eq!(line.id.to_string(), "9-1");
+            assert_eq!(line.id.to_string(), format!("9-{}", 1024 + n));
         }
         let private = Fields {
             kind: Kind::Private,
@@ -359,7 +431,7 @@ mod tests {
             to: "carol\n",
             ..fields(b"psst")
         };
-        let entry = Entry::unpack("1-0".into(), Bytes::from(private.pack())).unwrap();
+        let entry = &unpack((1, 0), &pack(&[private])).unwrap()[0];
         assert_eq!(
             (entry.nick(), entry.to(), entry.text()),
             ("bob smith".into(), "carol\n".into(), "psst".into())
@@ -368,13 +440,15 @@ mod tests {
     }
 
     #[test]
-    fn damaged_packed_values_are_refused_without_a_panic() {
-        let good = fields(b"hi\n").pack();
-        // Every prefix of the header and of the strings it announces is refused.
-        let strings_end = good.len() - 3;
-        for cut in 0..strings_end {
-            assert!(
-                Entry::unpack("1-0".into(), Bytes::copy_from_slice(&good[..cut])).is_none(),
+    fn damaged_values_are_refused_whole_without_a_panic() {
+        let good = pack(&[fields(b"one\n"), fields(b"hi\n")]);
+        // Every proper prefix is refused, except the one that ends after the first record.
+        let first = pack(&[fields(b"one\n")]).len();
+        for cut in 1..good.len() {
+            let got = unpack((1, 0), &good.slice(..cut));
+            assert_eq!(
+                got.map(|e| e.len()),
+                (cut == first).then_some(1),
                 "cut at {cut}"
             );
         }
@@ -382,35 +456,39 @@ mod tests {
         // read holds only bytes of the value.
         for at in 0..good.len() {
             for byte in [0, b' ', b'\n', b'0', b'9', b'-', b'm', 0xff] {
-                let mut damaged = good.clone();
+                let mut damaged = good.to_vec();
                 damaged[at] = byte;
                 let len = damaged.len();
-                if let Some(entry) = Entry::unpack("1-0".into(), Bytes::from(damaged)) {
+                for entry in unpack((1, 0), &Bytes::from(damaged)).unwrap_or_default() {
                     let strings = entry.node.len() + entry.nick.len() + entry.to.len();
                     assert!(strings + entry.body.len() < len, "at {at}: {entry:?}");
                 }
             }
         }
         for bad in [
-            &b"x 1 0 0 0 0 0\n"[..],
-            b"m 1 0 0 0 0\n",
-            b"m 1 0 0 0 0 0 0\n",
-            b"m -1 0 0 0 0 0\n",
-            b"m 1 0 0 99999999999999999999 0 0\n",
-            b"m 1 0 0 18446744073709551615 1 0\nab",
-            b"m 1 0 18446744073709551615 0 0 0\n",
+            &b""[..],
+            b"x 1 0 0 0 0 0 0\n",
+            b"m 1 0 0 0 0 0\n",
+            b"m 1 0 0 0 0 0 0 0\n",
+            b"m -1 0 0 0 0 0 0\n",
+            b"m 1 0 0 99999999999999999999 0 0 0\n",
+            b"m 1 0 0 18446744073709551615 1 0 0\nab",
+            b"m 1 0 18446744073709551615 0 0 0 0\n",
+            b"m 1 0 0 0 0 0 3\nab",
         ] {
             assert!(
-                Entry::unpack("1-0".into(), Bytes::from_static(bad)).is_none(),
+                unpack((1, 0), &Bytes::from_static(bad)).is_none(),
                 "{}",
                 String::from_utf8_lossy(bad)
             );
         }
+        // An entry id too large for the line ids is refused too.
+        assert!(unpack((1, u64::MAX), &pack(&[fields(b"x")])).is_none());
     }
 
     #[test]
-    fn an_xread_reply_is_walked_into_entries_packed_or_field_by_field() {
-        let packed = bulk(&fields(b"new\n").pack());
+    fn an_xread_reply_is_walked_into_records_packed_or_field_by_field() {
+        let two = bulk(&pack(&[fields(b"new\n"), fields(b"newer\n")]));
         let old = Value::Array(
             [
                 "n", "b/1", "q", "3", "k", "a", "c", "0", "u", "bob", "t", "5", "l", "waves\n",
@@ -418,11 +496,11 @@ mod tests {
             .map(|s| bulk(s.as_bytes()))
             .to_vec(),
         );
-        let no_origin = Value::Array(vec![bulk(b"k"), bulk(b"m"), bulk(b"l"), bulk(b"x")]);
+        let foreign = Value::Array(vec![bulk(b"k"), bulk(b"m"), bulk(b"l"), bulk(b"x")]);
         let entries = Value::Array(vec![
-            Value::Array(vec![bulk(b"1-0"), Value::Array(vec![bulk(b"e"), packed])]),
+            Value::Array(vec![bulk(b"1-0"), Value::Array(vec![bulk(b"e"), two])]),
             Value::Array(vec![bulk(b"1-1"), old]),
-            Value::Array(vec![bulk(b"1-2"), no_origin]),
+            Value::Array(vec![bulk(b"1-2"), foreign]),
         ]);
         let reply = Value::Array(vec![Value::Array(vec![
             bulk(b"sockit:room:lobby"),
@@ -432,9 +510,18 @@ mod tests {
         assert_eq!(streams.len(), 1);
         let (key, entries) = &streams[0];
         assert_eq!(key, "sockit:room:lobby");
-        assert_eq!(entries.len(), 2, "the entry without an origin is left out");
-        assert_eq!((entries[0].id.as_str(), entries[0].seq), ("1-0", 42));
-        let old = &entries[1];
+        let ids: Vec<String> = entries.records.iter().map(|e| e.id.to_string()).collect();
+        assert_eq!(
+            ids,
+            ["1-0", "1-1", "1-1024"],
+            "the foreign entry is left out"
+        );
+        assert_eq!(
+            (entries.first_id.as_deref(), entries.last_id.as_deref()),
+            (Some("1-0"), Some("1-2")),
+            "but reading goes on after it"
+        );
+        let old = &entries.records[2];
         assert_eq!(
             (old.kind, old.seq, old.at_ms, old.node()),
             (Kind::Action, 3, 5, Some("b/1"))
@@ -450,9 +537,17 @@ mod tests {
     }
 
     #[test]
-    fn stream_ids_become_line_ids_in_order() {
-        assert_eq!(line_id("1700000000000-3").to_string(), "1700000000000-3");
-        assert!(line_id("1700000000000-3") < line_id("1700000000001-0"));
-        assert!(line_id("9-10") > line_id("9-9"));
+    fn line_ids_follow_the_stream_order() {
+        let id = |ms: u64, seq: u64, index: usize| -> LineId {
+            let mut out = Vec::new();
+            let value = pack(&vec![fields(b"x"); index + 1]);
+            assert!(Entry::unpack((ms, seq), &value, &mut out));
+            out[index].id
+        };
+        assert!(id(9, 0, 1023) < id(9, 1, 0));
+        assert!(id(9, 5, 3) < id(10, 0, 0));
+        assert!(id(9, 1, 0) < id(9, 1, 1));
+        let too_many = pack(&vec![fields(b"x"); MAX_RECORDS + 1]);
+        assert!(unpack((9, 0), &too_many).is_none());
     }
 }

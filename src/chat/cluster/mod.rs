@@ -6,7 +6,7 @@
 //!
 //! Three tasks per node, each on its own footing:
 //! - the appender takes posts from a bounded queue, in order, and `XADD`s them (one entry per
-//!   line, packed into one field with this node's incarnation and a sequence number); a failed or unanswered batch
+//!   run of lines in a room, each line with this node's incarnation and a sequence number); a failed or unanswered batch
 //!   is sent again, and readers skip an entry whose (incarnation, sequence) they already
 //!   delivered, so a retry never shows twice;
 //! - the reader `XREAD`s every room from the last entry id it delivered (on its own
@@ -23,7 +23,7 @@
 //! | file | what it owns |
 //! |---|---|
 //! | `connection` | the URL, settings and errors; connecting; health and the canary alarm |
-//! | `entry` | one stream entry: packed into one field, read back without a field map |
+//! | `entry` | stream entries: a run of lines packed into one field, read without a field map |
 //! | `node` | the shared state; joining (history loaded) and running the three tasks |
 //! | `outbound` | the bus the hub publishes into; the append queue and its appender |
 //! | `reader` | the room-stream reader: from the last entry delivered, duplicates skipped |

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::chat::cluster::connection::WRITE_TIMEOUT;
-use crate::chat::cluster::entry::{FIELD, Fields, Kind};
+use crate::chat::cluster::entry::{FIELD, Fields, Kind, MAX_RECORDS};
 use crate::chat::cluster::node::{Shared, inbox_key, lock, room_key};
 use crate::chat::cluster::presence::{CLAIM, nick_claim_key};
 use crate::chat::framing::{LineKind, RoomLine};
@@ -219,9 +219,42 @@ impl Bus for RedisBus {
     }
 }
 
-/// Adds `item`'s `XADD` to `p`: one packed entry on its room's stream or a node's inbox,
-/// trimmed to about `max_len` entries.
-pub(super) fn xadd(p: &mut redis::Pipeline, shared: &Shared, item: &Outbound) {
+/// Bytes of lines that end an entry's run (a run also ends at [`MAX_RECORDS`] lines).
+const ENTRY_BYTES: usize = 64 * 1024;
+
+/// `batch` cut into stream entries, in order: each run of lines said in one room is one
+/// entry, and everything else an entry of its own.
+fn entries(batch: &[Outbound]) -> impl Iterator<Item = &[Outbound]> {
+    let mut rest = batch;
+    std::iter::from_fn(move || {
+        let first = rest.first()?;
+        let mut len = 1;
+        if let Outbound::Line { room, .. } = first {
+            let mut bytes = 0;
+            for item in &rest[1..] {
+                match item {
+                    Outbound::Line { room: r, line, .. }
+                        if r == room && len < MAX_RECORDS && bytes < ENTRY_BYTES =>
+                    {
+                        bytes += line.line.len();
+                        len += 1;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        let (entry, after) = rest.split_at(len);
+        rest = after;
+        Some(entry)
+    })
+}
+
+/// Adds the `XADD` of one entry (see [`entries`]) to `p`: its records on its room's stream
+/// or a node's inbox, which is trimmed to about `max_len` entries.
+pub(super) fn xadd(p: &mut redis::Pipeline, shared: &Shared, entry: &[Outbound]) {
+    let Some(item) = entry.first() else {
+        return;
+    };
     let inc = &shared.incarnation;
     let (key, max_len) = match item {
         Outbound::Line { room, .. } | Outbound::Notice { room, .. } => {
@@ -230,6 +263,23 @@ pub(super) fn xadd(p: &mut redis::Pipeline, shared: &Shared, item: &Outbound) {
         Outbound::Private { node, .. } => (inbox_key(node), 1_000),
         Outbound::Canary { .. } => (inbox_key(inc), 1_000),
     };
+    let mut value = Vec::new();
+    for item in entry {
+        record(inc, item).pack_into(&mut value);
+    }
+    p.cmd("XADD")
+        .arg(key)
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(max_len)
+        .arg("*")
+        .arg(FIELD)
+        .arg(value)
+        .ignore();
+}
+
+/// The record of one queued item, appended by node incarnation `inc`.
+fn record<'a>(inc: &'a str, item: &'a Outbound) -> Fields<'a> {
     let none = Fields {
         kind: Kind::Canary,
         seq: 0,
@@ -240,7 +290,7 @@ pub(super) fn xadd(p: &mut redis::Pipeline, shared: &Shared, item: &Outbound) {
         to: "",
         body: b"",
     };
-    let fields = match item {
+    match item {
         Outbound::Line {
             seq, from, line, ..
         } => Fields {
@@ -280,16 +330,7 @@ pub(super) fn xadd(p: &mut redis::Pipeline, shared: &Shared, item: &Outbound) {
             at_ms: *at_ms,
             ..none
         },
-    };
-    p.cmd("XADD")
-        .arg(key)
-        .arg("MAXLEN")
-        .arg("~")
-        .arg(max_len)
-        .arg("*")
-        .arg(FIELD)
-        .arg(fields.pack())
-        .ignore();
+    }
 }
 
 /// Appends the queue to Redis in order, a batch at a time; a batch that fails is sent
@@ -353,8 +394,8 @@ pub(super) async fn append_loop(shared: Arc<Shared>, stop: CancellationToken) {
         for room in &new_rooms {
             p.cmd("SADD").arg("sockit:rooms").arg(room).ignore();
         }
-        for item in &batch {
-            xadd(&mut p, &shared, item);
+        for entry in entries(&batch) {
+            xadd(&mut p, &shared, entry);
         }
         let sent = tokio::time::timeout(WRITE_TIMEOUT, p.query_async::<()>(&mut conn)).await;
         match sent {
@@ -396,5 +437,59 @@ pub(super) async fn append_loop(shared: Arc<Shared>, stop: CancellationToken) {
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::framing::LineId;
+
+    fn line(room: &str, seq: u64, bytes: usize) -> Outbound {
+        Outbound::Line {
+            room: room.to_owned(),
+            seq,
+            from: None,
+            line: RoomLine {
+                id: LineId::stream(0, 0),
+                at_ms: 0,
+                kind: LineKind::Message,
+                nick: Arc::from("a"),
+                line: vec![b'x'; bytes].into(),
+            },
+        }
+    }
+
+    fn lengths(batch: &[Outbound]) -> Vec<usize> {
+        entries(batch).map(<[Outbound]>::len).collect()
+    }
+
+    #[test]
+    fn runs_of_lines_in_one_room_make_one_entry_each() {
+        let notice = Outbound::Notice {
+            room: "a".into(),
+            seq: 4,
+            text: "n".into(),
+        };
+        let canary = Outbound::Canary { seq: 7, at_ms: 0 };
+        let batch = [
+            line("a", 1, 5),
+            line("a", 2, 5),
+            line("a", 3, 5),
+            notice,
+            line("b", 5, 5),
+            line("b", 6, 5),
+            canary,
+            line("a", 8, 5),
+        ];
+        assert_eq!(lengths(&batch), [3, 1, 2, 1, 1]);
+        assert!(lengths(&[]).is_empty());
+        // A run ends at MAX_RECORDS lines, and once it holds ENTRY_BYTES of them.
+        let many: Vec<Outbound> = (0..MAX_RECORDS as u64 + 5)
+            .map(|n| line("a", n, 1))
+            .collect();
+        assert_eq!(lengths(&many), [MAX_RECORDS, 5]);
+        let big: Vec<Outbound> = (0..6).map(|n| line("a", n, ENTRY_BYTES / 2)).collect();
+        assert_eq!(lengths(&big), [3, 3]);
     }
 }

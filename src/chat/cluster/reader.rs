@@ -63,19 +63,22 @@ pub(super) async fn open_wanted(
     };
     for room in wanted {
         let key = room_key(&room);
-        let Entries(entries) = cmd("XREVRANGE")
+        // The history, and a few lines more for members who joined before this read.
+        let wanted = shared.history_lines + 20;
+        let mut entries: Entries = cmd("XREVRANGE")
             .arg(&key)
             .arg("+")
             .arg("-")
             .arg("COUNT")
-            .arg(shared.history_lines + 20)
+            .arg(wanted)
             .query_async(reader)
             .await?;
-        let last = entries
-            .first()
-            .map_or("0-0".to_owned(), |entry| entry.id.clone());
+        // Newest entry first; the records of each entry in order: sorted, they are in the
+        // stream's order.
+        let last = entries.first_id.unwrap_or_else(|| "0-0".to_owned());
+        entries.records.sort_by_key(|entry| entry.id);
         let mut lines = Vec::new();
-        for entry in entries.iter().rev() {
+        for entry in &entries.records {
             let Some(node) = entry.node() else {
                 continue;
             };
@@ -86,6 +89,8 @@ pub(super) async fn open_wanted(
                 lines.push(line);
             }
         }
+        let skip = lines.len().saturating_sub(wanted);
+        lines.drain(..skip);
         hub.load_history(&room, lines);
         state.last.insert(key, last);
         lock(&shared.opened).insert(room);
@@ -184,10 +189,10 @@ impl ReaderTask {
         // Redis (the appender) before the fan-out below wakes every member's writer.
         tokio::task::yield_now().await;
         for (key, entries) in streams {
-            if let Some(entry) = entries.last() {
-                self.state.last.insert(key.clone(), entry.id.clone());
+            self.deliver(&key, &entries.records);
+            if let Some(last) = entries.last_id {
+                self.state.last.insert(key, last);
             }
-            self.deliver(&key, &entries);
         }
         Ok(())
     }
