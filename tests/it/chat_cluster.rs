@@ -534,6 +534,32 @@ fn entries_written_field_by_field_by_earlier_versions_still_show_as_history() {
     carol.expect("end of history");
 }
 
+#[test]
+fn history_is_read_past_the_first_page_of_entries() {
+    let redis = Redis::start();
+    redis.cli(&["SADD", "sockit:rooms", "lobby"]);
+    // 150 entries of one line each, in the packed format README describes (a node appends
+    // runs of lines; one line per entry makes the most entries per line of history).
+    let script = r#"
+        for i = 0, 149 do
+            local body = "<olga> line " .. i .. "\n"
+            local record = string.format("m %d 0 1700000000000 5 4 0 %d\nold/1olga%s", i + 1, #body, body)
+            redis.call("XADD", KEYS[1], "*", "e", record)
+        end
+        return redis.call("XLEN", KEYS[1])
+    "#;
+    let len = redis.cli(&["EVAL", script, "1", "sockit:room:lobby"]);
+    assert_eq!(len.trim(), "150");
+    let a = node(&redis, "a");
+    let mut carol = Client::connect(a.addr);
+    // The default history is 100 lines: the newest 100, oldest first.
+    carol.expect("last 100 lines of #lobby");
+    for n in 50..150 {
+        carol.expect(&format!("<olga> line {n}"));
+    }
+    carol.expect("end of history");
+}
+
 /// CPU time (user + system, clock ticks) a process has used so far.
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();

@@ -316,6 +316,8 @@ pub(super) struct Entries {
     pub(super) last_id: Option<String>,
     /// The id of the first entry in the reply.
     pub(super) first_id: Option<String>,
+    /// Entries in the reply, ours or not.
+    pub(super) count: usize,
 }
 
 impl FromRedisValue for Entries {
@@ -334,6 +336,7 @@ impl FromRedisValue for Entries {
                 entries.first_id = Some(id.clone());
             }
             entries.last_id = Some(id);
+            entries.count += 1;
         }
         Ok(entries)
     }

@@ -65,20 +65,10 @@ pub(super) async fn open_wanted(
         let key = room_key(&room);
         // The history, and a few lines more for members who joined before this read.
         let wanted = shared.history_lines + 20;
-        let mut entries: Entries = cmd("XREVRANGE")
-            .arg(&key)
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(wanted)
-            .query_async(reader)
-            .await?;
-        // Newest entry first; the records of each entry in order: sorted, they are in the
-        // stream's order.
-        let last = entries.first_id.unwrap_or_else(|| "0-0".to_owned());
-        entries.records.sort_by_key(|entry| entry.id);
+        let (newest, records) = newest_records(reader, &key, wanted).await?;
+        let last = newest.unwrap_or_else(|| "0-0".to_owned());
         let mut lines = Vec::new();
-        for entry in &entries.records {
+        for entry in &records {
             let Some(node) = entry.node() else {
                 continue;
             };
@@ -97,6 +87,46 @@ pub(super) async fn open_wanted(
     }
     shared.opened_changed.notify_waiters();
     Ok(())
+}
+
+/// Entries read newest first, a page at a time, per `XREVRANGE` call.
+const HISTORY_PAGE: usize = 64;
+
+/// The newest records of stream `key`, at least `wanted` of them if it holds that many, in
+/// stream order, and the id of its newest entry. An entry holds up to
+/// [`MAX_RECORDS`](crate::chat::cluster::entry::MAX_RECORDS) lines, so the stream is read a
+/// page of entries at a time until enough lines are in, not `wanted` entries at once.
+async fn newest_records(
+    reader: &mut ConnectionManager,
+    key: &str,
+    wanted: usize,
+) -> redis::RedisResult<(Option<String>, Vec<Entry>)> {
+    let mut newest = None;
+    let mut records = Vec::new();
+    let mut before = "+".to_owned();
+    // Each entry of ours holds a line at least: this many pages always suffice.
+    for _ in 0..=wanted.div_ceil(HISTORY_PAGE) {
+        let page: Entries = cmd("XREVRANGE")
+            .arg(key)
+            .arg(&before)
+            .arg("-")
+            .arg("COUNT")
+            .arg(HISTORY_PAGE)
+            .query_async(reader)
+            .await?;
+        newest = newest.or(page.first_id);
+        records.extend(page.records);
+        match page.last_id {
+            Some(oldest) if page.count == HISTORY_PAGE && records.len() < wanted => {
+                before = format!("({oldest}");
+            }
+            _ => break,
+        }
+    }
+    // Newest entry first, the records of each entry in order: sorted, they are in the
+    // stream's order.
+    records.sort_by_key(|entry| entry.id);
+    Ok((newest, records))
 }
 
 /// Reads every open room (and this node's inbox) from the last entry id delivered, and
