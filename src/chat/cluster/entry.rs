@@ -180,7 +180,7 @@ impl Entry {
 
     /// The record at `at` of `packed`, and where the next one starts.
     fn unpack_one(
-        (ms, seq_in_ms): (u64, u64),
+        id: (u64, u64),
         index: usize,
         packed: &Bytes,
         at: usize,
@@ -208,11 +208,8 @@ impl Entry {
             take(lens[2])?,
             take(lens[3])?,
         );
-        let line = seq_in_ms
-            .checked_mul(MAX_RECORDS as u64)?
-            .checked_add(index as u64)?;
         let entry = Entry {
-            id: LineId::stream(ms, line),
+            id: line_id(id, index)?,
             kind,
             seq,
             client,
@@ -253,11 +250,12 @@ impl Entry {
                 _ => {}
             }
         }
-        let (Some(kind), Some(seq), Some(node)) = (kind, seq, node) else {
+        let (Some(kind), Some(seq), Some(node), Some(id)) = (kind, seq, node, line_id(id, 0))
+        else {
             return false;
         };
         out.push(Entry {
-            id: LineId::stream(id.0, id.1.saturating_mul(MAX_RECORDS as u64)),
+            id,
             kind,
             seq,
             client,
@@ -269,6 +267,15 @@ impl Entry {
         });
         true
     }
+}
+
+/// The id of record `index` of stream entry `MS-SEQ`: `MS-(SEQ × MAX_RECORDS + index)`, so
+/// ids follow the stream's order; `None` past what the id can hold.
+fn line_id((ms, seq): (u64, u64), index: usize) -> Option<LineId> {
+    let line = seq
+        .checked_mul(MAX_RECORDS as u64)?
+        .checked_add(index as u64)?;
+    Some(LineId::stream(ms, line))
 }
 
 /// A stream entry id's two numbers (`MS-SEQ`).

@@ -6,9 +6,9 @@
 //!
 //! Three tasks per node, each on its own footing:
 //! - the appender takes posts from a bounded queue, in order, and `XADD`s them (one entry per
-//!   run of lines in a room, each line with this node's incarnation and a sequence number); a failed or unanswered batch
-//!   is sent again, and readers skip an entry whose (incarnation, sequence) they already
-//!   delivered, so a retry never shows twice;
+//!   run of lines in a room, each line with this node's incarnation and a sequence number);
+//!   a failed or unanswered batch is sent again, and readers skip a line whose (incarnation,
+//!   sequence) they already delivered, so a retry never shows twice;
 //! - the reader `XREAD`s every room from the last entry id it delivered (on its own
 //!   connection, as the read blocks), so after any fault it resumes exactly where it was;
 //! - the heartbeat refreshes this node's presence and nick claims (expiring keys), reads the
