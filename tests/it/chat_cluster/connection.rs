@@ -27,18 +27,7 @@ fn a_password_in_the_url_works_and_a_wrong_one_exits_7_without_showing_it() {
     let redis = Redis::start();
     redis.cli(&["CONFIG", "SET", "requirepass", "s3cret-pw"]);
     let url = format!("redis://:s3cret-pw@127.0.0.1:{}", redis.port);
-    let a = Server::start(&[
-        "chat",
-        "serve",
-        "--port",
-        "0",
-        "--cluster",
-        &url,
-        "--node",
-        "a",
-        "--rate",
-        "0",
-    ]);
+    let a = node_at(&url, "a", &[]);
     let mut alice = Client::join(a.addr, "alice");
     let mut bob = Client::join(a.addr, "bob");
     // Every line goes through Redis and back: this one proves the password was taken.
@@ -98,34 +87,8 @@ fn rediss_with_a_self_signed_certificate_and_its_ca_file() {
         "no",
     ]);
     let url = format!("rediss://127.0.0.1:{tls_port}");
-    let a = Server::start(&[
-        "chat",
-        "serve",
-        "--port",
-        "0",
-        "--cluster",
-        &url,
-        "--cluster-cacert",
-        cert,
-        "--node",
-        "a",
-        "--rate",
-        "0",
-    ]);
-    let b = Server::start(&[
-        "chat",
-        "serve",
-        "--port",
-        "0",
-        "--cluster",
-        &url,
-        "--cluster-cacert",
-        cert,
-        "--node",
-        "b",
-        "--rate",
-        "0",
-    ]);
+    let a = node_at(&url, "a", &["--cluster-cacert", cert]);
+    let b = node_at(&url, "b", &["--cluster-cacert", cert]);
     let mut alice = Client::join(a.addr, "alice");
     let mut bob = Client::join(b.addr, "bob");
     alice.send("over tls");

@@ -49,21 +49,7 @@ fn broker_faults_lose_nothing() {
 #[test]
 fn a_full_queue_slows_its_senders_and_loses_nothing() {
     let redis = Redis::start();
-    let a = Server::start(&[
-        "chat",
-        "serve",
-        "--port",
-        "0",
-        "--cluster",
-        &redis.url(),
-        "--node",
-        "a",
-        "--rate",
-        "0",
-        "--stats",
-        "--cluster-queue",
-        "5",
-    ]);
+    let a = node_at(&redis.url(), "a", &["--stats", "--cluster-queue", "5"]);
     let mut alice = Client::join(a.addr, "alice");
     let mut bob = Client::join(a.addr, "bob");
     redis.signal("STOP");

@@ -21,19 +21,26 @@ const LINES: usize = 1_000;
 const DELIVERY: Duration = Duration::from_secs(90);
 
 fn node(redis: &Redis, name: &str) -> Server {
-    Server::start(&[
+    node_at(&redis.url(), name, &["--stats"])
+}
+
+/// A node named `name` joined through the Redis at `url`, flood control off, with `extra`
+/// arguments.
+fn node_at(url: &str, name: &str, extra: &[&str]) -> Server {
+    let mut args = vec![
         "chat",
         "serve",
         "--port",
         "0",
         "--cluster",
-        &redis.url(),
+        url,
         "--node",
         name,
         "--rate",
         "0",
-        "--stats",
-    ])
+    ];
+    args.extend_from_slice(extra);
+    Server::start(&args)
 }
 
 /// A raw line client.
